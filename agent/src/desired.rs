@@ -1,0 +1,207 @@
+//! Parse step of a hook: combine the PVE container config (`/etc/pve/lxc/<vmid>.conf`) with
+//! op-agent's container TOML into the desired state of every NIC. Pure: no I/O.
+
+use crate::config::{ConfigError, ContainerConfig, NetworkType, OnFirewall};
+use crate::types::{IfName, VlanTag};
+use pve_integration::{NetConf, NetIndex, PveConf, Vmid};
+use std::path::Path;
+
+/// The host link name op-agent gives `netN`: `vi<vmid>` for net0, `vi<vmid>i<N>` otherwise
+/// (at most 14 bytes for a 9-digit vmid and net31).
+pub fn default_link_name(vmid: Vmid, net: NetIndex) -> String {
+    if net.get() == 0 {
+        format!("vi{vmid}")
+    } else {
+        format!("vi{vmid}i{net}")
+    }
+}
+
+/// What op-agent does with one NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicMode {
+    /// Rename and re-plug into the OVS bridge with the desired tag/trunks (bridge mode).
+    Plug,
+    /// Rename only and keep PVE's attachment: OVS re-plugged with PVE's own tag/trunks/mtu, a
+    /// Linux bridge keeps its master (netmaker mode).
+    KeepAttachment,
+    /// Leave the NIC untouched; the string says why (audit row `skipped`).
+    Skip(String),
+}
+
+/// The desired state of one `netN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredNic {
+    /// PVE's `netN` index.
+    pub net: NetIndex,
+    /// The host veth LXC creates for it (`veth<vmid>i<n>`, as LXC truncates it to 15 bytes).
+    pub pve_veth: String,
+    /// The name op-agent gives it.
+    pub name: IfName,
+    /// Bridge from the TOML, else PVE's `bridge=`; `None` when neither names one.
+    pub bridge: Option<IfName>,
+    /// Access VLAN.
+    pub tag: Option<VlanTag>,
+    /// Trunk VLANs, ascending, without duplicates.
+    pub trunks: Vec<VlanTag>,
+    /// PVE's `hwaddr=` (the guest side MAC), lower-case; recorded as `attached-mac`.
+    pub hwaddr: Option<String>,
+    /// PVE's `link_down=1`: rename, but leave the link down and unplugged.
+    pub link_down: bool,
+    /// What to do.
+    pub mode: NicMode,
+}
+
+/// Everything a hook needs to know about one managed container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub vmid: Vmid,
+    pub network_type: NetworkType,
+    /// Netmaker mode: abort pre-start when the mesh is not up.
+    pub require_mesh: bool,
+    /// Managed NICs in `netN` order.
+    pub nics: Vec<DesiredNic>,
+}
+
+/// The host veth name LXC gives `netN`: `veth<vmid>i<n>` truncated to 15 bytes, as lxc's
+/// `network_ifname()` does for `lxc.net.N.veth.pair` values that do not fit IFNAMSIZ.
+pub fn lxc_host_veth(vmid: Vmid, net: NetIndex) -> String {
+    let mut n = pve_integration::pve_veth_name(vmid, net);
+    n.truncate(crate::types::IFNAME_MAX);
+    n
+}
+
+/// Builds the desired state. Errors name the file and line (`[[nic]]` tables) or the PVE conf
+/// key (`net3`), e.g. `/etc/op-agent/containers/100.toml:7: [[nic]] net = 5: no net5 in
+/// /etc/pve/lxc/100.conf`.
+pub fn resolve(
+    vmid: Vmid,
+    pve: &PveConf,
+    pve_path: &Path,
+    ct: &ContainerConfig,
+) -> Result<Desired, ConfigError> {
+    let t = &ct.toml;
+    let mut nics = Vec::new();
+    for (i, n) in t.nic.iter().enumerate() {
+        let line = ct.nic_lines.get(i).copied();
+        let err = |msg: String| match line {
+            Some(l) => ConfigError::at(&ct.path, l, msg),
+            None => ConfigError::file(&ct.path, msg),
+        };
+        if n.net > 31 {
+            return Err(err(format!("[[nic]] net = {}: must be 0..31", n.net)));
+        }
+        if t.nic[..i].iter().any(|o| o.net == n.net) {
+            return Err(err(format!("[[nic]] net = {}: duplicate", n.net)));
+        }
+        if !pve.nets.contains_key(&n.net) {
+            return Err(err(format!(
+                "[[nic]] net = {}: no net{} in {}",
+                n.net,
+                n.net,
+                pve_path.display()
+            )));
+        }
+    }
+    for (idx, netconf) in &pve.nets {
+        let Some(net) = NetIndex::new(*idx) else {
+            continue;
+        };
+        let over = t.nic.iter().position(|n| n.net == *idx);
+        let line = over.and_then(|i| ct.nic_lines.get(i).copied());
+        let err = |msg: String| match line {
+            Some(l) => ConfigError::at(&ct.path, l, msg),
+            None => ConfigError::file(pve_path, msg),
+        };
+        let o = over.map(|i| &t.nic[i]);
+        nics.push(resolve_nic(vmid, net, netconf, o, t.network_type, t.on_firewall, &err)?);
+    }
+    // Names must be unique among this container's NICs.
+    for (i, a) in nics.iter().enumerate() {
+        if let Some(b) = nics[..i].iter().find(|b| b.name == a.name) {
+            return Err(ConfigError::file(
+                &ct.path,
+                format!(
+                    "name {} is used by net{} and net{}",
+                    a.name, b.net, a.net
+                ),
+            ));
+        }
+    }
+    Ok(Desired {
+        vmid,
+        network_type: t.network_type,
+        require_mesh: t
+            .require_mesh
+            .unwrap_or(t.network_type == NetworkType::Netmaker),
+        nics,
+    })
+}
+
+fn resolve_nic(
+    vmid: Vmid,
+    net: NetIndex,
+    pve: &NetConf,
+    over: Option<&crate::config::NicToml>,
+    network_type: NetworkType,
+    on_firewall: OnFirewall,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<DesiredNic, ConfigError> {
+    let name_str = over
+        .and_then(|o| o.name.clone())
+        .unwrap_or_else(|| default_link_name(vmid, net));
+    let name = IfName::new(&name_str).map_err(|e| err(format!("net{net} name: {e}")))?;
+    let bridge_str = over.and_then(|o| o.bridge.clone()).or(pve.bridge.clone());
+    let bridge = match bridge_str {
+        Some(b) => Some(IfName::new(&b).map_err(|e| err(format!("net{net} bridge: {e}")))?),
+        None => None,
+    };
+    let tag_raw = over.and_then(|o| o.tag).or(pve.tag);
+    let tag = match tag_raw {
+        Some(t) => Some(
+            VlanTag::new(t).ok_or_else(|| err(format!("net{net} tag {t}: must be 1..4094")))?,
+        ),
+        None => None,
+    };
+    let trunks_raw = over
+        .and_then(|o| o.trunks.clone())
+        .unwrap_or_else(|| pve.trunks.clone());
+    let mut trunks = Vec::new();
+    for t in trunks_raw {
+        let v =
+            VlanTag::new(t).ok_or_else(|| err(format!("net{net} trunk {t}: must be 1..4094")))?;
+        if !trunks.contains(&v) {
+            trunks.push(v);
+        }
+    }
+    trunks.sort();
+    let mode = if pve.firewall {
+        match on_firewall {
+            OnFirewall::Refuse => {
+                return Err(err(format!(
+                    "net{net} has firewall=1: renaming veth{vmid}i{net} would silently disable \
+                     pve-firewall for it; set on_firewall = \"skip\" to leave it untouched"
+                )))
+            }
+            OnFirewall::Skip => NicMode::Skip("firewall=1".into()),
+        }
+    } else {
+        match network_type {
+            NetworkType::Bridge => NicMode::Plug,
+            NetworkType::Netmaker => NicMode::KeepAttachment,
+        }
+    };
+    if mode == NicMode::Plug && bridge.is_none() && !pve.link_down {
+        return Err(err(format!("net{net} has no bridge (PVE conf or [[nic]] bridge)")));
+    }
+    Ok(DesiredNic {
+        net,
+        pve_veth: lxc_host_veth(vmid, net),
+        name,
+        bridge,
+        tag,
+        trunks,
+        hwaddr: pve.hwaddr.as_ref().map(|h| h.to_ascii_lowercase()),
+        link_down: pve.link_down,
+        mode,
+    })
+}

@@ -1,0 +1,92 @@
+//! Logging: RFC 3164 messages to the local syslog unix socket (`/dev/log`, which journald
+//! provides on Proxmox hosts) through the `syslog` crate, never its silent TCP/UDP fallback.
+//! When there is no socket, or a send fails twice, messages at or above a threshold go to
+//! stderr instead. A failed send reconnects once, so a restarted syslog daemon is picked up.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use syslog::{Facility, Formatter3164, Logger, LoggerBackend};
+
+/// Socket paths tried in order (the `syslog` crate's unix list, minus directories).
+const SOCKETS: [&str; 3] = ["/dev/log", "/var/run/syslog", "/var/run/log"];
+
+struct SyslogLogger {
+    ident: String,
+    stderr_level: log::LevelFilter,
+    conn: Mutex<Option<Logger<LoggerBackend, Formatter3164>>>,
+}
+
+fn connect(ident: &str) -> Option<Logger<LoggerBackend, Formatter3164>> {
+    let formatter = Formatter3164 {
+        facility: Facility::LOG_DAEMON,
+        hostname: None,
+        process: ident.to_string(),
+        pid: std::process::id(),
+    };
+    SOCKETS
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| !p.is_dir())
+        .find_map(|p| syslog::unix_custom(formatter.clone(), p).ok())
+}
+
+fn send(l: &mut Logger<LoggerBackend, Formatter3164>, level: log::Level, msg: &str) -> bool {
+    let r = match level {
+        log::Level::Error => l.err(msg),
+        log::Level::Warn => l.warning(msg),
+        log::Level::Info => l.info(msg),
+        log::Level::Debug | log::Level::Trace => l.debug(msg),
+    };
+    r.is_ok()
+}
+
+impl log::Log for SyslogLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let msg = record.args().to_string();
+        let mut delivered = false;
+        if let Ok(mut guard) = self.conn.lock() {
+            if let Some(l) = guard.as_mut() {
+                delivered = send(l, record.level(), &msg);
+            }
+            if !delivered {
+                // The daemon may have re-created its socket: reconnect once.
+                *guard = connect(&self.ident);
+                if let Some(l) = guard.as_mut() {
+                    delivered = send(l, record.level(), &msg);
+                }
+            }
+        }
+        if !delivered && record.level() <= self.stderr_level {
+            let _ = writeln!(std::io::stderr(), "{}: {}", self.ident, msg);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger. `ident` is the syslog tag (`op-agent`); `stderr_level` is the least
+/// severe level written to stderr when syslog is unreachable (`Warn` for hooks, whose stderr is
+/// the PVE task log; `Info` for `watch`, whose stderr goes to the journal). `verbose` lowers the
+/// global level to `Debug`. Calling it twice is harmless.
+pub fn init(ident: &str, stderr_level: log::LevelFilter, verbose: bool) {
+    let logger = SyslogLogger {
+        ident: ident.to_string(),
+        stderr_level,
+        conn: Mutex::new(connect(ident)),
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(if verbose {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Info
+        });
+    }
+}

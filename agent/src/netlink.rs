@@ -1,0 +1,264 @@
+//! Host links over rtnetlink (`RTM_GETLINK`, `RTM_SETLINK`, `RTM_GETADDR`): find a link, read its
+//! kind, flags, controller (master) and addresses, bring it down, rename it, bring it up.
+//!
+//! Knows nothing of Proxmox: names are plain strings here. Every call goes to the kernel of the
+//! network namespace the process runs in.
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::{Handle, LinkUnspec};
+use std::net::IpAddr;
+
+/// A failed netlink request; displays as `netlink <op> <link>: <kernel error>`.
+#[derive(Debug, thiserror::Error)]
+#[error("netlink {op} {link}: {source}")]
+pub struct NetlinkError {
+    /// What was asked (`get`, `down`, `rename`, `up`, `addresses`, `connect`).
+    pub op: &'static str,
+    /// The link involved, as a name or `#<ifindex>`.
+    pub link: String,
+    /// The kernel's or the library's error.
+    #[source]
+    pub source: rtnetlink::Error,
+}
+
+impl NetlinkError {
+    /// The kernel's errno (positive, e.g. `libc::EEXIST`), when the kernel refused the request.
+    pub fn errno(&self) -> Option<i32> {
+        match &self.source {
+            rtnetlink::Error::NetlinkError(e) => e.code.map(|c| -c.get()),
+            _ => None,
+        }
+    }
+}
+
+/// What op-agent needs to know of a link (from one `RTM_NEWLINK` message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// ifindex.
+    pub index: u32,
+    /// IFLA_IFNAME.
+    pub name: String,
+    /// IFLA_INFO_KIND (`veth`, `bridge`, `wireguard`, `tun`, ...); `None` for kind-less devices.
+    pub kind: Option<String>,
+    /// IFF_UP is set.
+    pub up: bool,
+    /// IFLA_MASTER: the ifindex of the bridge or bond holding this link.
+    pub master: Option<u32>,
+    /// IFLA_ADDRESS formatted as `aa:bb:cc:dd:ee:ff`.
+    pub mac: Option<String>,
+    /// IFLA_MTU in bytes.
+    pub mtu: Option<u32>,
+    /// IFLA_IFALIAS: op-agent marks the links it renamed with [`OWNER_ALIAS_PREFIX`].
+    pub alias: Option<String>,
+}
+
+/// Prefix of the IFLA_IFALIAS op-agent sets on a link it renamed (`op-agent vm-id=100 net=0`),
+/// so that a link of the same name that op-agent did not make is never touched.
+pub const OWNER_ALIAS_PREFIX: &str = "op-agent ";
+
+impl Link {
+    fn from_message(m: &LinkMessage) -> Link {
+        let mut link = Link {
+            index: m.header.index,
+            name: String::new(),
+            kind: None,
+            up: m.header.flags.contains(LinkFlags::Up),
+            master: None,
+            mac: None,
+            mtu: None,
+            alias: None,
+        };
+        for attr in &m.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n.clone(),
+                LinkAttribute::Controller(i) => link.master = Some(*i),
+                LinkAttribute::Mtu(v) => link.mtu = Some(*v),
+                LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
+                LinkAttribute::Address(a) if a.len() == 6 => {
+                    link.mac = Some(
+                        a.iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(":"),
+                    )
+                }
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(k) = info {
+                            link.kind = Some(k.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+
+    /// Parses a link from an `RTM_NEWLINK`/`RTM_DELLINK` notification (used by `watch`).
+    pub fn from_notification(m: &LinkMessage) -> Link {
+        Link::from_message(m)
+    }
+}
+
+/// An rtnetlink connection of the current network namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn is_enodev(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.code.map(|c| -c.get()) == Some(libc::ENODEV))
+}
+
+impl Netlink {
+    /// Opens a `NETLINK_ROUTE` socket and spawns its connection task on the current tokio runtime.
+    pub fn connect() -> Result<Netlink, std::io::Error> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// The link called `name`, or `None` when there is none (ENODEV).
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
+        let mut s = self.handle.link().get().match_name(name).execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(Some(Link::from_message(&m))),
+            Ok(None) => Ok(None),
+            Err(e) if is_enodev(&e) => Ok(None),
+            Err(e) => Err(NetlinkError {
+                op: "get",
+                link: name.to_string(),
+                source: e,
+            }),
+        }
+    }
+
+    /// The link with ifindex `index`, or `None`.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, NetlinkError> {
+        let mut s = self.handle.link().get().match_index(index).execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(Some(Link::from_message(&m))),
+            Ok(None) => Ok(None),
+            Err(e) if is_enodev(&e) => Ok(None),
+            Err(e) => Err(NetlinkError {
+                op: "get",
+                link: format!("#{index}"),
+                source: e,
+            }),
+        }
+    }
+
+    /// Every link of the namespace (one `RTM_GETLINK` dump).
+    pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+        let mut s = self.handle.link().get().execute();
+        let mut out = Vec::new();
+        loop {
+            match s.try_next().await {
+                Ok(Some(m)) => out.push(Link::from_message(&m)),
+                Ok(None) => return Ok(out),
+                Err(e) => {
+                    return Err(NetlinkError {
+                        op: "dump",
+                        link: "*".into(),
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Clears IFF_UP on `link`.
+    pub async fn set_down(&self, link: &Link) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(link.index).down().build())
+            .execute()
+            .await
+            .map_err(|e| NetlinkError {
+                op: "down",
+                link: link.name.clone(),
+                source: e,
+            })
+    }
+
+    /// Sets IFF_UP on `link`.
+    pub async fn set_up(&self, link: &Link) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(link.index).up().build())
+            .execute()
+            .await
+            .map_err(|e| NetlinkError {
+                op: "up",
+                link: link.name.clone(),
+                source: e,
+            })
+    }
+
+    /// Renames `link` to `new_name`, sets IFLA_IFALIAS to `alias` and, when `up`, sets IFF_UP,
+    /// all in one `RTM_SETLINK` (the kernel applies IFLA_IFNAME before the flags, so this works on
+    /// a down link on every kernel; a live rename of an UP link needs Linux >= 6.2).
+    pub async fn rename(
+        &self,
+        link: &Link,
+        new_name: &str,
+        alias: &str,
+        up: bool,
+    ) -> Result<(), NetlinkError> {
+        let mut b = LinkUnspec::new_with_index(link.index)
+            .name(new_name)
+            .alias(alias);
+        if up {
+            b = b.up();
+        }
+        self.handle
+            .link()
+            .set(b.build())
+            .execute()
+            .await
+            .map_err(|e| NetlinkError {
+                op: "rename",
+                link: format!("{} -> {new_name}", link.name),
+                source: e,
+            })
+    }
+
+    /// The addresses on `link` as `(address, prefix length)`, IPv4 and IPv6.
+    pub async fn addresses(&self, link: &Link) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(link.index)
+            .execute();
+        let mut out = Vec::new();
+        loop {
+            match s.try_next().await {
+                Ok(Some(m)) => out.extend(address_of(&m)),
+                Ok(None) => return Ok(out),
+                Err(e) => {
+                    return Err(NetlinkError {
+                        op: "addresses",
+                        link: link.name.clone(),
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn address_of(m: &AddressMessage) -> Option<(IpAddr, u8)> {
+    let mut addr = None;
+    for a in &m.attributes {
+        match a {
+            AddressAttribute::Local(ip) => addr = Some(*ip),
+            AddressAttribute::Address(ip) if addr.is_none() => addr = Some(*ip),
+            _ => {}
+        }
+    }
+    addr.map(|ip| (ip, m.header.prefix_len))
+}
