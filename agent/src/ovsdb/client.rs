@@ -1,0 +1,454 @@
+//! JSON-RPC 1.0 transport for OVSDB (RFC 7047 §4) over a unix stream socket.
+//!
+//! One [`Client`] owns one connection and two tasks: a writer (serialised requests and echo
+//! replies go through one channel, so messages never interleave) and a reader that
+//! stream-parses the concatenated JSON values the server sends (RFC 7047 has no framing), routes
+//! replies to their callers by `u64` id (many calls may be in flight: pipelining), answers
+//! server `echo` requests (§4.1.11) and applies `update` notifications (§4.1.6) of our
+//! `cur_cfg` monitor. Works on a current-thread tokio runtime; `connect` must be called inside
+//! one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch, OnceCell};
+use tokio::task::JoinHandle;
+
+use super::{OvsdbError, VSWITCH_DB};
+
+/// The `monitor` id (RFC 7047 §4.1.5 `json-value`) of our `Open_vSwitch.cur_cfg` monitor.
+const CFG_MONITOR_ID: &str = "op-agent-cur_cfg";
+
+/// What the reader task hands to a waiting caller.
+enum Reply {
+    /// The whole JSON-RPC response object.
+    Message(Value),
+    /// The connection closed before the response arrived; the reason.
+    Closed(String),
+}
+
+/// Pending calls and the closed flag, under one lock so no call is registered after the
+/// connection failed (it would wait forever).
+struct State {
+    pending: HashMap<u64, oneshot::Sender<Reply>>,
+    closed: Option<String>,
+}
+
+/// Last `cur_cfg` seen through the monitor, and whether the connection is gone.
+#[derive(Clone, Copy, Debug, Default)]
+struct CfgState {
+    cur_cfg: Option<i64>,
+    closed: bool,
+}
+
+struct Inner {
+    path: PathBuf,
+    next_id: AtomicU64,
+    state: Mutex<State>,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    cfg: watch::Sender<CfgState>,
+    monitor: OnceCell<()>,
+    echoes: AtomicU64,
+}
+
+/// A connection to an ovsdb-server (RFC 7047) over a unix socket.
+///
+/// Methods take `&self` and may run concurrently (pipelined on the one connection). Every call
+/// is bounded by the timeout given to [`Client::connect`]; when the connection is lost every
+/// pending and later call fails with [`OvsdbError::ConnectionClosed`]. Dropping the client
+/// stops its tasks and closes the socket.
+pub struct Client {
+    inner: Arc<Inner>,
+    timeout: Duration,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("path", &self.inner.path)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means another thread panicked while holding it; the map is
+        // still consistent (single inserts/removes).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the connection closed and fails every pending call with `reason`.
+    fn close(&self, reason: String) {
+        let pending = {
+            let mut st = self.lock();
+            if st.closed.is_none() {
+                st.closed = Some(reason.clone());
+            }
+            std::mem::take(&mut st.pending)
+        };
+        for (_, tx) in pending {
+            let _ = tx.send(Reply::Closed(reason.clone()));
+        }
+        self.cfg.send_modify(|c| c.closed = true);
+    }
+
+    fn closed_error(&self, reason: String) -> OvsdbError {
+        OvsdbError::ConnectionClosed {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// Raises the known `cur_cfg` from a `<table-updates>` object (RFC 7047 §4.1.6), from the
+    /// monitor reply or an `update` notification. Only ever raises: replies and updates may be
+    /// seen in either order by the waiting side.
+    fn apply_cfg_updates(&self, updates: &Value) {
+        let Some(rows) = updates.get(VSWITCH_DB).and_then(Value::as_object) else {
+            return;
+        };
+        for row in rows.values() {
+            if let Some(cfg) = row
+                .get("new")
+                .and_then(|n| n.get("cur_cfg"))
+                .and_then(Value::as_i64)
+            {
+                self.cfg.send_if_modified(|c| {
+                    if c.cur_cfg.is_none_or(|old| cfg > old) {
+                        c.cur_cfg = Some(cfg);
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+        }
+    }
+
+    /// Handles one JSON value from the server.
+    fn dispatch(&self, msg: Value) {
+        let method = msg.get("method").and_then(Value::as_str);
+        let id = msg.get("id").filter(|v| !v.is_null());
+        match (method, id) {
+            (Some("echo"), Some(id)) => {
+                let params = msg.get("params").cloned().unwrap_or_else(|| json!([]));
+                let reply = json!({"id": id, "result": params, "error": null});
+                if self.out.send(reply.to_string().into_bytes()).is_ok() {
+                    self.echoes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            (Some(m), Some(id)) => {
+                log::debug!("OVSDB server request {m:?} not supported; answering with an error");
+                let reply = json!({"id": id, "result": null, "error": format!("unknown method {m}")});
+                let _ = self.out.send(reply.to_string().into_bytes());
+            }
+            (Some("update"), None) => {
+                let params = msg.get("params").and_then(Value::as_array);
+                if let Some([mon, updates]) = params.map(Vec::as_slice) {
+                    if mon.as_str() == Some(CFG_MONITOR_ID) {
+                        self.apply_cfg_updates(updates);
+                    }
+                }
+            }
+            (Some(m), None) => log::debug!("OVSDB notification {m:?} ignored"),
+            (None, _) => {
+                let Some(id) = msg.get("id").and_then(Value::as_u64) else {
+                    log::debug!("OVSDB message without a known id ignored: {msg}");
+                    return;
+                };
+                let tx = self.lock().pending.remove(&id);
+                match tx {
+                    Some(tx) => {
+                        let _ = tx.send(Reply::Message(msg));
+                    }
+                    None => log::debug!("OVSDB reply to unknown or timed-out id {id} ignored"),
+                }
+            }
+        }
+    }
+}
+
+async fn reader_task(inner: Arc<Inner>, mut rd: OwnedReadHalf) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let reason = loop {
+        let n = match rd.read(&mut chunk).await {
+            Ok(0) => break "ovsdb-server closed the connection".to_string(),
+            Ok(n) => n,
+            Err(e) => break format!("read error: {e}"),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut stream = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
+        let mut bad = None;
+        for item in stream.by_ref() {
+            match item {
+                Ok(v) => inner.dispatch(v),
+                Err(e) if e.is_eof() => break,
+                Err(e) => {
+                    bad = Some(format!("invalid JSON from server: {e}"));
+                    break;
+                }
+            }
+        }
+        let used = stream.byte_offset();
+        if let Some(b) = bad {
+            break b;
+        }
+        buf.drain(..used);
+    };
+    inner.close(reason);
+}
+
+async fn writer_task(
+    inner: Arc<Inner>,
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    while let Some(bytes) = rx.recv().await {
+        if let Err(e) = wr.write_all(&bytes).await {
+            inner.close(format!("write error: {e}"));
+            return;
+        }
+    }
+}
+
+impl Client {
+    /// Connects to the ovsdb-server unix socket at `path` (e.g. `/run/openvswitch/db.sock`).
+    ///
+    /// `timeout` bounds the connect and, later, every single request (ms resolution).
+    /// Must be called within a tokio runtime (current-thread is fine): it spawns the reader
+    /// and writer tasks.
+    ///
+    /// Errors: [`OvsdbError::Connect`] (e.g. `ENOENT`, `ECONNREFUSED`),
+    /// [`OvsdbError::ConnectTimeout`].
+    pub async fn connect(path: &Path, timeout: Duration) -> Result<Client, OvsdbError> {
+        let stream = match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
+            Err(_) => {
+                return Err(OvsdbError::ConnectTimeout {
+                    path: path.to_path_buf(),
+                    ms: ms(timeout),
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(OvsdbError::Connect {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+            Ok(Ok(s)) => s,
+        };
+        let (rd, wr) = stream.into_split();
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            path: path.to_path_buf(),
+            next_id: AtomicU64::new(1),
+            state: Mutex::new(State {
+                pending: HashMap::new(),
+                closed: None,
+            }),
+            out,
+            cfg: watch::Sender::new(CfgState::default()),
+            monitor: OnceCell::new(),
+            echoes: AtomicU64::new(0),
+        });
+        let reader = tokio::spawn(reader_task(inner.clone(), rd));
+        let writer = tokio::spawn(writer_task(inner.clone(), wr, out_rx));
+        Ok(Client {
+            inner,
+            timeout,
+            tasks: [reader, writer],
+        })
+    }
+
+    /// The socket path this client is connected to.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The per-request timeout given to [`Client::connect`].
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// How many server `echo` requests (RFC 7047 §4.1.11, the server's inactivity probe) this
+    /// connection has answered.
+    pub fn echoes_answered(&self) -> u64 {
+        self.inner.echoes.load(Ordering::Relaxed)
+    }
+
+    /// Sends one JSON-RPC request and returns its `result` (RFC 7047 §4.1).
+    ///
+    /// `params` must be a JSON array (the server drops the connection otherwise).
+    /// Errors: [`OvsdbError::Timeout`] after the client timeout, [`OvsdbError::ConnectionClosed`],
+    /// [`OvsdbError::Rpc`] for a non-null `error` member.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, OvsdbError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.inner.lock();
+            if let Some(reason) = &st.closed {
+                return Err(self.inner.closed_error(reason.clone()));
+            }
+            st.pending.insert(id, tx);
+        }
+        let req = json!({"id": id, "method": method, "params": params});
+        if self.inner.out.send(req.to_string().into_bytes()).is_err() {
+            self.inner.lock().pending.remove(&id);
+            return Err(self.inner.closed_error("writer stopped".into()));
+        }
+        let msg = match tokio::time::timeout(self.timeout, rx).await {
+            Err(_) => {
+                self.inner.lock().pending.remove(&id);
+                return Err(OvsdbError::Timeout {
+                    path: self.inner.path.clone(),
+                    method: method.to_string(),
+                    ms: ms(self.timeout),
+                });
+            }
+            Ok(Err(_)) => return Err(self.inner.closed_error("reader stopped".into())),
+            Ok(Ok(Reply::Closed(reason))) => return Err(self.inner.closed_error(reason)),
+            Ok(Ok(Reply::Message(m))) => m,
+        };
+        match msg.get("error") {
+            Some(e) if !e.is_null() => Err(OvsdbError::Rpc {
+                method: method.to_string(),
+                error: e.clone(),
+            }),
+            _ => Ok(msg.get("result").cloned().unwrap_or(Value::Null)),
+        }
+    }
+
+    /// Runs one `transact` (RFC 7047 §4.1.3) of `ops` (each an operation object, §5.2) on
+    /// database `db`, and returns the per-op results (same length as `ops`).
+    ///
+    /// Errors: [`OvsdbError::OpFailed`] naming the index, op, `error` and `details` of the
+    /// first failed op (the transaction was aborted); [`OvsdbError::CommitFailed`] for the
+    /// extra commit-error element; [`OvsdbError::BadReply`] when the result is not an array;
+    /// plus those of [`Client::call`].
+    pub async fn transact(&self, db: &str, ops: Vec<Value>) -> Result<Vec<Value>, OvsdbError> {
+        let names: Vec<String> = ops
+            .iter()
+            .map(|o| o.get("op").and_then(Value::as_str).unwrap_or("?").to_string())
+            .collect();
+        let mut params = Vec::with_capacity(ops.len() + 1);
+        params.push(Value::String(db.to_string()));
+        params.extend(ops);
+        let result = self.call("transact", Value::Array(params)).await?;
+        let Value::Array(results) = result else {
+            return Err(OvsdbError::BadReply {
+                method: "transact".into(),
+                detail: format!("result is not an array: {result}"),
+            });
+        };
+        for (index, r) in results.iter().enumerate() {
+            let Some(err) = r.get("error").filter(|e| !e.is_null()) else {
+                continue;
+            };
+            let error = err.as_str().map_or_else(|| err.to_string(), str::to_string);
+            let details = r
+                .get("details")
+                .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_string))
+                .unwrap_or_default();
+            return Err(match names.get(index) {
+                Some(op) => OvsdbError::OpFailed {
+                    index,
+                    op: op.clone(),
+                    error,
+                    details,
+                },
+                None => OvsdbError::CommitFailed { error, details },
+            });
+        }
+        if results.len() < names.len() {
+            return Err(OvsdbError::BadReply {
+                method: "transact".into(),
+                detail: format!("{} results for {} ops", results.len(), names.len()),
+            });
+        }
+        Ok(results)
+    }
+
+    /// Starts (once per connection) the `monitor` of `Open_vSwitch.cur_cfg` (RFC 7047 §4.1.5)
+    /// that [`Client::wait_cur_cfg`] uses, and returns the current `cur_cfg`.
+    ///
+    /// Errors: those of [`Client::call`]; [`OvsdbError::BadReply`] if the reply lacks the
+    /// `Open_vSwitch` row.
+    pub async fn monitor_cur_cfg(&self) -> Result<i64, OvsdbError> {
+        self.inner
+            .monitor
+            .get_or_try_init(|| async {
+                let params = json!([VSWITCH_DB, CFG_MONITOR_ID, {"Open_vSwitch": {"columns": ["cur_cfg"]}}]);
+                let initial = self.call("monitor", params).await?;
+                self.inner.apply_cfg_updates(&initial);
+                Ok::<(), OvsdbError>(())
+            })
+            .await?;
+        self.inner
+            .cfg
+            .borrow()
+            .cur_cfg
+            .ok_or_else(|| OvsdbError::BadReply {
+                method: "monitor".into(),
+                detail: "no Open_vSwitch row with cur_cfg".into(),
+            })
+    }
+
+    /// Waits until ovs-vswitchd has applied configuration `next_cfg`, i.e. until
+    /// `Open_vSwitch.cur_cfg >= next_cfg` (as `ovs-vsctl` does; robust to other clients bumping
+    /// `next_cfg` meanwhile), seen through the monitor. Returns the `cur_cfg` reached.
+    ///
+    /// `timeout` bounds the whole wait (ms resolution), monitor setup included.
+    /// Errors: [`OvsdbError::WaitTimeout`] (e.g. ovs-vswitchd not running),
+    /// [`OvsdbError::ConnectionClosed`], and those of [`Client::monitor_cur_cfg`].
+    pub async fn wait_cur_cfg(&self, next_cfg: i64, timeout: Duration) -> Result<i64, OvsdbError> {
+        let mut rx = self.inner.cfg.subscribe();
+        let wait = async {
+            self.monitor_cur_cfg().await?;
+            let st = rx
+                .wait_for(|c| c.closed || c.cur_cfg.is_some_and(|v| v >= next_cfg))
+                .await
+                .map(|s| *s)
+                .unwrap_or(CfgState {
+                    cur_cfg: None,
+                    closed: true,
+                });
+            match st.cur_cfg {
+                Some(v) if v >= next_cfg => Ok(v),
+                _ => {
+                    let reason = self.inner.lock().closed.clone();
+                    Err(self
+                        .inner
+                        .closed_error(reason.unwrap_or_else(|| "closed".into())))
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(OvsdbError::WaitTimeout {
+                next_cfg,
+                cur_cfg: self.inner.cfg.borrow().cur_cfg,
+                ms: ms(timeout),
+            }),
+        }
+    }
+}
