@@ -1,1 +1,718 @@
-//! Hash-chained audit log in SQLite (issue 3). Filled in by the audit work.
+//! Tamper-evident audit chain in SQLite (issue 3).
+//!
+//! Every hook step is one row of the table `audit`; each row's `hash` is SHA-256 over a
+//! versioned, domain-separated, length-prefixed encoding of all its columns and `prev_hash`
+//! (see `README-encoding.md` beside this file and [`encoding`]). Appends read the head and
+//! insert inside one `BEGIN IMMEDIATE` transaction, so concurrent hook processes never fork
+//! the chain (`UNIQUE(prev_hash)` and `seq = head + 1` enforce it a second time).
+//! When a key file exists, [`AuditLog::checkpoint`] appends a row carrying an HMAC-SHA256 of
+//! the head under the current epoch key and ratchets the key forward (Schneier–Kelsey /
+//! journald FSS style forward security). [`verify`] streams the chain and names the first bad
+//! row; [`cli`] is the `op-agent audit …` command set.
+//!
+//! The module knows nothing of Proxmox: `vmid`, `phase` and `step` are plain fields.
+
+pub mod cli;
+pub mod encoding;
+pub mod verify;
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use encoding::{RowFields, GENESIS};
+
+/// Schema version stored in `PRAGMA user_version` by this code.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Default database path (the `[audit] database` key of agent.toml overrides it).
+pub const DEFAULT_DB: &str = "/var/lib/op-agent/audit.db";
+/// Default key file path for keyed checkpoints.
+pub const DEFAULT_KEY_FILE: &str = "/etc/op-agent/audit.key";
+
+const SCHEMA_V1: &str = r#"
+CREATE TABLE audit (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT CHECK (seq >= 1),
+    ts        INTEGER NOT NULL,
+    host      TEXT    NOT NULL,
+    vmid      INTEGER NOT NULL CHECK (vmid BETWEEN 0 AND 4294967295),
+    phase     TEXT    NOT NULL,
+    run_id    TEXT    NOT NULL,
+    step      TEXT    NOT NULL,
+    outcome   TEXT    NOT NULL CHECK (outcome IN ('intent', 'ok', 'failed', 'skipped')),
+    detail    TEXT    NOT NULL,
+    prev_hash BLOB    NOT NULL UNIQUE CHECK (length(prev_hash) = 32),
+    hash      BLOB    NOT NULL CHECK (length(hash) = 32)
+) STRICT;
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'op-agent audit rows are append-only (UPDATE refused)'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'op-agent audit rows are append-only (DELETE refused)'); END;
+"#;
+
+/// Outcome of a step, stored as text in the `outcome` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written before a run changes anything (write-ahead).
+    Intent,
+    /// The step succeeded.
+    Ok,
+    /// The step failed.
+    Failed,
+    /// The step was not needed or not attempted.
+    Skipped,
+}
+
+impl Outcome {
+    /// `"intent"`, `"ok"`, `"failed"` or `"skipped"`: the stored and hashed text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Intent => "intent",
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// A row to append; `seq`, `ts`, `host`, `prev_hash` and `hash` are filled in by
+/// [`AuditLog::append`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewRow<'a> {
+    /// Guest id (0 for host-wide rows).
+    pub vmid: u32,
+    /// Hook phase, e.g. `post-start`.
+    pub phase: &'a str,
+    /// Id of the hook run, from [`run_id`].
+    pub run_id: &'a str,
+    /// Step name, e.g. `ovs.add-port`.
+    pub step: &'a str,
+    /// Outcome of the step.
+    pub outcome: Outcome,
+    /// JSON text (must parse as JSON), stored and hashed as these exact bytes.
+    pub detail: &'a str,
+}
+
+/// A chain position: `seq` and the 32-byte `hash` of that row.
+/// Displays and parses as `seq:hex-hash` (64 lowercase hex digits), the syslog anchor form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Sequence number, 1-based.
+    pub seq: i64,
+    /// SHA-256 row hash.
+    pub hash: [u8; 32],
+}
+
+impl fmt::Display for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.seq, encoding::hex(&self.hash))
+    }
+}
+
+/// Error of [`Head::from_str`]: the text that is not `SEQ:HASH`.
+#[derive(Debug, thiserror::Error)]
+#[error("anchor {0:?} is not SEQ:HASH (seq >= 1, 64 hex digits)")]
+pub struct HeadParseError(pub String);
+
+impl FromStr for Head {
+    type Err = HeadParseError;
+    fn from_str(s: &str) -> Result<Head, HeadParseError> {
+        let bad = || HeadParseError(s.to_string());
+        let (a, b) = s.trim().split_once(':').ok_or_else(bad)?;
+        let seq: i64 = a.parse().map_err(|_| bad())?;
+        if seq < 1 {
+            return Err(bad());
+        }
+        let hash = encoding::unhex32(b).ok_or_else(bad)?;
+        Ok(Head { seq, hash })
+    }
+}
+
+/// Options of [`AuditLog::open`].
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// How long an append waits for another writer's lock before failing with
+    /// [`AuditError::Busy`] (SQLite `busy_timeout`, ms resolution).
+    pub busy_timeout: Duration,
+    /// Host name recorded in every row.
+    pub host: String,
+    /// Key file for keyed checkpoints ([`AuditLog::checkpoint`]); `None` or a missing file
+    /// means no checkpoints.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for AuditOptions {
+    /// 5 s busy timeout, the kernel host name, no key file.
+    fn default() -> AuditOptions {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        AuditOptions { busy_timeout: Duration::from_secs(5), host, key_file: None }
+    }
+}
+
+/// Errors of the audit log. Each quotes the file involved; SQLite's own message is kept as
+/// the source.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Creating the directory or file, or reading/writing the key file failed.
+    #[error("audit: {op} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// File or directory involved.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Another writer held the lock longer than `busy_timeout` (SQLITE_BUSY / SQLITE_LOCKED).
+    #[error("audit database {path} is locked: waited {timeout_ms} ms for another writer ({op})")]
+    Busy {
+        /// Database path.
+        path: PathBuf,
+        /// The configured busy timeout in ms.
+        timeout_ms: u128,
+        /// What was attempted.
+        op: &'static str,
+    },
+    /// The database or its directory is read-only (SQLITE_READONLY, EROFS, EACCES).
+    #[error("audit database {path} is read-only ({op}): {source}")]
+    ReadOnly {
+        /// Database path.
+        path: PathBuf,
+        /// What was attempted.
+        op: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The disk is full (SQLITE_FULL).
+    #[error("audit database {path}: disk full ({op})")]
+    DiskFull {
+        /// Database path.
+        path: PathBuf,
+        /// What was attempted.
+        op: &'static str,
+    },
+    /// The file is not an SQLite database (SQLITE_NOTADB) or is corrupt (SQLITE_CORRUPT).
+    #[error("audit database {path} is not a database or is corrupt ({op}): {source}")]
+    NotADatabase {
+        /// Database path.
+        path: PathBuf,
+        /// What was attempted.
+        op: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// `user_version` is newer than this code knows.
+    #[error("audit database {path} has schema version {found}; this op-agent knows up to {supported}")]
+    UnsupportedSchema {
+        /// Database path.
+        path: PathBuf,
+        /// `PRAGMA user_version` found.
+        found: i64,
+        /// [`SCHEMA_VERSION`].
+        supported: i64,
+    },
+    /// The head row does not hash to its stored hash: appending would extend a forgery.
+    #[error("audit database {path}: head row seq {seq} fails its hash check; refusing to append (run `op-agent audit verify`)")]
+    HeadTampered {
+        /// Database path.
+        path: PathBuf,
+        /// `seq` of the head row.
+        seq: i64,
+    },
+    /// A row's `detail` is not JSON text.
+    #[error("audit row for step {step:?}: detail is not JSON: {source}")]
+    DetailNotJson {
+        /// Step of the rejected row.
+        step: String,
+        /// Parser error.
+        source: serde_json::Error,
+    },
+    /// The key file is malformed, has group/other permissions, or is ahead of the log.
+    #[error("audit key file {path}: {reason}")]
+    Key {
+        /// Key file path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Any other SQLite error.
+    #[error("audit database {path}: {op}: {source}")]
+    Sqlite {
+        /// Database path.
+        path: PathBuf,
+        /// What was attempted.
+        op: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+}
+
+/// Maps a rusqlite error to the typed [`AuditError`] variant for `path`.
+pub(crate) fn sql_err(path: &Path, op: &'static str, timeout: Duration, e: rusqlite::Error) -> AuditError {
+    let path = path.to_path_buf();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+            AuditError::Busy { path, timeout_ms: timeout.as_millis(), op }
+        }
+        Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied)
+            if is_readonly(&e) =>
+        {
+            AuditError::ReadOnly { path, op, source: e }
+        }
+        Some(ErrorCode::DiskFull) => AuditError::DiskFull { path, op },
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+            AuditError::NotADatabase { path, op, source: e }
+        }
+        _ => AuditError::Sqlite { path, op, source: e },
+    }
+}
+
+fn is_readonly(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => {
+            f.code == ErrorCode::ReadOnly
+                || f.code == ErrorCode::PermissionDenied
+                || f.code == ErrorCode::CannotOpen
+        }
+        _ => false,
+    }
+}
+
+/// The append-only audit log of one database file.
+pub struct AuditLog {
+    conn: Connection,
+    path: PathBuf,
+    opts: AuditOptions,
+    last_run_id: String,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// Current UTC time in ms since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl AuditLog {
+    /// Opens (creating if missing) the database at `db`: a missing parent directory is created
+    /// with mode 0700 (an existing one is left as it is), a new file gets mode 0600;
+    /// `journal_mode=WAL`, `synchronous=FULL`, `busy_timeout = opts.busy_timeout`; the schema is
+    /// created or migrated forward (`user_version`, in a `BEGIN IMMEDIATE` transaction).
+    ///
+    /// Errors: [`AuditError::Io`] (directory/file), [`AuditError::ReadOnly`],
+    /// [`AuditError::Busy`], [`AuditError::NotADatabase`], [`AuditError::UnsupportedSchema`].
+    pub fn open(db: &Path, opts: &AuditOptions) -> Result<AuditLog, AuditError> {
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| AuditError::Io { op: "create directory", path: dir.to_path_buf(), source: e })?;
+            }
+        }
+        if !db.exists() {
+            // Create the file 0600 ourselves; SQLite gives -wal/-shm the main file's mode.
+            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(db) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(AuditError::Io { op: "create", path: db.to_path_buf(), source: e }),
+            }
+        }
+        let t = opts.busy_timeout;
+        let conn = Connection::open(db).map_err(|e| sql_err(db, "open", t, e))?;
+        conn.busy_timeout(t).map_err(|e| sql_err(db, "busy_timeout", t, e))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(|e| sql_err(db, "journal_mode=WAL", t, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(AuditError::Sqlite {
+                path: db.to_path_buf(),
+                op: "journal_mode=WAL",
+                source: rusqlite::Error::InvalidParameterName(format!("journal_mode stayed {mode}")),
+            });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| sql_err(db, "synchronous=FULL", t, e))?;
+        let mut log = AuditLog { conn, path: db.to_path_buf(), opts: opts.clone(), last_run_id: String::new() };
+        log.migrate()?;
+        Ok(log)
+    }
+
+    fn err(&self, op: &'static str, e: rusqlite::Error) -> AuditError {
+        sql_err(&self.path, op, self.opts.busy_timeout, e)
+    }
+
+    fn migrate(&mut self) -> Result<(), AuditError> {
+        let v: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err("read user_version", e))?;
+        if v == SCHEMA_VERSION {
+            return Ok(());
+        }
+        if v > SCHEMA_VERSION {
+            return Err(AuditError::UnsupportedSchema { path: self.path.clone(), found: v, supported: SCHEMA_VERSION });
+        }
+        let (path, t) = (self.path.clone(), self.opts.busy_timeout);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&path, "begin migration", t, e))?;
+        // Re-read under the write lock: another process may have migrated meanwhile.
+        let v: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql_err(&path, "read user_version", t, e))?;
+        if v == 0 {
+            tx.execute_batch(SCHEMA_V1).map_err(|e| sql_err(&path, "create schema v1", t, e))?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(|e| sql_err(&path, "set user_version", t, e))?;
+        } else if v > SCHEMA_VERSION {
+            return Err(AuditError::UnsupportedSchema { path, found: v, supported: SCHEMA_VERSION });
+        }
+        tx.commit().map_err(|e| sql_err(&path, "commit migration", t, e))
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one row in its own `BEGIN IMMEDIATE` transaction and returns the new head.
+    /// Errors as [`AuditLog::append_all`].
+    pub fn append(&mut self, row: &NewRow) -> Result<Head, AuditError> {
+        self.append_all(std::slice::from_ref(row))
+    }
+
+    /// Appends `rows` in order inside one `BEGIN IMMEDIATE` transaction (all or none) and
+    /// returns the new head (the current head, or `None`→error-free no-op, when `rows` is
+    /// empty: then the existing head is returned, or seq 0 with [`GENESIS`] on an empty log).
+    ///
+    /// Errors: [`AuditError::DetailNotJson`] before anything is written;
+    /// [`AuditError::Busy`] when another writer holds the lock past `busy_timeout`;
+    /// [`AuditError::ReadOnly`], [`AuditError::DiskFull`]; [`AuditError::HeadTampered`] when
+    /// the head row fails its own hash check. On error no row is written.
+    pub fn append_all(&mut self, rows: &[NewRow]) -> Result<Head, AuditError> {
+        for r in rows {
+            serde_json::from_str::<serde::de::IgnoredAny>(r.detail)
+                .map_err(|e| AuditError::DetailNotJson { step: r.step.to_string(), source: e })?;
+        }
+        let (path, t) = (self.path.clone(), self.opts.busy_timeout);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&path, "begin immediate", t, e))?;
+        let mut head = read_head_checked(&tx, &path, t)?;
+        {
+            let mut ins = tx.prepare_cached(INSERT).map_err(|e| sql_err(&path, "prepare insert", t, e))?;
+            for r in rows {
+                head = insert_row(&mut ins, &head, &self.opts.host, r, &path, t)?;
+            }
+        }
+        tx.commit().map_err(|e| sql_err(&path, "commit", t, e))?;
+        if let Some(last) = rows.last() {
+            self.last_run_id = last.run_id.to_string();
+        }
+        Ok(head)
+    }
+
+    /// The newest row's position, `None` on an empty log. Reads without a write lock.
+    pub fn head(&self) -> Result<Option<Head>, AuditError> {
+        let r: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.err("read head", e))?;
+        Ok(r.map(|(seq, h)| Head { seq, hash: to32(&h) }))
+    }
+
+    /// Appends a keyed checkpoint row sealing the current head, then ratchets the key file
+    /// forward and overwrites the old key in place. Returns `Ok(None)` (and writes nothing)
+    /// when `opts.key_file` is `None` or does not exist.
+    ///
+    /// The row: `vmid` 0, `phase` `checkpoint`, `step` `audit.checkpoint`, `outcome` `ok`,
+    /// `run_id` of this log's last append, `detail` `{"epoch":E,"head_seq":S,"mac":"hex"}` with
+    /// `mac = HMAC-SHA256(K(E), …)` (see [`encoding::checkpoint_mac`]). Epochs in the chain are
+    /// 0, 1, 2, … without gaps; a key file behind the log is ratcheted forward first (crash
+    /// after commit), a key file ahead of it is an error ([`AuditError::Key`]: the log was
+    /// rolled back or checkpoints were removed). Checkpointers serialise on `<key_file>.lock`.
+    pub fn checkpoint(&mut self) -> Result<Option<Head>, AuditError> {
+        let Some(kf) = self.opts.key_file.clone() else { return Ok(None) };
+        if !kf.exists() {
+            return Ok(None);
+        }
+        let lock_path = lock_path_for(&kf);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| AuditError::Io { op: "open lock", path: lock_path.clone(), source: e })?;
+        lock.lock().map_err(|e| AuditError::Io { op: "lock", path: lock_path.clone(), source: e })?;
+        let mut keyf = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&kf)
+            .map_err(|e| AuditError::Io { op: "open key", path: kf.clone(), source: e })?;
+        let (file_epoch, file_key) = read_key(&mut keyf, &kf, true)?;
+
+        let (path, t) = (self.path.clone(), self.opts.busy_timeout);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&path, "begin immediate", t, e))?;
+        let head = read_head_checked(&tx, &path, t)?;
+        let last: Option<String> = tx
+            .query_row(
+                "SELECT detail FROM audit WHERE step = ?1 AND phase = ?2 ORDER BY seq DESC LIMIT 1",
+                params![encoding::CHECKPOINT_STEP, encoding::CHECKPOINT_PHASE],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql_err(&path, "read last checkpoint", t, e))?;
+        let want = match last {
+            None => 0,
+            Some(d) => match encoding::parse_checkpoint_detail(&d) {
+                Some(c) => c.epoch + 1,
+                None => {
+                    return Err(AuditError::Key {
+                        path: kf,
+                        reason: "the log's last checkpoint row is malformed (run `op-agent audit verify`)".into(),
+                    })
+                }
+            },
+        };
+        if file_epoch > want {
+            return Err(AuditError::Key {
+                path: kf,
+                reason: format!(
+                    "key is at epoch {file_epoch} but the log's next checkpoint epoch is {want}: \
+                     the log was rolled back or checkpoint rows were removed"
+                ),
+            });
+        }
+        let mut key = file_key;
+        for _ in file_epoch..want {
+            key = encoding::ratchet(&key);
+        }
+        let mac = encoding::checkpoint_mac(&key, want, head.seq, &head.hash);
+        let detail = encoding::checkpoint_detail(want, head.seq, &mac);
+        let run = self.last_run_id.clone();
+        let row = NewRow {
+            vmid: 0,
+            phase: encoding::CHECKPOINT_PHASE,
+            run_id: &run,
+            step: encoding::CHECKPOINT_STEP,
+            outcome: Outcome::Ok,
+            detail: &detail,
+        };
+        let new_head = {
+            let mut ins = tx.prepare_cached(INSERT).map_err(|e| sql_err(&path, "prepare insert", t, e))?;
+            insert_row(&mut ins, &head, &self.opts.host, &row, &path, t)?
+        };
+        tx.commit().map_err(|e| sql_err(&path, "commit checkpoint", t, e))?;
+        // Only now advance the key: a crash before this leaves the file behind the log,
+        // which the next checkpoint repairs by ratcheting forward.
+        write_key(&mut keyf, &kf, want + 1, &encoding::ratchet(&key))?;
+        drop(lock);
+        Ok(Some(new_head))
+    }
+}
+
+const INSERT: &str = "INSERT INTO audit (seq, ts, host, vmid, phase, run_id, step, outcome, detail, prev_hash, hash) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+fn insert_row(
+    ins: &mut rusqlite::CachedStatement<'_>,
+    head: &Head,
+    host: &str,
+    r: &NewRow,
+    path: &Path,
+    t: Duration,
+) -> Result<Head, AuditError> {
+    let seq = head.seq + 1;
+    let ts = now_ms();
+    let f = RowFields {
+        seq,
+        ts_ms: ts,
+        host,
+        vmid: r.vmid,
+        phase: r.phase,
+        run_id: r.run_id,
+        step: r.step,
+        outcome: r.outcome.as_str(),
+        detail: r.detail,
+        prev_hash: &head.hash,
+    };
+    let hash = encoding::row_hash(&f);
+    ins.execute(params![
+        seq,
+        ts,
+        host,
+        r.vmid,
+        r.phase,
+        r.run_id,
+        r.step,
+        r.outcome.as_str(),
+        r.detail,
+        &head.hash[..],
+        &hash[..]
+    ])
+    .map_err(|e| sql_err(path, "insert row", t, e))?;
+    Ok(Head { seq, hash })
+}
+
+fn to32(v: &[u8]) -> [u8; 32] {
+    let mut a = [0u8; 32];
+    let n = v.len().min(32);
+    a[..n].copy_from_slice(&v[..n]);
+    a
+}
+
+/// Reads the head row in full and recomputes its hash; an empty log gives seq 0 / GENESIS.
+fn read_head_checked(c: &Connection, path: &Path, t: Duration) -> Result<Head, AuditError> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT seq, ts, host, vmid, phase, run_id, step, outcome, detail, prev_hash, hash \
+             FROM audit ORDER BY seq DESC LIMIT 1",
+        )
+        .map_err(|e| sql_err(path, "prepare head", t, e))?;
+    let mut rows = st.query([]).map_err(|e| sql_err(path, "read head", t, e))?;
+    let Some(r) = rows.next().map_err(|e| sql_err(path, "read head", t, e))? else {
+        return Ok(Head { seq: 0, hash: GENESIS });
+    };
+    let seq: i64 = r.get(0).map_err(|e| sql_err(path, "read head", t, e))?;
+    let tampered = || AuditError::HeadTampered { path: path.to_path_buf(), seq };
+    let row = verify::decode_row(r).map_err(|_| tampered())?;
+    if encoding::row_hash(&row.fields()) != row.hash {
+        return Err(tampered());
+    }
+    Ok(Head { seq, hash: row.hash })
+}
+
+/// `<key_file>.lock`, the file checkpointers lock.
+fn lock_path_for(kf: &Path) -> PathBuf {
+    let mut s = kf.as_os_str().to_os_string();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+const KEY_MAGIC: &str = "op-agent-audit-key v1";
+
+/// Formats a key file line: `op-agent-audit-key v1 epoch=<20 digits> key=<64 hex>\n`
+/// (fixed length, 114 bytes, so a ratchet overwrites the old key in place).
+pub fn format_key_line(epoch: u64, key: &[u8; 32]) -> String {
+    format!("{KEY_MAGIC} epoch={epoch:020} key={}\n", encoding::hex(key))
+}
+
+/// Parses a key file's text: the [`format_key_line`] form, or a bare 64-hex-digit key
+/// (epoch 0, the form an admin keeps off the host). Returns `(epoch, key)`.
+pub fn parse_key_text(text: &str) -> Option<(u64, [u8; 32])> {
+    let t = text.trim();
+    if let Some(k) = encoding::unhex32(t) {
+        return Some((0, k));
+    }
+    let rest = t.strip_prefix(KEY_MAGIC)?.trim_start();
+    let rest = rest.strip_prefix("epoch=")?;
+    let (e, rest) = rest.split_once(' ')?;
+    let epoch: u64 = e.parse().ok()?;
+    let k = encoding::unhex32(rest.trim_start().strip_prefix("key=")?)?;
+    Some((epoch, k))
+}
+
+fn read_key(f: &mut File, path: &Path, check_mode: bool) -> Result<(u64, [u8; 32]), AuditError> {
+    let kerr = |reason: String| AuditError::Key { path: path.to_path_buf(), reason };
+    if check_mode {
+        let m = f
+            .metadata()
+            .map_err(|e| AuditError::Io { op: "stat key", path: path.to_path_buf(), source: e })?;
+        if m.permissions().mode() & 0o077 != 0 {
+            return Err(kerr(format!(
+                "mode {:04o} lets group/others read it; must be 0600 (root only)",
+                m.permissions().mode() & 0o7777
+            )));
+        }
+    }
+    let mut s = String::new();
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.take(4096).read_to_string(&mut s))
+        .map_err(|e| AuditError::Io { op: "read key", path: path.to_path_buf(), source: e })?;
+    parse_key_text(&s).ok_or_else(|| kerr(format!("not a key file (expected `{KEY_MAGIC} epoch=N key=HEX` or 64 hex digits)")))
+}
+
+/// Reads an initial (epoch 0) or later key from `path`. Used by `verify --key-file`.
+pub fn read_key_file(path: &Path) -> Result<(u64, [u8; 32]), AuditError> {
+    let mut f = File::open(path).map_err(|e| AuditError::Io { op: "open key", path: path.to_path_buf(), source: e })?;
+    read_key(&mut f, path, false)
+}
+
+fn write_key(f: &mut File, path: &Path, epoch: u64, key: &[u8; 32]) -> Result<(), AuditError> {
+    let line = format_key_line(epoch, key);
+    let io = |e| AuditError::Io { op: "overwrite key", path: path.to_path_buf(), source: e };
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    f.write_all(line.as_bytes()).map_err(io)?;
+    f.set_len(line.len() as u64).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+/// Creates a new key file at `path` (mode 0600, parent directory 0700 if missing) holding a
+/// fresh 32-byte key from `/dev/urandom` at epoch 0, and returns that initial key.
+/// Errors: [`AuditError::Io`] (e.g. `AlreadyExists`: an existing key is never replaced).
+pub fn init_key(path: &Path) -> Result<[u8; 32], AuditError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| AuditError::Io { op: "create directory", path: dir.to_path_buf(), source: e })?;
+        }
+    }
+    let mut key = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut u| u.read_exact(&mut key))
+        .map_err(|e| AuditError::Io { op: "read", path: PathBuf::from("/dev/urandom"), source: e })?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| AuditError::Io { op: "create key", path: path.to_path_buf(), source: e })?;
+    write_key(&mut f, path, 0, &key)?;
+    Ok(key)
+}
+
+/// A new id for one hook run: `<ms since epoch, hex>-<pid>-<8 random bytes, hex>`, e.g.
+/// `19ad2f3c1a0-4242-9f1c0e7d2b3a4c5d`. Falls back to a process counter and the clock's
+/// nanoseconds when `/dev/urandom` cannot be read.
+pub fn run_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut r = [0u8; 8];
+    if File::open("/dev/urandom").and_then(|mut u| u.read_exact(&mut r)).is_err() {
+        let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let c = COUNTER.fetch_add(1, Ordering::Relaxed);
+        r = ((n as u64) << 32 | (c & 0xffff_ffff)).to_be_bytes();
+    }
+    format!("{:x}-{}-{}", now_ms(), std::process::id(), encoding::hex(&r))
+}
