@@ -1,0 +1,570 @@
+//! Observe and apply: the only module that reads and changes the host for a hook. It turns
+//! netlink links and OVSDB rows into [`crate::plan::Observed`], and executes a plan's steps,
+//! reporting each outcome to the [`Recorder`]. A post-start that fails half-way puts PVE's own
+//! plumbing back (`veth<vmid>i<n>` on its bridge with PVE's tag/trunks/mtu).
+
+use crate::audit::Outcome;
+use crate::config::AgentConfig;
+use crate::desired::{Desired, DesiredNic};
+use crate::exit::ExitCode;
+use crate::hook::HookOptions;
+use crate::netlink::{Link, Netlink, OWNER_ALIAS_PREFIX};
+use crate::ovsdb::{Client, DelGuard, OvsdbError, PortRow, PortSpec};
+use crate::plan::{self, ObservedLink, ObservedNic, ObservedPort, Observed, Planned, PlanError, Step};
+use crate::report::Recorder;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// A failed run: exit code and one-line message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookError {
+    pub code: ExitCode,
+    pub message: String,
+}
+
+impl HookError {
+    /// A new error.
+    pub fn new(code: ExitCode, message: impl Into<String>) -> HookError {
+        HookError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Maps a planning refusal to its exit code.
+    pub fn from_plan(e: PlanError) -> HookError {
+        let code = match e {
+            PlanError::Refused(_) => ExitCode::Refused,
+            PlanError::Unavailable(_) => ExitCode::Unavailable,
+            PlanError::Missing(_) => ExitCode::Failed,
+        };
+        HookError::new(code, e.to_string())
+    }
+
+    fn from_ovsdb(e: &OvsdbError) -> HookError {
+        let code = match e {
+            OvsdbError::Connect { .. }
+            | OvsdbError::ConnectTimeout { .. }
+            | OvsdbError::ConnectionClosed { .. }
+            | OvsdbError::NoSuchBridge { .. } => ExitCode::Unavailable,
+            OvsdbError::Timeout { .. } | OvsdbError::WaitTimeout { .. } => ExitCode::Timeout,
+            OvsdbError::PortExists { .. } | OvsdbError::NotOwned { .. } => ExitCode::Refused,
+            _ => ExitCode::Failed,
+        };
+        HookError::new(code, e.to_string())
+    }
+}
+
+/// The alias op-agent puts on a link it renamed.
+pub fn owner_alias(vmid: u32, net: u8) -> String {
+    format!("{OWNER_ALIAS_PREFIX}vm-id={vmid} net={net}")
+}
+
+/// Connections to the kernel and to ovsdb-server for one run.
+pub struct Target {
+    pub nl: Netlink,
+    pub ovs: Client,
+    /// Each wait for ovs-vswitchd.
+    pub timeout: Duration,
+}
+
+fn port_of(row: PortRow) -> ObservedPort {
+    let iface = row.interfaces.into_iter().next();
+    ObservedPort {
+        name: row.name,
+        bridge: row.bridge,
+        tag: row.tag,
+        trunks: row.trunks,
+        vlan_mode: row.vlan_mode,
+        mtu_request: iface.as_ref().and_then(|i| i.mtu_request),
+        external_ids: row.external_ids,
+        ofport: iface.as_ref().and_then(|i| i.ofport),
+        error: iface.and_then(|i| i.error),
+    }
+}
+
+fn link_of(l: Link, vmid: u32, net: u8) -> ObservedLink {
+    ObservedLink {
+        ours: l.alias.as_deref() == Some(owner_alias(vmid, net).as_str()),
+        index: l.index,
+        name: l.name,
+        kind: l.kind,
+        up: l.up,
+        master: l.master,
+    }
+}
+
+impl Target {
+    /// Opens netlink and the OVSDB socket of `[ovsdb] socket` (bounded by `timeout_ms`).
+    pub async fn connect(cfg: &AgentConfig, rec: &mut Recorder) -> Result<Target, HookError> {
+        let t = Instant::now();
+        let timeout = Duration::from_millis(cfg.toml.ovsdb.timeout_ms);
+        let nl = Netlink::connect()
+            .map_err(|e| HookError::new(ExitCode::Internal, format!("netlink socket: {e}")))?;
+        let ovs = match Client::connect(&cfg.toml.ovsdb.socket, timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                let err = HookError::from_ovsdb(&e);
+                rec.outcome("ovs.connect", Outcome::Failed, json!({"error": e.to_string()}));
+                return Err(err);
+            }
+        };
+        rec.timing("ovs.connect", t.elapsed());
+        Ok(Target { nl, ovs, timeout })
+    }
+
+    async fn link(&self, name: &str) -> Result<Option<Link>, HookError> {
+        self.nl
+            .link_by_name(name)
+            .await
+            .map_err(|e| HookError::new(ExitCode::Failed, e.to_string()))
+    }
+
+    async fn port(&self, name: &str) -> Result<Option<ObservedPort>, HookError> {
+        match self.ovs.get_port(name).await {
+            Ok(p) => Ok(p.map(port_of)),
+            Err(e) => Err(HookError::from_ovsdb(&e)),
+        }
+    }
+
+    /// Reads what the plan needs. `with_owned` also lists every Port owned by op-agent for
+    /// this vmid (pre-start and post-stop sweeps).
+    pub async fn observe(
+        &self,
+        d: &Desired,
+        with_owned: bool,
+        rec: &mut Recorder,
+    ) -> Result<Observed, HookError> {
+        let t = Instant::now();
+        let vmid = d.vmid.get();
+        let mut obs = Observed::default();
+        match self.ovs.bridge_names().await {
+            Ok(b) => obs.ovs_bridges = b.into_iter().collect(),
+            Err(e) => {
+                rec.outcome("ovs.observe", Outcome::Failed, json!({"error": e.to_string()}));
+                return Err(HookError::from_ovsdb(&e));
+            }
+        }
+        for nic in &d.nics {
+            let n = nic.net.get();
+            let mut o = ObservedNic {
+                pve_link: self.link(&nic.pve_veth).await?.map(|l| link_of(l, vmid, n)),
+                target_link: self.link(nic.name.as_str()).await?.map(|l| link_of(l, vmid, n)),
+                pve_port: self.port(&nic.pve_veth).await?,
+                target_port: self.port(nic.name.as_str()).await?,
+                ..Default::default()
+            };
+            if let Some(b) = &nic.bridge {
+                if let Some(bl) = self.link(b.as_str()).await? {
+                    o.bridge_link_kind = bl.kind;
+                    o.bridge_mtu = bl.mtu;
+                }
+            }
+            obs.nics.push(o);
+        }
+        if with_owned {
+            let ports = self
+                .ovs
+                .list_ports()
+                .await
+                .map_err(|e| HookError::from_ovsdb(&e))?;
+            let vm = vmid.to_string();
+            obs.owned_ports = ports
+                .into_iter()
+                .filter(|p| {
+                    p.external_ids.get("owner").map(String::as_str) == Some(plan::OWNER)
+                        && p.external_ids.get("vm-id") == Some(&vm)
+                })
+                .map(port_of)
+                .collect();
+        }
+        rec.timing("observe", t.elapsed());
+        Ok(obs)
+    }
+
+    async fn wait(&self, next_cfg: i64, rec: &mut Recorder, net: Option<u8>) -> Result<(), HookError> {
+        let t = Instant::now();
+        let r = self.ovs.wait_cur_cfg(next_cfg, self.timeout).await;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        rec.timing("ovs.wait", t.elapsed());
+        match r {
+            Ok(cur) => {
+                rec.outcome(
+                    "ovs.wait",
+                    Outcome::Ok,
+                    json!({"net": net, "next_cfg": next_cfg, "cur_cfg": cur, "ms": ms}),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                rec.outcome(
+                    "ovs.wait",
+                    Outcome::Failed,
+                    json!({"net": net, "next_cfg": next_cfg, "error": e.to_string()}),
+                );
+                Err(HookError::from_ovsdb(&e))
+            }
+        }
+    }
+}
+
+/// Per-NIC progress, for putting PVE's plumbing back when a post-start step fails.
+#[derive(Default)]
+struct Undo {
+    /// PVE's port we deleted (re-added with PVE's values).
+    pve_port: Option<ObservedPort>,
+    /// `(pve name, new name)` after a rename.
+    renamed: Option<(String, String)>,
+}
+
+fn spec_of(p: &plan::PortPlan) -> PortSpec {
+    PortSpec {
+        name: p.name.clone(),
+        bridge: p.bridge.clone(),
+        tag: p.tag,
+        trunks: p.trunks.clone(),
+        vlan_mode: p.vlan_mode.clone(),
+        mtu_request: p.mtu_request,
+        external_ids: p.external_ids.clone(),
+    }
+}
+
+fn nic_of<'a>(d: &'a Desired, p: &Planned) -> Option<&'a DesiredNic> {
+    p.net.and_then(|n| d.nics.iter().find(|x| x.net == n))
+}
+
+/// Executes `steps` in order: the intent row first (write-ahead), then each step with its
+/// outcome row. Returns a one-line summary. On a failed step of a NIC, PVE's plumbing of that
+/// NIC is restored where op-agent had taken it apart, and the error is returned.
+pub async fn apply(
+    target: &Target,
+    cfg: &AgentConfig,
+    d: &Desired,
+    obs: &Observed,
+    steps: &[Planned],
+    opts: &HookOptions,
+    rec: &mut Recorder,
+) -> Result<String, HookError> {
+    let lines: Vec<String> = steps
+        .iter()
+        .map(|p| match p.net {
+            Some(n) => format!("net{n}: {}", p.step),
+            None => p.step.to_string(),
+        })
+        .collect();
+    if opts.dry_run {
+        for l in &lines {
+            println!("{l}");
+        }
+        if lines.is_empty() {
+            println!("(nothing to do)");
+        }
+        return Ok(String::new());
+    }
+    let changes = steps
+        .iter()
+        .any(|p| !matches!(p.step, Step::Skip { .. } | Step::ConfirmMesh | Step::CheckMaster { .. }));
+    if changes {
+        rec.intent("run.intent", &json!({"plan": lines}))
+            .map_err(|e| HookError::new(ExitCode::AuditIo, format!("{e}; nothing was changed")))?;
+    }
+    let mut undo: Vec<(u8, Undo)> = Vec::new();
+    let mut summary = Vec::new();
+    for p in steps {
+        let net = p.net.map(|n| n.get());
+        let t = Instant::now();
+        let res = apply_step(target, cfg, d, obs, p, rec, &mut undo).await;
+        rec.timing(p.step.name(), t.elapsed());
+        failpoint(p.step.name());
+        match res {
+            Ok(Some(s)) => summary.push(s),
+            Ok(None) => {}
+            Err(e) => {
+                if let Some(n) = net {
+                    if let Some(pos) = undo.iter().position(|(x, _)| *x == n) {
+                        let (_, u) = undo.remove(pos);
+                        restore_pve(target, d, n, u, rec).await;
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    if !changes {
+        rec.outcome("run.converged", Outcome::Ok, json!({}));
+        if summary.is_empty() {
+            summary.push("nothing to change".into());
+        }
+    }
+    Ok(summary.join("; "))
+}
+
+/// Test builds only: `OP_AGENT_FAILPOINT=<step name>` kills the process right after that step
+/// (SIGKILL, like `kill -9`), to test that running the phase again converges.
+fn failpoint(step: &str) {
+    #[cfg(feature = "failpoints")]
+    if std::env::var("OP_AGENT_FAILPOINT").ok().as_deref() == Some(step) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = step;
+}
+
+async fn apply_step(
+    target: &Target,
+    cfg: &AgentConfig,
+    d: &Desired,
+    obs: &Observed,
+    p: &Planned,
+    rec: &mut Recorder,
+    undo: &mut Vec<(u8, Undo)>,
+) -> Result<Option<String>, HookError> {
+    let net = p.net.map(|n| n.get());
+    let name = p.step.name();
+    let failed = |rec: &mut Recorder, e: &HookError| {
+        rec.outcome(name, Outcome::Failed, json!({"net": net, "error": e.message}));
+    };
+    let undo_of = |undo: &mut Vec<(u8, Undo)>| -> Option<usize> {
+        let n = net?;
+        Some(match undo.iter().position(|(x, _)| *x == n) {
+            Some(i) => i,
+            None => {
+                undo.push((n, Undo::default()));
+                undo.len() - 1
+            }
+        })
+    };
+    match &p.step {
+        Step::DelPort { port, guard } => {
+            let g = match guard {
+                plan::DelGuard::Any => DelGuard::Any,
+                plan::DelGuard::Owned => DelGuard::OwnedBy {
+                    key: "owner".into(),
+                    value: plan::OWNER.into(),
+                },
+            };
+            match target.ovs.del_port(port, g).await {
+                Ok(Some(next)) => {
+                    rec.outcome(name, Outcome::Ok, json!({"net": net, "port": port}));
+                    if let Some(nic) = nic_of(d, p) {
+                        if *port == nic.pve_veth {
+                            let i = nic_index(d, nic);
+                            if let (Some(u), Some(o)) = (undo_of(undo), obs.nics.get(i)) {
+                                undo[u].1.pve_port = o.pve_port.clone();
+                            }
+                        }
+                    }
+                    target.wait(next, rec, net).await?;
+                }
+                Ok(None) => rec.outcome(
+                    name,
+                    Outcome::Skipped,
+                    json!({"net": net, "port": port, "reason": "absent"}),
+                ),
+                Err(e) => {
+                    let he = HookError::from_ovsdb(&e);
+                    failed(rec, &he);
+                    return Err(he);
+                }
+            }
+            Ok(None)
+        }
+        Step::LinkDown { link } => {
+            let l = require_link(target, link).await.inspect_err(|e| failed(rec, e))?;
+            target
+                .nl
+                .set_down(&l)
+                .await
+                .map_err(|e| HookError::new(ExitCode::Failed, e.to_string()))
+                .inspect_err(|e| failed(rec, e))?;
+            rec.outcome(name, Outcome::Ok, json!({"net": net, "link": link}));
+            Ok(None)
+        }
+        Step::LinkRename { from, to, up } => {
+            let l = require_link(target, from).await.inspect_err(|e| failed(rec, e))?;
+            let alias = owner_alias(d.vmid.get(), net.unwrap_or(0));
+            target
+                .nl
+                .rename(&l, to, &alias, *up)
+                .await
+                .map_err(|e| HookError::new(ExitCode::Failed, e.to_string()))
+                .inspect_err(|e| failed(rec, e))?;
+            if let Some(u) = undo_of(undo) {
+                undo[u].1.renamed = Some((from.clone(), to.clone()));
+            }
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "from": from, "to": to, "ifindex": l.index, "up": up}),
+            );
+            Ok(Some(format!("net{} {from} -> {to}", net.unwrap_or(0))))
+        }
+        Step::LinkUp { link } => {
+            let l = require_link(target, link).await.inspect_err(|e| failed(rec, e))?;
+            target
+                .nl
+                .set_up(&l)
+                .await
+                .map_err(|e| HookError::new(ExitCode::Failed, e.to_string()))
+                .inspect_err(|e| failed(rec, e))?;
+            rec.outcome(name, Outcome::Ok, json!({"net": net, "link": link}));
+            Ok(None)
+        }
+        Step::AddPort(pp) => {
+            let next = target
+                .ovs
+                .add_port(&spec_of(pp))
+                .await
+                .map_err(|e| HookError::from_ovsdb(&e))
+                .inspect_err(|e| failed(rec, e))?;
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "port": pp.name, "bridge": pp.bridge, "tag": pp.tag,
+                       "trunks": pp.trunks, "vlan_mode": pp.vlan_mode,
+                       "mtu_request": pp.mtu_request, "external_ids": pp.external_ids}),
+            );
+            target.wait(next, rec, net).await?;
+            let status = target
+                .ovs
+                .interface_status(&pp.name)
+                .await
+                .map_err(|e| HookError::from_ovsdb(&e))?;
+            let (ofport, error) = status.unwrap_or((None, Some("Interface row missing".into())));
+            if ofport.unwrap_or(-1) <= 0 || error.is_some() {
+                let e = HookError::new(
+                    ExitCode::Failed,
+                    format!(
+                        "ovs-vswitchd could not attach {} to {}: {}",
+                        pp.name,
+                        pp.bridge,
+                        error.as_deref().unwrap_or("no ofport")
+                    ),
+                );
+                rec.outcome(
+                    "ovs.check",
+                    Outcome::Failed,
+                    json!({"net": net, "port": pp.name, "ofport": ofport, "error": error}),
+                );
+                return Err(e);
+            }
+            rec.outcome(
+                "ovs.check",
+                Outcome::Ok,
+                json!({"net": net, "port": pp.name, "ofport": ofport}),
+            );
+            if let Some(i) = net.and_then(|n| undo.iter().position(|(x, _)| *x == n)) {
+                undo.remove(i);
+            }
+            let mut s = format!("on {}", pp.bridge);
+            if let Some(t) = pp.tag {
+                s.push_str(&format!(" tag {t}"));
+            }
+            s.push_str(&format!(" ofport {}", ofport.unwrap_or(-1)));
+            Ok(Some(s))
+        }
+        Step::CheckMaster { link, bridge } => {
+            let l = require_link(target, link).await.inspect_err(|e| failed(rec, e))?;
+            let b = require_link(target, bridge).await.inspect_err(|e| failed(rec, e))?;
+            if l.master != Some(b.index) {
+                let e = HookError::new(
+                    ExitCode::Failed,
+                    format!("{link} is no longer enslaved to {bridge} after the rename"),
+                );
+                failed(rec, &e);
+                return Err(e);
+            }
+            rec.outcome(name, Outcome::Ok, json!({"net": net, "link": link, "master": bridge}));
+            Ok(Some(format!("{link} in {bridge}")))
+        }
+        Step::ConfirmMesh => match crate::mesh::confirm(&target.nl, &cfg.toml.mesh).await {
+            Ok(m) => {
+                rec.outcome(
+                    name,
+                    Outcome::Ok,
+                    json!({"interface": m.interface, "kind": m.kind, "addresses": m.addresses}),
+                );
+                Ok(Some(format!(
+                    "mesh via {} {}",
+                    m.interface,
+                    m.addresses.first().map(String::as_str).unwrap_or("")
+                )))
+            }
+            Err(msg) if d.require_mesh => {
+                let e = HookError::new(ExitCode::Unavailable, msg);
+                failed(rec, &e);
+                Err(e)
+            }
+            Err(msg) => {
+                log::warn!("{msg}");
+                rec.outcome(name, Outcome::Skipped, json!({"warning": msg}));
+                Ok(None)
+            }
+        },
+        Step::Skip { reason } => {
+            rec.outcome(name, Outcome::Skipped, json!({"net": net, "reason": reason}));
+            Ok(None)
+        }
+    }
+}
+
+fn nic_index(d: &Desired, nic: &DesiredNic) -> usize {
+    d.nics.iter().position(|n| n.net == nic.net).unwrap_or(usize::MAX)
+}
+
+async fn require_link(target: &Target, name: &str) -> Result<Link, HookError> {
+    target
+        .link(name)
+        .await?
+        .ok_or_else(|| HookError::new(ExitCode::Failed, format!("link {name} does not exist")))
+}
+
+/// Puts PVE's plumbing of `net` back after a failed step: rename back, re-add PVE's port with
+/// PVE's own values. Best effort: each action gets an audit row.
+async fn restore_pve(target: &Target, d: &Desired, net: u8, u: Undo, rec: &mut Recorder) {
+    let net_v = Some(net);
+    if let Some((pve, ours)) = &u.renamed {
+        let _ = target
+            .ovs
+            .del_port(
+                ours,
+                DelGuard::OwnedBy {
+                    key: "owner".into(),
+                    value: plan::OWNER.into(),
+                },
+            )
+            .await;
+        let r = match target.link(ours).await {
+            Ok(Some(l)) => target.nl.rename(&l, pve, "", true).await.map_err(|e| e.to_string()),
+            Ok(None) => Err(format!("link {ours} does not exist")),
+            Err(e) => Err(e.message),
+        };
+        match r {
+            Ok(()) => rec.outcome("rollback.rename", Outcome::Ok, json!({"net": net_v, "from": ours, "to": pve})),
+            Err(e) => rec.outcome("rollback.rename", Outcome::Failed, json!({"net": net_v, "error": e})),
+        }
+    }
+    if let Some(p) = u.pve_port {
+        let Some(bridge) = p.bridge.clone() else { return };
+        let spec = PortSpec {
+            name: p.name.clone(),
+            bridge,
+            tag: p.tag,
+            trunks: p.trunks.clone(),
+            vlan_mode: p.vlan_mode.clone(),
+            mtu_request: p.mtu_request.and_then(|m| u32::try_from(m).ok()),
+            external_ids: Default::default(),
+        };
+        match target.ovs.add_port(&spec).await {
+            Ok(next) => {
+                let _ = target.ovs.wait_cur_cfg(next, target.timeout).await;
+                rec.outcome("rollback.add-port", Outcome::Ok, json!({"net": net_v, "port": p.name}));
+            }
+            Err(e) => rec.outcome(
+                "rollback.add-port",
+                Outcome::Failed,
+                json!({"net": net_v, "port": p.name, "error": e.to_string()}),
+            ),
+        }
+    }
+    let _ = d;
+}
