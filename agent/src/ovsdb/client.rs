@@ -159,7 +159,8 @@ impl Inner {
             }
             (Some(m), Some(id)) => {
                 log::debug!("OVSDB server request {m:?} not supported; answering with an error");
-                let reply = json!({"id": id, "result": null, "error": format!("unknown method {m}")});
+                let reply =
+                    json!({"id": id, "result": null, "error": format!("unknown method {m}")});
                 let _ = self.out.send(reply.to_string().into_bytes());
             }
             (Some("update"), None) => {
@@ -348,7 +349,12 @@ impl Client {
     pub async fn transact(&self, db: &str, ops: Vec<Value>) -> Result<Vec<Value>, OvsdbError> {
         let names: Vec<String> = ops
             .iter()
-            .map(|o| o.get("op").and_then(Value::as_str).unwrap_or("?").to_string())
+            .map(|o| {
+                o.get("op")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string()
+            })
             .collect();
         let mut params = Vec::with_capacity(ops.len() + 1);
         params.push(Value::String(db.to_string()));
@@ -397,7 +403,8 @@ impl Client {
         self.inner
             .monitor
             .get_or_try_init(|| async {
-                let params = json!([VSWITCH_DB, CFG_MONITOR_ID, {"Open_vSwitch": {"columns": ["cur_cfg"]}}]);
+                let params =
+                    json!([VSWITCH_DB, CFG_MONITOR_ID, {"Open_vSwitch": {"columns": ["cur_cfg"]}}]);
                 let initial = self.call("monitor", params).await?;
                 self.inner.apply_cfg_updates(&initial);
                 Ok::<(), OvsdbError>(())
