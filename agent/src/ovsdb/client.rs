@@ -23,8 +23,10 @@ use tokio::task::JoinHandle;
 
 use super::{OvsdbError, VSWITCH_DB};
 
-/// The `monitor` id (RFC 7047 §4.1.5 `json-value`) of our `Open_vSwitch.cur_cfg` monitor.
-const CFG_MONITOR_ID: &str = "op-agent-cur_cfg";
+/// Prefix of the `monitor` ids (RFC 7047 §4.1.5 `json-value`) of our `Open_vSwitch.cur_cfg`
+/// monitor; a number is appended per attempt, so a retry after a timed-out attempt (which the
+/// server may still have registered) never collides with it.
+const CFG_MONITOR_ID: &str = "op-agent-cur_cfg-";
 
 /// What the reader task hands to a waiting caller.
 enum Reply {
@@ -84,6 +86,15 @@ impl Drop for Client {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Drop guard removing a pending call's entry.
+struct Unregister<'a>(&'a Inner, u64);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.0.lock().pending.remove(&self.1);
     }
 }
 
@@ -166,7 +177,7 @@ impl Inner {
             (Some("update"), None) => {
                 let params = msg.get("params").and_then(Value::as_array);
                 if let Some([mon, updates]) = params.map(Vec::as_slice) {
-                    if mon.as_str() == Some(CFG_MONITOR_ID) {
+                    if mon.as_str().is_some_and(|m| m.starts_with(CFG_MONITOR_ID)) {
                         self.apply_cfg_updates(updates);
                     }
                 }
@@ -312,14 +323,14 @@ impl Client {
             }
             st.pending.insert(id, tx);
         }
+        // Removes the entry however this future ends (timeout, error, or dropped by the caller).
+        let _unregister = Unregister(&self.inner, id);
         let req = json!({"id": id, "method": method, "params": params});
         if self.inner.out.send(req.to_string().into_bytes()).is_err() {
-            self.inner.lock().pending.remove(&id);
             return Err(self.inner.closed_error("writer stopped".into()));
         }
         let msg = match tokio::time::timeout(self.timeout, rx).await {
             Err(_) => {
-                self.inner.lock().pending.remove(&id);
                 return Err(OvsdbError::Timeout {
                     path: self.inner.path.clone(),
                     method: method.to_string(),
@@ -403,8 +414,11 @@ impl Client {
         self.inner
             .monitor
             .get_or_try_init(|| async {
-                let params =
-                    json!([VSWITCH_DB, CFG_MONITOR_ID, {"Open_vSwitch": {"columns": ["cur_cfg"]}}]);
+                let mon = format!(
+                    "{CFG_MONITOR_ID}{}",
+                    self.inner.next_id.load(Ordering::Relaxed)
+                );
+                let params = json!([VSWITCH_DB, mon, {"Open_vSwitch": {"columns": ["cur_cfg"]}}]);
                 let initial = self.call("monitor", params).await?;
                 self.inner.apply_cfg_updates(&initial);
                 Ok::<(), OvsdbError>(())
