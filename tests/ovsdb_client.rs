@@ -695,3 +695,31 @@ async fn measure_add_del_with_real_veth() {
     let ((ms, _), (mo, _)) = (median(&mut sep), median(&mut one));
     println!("fake port: del+wait+add+wait median {ms:?}; replace_port+wait median {mo:?} (n=50)");
 }
+
+#[tokio::test]
+async fn measure_list_ports_1000() {
+    let ovs = Ovs::db_only();
+    let mut args: Vec<String> = vec!["add-br".into(), "ovsbr0".into()];
+    for i in 0..1000 {
+        args.extend([
+            "--".into(),
+            "add-port".into(),
+            "ovsbr0".into(),
+            format!("lp{i}"),
+        ]);
+        args.extend(["--".into(), "set".into(), "Port".into(), format!("lp{i}")]);
+        args.push("external_ids:owner=op-agent".into());
+    }
+    ovs.vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let c = ovs.client().await;
+    let mut v = vec![];
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        let ports = c.list_ports().await.unwrap();
+        v.push(t0.elapsed());
+        assert_eq!(ports.len(), 1001);
+        assert!(ports.iter().all(|p| p.bridge.as_deref() == Some("ovsbr0")));
+    }
+    let (m, p90) = median(&mut v);
+    println!("list_ports with 1001 ports: n=10 median {m:?} p90 {p90:?}");
+}
