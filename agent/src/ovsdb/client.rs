@@ -23,8 +23,10 @@ use tokio::task::JoinHandle;
 
 use super::{OvsdbError, VSWITCH_DB};
 
-/// The `monitor` id (RFC 7047 §4.1.5 `json-value`) of our `Open_vSwitch.cur_cfg` monitor.
-const CFG_MONITOR_ID: &str = "op-agent-cur_cfg";
+/// Prefix of the `monitor` ids (RFC 7047 §4.1.5 `json-value`) of our `Open_vSwitch.cur_cfg`
+/// monitor; a number is appended per attempt, so a retry after a timed-out attempt (which the
+/// server may still have registered) never collides with it.
+const CFG_MONITOR_ID: &str = "op-agent-cur_cfg-";
 
 /// What the reader task hands to a waiting caller.
 enum Reply {
@@ -84,6 +86,15 @@ impl Drop for Client {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Drop guard removing a pending call's entry.
+struct Unregister<'a>(&'a Inner, u64);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.0.lock().pending.remove(&self.1);
     }
 }
 
@@ -159,13 +170,14 @@ impl Inner {
             }
             (Some(m), Some(id)) => {
                 log::debug!("OVSDB server request {m:?} not supported; answering with an error");
-                let reply = json!({"id": id, "result": null, "error": format!("unknown method {m}")});
+                let reply =
+                    json!({"id": id, "result": null, "error": format!("unknown method {m}")});
                 let _ = self.out.send(reply.to_string().into_bytes());
             }
             (Some("update"), None) => {
                 let params = msg.get("params").and_then(Value::as_array);
                 if let Some([mon, updates]) = params.map(Vec::as_slice) {
-                    if mon.as_str() == Some(CFG_MONITOR_ID) {
+                    if mon.as_str().is_some_and(|m| m.starts_with(CFG_MONITOR_ID)) {
                         self.apply_cfg_updates(updates);
                     }
                 }
@@ -188,9 +200,53 @@ impl Inner {
     }
 }
 
+/// Incremental scan for the end of the last complete top-level JSON value in a buffer, so
+/// each byte is looked at once and serde only parses complete messages (re-parsing a partial
+/// multi-MB reply on every read would be quadratic). Tracks nesting and string/escape state.
+#[derive(Default)]
+struct Framer {
+    scanned: usize,
+    depth: usize,
+    in_str: bool,
+    esc: bool,
+}
+
+impl Framer {
+    /// Scans `buf[self.scanned..]`; returns the length of the prefix made of complete values.
+    /// The caller drains a prefix of `n` bytes and then subtracts `n` from `scanned`.
+    fn complete_prefix(&mut self, buf: &[u8]) -> usize {
+        let mut end = 0;
+        for (i, &b) in buf.iter().enumerate().skip(self.scanned) {
+            if self.in_str {
+                match (self.esc, b) {
+                    (true, _) => self.esc = false,
+                    (false, b'\\') => self.esc = true,
+                    (false, b'"') => self.in_str = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_str = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        end = i + 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.scanned = buf.len();
+        end
+    }
+}
+
 async fn reader_task(inner: Arc<Inner>, mut rd: OwnedReadHalf) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut framer = Framer::default();
     let reason = loop {
         let n = match rd.read(&mut chunk).await {
             Ok(0) => break "ovsdb-server closed the connection".to_string(),
@@ -198,7 +254,12 @@ async fn reader_task(inner: Arc<Inner>, mut rd: OwnedReadHalf) {
             Err(e) => break format!("read error: {e}"),
         };
         buf.extend_from_slice(&chunk[..n]);
-        let mut stream = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
+        let complete = framer.complete_prefix(&buf);
+        if complete == 0 {
+            continue;
+        }
+        let mut stream =
+            serde_json::Deserializer::from_slice(&buf[..complete]).into_iter::<Value>();
         let mut bad = None;
         for item in stream.by_ref() {
             match item {
@@ -214,7 +275,10 @@ async fn reader_task(inner: Arc<Inner>, mut rd: OwnedReadHalf) {
         if let Some(b) = bad {
             break b;
         }
+        // `used` < `complete` only for trailing whitespace or a stray scalar; keep it for the
+        // next round so nothing is lost.
         buf.drain(..used);
+        framer.scanned -= used;
     };
     inner.close(reason);
 }
@@ -311,14 +375,14 @@ impl Client {
             }
             st.pending.insert(id, tx);
         }
+        // Removes the entry however this future ends (timeout, error, or dropped by the caller).
+        let _unregister = Unregister(&self.inner, id);
         let req = json!({"id": id, "method": method, "params": params});
         if self.inner.out.send(req.to_string().into_bytes()).is_err() {
-            self.inner.lock().pending.remove(&id);
             return Err(self.inner.closed_error("writer stopped".into()));
         }
         let msg = match tokio::time::timeout(self.timeout, rx).await {
             Err(_) => {
-                self.inner.lock().pending.remove(&id);
                 return Err(OvsdbError::Timeout {
                     path: self.inner.path.clone(),
                     method: method.to_string(),
@@ -348,7 +412,12 @@ impl Client {
     pub async fn transact(&self, db: &str, ops: Vec<Value>) -> Result<Vec<Value>, OvsdbError> {
         let names: Vec<String> = ops
             .iter()
-            .map(|o| o.get("op").and_then(Value::as_str).unwrap_or("?").to_string())
+            .map(|o| {
+                o.get("op")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string()
+            })
             .collect();
         let mut params = Vec::with_capacity(ops.len() + 1);
         params.push(Value::String(db.to_string()));
@@ -397,7 +466,11 @@ impl Client {
         self.inner
             .monitor
             .get_or_try_init(|| async {
-                let params = json!([VSWITCH_DB, CFG_MONITOR_ID, {"Open_vSwitch": {"columns": ["cur_cfg"]}}]);
+                let mon = format!(
+                    "{CFG_MONITOR_ID}{}",
+                    self.inner.next_id.load(Ordering::Relaxed)
+                );
+                let params = json!([VSWITCH_DB, mon, {"Open_vSwitch": {"columns": ["cur_cfg"]}}]);
                 let initial = self.call("monitor", params).await?;
                 self.inner.apply_cfg_updates(&initial);
                 Ok::<(), OvsdbError>(())
@@ -450,5 +523,40 @@ impl Client {
                 ms: ms(timeout),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Framer;
+
+    /// Feeding a stream byte by byte, every complete value is framed exactly at its end,
+    /// whatever quotes, escapes and brackets its strings hold.
+    #[test]
+    fn framer_finds_value_ends_across_splits() {
+        let msgs = [
+            r#"{"id":1,"result":[{"rows":[{"name":"a\"}b"}]}],"error":null}"#,
+            r#" {"id":null,"method":"update","params":["x",{"s":"\\","t":"]}[{\\\""}]}"#,
+            "\n[\"echo\"]",
+        ];
+        let stream: String = msgs.concat();
+        let mut ends = Vec::new();
+        let mut acc = 0;
+        for m in msgs {
+            acc += m.len();
+            ends.push(acc);
+        }
+        let mut f = Framer::default();
+        let mut found = Vec::new();
+        let bytes = stream.as_bytes();
+        for n in 1..=bytes.len() {
+            let end = f.complete_prefix(&bytes[..n]);
+            if end != 0 {
+                found.push(end);
+            }
+        }
+        assert_eq!(found, ends);
+        let mut it = serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>();
+        assert_eq!(it.by_ref().count(), 3);
     }
 }

@@ -102,7 +102,9 @@ pub enum OvsdbError {
         details: String,
     },
     /// ovs-vswitchd did not raise `cur_cfg` to `next_cfg` in time (it may not be running).
-    #[error("ovs-vswitchd did not apply next_cfg {next_cfg} within {ms} ms (cur_cfg is {cur_cfg:?})")]
+    #[error(
+        "ovs-vswitchd did not apply next_cfg {next_cfg} within {ms} ms (cur_cfg is {cur_cfg:?})"
+    )]
     WaitTimeout {
         /// The `next_cfg` waited for.
         next_cfg: i64,

@@ -155,7 +155,10 @@ fn str_map(v: Option<&Value>) -> BTreeMap<String, String> {
 }
 
 fn map_value(m: &BTreeMap<String, String>) -> Value {
-    json!(["map", m.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()])
+    json!([
+        "map",
+        m.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()
+    ])
 }
 
 fn rows(results: &[Value], i: usize) -> &[Value] {
@@ -306,7 +309,13 @@ impl Client {
         let missing: Vec<Value> = uuids(port.get("interfaces"))
             .into_iter()
             .filter(|u| !have.contains(u))
-            .map(|u| select("Interface", json!([["_uuid", "==", ["uuid", u]]]), &IFACE_COLS))
+            .map(|u| {
+                select(
+                    "Interface",
+                    json!([["_uuid", "==", ["uuid", u]]]),
+                    &IFACE_COLS,
+                )
+            })
             .collect();
         if !missing.is_empty() {
             let more = self.transact(VSWITCH_DB, missing).await?;
@@ -415,7 +424,8 @@ impl Client {
                 return Err(not_owned(name, key, value));
             }
         }
-        let mut ops = vec![json!({"op": "comment", "comment": format!("op-agent: del-port {name}")})];
+        let mut ops =
+            vec![json!({"op": "comment", "comment": format!("op-agent: del-port {name}")})];
         ops.extend(del_port_ops(name, &uuid, &guard));
         let mutate_at = ops.len() - 1;
         let cfg_at = ops.len() + 1;
@@ -529,7 +539,8 @@ fn add_port_ops(spec: &PortSpec) -> Vec<Value> {
     if let Some(m) = spec.mtu_request {
         iface["mtu_request"] = json!(m);
     }
-    let mut port = json!({"name": name, "interfaces": ["named-uuid", "iface"], "external_ids": ext});
+    let mut port =
+        json!({"name": name, "interfaces": ["named-uuid", "iface"], "external_ids": ext});
     if let Some(t) = spec.tag {
         port["tag"] = json!(t);
     }
