@@ -2,7 +2,7 @@
 //! are decided in [`op_agent::exit`].
 
 use clap::Parser;
-use op_agent::cli::{Cli, Command};
+use op_agent::cli::Cli;
 use op_agent::exit::ExitCode;
 
 fn main() {
