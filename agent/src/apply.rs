@@ -10,7 +10,9 @@ use crate::exit::ExitCode;
 use crate::hook::HookOptions;
 use crate::netlink::{Link, Netlink, OWNER_ALIAS_PREFIX};
 use crate::ovsdb::{Client, DelGuard, OvsdbError, PortRow, PortSpec};
-use crate::plan::{self, ObservedLink, ObservedNic, ObservedPort, Observed, Planned, PlanError, Step};
+use crate::plan::{
+    self, Observed, ObservedLink, ObservedNic, ObservedPort, PlanError, Planned, Step,
+};
 use crate::report::Recorder;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -105,7 +107,11 @@ impl Target {
             Ok(c) => c,
             Err(e) => {
                 let err = HookError::from_ovsdb(&e);
-                rec.outcome("ovs.connect", Outcome::Failed, json!({"error": e.to_string()}));
+                rec.outcome(
+                    "ovs.connect",
+                    Outcome::Failed,
+                    json!({"error": e.to_string()}),
+                );
                 return Err(err);
             }
         };
@@ -141,7 +147,11 @@ impl Target {
         match self.ovs.bridge_names().await {
             Ok(b) => obs.ovs_bridges = b.into_iter().collect(),
             Err(e) => {
-                rec.outcome("ovs.observe", Outcome::Failed, json!({"error": e.to_string()}));
+                rec.outcome(
+                    "ovs.observe",
+                    Outcome::Failed,
+                    json!({"error": e.to_string()}),
+                );
                 return Err(HookError::from_ovsdb(&e));
             }
         }
@@ -149,7 +159,10 @@ impl Target {
             let n = nic.net.get();
             let mut o = ObservedNic {
                 pve_link: self.link(&nic.pve_veth).await?.map(|l| link_of(l, vmid, n)),
-                target_link: self.link(nic.name.as_str()).await?.map(|l| link_of(l, vmid, n)),
+                target_link: self
+                    .link(nic.name.as_str())
+                    .await?
+                    .map(|l| link_of(l, vmid, n)),
                 pve_port: self.port(&nic.pve_veth).await?,
                 target_port: self.port(nic.name.as_str()).await?,
                 ..Default::default()
@@ -182,7 +195,12 @@ impl Target {
         Ok(obs)
     }
 
-    async fn wait(&self, next_cfg: i64, rec: &mut Recorder, net: Option<u8>) -> Result<(), HookError> {
+    async fn wait(
+        &self,
+        next_cfg: i64,
+        rec: &mut Recorder,
+        net: Option<u8>,
+    ) -> Result<(), HookError> {
         let t = Instant::now();
         let r = self.ovs.wait_cur_cfg(next_cfg, self.timeout).await;
         let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -261,9 +279,12 @@ pub async fn apply(
         }
         return Ok(String::new());
     }
-    let changes = steps
-        .iter()
-        .any(|p| !matches!(p.step, Step::Skip { .. } | Step::ConfirmMesh | Step::CheckMaster { .. }));
+    let changes = steps.iter().any(|p| {
+        !matches!(
+            p.step,
+            Step::Skip { .. } | Step::ConfirmMesh | Step::CheckMaster { .. }
+        )
+    });
     if changes {
         rec.intent("run.intent", &json!({"plan": lines}))
             .map_err(|e| HookError::new(ExitCode::AuditIo, format!("{e}; nothing was changed")))?;
@@ -321,7 +342,11 @@ async fn apply_step(
     let net = p.net.map(|n| n.get());
     let name = p.step.name();
     let failed = |rec: &mut Recorder, e: &HookError| {
-        rec.outcome(name, Outcome::Failed, json!({"net": net, "error": e.message}));
+        rec.outcome(
+            name,
+            Outcome::Failed,
+            json!({"net": net, "error": e.message}),
+        );
     };
     let undo_of = |undo: &mut Vec<(u8, Undo)>| -> Option<usize> {
         let n = net?;
@@ -369,7 +394,9 @@ async fn apply_step(
             Ok(None)
         }
         Step::LinkDown { link } => {
-            let l = require_link(target, link).await.inspect_err(|e| failed(rec, e))?;
+            let l = require_link(target, link)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
             target
                 .nl
                 .set_down(&l)
@@ -380,7 +407,9 @@ async fn apply_step(
             Ok(None)
         }
         Step::LinkRename { from, to, up } => {
-            let l = require_link(target, from).await.inspect_err(|e| failed(rec, e))?;
+            let l = require_link(target, from)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
             let alias = owner_alias(d.vmid.get(), net.unwrap_or(0));
             target
                 .nl
@@ -399,7 +428,9 @@ async fn apply_step(
             Ok(Some(format!("net{} {from} -> {to}", net.unwrap_or(0))))
         }
         Step::LinkUp { link } => {
-            let l = require_link(target, link).await.inspect_err(|e| failed(rec, e))?;
+            let l = require_link(target, link)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
             target
                 .nl
                 .set_up(&l)
@@ -463,8 +494,12 @@ async fn apply_step(
             Ok(Some(s))
         }
         Step::CheckMaster { link, bridge } => {
-            let l = require_link(target, link).await.inspect_err(|e| failed(rec, e))?;
-            let b = require_link(target, bridge).await.inspect_err(|e| failed(rec, e))?;
+            let l = require_link(target, link)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
+            let b = require_link(target, bridge)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
             if l.master != Some(b.index) {
                 let e = HookError::new(
                     ExitCode::Failed,
@@ -473,7 +508,11 @@ async fn apply_step(
                 failed(rec, &e);
                 return Err(e);
             }
-            rec.outcome(name, Outcome::Ok, json!({"net": net, "link": link, "master": bridge}));
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "link": link, "master": bridge}),
+            );
             Ok(Some(format!("{link} in {bridge}")))
         }
         Step::ConfirmMesh => match crate::mesh::confirm(&target.nl, &cfg.toml.mesh).await {
@@ -501,14 +540,21 @@ async fn apply_step(
             }
         },
         Step::Skip { reason } => {
-            rec.outcome(name, Outcome::Skipped, json!({"net": net, "reason": reason}));
+            rec.outcome(
+                name,
+                Outcome::Skipped,
+                json!({"net": net, "reason": reason}),
+            );
             Ok(None)
         }
     }
 }
 
 fn nic_index(d: &Desired, nic: &DesiredNic) -> usize {
-    d.nics.iter().position(|n| n.net == nic.net).unwrap_or(usize::MAX)
+    d.nics
+        .iter()
+        .position(|n| n.net == nic.net)
+        .unwrap_or(usize::MAX)
 }
 
 async fn require_link(target: &Target, name: &str) -> Result<Link, HookError> {
@@ -534,17 +580,31 @@ async fn restore_pve(target: &Target, d: &Desired, net: u8, u: Undo, rec: &mut R
             )
             .await;
         let r = match target.link(ours).await {
-            Ok(Some(l)) => target.nl.rename(&l, pve, "", true).await.map_err(|e| e.to_string()),
+            Ok(Some(l)) => target
+                .nl
+                .rename(&l, pve, "", true)
+                .await
+                .map_err(|e| e.to_string()),
             Ok(None) => Err(format!("link {ours} does not exist")),
             Err(e) => Err(e.message),
         };
         match r {
-            Ok(()) => rec.outcome("rollback.rename", Outcome::Ok, json!({"net": net_v, "from": ours, "to": pve})),
-            Err(e) => rec.outcome("rollback.rename", Outcome::Failed, json!({"net": net_v, "error": e})),
+            Ok(()) => rec.outcome(
+                "rollback.rename",
+                Outcome::Ok,
+                json!({"net": net_v, "from": ours, "to": pve}),
+            ),
+            Err(e) => rec.outcome(
+                "rollback.rename",
+                Outcome::Failed,
+                json!({"net": net_v, "error": e}),
+            ),
         }
     }
     if let Some(p) = u.pve_port {
-        let Some(bridge) = p.bridge.clone() else { return };
+        let Some(bridge) = p.bridge.clone() else {
+            return;
+        };
         let spec = PortSpec {
             name: p.name.clone(),
             bridge,
@@ -557,7 +617,11 @@ async fn restore_pve(target: &Target, d: &Desired, net: u8, u: Undo, rec: &mut R
         match target.ovs.add_port(&spec).await {
             Ok(next) => {
                 let _ = target.ovs.wait_cur_cfg(next, target.timeout).await;
-                rec.outcome("rollback.add-port", Outcome::Ok, json!({"net": net_v, "port": p.name}));
+                rec.outcome(
+                    "rollback.add-port",
+                    Outcome::Ok,
+                    json!({"net": net_v, "port": p.name}),
+                );
             }
             Err(e) => rec.outcome(
                 "rollback.add-port",

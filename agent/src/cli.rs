@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive). The man page and shell completions are generated
 //! from these.
 
+use crate::commands;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -40,4 +41,24 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::audit::cli::AuditCommand,
     },
+    /// Long-running service: re-apply after in-guest reboots, hotplug and OVS restarts.
+    Watch(commands::watch::WatchArgs),
+    /// Converge a running container now (same steps and audit rows as post-start).
+    Apply(commands::apply::ApplyArgs),
+    /// Compare live state with the config without changing anything (exit 1 on drift).
+    Check(commands::check::CheckArgs),
+    /// Table (or JSON) of managed containers and the state of their NICs.
+    Status(commands::status::StatusArgs),
+    /// JSON compatible with the old op-dbus query (`--plugin lxc`).
+    Query(commands::query::QueryArgs),
+    /// Remove stale Port rows op-agent owns.
+    Gc(commands::gc::GcArgs),
+    /// Netmaker mesh: join, status.
+    Mesh(commands::mesh::MeshArgs),
+    /// Write containers/<vmid>.toml and attach op-hook with `pct set`.
+    Enroll(commands::enroll::EnrollArgs),
+    /// Convert an old op-dbus state.json into container TOML files.
+    ImportState(commands::import_state::ImportStateArgs),
+    /// Validate configuration files (`config check`).
+    Config(commands::config_check::ConfigArgs),
 }

@@ -93,7 +93,9 @@ pub struct HookSection {
 
 impl Default for HookSection {
     fn default() -> Self {
-        HookSection { deadline_ms: 10_000 }
+        HookSection {
+            deadline_ms: 10_000,
+        }
     }
 }
 
@@ -419,7 +421,10 @@ mod tests {
         assert_eq!(a.ovsdb.socket, PathBuf::from("/run/openvswitch/db.sock"));
         assert_eq!(a.ovsdb.timeout_ms, 5000);
         assert_eq!(a.hook.deadline_ms, 10_000);
-        assert_eq!(a.audit.database, PathBuf::from("/var/lib/op-agent/audit.db"));
+        assert_eq!(
+            a.audit.database,
+            PathBuf::from("/var/lib/op-agent/audit.db")
+        );
         assert_eq!(a.pve.root, PathBuf::from("/"));
         assert_eq!(a.mesh.interface, "netmaker");
     }
@@ -451,7 +456,10 @@ mod tests {
         let text = "network_type = \"bridge\"\n[[nic]]\nnet = 0\ntagg = 10\n";
         let e = parse_container(&p(), text).unwrap_err();
         let s = e.to_string();
-        assert!(s.starts_with("/etc/op-agent/containers/100.toml:4: "), "{s}");
+        assert!(
+            s.starts_with("/etc/op-agent/containers/100.toml:4: "),
+            "{s}"
+        );
         assert!(s.contains("tagg"), "{s}");
     }
 

@@ -113,17 +113,22 @@ pub fn resolve(
             None => ConfigError::file(pve_path, msg),
         };
         let o = over.map(|i| &t.nic[i]);
-        nics.push(resolve_nic(vmid, net, netconf, o, t.network_type, t.on_firewall, &err)?);
+        nics.push(resolve_nic(
+            vmid,
+            net,
+            netconf,
+            o,
+            t.network_type,
+            t.on_firewall,
+            &err,
+        )?);
     }
     // Names must be unique among this container's NICs.
     for (i, a) in nics.iter().enumerate() {
         if let Some(b) = nics[..i].iter().find(|b| b.name == a.name) {
             return Err(ConfigError::file(
                 &ct.path,
-                format!(
-                    "name {} is used by net{} and net{}",
-                    a.name, b.net, a.net
-                ),
+                format!("name {} is used by net{} and net{}", a.name, b.net, a.net),
             ));
         }
     }
@@ -157,9 +162,9 @@ fn resolve_nic(
     };
     let tag_raw = over.and_then(|o| o.tag).or(pve.tag);
     let tag = match tag_raw {
-        Some(t) => Some(
-            VlanTag::new(t).ok_or_else(|| err(format!("net{net} tag {t}: must be 1..4094")))?,
-        ),
+        Some(t) => {
+            Some(VlanTag::new(t).ok_or_else(|| err(format!("net{net} tag {t}: must be 1..4094")))?)
+        }
         None => None,
     };
     let trunks_raw = over
@@ -191,7 +196,9 @@ fn resolve_nic(
         }
     };
     if mode == NicMode::Plug && bridge.is_none() && !pve.link_down {
-        return Err(err(format!("net{net} has no bridge (PVE conf or [[nic]] bridge)")));
+        return Err(err(format!(
+            "net{net} has no bridge (PVE conf or [[nic]] bridge)"
+        )));
     }
     Ok(DesiredNic {
         net,

@@ -53,8 +53,7 @@ pub fn parse_phase(s: &str) -> PhaseArg {
     let well_formed = !s.is_empty()
         && s.len() <= 32
         && s.as_bytes()[0].is_ascii_lowercase()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !well_formed {
         return PhaseArg::Malformed;
@@ -96,7 +95,12 @@ fn config_code(e: &ConfigError) -> ExitCode {
 
 /// Runs one hook. `config_path` is `--config`. Returns the exit code; prints at most one line
 /// on stderr for a failure (the PVE task log shows it) and one summary line on stdout.
-pub fn run(config_path: Option<&Path>, vmid_arg: &str, phase_arg: &str, opts: &HookOptions) -> ExitCode {
+pub fn run(
+    config_path: Option<&Path>,
+    vmid_arg: &str,
+    phase_arg: &str,
+    opts: &HookOptions,
+) -> ExitCode {
     let started = Instant::now();
     let vmid: Vmid = match vmid_arg.parse() {
         Ok(v) => v,
@@ -125,51 +129,75 @@ pub fn run(config_path: Option<&Path>, vmid_arg: &str, phase_arg: &str, opts: &H
     // (e.g. a QEMU VM). Exit 0, change nothing, write nothing.
     let root = cfg.toml.pve.root.clone();
     let pve_path = pve_integration::paths::lxc_conf_path(&root, vmid);
-    if !cfg.container_candidates(vmid.get()).iter().any(|p| p.exists()) || !pve_path.exists() {
+    if !cfg
+        .container_candidates(vmid.get())
+        .iter()
+        .any(|p| p.exists())
+        || !pve_path.exists()
+    {
         return ExitCode::Ok;
     }
     let deadline = Duration::from_millis(cfg.toml.hook.deadline_ms);
     spawn_watchdog(vmid_arg, ph, deadline);
+    match run_locked(&cfg, vmid, phase, ph, opts, started) {
+        Err(e) => fail(vmid_arg, ph, e.code, &e.message),
+        Ok(summary) => {
+            if !summary.is_empty() && phase != Phase::PostStop {
+                println!("op-agent: {vmid} {ph}: {summary}");
+            }
+            ExitCode::Ok
+        }
+    }
+}
 
+/// Runs the steps of `phase` for a managed `vmid`: takes the per-vmid lock, opens the audit
+/// log, loads and validates the config, then observe → plan → apply within `[hook]
+/// deadline_ms` of `started`. Audit rows carry `label` as their phase (`post-start`, `apply`,
+/// `watch`). Returns the one-line summary. Used by `hook`, `apply` and `watch`.
+pub fn run_locked(
+    cfg: &AgentConfig,
+    vmid: Vmid,
+    phase: Phase,
+    label: &str,
+    opts: &HookOptions,
+    started: Instant,
+) -> Result<String, HookError> {
+    let deadline = Duration::from_millis(cfg.toml.hook.deadline_ms);
+    let root = cfg.toml.pve.root.clone();
+    let pve_path = pve_integration::paths::lxc_conf_path(&root, vmid);
     let lock_dir = root.join("run/op-agent");
     let _lock = if opts.dry_run {
         None
     } else {
-        match crate::lock::lock_vmid(&lock_dir, vmid.get(), deadline / 2) {
-            Ok(l) => Some(l),
-            Err(e) => return fail(vmid_arg, ph, ExitCode::Timeout, &e.to_string()),
-        }
+        let wait = deadline.saturating_sub(started.elapsed()) / 2;
+        Some(
+            crate::lock::lock_vmid(&lock_dir, vmid.get(), wait)
+                .map_err(|e| HookError::new(ExitCode::Timeout, e.to_string()))?,
+        )
     };
-    let audit = if opts.dry_run {
-        None
-    } else {
-        let o = AuditOptions {
-            busy_timeout: (deadline / 3).min(Duration::from_secs(5)),
-            key_file: Some(cfg.audit_key_file()),
-            ..AuditOptions::default()
+    let audit =
+        if opts.dry_run {
+            None
+        } else {
+            let o = AuditOptions {
+                busy_timeout: (deadline / 3).min(Duration::from_secs(5)),
+                key_file: Some(cfg.audit_key_file()),
+                ..AuditOptions::default()
+            };
+            Some(AuditLog::open(&cfg.toml.audit.database, &o).map_err(|e| {
+                HookError::new(ExitCode::AuditIo, format!("{e}; nothing was changed"))
+            })?)
         };
-        match AuditLog::open(&cfg.toml.audit.database, &o) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                return fail(
-                    vmid_arg,
-                    ph,
-                    ExitCode::AuditIo,
-                    &format!("{e}; nothing was changed"),
-                )
-            }
-        }
-    };
-    let mut rec = Recorder::new(vmid.get(), ph, audit, started);
+    let mut rec = Recorder::new(vmid.get(), label, audit, started);
 
-    let result = match load_desired(&cfg, vmid, &pve_path) {
+    let result = match load_desired(cfg, vmid, &pve_path) {
         Ok(d) => {
             rec.outcome(
                 "config.validate",
                 Outcome::Ok,
                 json!({"nics": d.nics.len(), "network_type": d.network_type.as_str()}),
             );
-            run_async(&cfg, &d, phase, opts, &mut rec, deadline, started)
+            run_async(cfg, &d, phase, opts, &mut rec, deadline, started)
         }
         Err(e) => {
             rec.outcome(
@@ -185,17 +213,15 @@ pub fn run(config_path: Option<&Path>, vmid_arg: &str, phase_arg: &str, opts: &H
         for (step, d) in &rec.timings {
             eprintln!("timing {step} {:.3} ms", d.as_secs_f64() * 1e3);
         }
-        eprintln!("timing total {:.3} ms", started.elapsed().as_secs_f64() * 1e3);
+        eprintln!(
+            "timing total {:.3} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
     }
     match (result, finished) {
-        (Err(e), _) => fail(vmid_arg, ph, e.code, &e.message),
-        (Ok(_), Err(e)) => fail(vmid_arg, ph, ExitCode::AuditIo, &e.to_string()),
-        (Ok(summary), Ok(_)) => {
-            if !summary.is_empty() && phase != Phase::PostStop {
-                println!("op-agent: {vmid} {ph}: {summary}");
-            }
-            ExitCode::Ok
-        }
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(HookError::new(ExitCode::AuditIo, e.to_string())),
+        (Ok(summary), Ok(_)) => Ok(summary),
     }
 }
 

@@ -4,21 +4,22 @@
 //! steps from config and observed state, [`plan`]) → apply (netlink, OVSDB, each outcome to the
 //! audit seam, [`phases`]).
 
+pub mod apply;
 pub mod audit;
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod desired;
 pub mod exit;
+pub mod hook;
 pub mod lock;
 pub mod logging;
+pub mod mesh;
 pub mod netlink;
 pub mod ovsdb;
 pub mod plan;
-pub mod types;
-pub mod apply;
-pub mod hook;
-pub mod mesh;
 pub mod report;
-pub mod cli;
+pub mod types;
 
 /// Runs a parsed command line and returns its exit code. A panic is caught, reported as one
 /// line and as an audit-worthy internal error, never a backtrace on the PVE task log.
@@ -38,6 +39,7 @@ pub fn run(cli: cli::Cli) -> i32 {
 
 fn dispatch(cli: cli::Cli) -> i32 {
     use cli::Command;
+    let cfg = cli.config.as_deref();
     match cli.command {
         Command::Hook {
             vmid,
@@ -71,5 +73,15 @@ fn dispatch(cli: cli::Cli) -> i32 {
                 &mut std::io::stdout(),
             )
         }
+        Command::Watch(a) => commands::watch::run(&a, cfg),
+        Command::Apply(a) => commands::apply::run(&a, cfg),
+        Command::Check(a) => commands::check::run(&a, cfg),
+        Command::Status(a) => commands::status::run(&a, cfg),
+        Command::Query(a) => commands::query::run(&a, cfg),
+        Command::Gc(a) => commands::gc::run(&a, cfg),
+        Command::Mesh(a) => commands::mesh::run(&a, cfg),
+        Command::Enroll(a) => commands::enroll::run(&a, cfg),
+        Command::ImportState(a) => commands::import_state::run(&a, cfg),
+        Command::Config(a) => commands::config_check::run(&a, cfg),
     }
 }

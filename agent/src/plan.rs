@@ -149,11 +149,19 @@ impl fmt::Display for Step {
             Step::DelPort { port, guard } => write!(
                 f,
                 "ovs.del-port {port}{}",
-                if *guard == DelGuard::Owned { " (owned only)" } else { "" }
+                if *guard == DelGuard::Owned {
+                    " (owned only)"
+                } else {
+                    ""
+                }
             ),
             Step::LinkDown { link } => write!(f, "link.down {link}"),
             Step::LinkRename { from, to, up } => {
-                write!(f, "link.rename {from} -> {to}{}", if *up { " (up)" } else { "" })
+                write!(
+                    f,
+                    "link.rename {from} -> {to}{}",
+                    if *up { " (up)" } else { "" }
+                )
             }
             Step::LinkUp { link } => write!(f, "link.up {link}"),
             Step::AddPort(p) => {
@@ -548,7 +556,13 @@ mod tests {
             pve.nets.insert(n.index.get(), n);
         }
         let ct: ContainerConfig = parse_container(Path::new("/c/100.toml"), toml).unwrap();
-        resolve("100".parse::<Vmid>().unwrap(), &pve, Path::new("/p/100.conf"), &ct).unwrap()
+        resolve(
+            "100".parse::<Vmid>().unwrap(),
+            &pve,
+            Path::new("/p/100.conf"),
+            &ct,
+        )
+        .unwrap()
     }
 
     fn veth(name: &str, index: u32) -> ObservedLink {
@@ -669,7 +683,10 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(matches!(plan_post_start(&d, &obs), Err(PlanError::Refused(_))));
+        assert!(matches!(
+            plan_post_start(&d, &obs),
+            Err(PlanError::Refused(_))
+        ));
         let obs = Observed {
             nics: vec![ObservedNic {
                 pve_link: Some(veth("veth100i0", 7)),
@@ -694,12 +711,18 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(matches!(plan_post_start(&d, &obs), Err(PlanError::Refused(_))));
+        assert!(matches!(
+            plan_post_start(&d, &obs),
+            Err(PlanError::Refused(_))
+        ));
         let obs = Observed {
             nics: vec![ObservedNic::default()],
             ..Default::default()
         };
-        assert!(matches!(plan_post_start(&d, &obs), Err(PlanError::Missing(_))));
+        assert!(matches!(
+            plan_post_start(&d, &obs),
+            Err(PlanError::Missing(_))
+        ));
     }
 
     #[test]
@@ -754,7 +777,10 @@ mod tests {
             .iter()
             .map(|p| p.step.to_string())
             .collect();
-        assert_eq!(s, vec!["link.down veth100i0", "link.rename veth100i0 -> vi100"]);
+        assert_eq!(
+            s,
+            vec!["link.down veth100i0", "link.rename veth100i0 -> vi100"]
+        );
     }
 
     #[test]
@@ -807,14 +833,20 @@ mod tests {
         )
         .unwrap();
         let e = resolve("100".parse().unwrap(), &pve, Path::new("/p/100.conf"), &ct).unwrap_err();
-        assert_eq!(e.to_string(), "/c/100.toml:3: [[nic]] net = 5: no net5 in /p/100.conf");
+        assert_eq!(
+            e.to_string(),
+            "/c/100.toml:3: [[nic]] net = 5: no net5 in /p/100.conf"
+        );
     }
 
     #[test]
     fn long_vmid_net31_names() {
         let vmid: Vmid = "999999999".parse().unwrap();
         let n31 = NetIndex::new(31).unwrap();
-        assert_eq!(crate::desired::default_link_name(vmid, n31), "vi999999999i31");
+        assert_eq!(
+            crate::desired::default_link_name(vmid, n31),
+            "vi999999999i31"
+        );
         assert_eq!(crate::desired::lxc_host_veth(vmid, n31), "veth999999999i3");
     }
 }

@@ -90,11 +90,7 @@ impl Recorder {
     pub fn outcome(&mut self, step: &str, outcome: Outcome, detail: Value) {
         let detail = detail.to_string();
         match outcome {
-            Outcome::Failed => log::error!(
-                "{} {}: {step} failed: {detail}",
-                self.vmid,
-                self.phase
-            ),
+            Outcome::Failed => log::error!("{} {}: {step} failed: {detail}", self.vmid, self.phase),
             _ => log::info!(
                 "{} {}: {step} {}: {detail}",
                 self.vmid,

@@ -95,7 +95,10 @@ mod tests {
         );
         assert!(IfName::new("abcdefghijklmno").is_ok());
         for bad in ["a/b", "a b", "a\tb", "a\nb", "a\u{7}b", "a:b"] {
-            assert!(matches!(IfName::new(bad), Err(IfNameError::BadChar(_))), "{bad:?}");
+            assert!(
+                matches!(IfName::new(bad), Err(IfNameError::BadChar(_))),
+                "{bad:?}"
+            );
         }
         assert_eq!(IfName::new(""), Err(IfNameError::Empty));
         assert!(matches!(IfName::new(".."), Err(IfNameError::Reserved(_))));
