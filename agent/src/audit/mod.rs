@@ -264,11 +264,9 @@ pub(crate) fn sql_err(path: &Path, op: &'static str, timeout: Duration, e: rusql
         Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
             AuditError::Busy { path, timeout_ms: timeout.as_millis(), op }
         }
-        Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied)
-            if is_readonly(&e) =>
-        {
-            AuditError::ReadOnly { path, op, source: e }
-        }
+        Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => AuditError::ReadOnly { path, op, source: e },
+        // SQLITE_CANTOPEN on an existing file: the -wal/-shm files cannot be created beside it.
+        Some(ErrorCode::CannotOpen) if dir_not_writable(&path) => AuditError::ReadOnly { path, op, source: e },
         Some(ErrorCode::DiskFull) => AuditError::DiskFull { path, op },
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
             AuditError::NotADatabase { path, op, source: e }
@@ -277,15 +275,12 @@ pub(crate) fn sql_err(path: &Path, op: &'static str, timeout: Duration, e: rusql
     }
 }
 
-fn is_readonly(e: &rusqlite::Error) -> bool {
-    match e {
-        rusqlite::Error::SqliteFailure(f, _) => {
-            f.code == ErrorCode::ReadOnly
-                || f.code == ErrorCode::PermissionDenied
-                || f.code == ErrorCode::CannotOpen
-        }
-        _ => false,
-    }
+fn dir_not_writable(db: &Path) -> bool {
+    let dir = match db.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err()
 }
 
 /// The append-only audit log of one database file.
