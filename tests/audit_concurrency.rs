@@ -23,10 +23,22 @@ fn child_mode() {
     let mut i = 0;
     while n == 0 || i < n {
         let d = format!(r#"{{"child":{},"i":{i}}}"#, std::process::id());
-        let row = |o| NewRow { vmid: 100 + (i % 50) as u32, phase: "post-start", run_id: &run, step: "ovs.add-port", outcome: o, detail: &d };
+        let row = |o| NewRow {
+            vmid: 100 + (i % 50) as u32,
+            phase: "post-start",
+            run_id: &run,
+            step: "ovs.add-port",
+            outcome: o,
+            detail: &d,
+        };
         if n == 0 {
             // kill -9 loop: multi-row transactions and checkpoints (key ratchet) too.
-            log.append_all(&[row(Outcome::Intent), row(Outcome::Ok), row(Outcome::Skipped)]).unwrap();
+            log.append_all(&[
+                row(Outcome::Intent),
+                row(Outcome::Ok),
+                row(Outcome::Skipped),
+            ])
+            .unwrap();
             if key.is_some() {
                 log.checkpoint().unwrap().unwrap();
             }
@@ -67,19 +79,28 @@ fn sixteen_processes_times_200_appends() {
     let (_d, db) = tmp();
     drop(AuditLog::open(&db, &opts(None)).unwrap());
     let t = Instant::now();
-    let mut kids = Children((0..16).map(|_| spawn_child("sixteen_processes_times_200_appends", &db, 200, None)).collect());
+    let mut kids = Children(
+        (0..16)
+            .map(|_| spawn_child("sixteen_processes_times_200_appends", &db, 200, None))
+            .collect(),
+    );
     for c in &mut kids.0 {
         assert!(c.wait().unwrap().success(), "an appender failed");
     }
     let wall = t.elapsed();
     let c = rusqlite::Connection::open(&db).unwrap();
     let (n, min, max, distinct_prev): (i64, i64, i64, i64) = c
-        .query_row("SELECT count(*), min(seq), max(seq), count(DISTINCT prev_hash) FROM audit", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
+        .query_row(
+            "SELECT count(*), min(seq), max(seq), count(DISTINCT prev_hash) FROM audit",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
         .unwrap();
     assert_eq!((n, min, max, distinct_prev), (3200, 1, 3200, 3200));
-    let children: HashSet<String> = read_rows(&c).iter().map(|r| r.detail.split(',').next().unwrap().to_string()).collect();
+    let children: HashSet<String> = read_rows(&c)
+        .iter()
+        .map(|r| r.detail.split(',').next().unwrap().to_string())
+        .collect();
     assert_eq!(children.len(), 16);
     let rep = verify_db(&db, &[], None);
     assert_intact(&rep);
@@ -98,8 +119,18 @@ fn kill_9_of_appenders_in_a_loop_leaves_a_chain_that_verifies() {
     for round in 0..12u64 {
         // Two appenders at once, killed at staggered moments.
         let mut kids = Children(vec![
-            spawn_child("kill_9_of_appenders_in_a_loop_leaves_a_chain_that_verifies", &db, 0, Some(&kf)),
-            spawn_child("kill_9_of_appenders_in_a_loop_leaves_a_chain_that_verifies", &db, 0, Some(&kf)),
+            spawn_child(
+                "kill_9_of_appenders_in_a_loop_leaves_a_chain_that_verifies",
+                &db,
+                0,
+                Some(&kf),
+            ),
+            spawn_child(
+                "kill_9_of_appenders_in_a_loop_leaves_a_chain_that_verifies",
+                &db,
+                0,
+                Some(&kf),
+            ),
         ]);
         std::thread::sleep(Duration::from_millis(60 + (round * 37) % 90));
         for c in &mut kids.0 {
@@ -111,7 +142,10 @@ fn kill_9_of_appenders_in_a_loop_leaves_a_chain_that_verifies() {
             assert!(!st.success(), "appender ended on its own: {st:?}");
         }
     }
-    assert!(killed >= 20, "only {killed} appenders were killed while running");
+    assert!(
+        killed >= 20,
+        "only {killed} appenders were killed while running"
+    );
     let rep = verify_db(&db, &[], Some(k0));
     assert_intact(&rep);
     assert!(rep.rows > 30 && rep.checkpoints > 5, "{rep:?}");
@@ -120,5 +154,8 @@ fn kill_9_of_appenders_in_a_loop_leaves_a_chain_that_verifies() {
     fill(&mut log, 2);
     log.checkpoint().unwrap().unwrap();
     assert_intact(&verify_db(&db, &[], Some(k0)));
-    println!("MEASURE kill-9: {killed} appenders killed, {} rows, {} checkpoints, verify intact", rep.rows, rep.checkpoints);
+    println!(
+        "MEASURE kill-9: {killed} appenders killed, {} rows, {} checkpoints, verify intact",
+        rep.rows, rep.checkpoints
+    );
 }

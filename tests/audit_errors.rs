@@ -10,14 +10,27 @@ use std::time::{Duration, Instant};
 
 use op_agent::audit::cli::{self, AuditCommand};
 use op_agent::audit::verify::TamperClass;
-use op_agent::audit::{encoding, format_key_line, init_key, read_key_file, AuditError, AuditLog, AuditOptions, NewRow, Outcome};
+use op_agent::audit::{
+    encoding, format_key_line, init_key, read_key_file, AuditError, AuditLog, AuditOptions, NewRow,
+    Outcome,
+};
 
 fn count(db: &Path) -> i64 {
-    rusqlite::Connection::open(db).unwrap().query_row("SELECT count(*) FROM audit", [], |r| r.get(0)).unwrap()
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+        .unwrap()
 }
 
 fn row<'a>(detail: &'a str) -> NewRow<'a> {
-    NewRow { vmid: 100, phase: "post-start", run_id: "r1", step: "config.validate", outcome: Outcome::Intent, detail }
+    NewRow {
+        vmid: 100,
+        phase: "post-start",
+        run_id: "r1",
+        step: "config.validate",
+        outcome: Outcome::Intent,
+        detail,
+    }
 }
 
 fn run_cli(cmd: AuditCommand, db: &Path) -> (i32, String) {
@@ -29,7 +42,10 @@ fn run_cli(cmd: AuditCommand, db: &Path) -> (i32, String) {
 #[test]
 fn locked_past_busy_timeout_fails_clearly_without_a_partial_row() {
     let (_d, db) = tmp();
-    let o = AuditOptions { busy_timeout: Duration::from_millis(300), ..opts(None) };
+    let o = AuditOptions {
+        busy_timeout: Duration::from_millis(300),
+        ..opts(None)
+    };
     let mut log = AuditLog::open(&db, &o).unwrap();
     fill(&mut log, 3);
     let holder = rusqlite::Connection::open(&db).unwrap();
@@ -37,9 +53,24 @@ fn locked_past_busy_timeout_fails_clearly_without_a_partial_row() {
     let t = Instant::now();
     let e = log.append_all(&[row("{}"), row("{}")]).unwrap_err();
     let waited = t.elapsed();
-    assert!(matches!(e, AuditError::Busy { timeout_ms: 300, .. }), "{e:?}");
-    assert!(waited >= Duration::from_millis(290), "gave up after {waited:?}");
-    assert!(e.to_string().contains("is locked") && e.to_string().contains(db.to_str().unwrap()), "{e}");
+    assert!(
+        matches!(
+            e,
+            AuditError::Busy {
+                timeout_ms: 300,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(290),
+        "gave up after {waited:?}"
+    );
+    assert!(
+        e.to_string().contains("is locked") && e.to_string().contains(db.to_str().unwrap()),
+        "{e}"
+    );
     holder.execute_batch("ROLLBACK").unwrap();
     assert_eq!(count(&db), 3);
     log.append(&row("{}")).unwrap();
@@ -61,7 +92,10 @@ fn read_only_database_refuses_append_with_a_clear_error() {
         assert!(e.to_string().contains(db.to_str().unwrap()), "{e}");
         std::process::exit(0);
     }
-    assert!(is_root(), "this test needs root (mount namespace with a read-only bind mount)");
+    assert!(
+        is_root(),
+        "this test needs root (mount namespace with a read-only bind mount)"
+    );
     let (d, db) = tmp();
     {
         let mut log = AuditLog::open(&db, &opts(None)).unwrap();
@@ -84,13 +118,33 @@ fn read_only_database_refuses_append_with_a_clear_error() {
 #[test]
 fn corrupt_file_is_exit_2_and_a_typed_open_error() {
     let (_d, db) = tmp();
-    std::fs::write(&db, "this is not an SQLite database, just text ".repeat(100)).unwrap();
-    let (code, out) = run_cli(AuditCommand::Verify { anchors: vec![], key_file: None, json: true, file: None }, &db);
+    std::fs::write(
+        &db,
+        "this is not an SQLite database, just text ".repeat(100),
+    )
+    .unwrap();
+    let (code, out) = run_cli(
+        AuditCommand::Verify {
+            anchors: vec![],
+            key_file: None,
+            json: true,
+            file: None,
+        },
+        &db,
+    );
     assert_eq!(code, 2);
     assert!(out.contains("unreadable"), "{out}");
     let e = AuditLog::open(&db, &opts(None)).unwrap_err();
     assert!(matches!(e, AuditError::NotADatabase { .. }), "{e:?}");
-    let (code, _) = run_cli(AuditCommand::Verify { anchors: vec![], key_file: None, json: false, file: None }, &db.with_file_name("missing.db"));
+    let (code, _) = run_cli(
+        AuditCommand::Verify {
+            anchors: vec![],
+            key_file: None,
+            json: false,
+            file: None,
+        },
+        &db.with_file_name("missing.db"),
+    );
     assert_eq!(code, 2);
 }
 
@@ -114,13 +168,20 @@ fn new_db_dir_is_0700_file_0600_wal_full_and_schema_versioned() {
     assert_eq!(mode(&db), 0o600);
     drop(log);
     let c = rusqlite::Connection::open(&db).unwrap();
-    let jm: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-    let uv: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let jm: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    let uv: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!((jm.as_str(), uv), ("wal", 1));
     // A newer schema is refused, not silently used.
     c.pragma_update(None, "user_version", 99).unwrap();
     let e = AuditLog::open(&db, &opts(None)).unwrap_err();
-    assert!(matches!(e, AuditError::UnsupportedSchema { found: 99, .. }), "{e:?}");
+    assert!(
+        matches!(e, AuditError::UnsupportedSchema { found: 99, .. }),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -128,9 +189,14 @@ fn tampered_head_refuses_append() {
     let (_d, db) = tmp();
     let mut log = AuditLog::open(&db, &opts(None)).unwrap();
     fill(&mut log, 3);
-    attacker(&db).execute("UPDATE audit SET host = 'x' WHERE seq = 3", []).unwrap();
+    attacker(&db)
+        .execute("UPDATE audit SET host = 'x' WHERE seq = 3", [])
+        .unwrap();
     let e = log.append(&row("{}")).unwrap_err();
-    assert!(matches!(e, AuditError::HeadTampered { seq: 3, .. }), "{e:?}");
+    assert!(
+        matches!(e, AuditError::HeadTampered { seq: 3, .. }),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -153,7 +219,10 @@ fn key_file_behind_is_ratcheted_forward_ahead_is_refused() {
     std::fs::write(&kf, format_key_line(9, &encoding::key_for_epoch(&k0, 9))).unwrap();
     let n = count(&db);
     let e = log.checkpoint().unwrap_err();
-    assert!(e.to_string().contains("epoch 9") && e.to_string().contains("rolled back"), "{e}");
+    assert!(
+        e.to_string().contains("epoch 9") && e.to_string().contains("rolled back"),
+        "{e}"
+    );
     assert_eq!(count(&db), n);
     // Group-readable key files are refused.
     use std::os::unix::fs::PermissionsExt;
@@ -170,7 +239,11 @@ fn keyed_verify_fails_when_nothing_is_sealed() {
     let (_d, db) = tmp();
     let mut log = AuditLog::open(&db, &opts(None)).unwrap();
     fill(&mut log, 3);
-    assert_tamper(&verify_db(&db, &[], Some([1; 32])), TamperClass::BadCheckpoint, 1);
+    assert_tamper(
+        &verify_db(&db, &[], Some([1; 32])),
+        TamperClass::BadCheckpoint,
+        1,
+    );
 }
 
 #[test]
@@ -184,7 +257,17 @@ fn export_then_verify_file_offline() {
     let f = d.path().join("export.jsonl");
     std::fs::write(&f, &text).unwrap();
     let nodb = d.path().join("no-such.db");
-    let verify_file = |p: &Path| run_cli(AuditCommand::Verify { anchors: vec![], key_file: None, json: true, file: Some(p.into()) }, &nodb);
+    let verify_file = |p: &Path| {
+        run_cli(
+            AuditCommand::Verify {
+                anchors: vec![],
+                key_file: None,
+                json: true,
+                file: Some(p.into()),
+            },
+            &nodb,
+        )
+    };
     let (code, out) = verify_file(&f);
     assert_eq!(code, 0, "{out}");
     // A partial export verifies too.
@@ -196,7 +279,10 @@ fn export_then_verify_file_offline() {
     let (code, out) = verify_file(&f);
     assert_eq!(code, 1, "{out}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((j["tamper"]["class"].as_str(), j["tamper"]["seq"].as_i64()), (Some("content-changed"), Some(7)));
+    assert_eq!(
+        (j["tamper"]["class"].as_str(), j["tamper"]["seq"].as_i64()),
+        (Some("content-changed"), Some(7))
+    );
     // A cut export: the header's head is the anchor.
     let cut: String = text.lines().take(10).map(|l| format!("{l}\n")).collect();
     std::fs::write(&f, cut).unwrap();
@@ -215,14 +301,59 @@ fn log_head_and_filters() {
     let h = fill(&mut log, 9);
     let (code, out) = run_cli(AuditCommand::Head, &db);
     assert_eq!((code, out.trim()), (0, h.to_string().as_str()));
-    let (code, out) = run_cli(AuditCommand::Log { vmid: Some(101), since: None, json: true }, &db);
+    let (code, out) = run_cli(
+        AuditCommand::Log {
+            vmid: Some(101),
+            since: None,
+            json: true,
+        },
+        &db,
+    );
     assert_eq!(code, 0);
-    let seqs: Vec<i64> = out.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
     assert_eq!(seqs, vec![2, 5, 8]);
-    let (_, out) = run_cli(AuditCommand::Log { vmid: None, since: Some("2999-01-01".into()), json: false }, &db);
+    let (_, out) = run_cli(
+        AuditCommand::Log {
+            vmid: None,
+            since: Some("2999-01-01".into()),
+            json: false,
+        },
+        &db,
+    );
     assert_eq!(out, "");
-    let (_, out) = run_cli(AuditCommand::Log { vmid: None, since: Some("1970-01-02T00:00Z".into()), json: false }, &db);
+    let (_, out) = run_cli(
+        AuditCommand::Log {
+            vmid: None,
+            since: Some("1970-01-02T00:00Z".into()),
+            json: false,
+        },
+        &db,
+    );
     assert_eq!(out.lines().count(), 9);
-    assert!(out.lines().next().unwrap().contains(" testhost 100 post-start "), "{out}");
-    assert_eq!(run_cli(AuditCommand::Log { vmid: None, since: Some("soon".into()), json: false }, &db).0, 2);
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .contains(" testhost 100 post-start "),
+        "{out}"
+    );
+    assert_eq!(
+        run_cli(
+            AuditCommand::Log {
+                vmid: None,
+                since: Some("soon".into()),
+                json: false
+            },
+            &db
+        )
+        .0,
+        2
+    );
 }

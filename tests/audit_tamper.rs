@@ -17,10 +17,24 @@ fn ten_rows() -> (tempfile::TempDir, std::path::PathBuf, Head) {
     (d, db, h)
 }
 
-fn cli_verify(db: &std::path::Path, anchors: Vec<Head>, key: Option<std::path::PathBuf>) -> (i32, serde_json::Value) {
+fn cli_verify(
+    db: &std::path::Path,
+    anchors: Vec<Head>,
+    key: Option<std::path::PathBuf>,
+) -> (i32, serde_json::Value) {
     let mut out = Vec::new();
-    let cmd = AuditCommand::Verify { anchors, key_file: key, json: true, file: None };
-    let code = cli::run(&cmd, db, std::path::Path::new("/nonexistent/audit.key"), &mut out);
+    let cmd = AuditCommand::Verify {
+        anchors,
+        key_file: key,
+        json: true,
+        file: None,
+    };
+    let code = cli::run(
+        &cmd,
+        db,
+        std::path::Path::new("/nonexistent/audit.key"),
+        &mut out,
+    );
     (code, serde_json::from_slice(&out).unwrap())
 }
 
@@ -28,7 +42,9 @@ fn cli_verify(db: &std::path::Path, anchors: Vec<Head>, key: Option<std::path::P
 fn triggers_refuse_update_and_delete() {
     let (_d, db, _) = ten_rows();
     let c = rusqlite::Connection::open(&db).unwrap();
-    let e = c.execute("UPDATE audit SET detail = '{}' WHERE seq = 3", []).unwrap_err();
+    let e = c
+        .execute("UPDATE audit SET detail = '{}' WHERE seq = 3", [])
+        .unwrap_err();
     assert!(e.to_string().contains("append-only"), "{e}");
     assert!(c.execute("DELETE FROM audit WHERE seq = 3", []).is_err());
 }
@@ -39,13 +55,28 @@ fn change_any_column_of_a_middle_row() {
         ("ts", "UPDATE audit SET ts = ts + 1 WHERE seq = 5"),
         ("host", "UPDATE audit SET host = 'evil' WHERE seq = 5"),
         ("vmid", "UPDATE audit SET vmid = 999 WHERE seq = 5"),
-        ("phase", "UPDATE audit SET phase = 'post-stop' WHERE seq = 5"),
+        (
+            "phase",
+            "UPDATE audit SET phase = 'post-stop' WHERE seq = 5",
+        ),
         ("run_id", "UPDATE audit SET run_id = 'x' WHERE seq = 5"),
         ("step", "UPDATE audit SET step = 'ovs.gc' WHERE seq = 5"),
-        ("outcome", "UPDATE audit SET outcome = 'failed' WHERE seq = 5"),
-        ("detail", r#"UPDATE audit SET detail = '{"i":4, "name":"vi101","note":"ü"}' WHERE seq = 5"#),
-        ("prev_hash", "UPDATE audit SET prev_hash = randomblob(32) WHERE seq = 5"),
-        ("hash", "UPDATE audit SET hash = randomblob(32) WHERE seq = 5"),
+        (
+            "outcome",
+            "UPDATE audit SET outcome = 'failed' WHERE seq = 5",
+        ),
+        (
+            "detail",
+            r#"UPDATE audit SET detail = '{"i":4, "name":"vi101","note":"ü"}' WHERE seq = 5"#,
+        ),
+        (
+            "prev_hash",
+            "UPDATE audit SET prev_hash = randomblob(32) WHERE seq = 5",
+        ),
+        (
+            "hash",
+            "UPDATE audit SET hash = randomblob(32) WHERE seq = 5",
+        ),
     ];
     for (col, sql) in edits {
         eprintln!("column {col}");
@@ -61,7 +92,9 @@ fn change_any_column_of_a_middle_row() {
     }
     // The seq column itself: the row leaves its place, a gap opens at 5.
     let (_d, db, _) = ten_rows();
-    attacker(&db).execute("UPDATE audit SET seq = 50 WHERE seq = 5", []).unwrap();
+    attacker(&db)
+        .execute("UPDATE audit SET seq = 50 WHERE seq = 5", [])
+        .unwrap();
     assert_tamper(&verify_db(&db, &[], None), TamperClass::Gap, 5);
 }
 
@@ -72,7 +105,11 @@ fn changed_and_rehashed_row_breaks_the_link() {
     let mut r = read_rows(&c).into_iter().find(|r| r.seq == 5).unwrap();
     r.detail = r#"{"forged":true}"#.into();
     let h = hash_of(&r);
-    c.execute("UPDATE audit SET detail = ?1, hash = ?2 WHERE seq = 5", rusqlite::params![r.detail, &h[..]]).unwrap();
+    c.execute(
+        "UPDATE audit SET detail = ?1, hash = ?2 WHERE seq = 5",
+        rusqlite::params![r.detail, &h[..]],
+    )
+    .unwrap();
     let rep = verify_db(&db, &[], None);
     assert_tamper(&rep, TamperClass::LinkBroken, 5);
     assert_eq!(rep.tamper.unwrap().last_good.unwrap().seq, 4);
@@ -81,7 +118,9 @@ fn changed_and_rehashed_row_breaks_the_link() {
 #[test]
 fn delete_a_middle_row() {
     let (_d, db, _) = ten_rows();
-    attacker(&db).execute("DELETE FROM audit WHERE seq = 5", []).unwrap();
+    attacker(&db)
+        .execute("DELETE FROM audit WHERE seq = 5", [])
+        .unwrap();
     let rep = verify_db(&db, &[], None);
     assert_tamper(&rep, TamperClass::Gap, 5);
     assert_eq!(rep.tamper.unwrap().last_good.unwrap().seq, 4);
@@ -90,7 +129,9 @@ fn delete_a_middle_row() {
 #[test]
 fn delete_last_rows_detected_against_anchor() {
     let (_d, db, head) = ten_rows();
-    attacker(&db).execute("DELETE FROM audit WHERE seq >= 8", []).unwrap();
+    attacker(&db)
+        .execute("DELETE FROM audit WHERE seq >= 8", [])
+        .unwrap();
     let rep = verify_db(&db, &[head], None);
     assert_tamper(&rep, TamperClass::MissingRowsAfterAnchor, 8);
     assert_eq!(rep.tamper.unwrap().last_good.unwrap().seq, 7);
@@ -98,9 +139,18 @@ fn delete_last_rows_detected_against_anchor() {
     // Without an anchor SQLite's high-water mark still shows the deletion...
     assert_tamper(&verify_db(&db, &[], None), TamperClass::Gap, 8);
     // ...until the attacker also rewrites sqlite_sequence: then only the anchor catches it.
-    attacker(&db).execute("UPDATE sqlite_sequence SET seq = 7 WHERE name = 'audit'", []).unwrap();
+    attacker(&db)
+        .execute(
+            "UPDATE sqlite_sequence SET seq = 7 WHERE name = 'audit'",
+            [],
+        )
+        .unwrap();
     assert_intact(&verify_db(&db, &[], None));
-    assert_tamper(&verify_db(&db, &[head], None), TamperClass::HeadOlderThanAnchor, 8);
+    assert_tamper(
+        &verify_db(&db, &[head], None),
+        TamperClass::HeadOlderThanAnchor,
+        8,
+    );
 }
 
 #[test]
@@ -114,12 +164,23 @@ fn swap_two_rows() {
     .unwrap();
     let rep = verify_db(&db, &[], None);
     assert_tamper(&rep, TamperClass::Reorder, 4);
-    assert!(rep.tamper.as_ref().unwrap().message.contains("record of seq 7"));
+    assert!(rep
+        .tamper
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("record of seq 7"));
     assert_eq!(rep.tamper.unwrap().last_good.unwrap().seq, 3);
 }
 
 /// Five runs of 4 rows, each sealed by a checkpoint (rows 5, 10, 15, 20, 25 are checkpoints).
-fn keyed_log() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, [u8; 32], Vec<Head>) {
+fn keyed_log() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    [u8; 32],
+    Vec<Head>,
+) {
     let (d, db) = tmp();
     let kf = d.path().join("etc/audit.key");
     let k0 = init_key(&kf).unwrap();
@@ -129,11 +190,16 @@ fn keyed_log() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, [u
         fill(&mut log, 4);
         cps.push(log.checkpoint().unwrap().unwrap());
     }
-    assert_eq!(cps.iter().map(|h| h.seq).collect::<Vec<_>>(), vec![5, 10, 15, 20, 25]);
+    assert_eq!(
+        cps.iter().map(|h| h.seq).collect::<Vec<_>>(),
+        vec![5, 10, 15, 20, 25]
+    );
     // The key on the host moved on: epoch 5, and the initial key is gone from the file.
     let (e, k) = read_key_file(&kf).unwrap();
     assert_eq!((e, k), (5, encoding::key_for_epoch(&k0, 5)));
-    assert!(!std::fs::read_to_string(&kf).unwrap().contains(&encoding::hex(&k0)));
+    assert!(!std::fs::read_to_string(&kf)
+        .unwrap()
+        .contains(&encoding::hex(&k0)));
     let rep = verify_db(&db, &[], Some(k0));
     assert_intact(&rep);
     assert_eq!((rep.checkpoints, rep.unsealed_rows), (5, 0));
@@ -146,7 +212,11 @@ fn keyed_checkpoints_verify_and_wrong_key_fails() {
     let keyfile0 = kf.with_file_name("initial.key");
     std::fs::write(&keyfile0, encoding::hex(&k0)).unwrap();
     assert_eq!(cli_verify(&db, vec![], Some(keyfile0.clone())).0, 0);
-    assert_tamper(&verify_db(&db, &[], Some([9u8; 32])), TamperClass::BadCheckpoint, 5);
+    assert_tamper(
+        &verify_db(&db, &[], Some([9u8; 32])),
+        TamperClass::BadCheckpoint,
+        5,
+    );
     // The current (ratcheted) key is refused as an initial key: exit 2.
     assert_eq!(cli_verify(&db, vec![], Some(kf)).0, 2);
 }
@@ -156,7 +226,11 @@ fn rechain_from_row_k_detected_by_anchor_and_by_checkpoint() {
     let (_d, db, _kf, k0, cps) = keyed_log();
     let anchor = cps[2]; // head logged to syslog after the third run (seq 15)
     let c = attacker(&db);
-    c.execute(r#"UPDATE audit SET detail = '{"forged":true}' WHERE seq = 7"#, []).unwrap();
+    c.execute(
+        r#"UPDATE audit SET detail = '{"forged":true}' WHERE seq = 7"#,
+        [],
+    )
+    .unwrap();
     rechain_from(&c, 7);
     drop(c);
     // A self-contained chain: without anchor or key the rewrite is invisible.
@@ -176,14 +250,32 @@ fn rechain_and_reseal_with_stolen_current_key_is_detected() {
     let (epoch, stolen) = read_key_file(&kf).unwrap();
     let c = attacker(&db);
     // Drop the checkpoints after row 7, forge row 7, re-chain, and seal with the stolen key.
-    c.execute("DELETE FROM audit WHERE step = 'audit.checkpoint' AND seq > 7", []).unwrap();
-    c.execute("UPDATE audit SET seq = seq + 1000 WHERE seq > 7", []).unwrap();
-    let rest: Vec<i64> = c.prepare("SELECT seq FROM audit WHERE seq > 1000 ORDER BY seq").unwrap()
-        .query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    c.execute(
+        "DELETE FROM audit WHERE step = 'audit.checkpoint' AND seq > 7",
+        [],
+    )
+    .unwrap();
+    c.execute("UPDATE audit SET seq = seq + 1000 WHERE seq > 7", [])
+        .unwrap();
+    let rest: Vec<i64> = c
+        .prepare("SELECT seq FROM audit WHERE seq > 1000 ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     for (i, s) in rest.iter().enumerate() {
-        c.execute("UPDATE audit SET seq = ?1 WHERE seq = ?2", [8 + i as i64, *s]).unwrap();
+        c.execute(
+            "UPDATE audit SET seq = ?1 WHERE seq = ?2",
+            [8 + i as i64, *s],
+        )
+        .unwrap();
     }
-    c.execute(r#"UPDATE audit SET detail = '{"forged":true}' WHERE seq = 7"#, []).unwrap();
+    c.execute(
+        r#"UPDATE audit SET detail = '{"forged":true}' WHERE seq = 7"#,
+        [],
+    )
+    .unwrap();
     let head = rechain_from(&c, 7);
     let mac = encoding::checkpoint_mac(&stolen, epoch, head.seq, &head.hash);
     let cp = op_agent::audit::verify::StoredRow {
@@ -202,10 +294,26 @@ fn rechain_and_reseal_with_stolen_current_key_is_detected() {
     let h = hash_of(&cp);
     c.execute(
         "INSERT INTO audit VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
-        rusqlite::params![cp.seq, cp.ts, cp.host, cp.vmid, cp.phase, cp.run_id, cp.step, cp.outcome, cp.detail, &cp.prev_hash[..], &h[..]],
+        rusqlite::params![
+            cp.seq,
+            cp.ts,
+            cp.host,
+            cp.vmid,
+            cp.phase,
+            cp.run_id,
+            cp.step,
+            cp.outcome,
+            cp.detail,
+            &cp.prev_hash[..],
+            &h[..]
+        ],
     )
     .unwrap();
-    c.execute("UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'audit'", [cp.seq]).unwrap();
+    c.execute(
+        "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'audit'",
+        [cp.seq],
+    )
+    .unwrap();
     drop(c);
     // Structurally fine, but the epoch jumps from 0 to 5: the stolen key cannot re-seal.
     let rep = verify_db(&db, &[], Some(k0));
@@ -248,7 +356,12 @@ fn truncate_then_append() {
         let mut log = AuditLog::open(&db, &opts(None)).unwrap();
         fill(&mut log, 10)
     };
-    std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(0).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     let _ = std::fs::remove_file(db.with_extension("db-wal"));
     let _ = std::fs::remove_file(db.with_extension("db-shm"));
     {
@@ -264,7 +377,17 @@ fn truncate_then_append() {
 #[test]
 fn anchors_that_match_pass() {
     let (_d, db, head) = ten_rows();
-    let rep = verify_db(&db, &[head, Head { seq: 3, hash: read_rows(&attacker(&db))[2].hash }], None);
+    let rep = verify_db(
+        &db,
+        &[
+            head,
+            Head {
+                seq: 3,
+                hash: read_rows(&attacker(&db))[2].hash,
+            },
+        ],
+        None,
+    );
     assert_intact(&rep);
     assert_eq!(rep.anchors_matched, 2);
 }

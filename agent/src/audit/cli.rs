@@ -70,8 +70,20 @@ pub enum AuditCommand {
 /// [`EXIT_OK`], [`EXIT_TAMPERED`] (verify only) or [`EXIT_UNREADABLE`].
 pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) -> i32 {
     let r = match cmd {
-        AuditCommand::Verify { anchors, key_file, json, file } => {
-            return cmd_verify(anchors, key_file.as_deref(), *json, file.as_deref(), db, out)
+        AuditCommand::Verify {
+            anchors,
+            key_file,
+            json,
+            file,
+        } => {
+            return cmd_verify(
+                anchors,
+                key_file.as_deref(),
+                *json,
+                file.as_deref(),
+                db,
+                out,
+            )
         }
         AuditCommand::Log { vmid, since, json } => cmd_log(db, *vmid, since.as_deref(), *json, out),
         AuditCommand::Head => cmd_head(db, out),
@@ -88,8 +100,11 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
 }
 
 fn open_ro(db: &Path) -> Result<Connection, String> {
-    Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| format!("cannot open audit database {}: {e}", db.display()))
+    Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open audit database {}: {e}", db.display()))
 }
 
 fn cmd_verify(
@@ -102,12 +117,19 @@ fn cmd_verify(
 ) -> i32 {
     let unreadable = |msg: String, out: &mut dyn Write| {
         if json {
-            let _ = writeln!(out, "{}", serde_json::json!({"status": "unreadable", "error": msg}));
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::json!({"status": "unreadable", "error": msg})
+            );
         }
         eprintln!("op-agent audit verify: cannot read: {msg}");
         EXIT_UNREADABLE
     };
-    let mut opts = VerifyOptions { anchors: anchors.to_vec(), initial_key: None };
+    let mut opts = VerifyOptions {
+        anchors: anchors.to_vec(),
+        initial_key: None,
+    };
     if let Some(k) = key {
         match super::read_key_file(k) {
             Ok((0, key)) => opts.initial_key = Some(key),
@@ -122,7 +144,9 @@ fn cmd_verify(
     }
     let res = match file {
         Some(f) => match File::open(f) {
-            Ok(h) => verify::verify_export(&mut BufReader::new(h), f, &opts).map_err(|e| e.to_string()),
+            Ok(h) => {
+                verify::verify_export(&mut BufReader::new(h), f, &opts).map_err(|e| e.to_string())
+            }
             Err(e) => Err(format!("cannot open export {}: {e}", f.display())),
         },
         None => verify::verify_db(db, &opts).map_err(|e| e.to_string()),
@@ -131,7 +155,11 @@ fn cmd_verify(
         Ok(r) => r,
         Err(m) => return unreadable(m, out),
     };
-    let code = if rep.tamper.is_some() { EXIT_TAMPERED } else { EXIT_OK };
+    let code = if rep.tamper.is_some() {
+        EXIT_TAMPERED
+    } else {
+        EXIT_OK
+    };
     let _ = if json {
         writeln!(out, "{}", report_json(&rep))
     } else {
@@ -184,9 +212,17 @@ pub fn report_text(rep: &VerifyReport) -> String {
     }
 }
 
-fn cmd_log(db: &Path, vmid: Option<u32>, since: Option<&str>, json: bool, out: &mut dyn Write) -> Result<(), String> {
+fn cmd_log(
+    db: &Path,
+    vmid: Option<u32>,
+    since: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), String> {
     let since_ms = match since {
-        Some(s) => Some(parse_time_ms(s).ok_or_else(|| format!("--since {s:?}: expected YYYY-MM-DD[THH:MM[:SS]][Z] (UTC) or @UNIX_SECONDS"))?),
+        Some(s) => Some(parse_time_ms(s).ok_or_else(|| {
+            format!("--since {s:?}: expected YYYY-MM-DD[THH:MM[:SS]][Z] (UTC) or @UNIX_SECONDS")
+        })?),
         None => None,
     };
     let c = open_ro(db)?;
@@ -195,9 +231,12 @@ fn cmd_log(db: &Path, vmid: Option<u32>, since: Option<&str>, json: bool, out: &
             "SELECT {COLUMNS} FROM audit WHERE (?1 IS NULL OR vmid = ?1) AND (?2 IS NULL OR ts >= ?2) ORDER BY seq"
         ))
         .map_err(|e| format!("{}: {e}", db.display()))?;
-    let mut rows = st.query(rusqlite::params![vmid, since_ms]).map_err(|e| format!("{}: {e}", db.display()))?;
+    let mut rows = st
+        .query(rusqlite::params![vmid, since_ms])
+        .map_err(|e| format!("{}: {e}", db.display()))?;
     while let Some(r) = rows.next().map_err(|e| format!("{}: {e}", db.display()))? {
-        let row = verify::decode_row(r).map_err(|c| format!("{}: column {c} unreadable", db.display()))?;
+        let row = verify::decode_row(r)
+            .map_err(|c| format!("{}: column {c} unreadable", db.display()))?;
         let line = if json {
             serde_json::to_string(&row).map_err(|e| e.to_string())?
         } else {
@@ -222,14 +261,22 @@ fn cmd_log(db: &Path, vmid: Option<u32>, since: Option<&str>, json: bool, out: &
 fn read_head(c: &Connection, db: &Path) -> Result<Option<Head>, String> {
     use rusqlite::OptionalExtension;
     let r: Option<(i64, Vec<u8>)> = c
-        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()
         .map_err(|e| format!("{}: {e}", db.display()))?;
     match r {
         None => Ok(None),
         Some((seq, h)) => match <[u8; 32]>::try_from(h.as_slice()) {
             Ok(hash) => Ok(Some(Head { seq, hash })),
-            Err(_) => Err(format!("{}: head row seq {seq} has a hash of {} bytes", db.display(), h.len())),
+            Err(_) => Err(format!(
+                "{}: head row seq {seq} has a hash of {} bytes",
+                db.display(),
+                h.len()
+            )),
         },
     }
 }
@@ -237,7 +284,12 @@ fn read_head(c: &Connection, db: &Path) -> Result<Option<Head>, String> {
 fn cmd_head(db: &Path, out: &mut dyn Write) -> Result<(), String> {
     let c = open_ro(db)?;
     let h = read_head(&c, db)?;
-    writeln!(out, "{}", h.map(|h| h.to_string()).unwrap_or_else(|| "empty".into())).map_err(|e| e.to_string())
+    writeln!(
+        out,
+        "{}",
+        h.map(|h| h.to_string()).unwrap_or_else(|| "empty".into())
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn cmd_export(db: &Path, since_seq: i64, out: &mut dyn Write) -> Result<(), String> {
@@ -245,19 +297,37 @@ fn cmd_export(db: &Path, since_seq: i64, out: &mut dyn Write) -> Result<(), Stri
     let e = |e: rusqlite::Error| format!("{}: {e}", db.display());
     c.execute_batch("BEGIN").map_err(e)?;
     let head = read_head(&c, db)?;
-    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
     let hdr = verify::ExportHeader {
         format: verify::EXPORT_FORMAT.to_string(),
         since_seq,
         head: head.map(|h| h.to_string()),
         host,
     };
-    writeln!(out, "{}", serde_json::to_string(&hdr).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let mut st = c.prepare(&format!("SELECT {COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq")).map_err(e)?;
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string(&hdr).map_err(|e| e.to_string())?
+    )
+    .map_err(|e| e.to_string())?;
+    let mut st = c
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq"
+        ))
+        .map_err(e)?;
     let mut rows = st.query([since_seq]).map_err(e)?;
     while let Some(r) = rows.next().map_err(e)? {
-        let row: StoredRow = verify::decode_row(r).map_err(|c| format!("{}: column {c} unreadable", db.display()))?;
-        writeln!(out, "{}", serde_json::to_string(&row).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let row: StoredRow = verify::decode_row(r)
+            .map_err(|c| format!("{}: column {c} unreadable", db.display()))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&row).map_err(|e| e.to_string())?
+        )
+        .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -297,7 +367,11 @@ pub fn parse_time_ms(s: &str) -> Option<i64> {
         None => (s, None),
     };
     let mut dp = date.split('-');
-    let (y, m, d): (i64, i64, i64) = (dp.next()?.parse().ok()?, dp.next()?.parse().ok()?, dp.next()?.parse().ok()?);
+    let (y, m, d): (i64, i64, i64) = (
+        dp.next()?.parse().ok()?,
+        dp.next()?.parse().ok()?,
+        dp.next()?.parse().ok()?,
+    );
     if dp.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
@@ -357,7 +431,10 @@ mod tests {
 
     #[test]
     fn head_parses_as_anchor() {
-        let h = Head { seq: 42, hash: [0xab; 32] };
+        let h = Head {
+            seq: 42,
+            hash: [0xab; 32],
+        };
         assert_eq!(h.to_string().parse::<Head>().unwrap(), h);
         assert!("0:ab".parse::<Head>().is_err());
     }

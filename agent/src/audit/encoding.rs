@@ -107,7 +107,10 @@ pub fn checkpoint_mac(key: &[u8; 32], epoch: u64, head_seq: i64, head_hash: &[u8
 /// The `detail` JSON text of a checkpoint row, in its one canonical form:
 /// `{"epoch":E,"head_seq":S,"mac":"<64 lowercase hex>"}` (no spaces).
 pub fn checkpoint_detail(epoch: u64, head_seq: i64, mac: &[u8; 32]) -> String {
-    format!(r#"{{"epoch":{epoch},"head_seq":{head_seq},"mac":"{}"}}"#, hex(mac))
+    format!(
+        r#"{{"epoch":{epoch},"head_seq":{head_seq},"mac":"{}"}}"#,
+        hex(mac)
+    )
 }
 
 /// Parsed `detail` of a checkpoint row.
@@ -136,7 +139,11 @@ pub fn parse_checkpoint_detail(s: &str) -> Option<CheckpointDetail> {
     if checkpoint_detail(d.epoch, d.head_seq, &mac) != s {
         return None;
     }
-    Some(CheckpointDetail { epoch: d.epoch, head_seq: d.head_seq, mac })
+    Some(CheckpointDetail {
+        epoch: d.epoch,
+        head_seq: d.head_seq,
+        mac,
+    })
 }
 
 /// Lowercase hex of any bytes.
@@ -184,7 +191,11 @@ mod tests {
             detail: "{}",
             prev_hash: &p,
         };
-        let b = RowFields { phase: "a", run_id: "br", ..a };
+        let b = RowFields {
+            phase: "a",
+            run_id: "br",
+            ..a
+        };
         assert_ne!(row_hash(&a), row_hash(&b));
         assert_eq!(row_hash(&a), row_hash(&a.clone()));
     }
@@ -194,7 +205,14 @@ mod tests {
         let mac = [7u8; 32];
         let s = checkpoint_detail(3, 41, &mac);
         let d = parse_checkpoint_detail(&s).unwrap();
-        assert_eq!(d, CheckpointDetail { epoch: 3, head_seq: 41, mac });
+        assert_eq!(
+            d,
+            CheckpointDetail {
+                epoch: 3,
+                head_seq: 41,
+                mac
+            }
+        );
         assert!(parse_checkpoint_detail(&s.replace(':', ": ")).is_none());
     }
 

@@ -155,7 +155,11 @@ impl Default for AuditOptions {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default();
-        AuditOptions { busy_timeout: Duration::from_secs(5), host, key_file: None }
+        AuditOptions {
+            busy_timeout: Duration::from_secs(5),
+            host,
+            key_file: None,
+        }
     }
 }
 
@@ -212,7 +216,9 @@ pub enum AuditError {
         source: rusqlite::Error,
     },
     /// `user_version` is newer than this code knows.
-    #[error("audit database {path} has schema version {found}; this op-agent knows up to {supported}")]
+    #[error(
+        "audit database {path} has schema version {found}; this op-agent knows up to {supported}"
+    )]
     UnsupportedSchema {
         /// Database path.
         path: PathBuf,
@@ -258,20 +264,43 @@ pub enum AuditError {
 }
 
 /// Maps a rusqlite error to the typed [`AuditError`] variant for `path`.
-pub(crate) fn sql_err(path: &Path, op: &'static str, timeout: Duration, e: rusqlite::Error) -> AuditError {
+pub(crate) fn sql_err(
+    path: &Path,
+    op: &'static str,
+    timeout: Duration,
+    e: rusqlite::Error,
+) -> AuditError {
     let path = path.to_path_buf();
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
-            AuditError::Busy { path, timeout_ms: timeout.as_millis(), op }
-        }
-        Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => AuditError::ReadOnly { path, op, source: e },
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => AuditError::Busy {
+            path,
+            timeout_ms: timeout.as_millis(),
+            op,
+        },
+        Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => AuditError::ReadOnly {
+            path,
+            op,
+            source: e,
+        },
         // SQLITE_CANTOPEN on an existing file: the -wal/-shm files cannot be created beside it.
-        Some(ErrorCode::CannotOpen) if dir_not_writable(&path) => AuditError::ReadOnly { path, op, source: e },
+        Some(ErrorCode::CannotOpen) if dir_not_writable(&path) => AuditError::ReadOnly {
+            path,
+            op,
+            source: e,
+        },
         Some(ErrorCode::DiskFull) => AuditError::DiskFull { path, op },
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
-            AuditError::NotADatabase { path, op, source: e }
+            AuditError::NotADatabase {
+                path,
+                op,
+                source: e,
+            }
         }
-        _ => AuditError::Sqlite { path, op, source: e },
+        _ => AuditError::Sqlite {
+            path,
+            op,
+            source: e,
+        },
     }
 }
 
@@ -293,7 +322,9 @@ pub struct AuditLog {
 
 impl fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuditLog").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -320,20 +351,36 @@ impl AuditLog {
                     .recursive(true)
                     .mode(0o700)
                     .create(dir)
-                    .map_err(|e| AuditError::Io { op: "create directory", path: dir.to_path_buf(), source: e })?;
+                    .map_err(|e| AuditError::Io {
+                        op: "create directory",
+                        path: dir.to_path_buf(),
+                        source: e,
+                    })?;
             }
         }
         if !db.exists() {
             // Create the file 0600 ourselves; SQLite gives -wal/-shm the main file's mode.
-            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(db) {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(db)
+            {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(AuditError::Io { op: "create", path: db.to_path_buf(), source: e }),
+                Err(e) => {
+                    return Err(AuditError::Io {
+                        op: "create",
+                        path: db.to_path_buf(),
+                        source: e,
+                    })
+                }
             }
         }
         let t = opts.busy_timeout;
         let conn = Connection::open(db).map_err(|e| sql_err(db, "open", t, e))?;
-        conn.busy_timeout(t).map_err(|e| sql_err(db, "busy_timeout", t, e))?;
+        conn.busy_timeout(t)
+            .map_err(|e| sql_err(db, "busy_timeout", t, e))?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(|e| sql_err(db, "journal_mode=WAL", t, e))?;
@@ -341,12 +388,19 @@ impl AuditLog {
             return Err(AuditError::Sqlite {
                 path: db.to_path_buf(),
                 op: "journal_mode=WAL",
-                source: rusqlite::Error::InvalidParameterName(format!("journal_mode stayed {mode}")),
+                source: rusqlite::Error::InvalidParameterName(format!(
+                    "journal_mode stayed {mode}"
+                )),
             });
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| sql_err(db, "synchronous=FULL", t, e))?;
-        let mut log = AuditLog { conn, path: db.to_path_buf(), opts: opts.clone(), last_run_id: String::new() };
+        let mut log = AuditLog {
+            conn,
+            path: db.to_path_buf(),
+            opts: opts.clone(),
+            last_run_id: String::new(),
+        };
         log.migrate()?;
         Ok(log)
     }
@@ -364,7 +418,11 @@ impl AuditLog {
             return Ok(());
         }
         if v > SCHEMA_VERSION {
-            return Err(AuditError::UnsupportedSchema { path: self.path.clone(), found: v, supported: SCHEMA_VERSION });
+            return Err(AuditError::UnsupportedSchema {
+                path: self.path.clone(),
+                found: v,
+                supported: SCHEMA_VERSION,
+            });
         }
         let (path, t) = (self.path.clone(), self.opts.busy_timeout);
         let tx = self
@@ -376,13 +434,19 @@ impl AuditLog {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| sql_err(&path, "read user_version", t, e))?;
         if v == 0 {
-            tx.execute_batch(SCHEMA_V1).map_err(|e| sql_err(&path, "create schema v1", t, e))?;
+            tx.execute_batch(SCHEMA_V1)
+                .map_err(|e| sql_err(&path, "create schema v1", t, e))?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(|e| sql_err(&path, "set user_version", t, e))?;
         } else if v > SCHEMA_VERSION {
-            return Err(AuditError::UnsupportedSchema { path, found: v, supported: SCHEMA_VERSION });
+            return Err(AuditError::UnsupportedSchema {
+                path,
+                found: v,
+                supported: SCHEMA_VERSION,
+            });
         }
-        tx.commit().map_err(|e| sql_err(&path, "commit migration", t, e))
+        tx.commit()
+            .map_err(|e| sql_err(&path, "commit migration", t, e))
     }
 
     /// Path of the database file.
@@ -397,8 +461,8 @@ impl AuditLog {
     }
 
     /// Appends `rows` in order inside one `BEGIN IMMEDIATE` transaction (all or none) and
-    /// returns the new head (the current head, or `None`→error-free no-op, when `rows` is
-    /// empty: then the existing head is returned, or seq 0 with [`GENESIS`] on an empty log).
+    /// returns the new head. With no rows it returns the current head (seq 0 and
+    /// [`GENESIS`] on an empty log).
     ///
     /// Errors: [`AuditError::DetailNotJson`] before anything is written;
     /// [`AuditError::Busy`] when another writer holds the lock past `busy_timeout`;
@@ -406,8 +470,12 @@ impl AuditLog {
     /// the head row fails its own hash check. On error no row is written.
     pub fn append_all(&mut self, rows: &[NewRow]) -> Result<Head, AuditError> {
         for r in rows {
-            serde_json::from_str::<serde::de::IgnoredAny>(r.detail)
-                .map_err(|e| AuditError::DetailNotJson { step: r.step.to_string(), source: e })?;
+            serde_json::from_str::<serde::de::IgnoredAny>(r.detail).map_err(|e| {
+                AuditError::DetailNotJson {
+                    step: r.step.to_string(),
+                    source: e,
+                }
+            })?;
         }
         let (path, t) = (self.path.clone(), self.opts.busy_timeout);
         let tx = self
@@ -416,7 +484,9 @@ impl AuditLog {
             .map_err(|e| sql_err(&path, "begin immediate", t, e))?;
         let mut head = read_head_checked(&tx, &path, t)?;
         {
-            let mut ins = tx.prepare_cached(INSERT).map_err(|e| sql_err(&path, "prepare insert", t, e))?;
+            let mut ins = tx
+                .prepare_cached(INSERT)
+                .map_err(|e| sql_err(&path, "prepare insert", t, e))?;
             for r in rows {
                 head = insert_row(&mut ins, &head, &self.opts.host, r, &path, t)?;
             }
@@ -432,12 +502,17 @@ impl AuditLog {
     pub fn head(&self) -> Result<Option<Head>, AuditError> {
         let r: Option<(i64, Vec<u8>)> = self
             .conn
-            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(|e| self.err("read head", e))?;
-        Ok(r.map(|(seq, h)| Head { seq, hash: to32(&h) }))
+        Ok(r.map(|(seq, h)| Head {
+            seq,
+            hash: to32(&h),
+        }))
     }
 
     /// Appends a keyed checkpoint row sealing the current head, then ratchets the key file
@@ -451,7 +526,9 @@ impl AuditLog {
     /// after commit), a key file ahead of it is an error ([`AuditError::Key`]: the log was
     /// rolled back or checkpoints were removed). Checkpointers serialise on `<key_file>.lock`.
     pub fn checkpoint(&mut self) -> Result<Option<Head>, AuditError> {
-        let Some(kf) = self.opts.key_file.clone() else { return Ok(None) };
+        let Some(kf) = self.opts.key_file.clone() else {
+            return Ok(None);
+        };
         if !kf.exists() {
             return Ok(None);
         }
@@ -463,13 +540,25 @@ impl AuditLog {
             .truncate(false)
             .mode(0o600)
             .open(&lock_path)
-            .map_err(|e| AuditError::Io { op: "open lock", path: lock_path.clone(), source: e })?;
-        lock.lock().map_err(|e| AuditError::Io { op: "lock", path: lock_path.clone(), source: e })?;
+            .map_err(|e| AuditError::Io {
+                op: "open lock",
+                path: lock_path.clone(),
+                source: e,
+            })?;
+        lock.lock().map_err(|e| AuditError::Io {
+            op: "lock",
+            path: lock_path.clone(),
+            source: e,
+        })?;
         let mut keyf = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&kf)
-            .map_err(|e| AuditError::Io { op: "open key", path: kf.clone(), source: e })?;
+            .map_err(|e| AuditError::Io {
+                op: "open key",
+                path: kf.clone(),
+                source: e,
+            })?;
         let (file_epoch, file_key) = read_key(&mut keyf, &kf, true)?;
 
         let (path, t) = (self.path.clone(), self.opts.busy_timeout);
@@ -490,12 +579,12 @@ impl AuditLog {
             None => 0,
             Some(d) => match encoding::parse_checkpoint_detail(&d) {
                 Some(c) => c.epoch + 1,
-                None => {
-                    return Err(AuditError::Key {
-                        path: kf,
-                        reason: "the log's last checkpoint row is malformed (run `op-agent audit verify`)".into(),
-                    })
-                }
+                None => return Err(AuditError::Key {
+                    path: kf,
+                    reason:
+                        "the log's last checkpoint row is malformed (run `op-agent audit verify`)"
+                            .into(),
+                }),
             },
         };
         if file_epoch > want {
@@ -523,10 +612,13 @@ impl AuditLog {
             detail: &detail,
         };
         let new_head = {
-            let mut ins = tx.prepare_cached(INSERT).map_err(|e| sql_err(&path, "prepare insert", t, e))?;
+            let mut ins = tx
+                .prepare_cached(INSERT)
+                .map_err(|e| sql_err(&path, "prepare insert", t, e))?;
             insert_row(&mut ins, &head, &self.opts.host, &row, &path, t)?
         };
-        tx.commit().map_err(|e| sql_err(&path, "commit checkpoint", t, e))?;
+        tx.commit()
+            .map_err(|e| sql_err(&path, "commit checkpoint", t, e))?;
         // Only now advance the key: a crash before this leaves the file behind the log,
         // which the next checkpoint repairs by ratcheting forward.
         write_key(&mut keyf, &kf, want + 1, &encoding::ratchet(&key))?;
@@ -595,15 +687,24 @@ fn read_head_checked(c: &Connection, path: &Path, t: Duration) -> Result<Head, A
         .map_err(|e| sql_err(path, "prepare head", t, e))?;
     let mut rows = st.query([]).map_err(|e| sql_err(path, "read head", t, e))?;
     let Some(r) = rows.next().map_err(|e| sql_err(path, "read head", t, e))? else {
-        return Ok(Head { seq: 0, hash: GENESIS });
+        return Ok(Head {
+            seq: 0,
+            hash: GENESIS,
+        });
     };
     let seq: i64 = r.get(0).map_err(|e| sql_err(path, "read head", t, e))?;
-    let tampered = || AuditError::HeadTampered { path: path.to_path_buf(), seq };
+    let tampered = || AuditError::HeadTampered {
+        path: path.to_path_buf(),
+        seq,
+    };
     let row = verify::decode_row(r).map_err(|_| tampered())?;
     if encoding::row_hash(&row.fields()) != row.hash {
         return Err(tampered());
     }
-    Ok(Head { seq, hash: row.hash })
+    Ok(Head {
+        seq,
+        hash: row.hash,
+    })
 }
 
 /// `<key_file>.lock`, the file checkpointers lock.
@@ -637,11 +738,16 @@ pub fn parse_key_text(text: &str) -> Option<(u64, [u8; 32])> {
 }
 
 fn read_key(f: &mut File, path: &Path, check_mode: bool) -> Result<(u64, [u8; 32]), AuditError> {
-    let kerr = |reason: String| AuditError::Key { path: path.to_path_buf(), reason };
+    let kerr = |reason: String| AuditError::Key {
+        path: path.to_path_buf(),
+        reason,
+    };
     if check_mode {
-        let m = f
-            .metadata()
-            .map_err(|e| AuditError::Io { op: "stat key", path: path.to_path_buf(), source: e })?;
+        let m = f.metadata().map_err(|e| AuditError::Io {
+            op: "stat key",
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         if m.permissions().mode() & 0o077 != 0 {
             return Err(kerr(format!(
                 "mode {:04o} lets group/others read it; must be 0600 (root only)",
@@ -652,19 +758,35 @@ fn read_key(f: &mut File, path: &Path, check_mode: bool) -> Result<(u64, [u8; 32
     let mut s = String::new();
     f.seek(SeekFrom::Start(0))
         .and_then(|_| f.take(4096).read_to_string(&mut s))
-        .map_err(|e| AuditError::Io { op: "read key", path: path.to_path_buf(), source: e })?;
-    parse_key_text(&s).ok_or_else(|| kerr(format!("not a key file (expected `{KEY_MAGIC} epoch=N key=HEX` or 64 hex digits)")))
+        .map_err(|e| AuditError::Io {
+            op: "read key",
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+    parse_key_text(&s).ok_or_else(|| {
+        kerr(format!(
+            "not a key file (expected `{KEY_MAGIC} epoch=N key=HEX` or 64 hex digits)"
+        ))
+    })
 }
 
 /// Reads an initial (epoch 0) or later key from `path`. Used by `verify --key-file`.
 pub fn read_key_file(path: &Path) -> Result<(u64, [u8; 32]), AuditError> {
-    let mut f = File::open(path).map_err(|e| AuditError::Io { op: "open key", path: path.to_path_buf(), source: e })?;
+    let mut f = File::open(path).map_err(|e| AuditError::Io {
+        op: "open key",
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     read_key(&mut f, path, false)
 }
 
 fn write_key(f: &mut File, path: &Path, epoch: u64, key: &[u8; 32]) -> Result<(), AuditError> {
     let line = format_key_line(epoch, key);
-    let io = |e| AuditError::Io { op: "overwrite key", path: path.to_path_buf(), source: e };
+    let io = |e| AuditError::Io {
+        op: "overwrite key",
+        path: path.to_path_buf(),
+        source: e,
+    };
     f.seek(SeekFrom::Start(0)).map_err(io)?;
     f.write_all(line.as_bytes()).map_err(io)?;
     f.set_len(line.len() as u64).map_err(io)?;
@@ -681,19 +803,31 @@ pub fn init_key(path: &Path) -> Result<[u8; 32], AuditError> {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| AuditError::Io { op: "create directory", path: dir.to_path_buf(), source: e })?;
+                .map_err(|e| AuditError::Io {
+                    op: "create directory",
+                    path: dir.to_path_buf(),
+                    source: e,
+                })?;
         }
     }
     let mut key = [0u8; 32];
     File::open("/dev/urandom")
         .and_then(|mut u| u.read_exact(&mut key))
-        .map_err(|e| AuditError::Io { op: "read", path: PathBuf::from("/dev/urandom"), source: e })?;
+        .map_err(|e| AuditError::Io {
+            op: "read",
+            path: PathBuf::from("/dev/urandom"),
+            source: e,
+        })?;
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| AuditError::Io { op: "create key", path: path.to_path_buf(), source: e })?;
+        .map_err(|e| AuditError::Io {
+            op: "create key",
+            path: path.to_path_buf(),
+            source: e,
+        })?;
     write_key(&mut f, path, 0, &key)?;
     Ok(key)
 }
@@ -704,10 +838,21 @@ pub fn init_key(path: &Path) -> Result<[u8; 32], AuditError> {
 pub fn run_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut r = [0u8; 8];
-    if File::open("/dev/urandom").and_then(|mut u| u.read_exact(&mut r)).is_err() {
-        let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    if File::open("/dev/urandom")
+        .and_then(|mut u| u.read_exact(&mut r))
+        .is_err()
+    {
+        let n = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let c = COUNTER.fetch_add(1, Ordering::Relaxed);
         r = ((n as u64) << 32 | (c & 0xffff_ffff)).to_be_bytes();
     }
-    format!("{:x}-{}-{}", now_ms(), std::process::id(), encoding::hex(&r))
+    format!(
+        "{:x}-{}-{}",
+        now_ms(),
+        std::process::id(),
+        encoding::hex(&r)
+    )
 }

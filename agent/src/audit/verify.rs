@@ -181,12 +181,14 @@ mod hex32 {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let s = String::deserialize(d)?;
-        super::encoding::unhex32(&s).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+        super::encoding::unhex32(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
     }
 }
 
 /// Column list in the order [`decode_row`] expects.
-pub const COLUMNS: &str = "seq, ts, host, vmid, phase, run_id, step, outcome, detail, prev_hash, hash";
+pub const COLUMNS: &str =
+    "seq, ts, host, vmid, phase, run_id, step, outcome, detail, prev_hash, hash";
 
 /// Decodes a row selected with [`COLUMNS`]; `Err(column name)` when a column has the wrong
 /// type or a hash is not 32 bytes (only possible after the schema was tampered with).
@@ -216,7 +218,6 @@ pub struct Verifier {
     expected_seq: i64,
     prev: Option<Head>,
     before_prev: Option<Head>,
-    trust_first_link: bool,
     anchors: Vec<Head>,
     next_anchor: usize,
     anchors_matched: usize,
@@ -232,18 +233,24 @@ pub struct Verifier {
 
 impl Verifier {
     /// A verifier for a chain that starts after `start` (`None`: from `seq` 1 and
-    /// [`GENESIS`]). With `trust_first_link`, the first row's `prev_hash` is taken as given
-    /// (partial export); checkpoint epochs then start at whatever the first checkpoint says.
-    pub fn new(opts: &VerifyOptions, start_seq: i64, trust_first_link: bool) -> Verifier {
+    /// [`GENESIS`]). With `start_seq > 0` (partial export) the first row's `prev_hash` is taken
+    /// as given and checkpoint epochs start at whatever the first checkpoint says.
+    pub fn new(opts: &VerifyOptions, start_seq: i64) -> Verifier {
         let mut anchors = opts.anchors.clone();
         anchors.sort_by_key(|a| a.seq);
         anchors.dedup();
         let next_anchor = anchors.partition_point(|a| a.seq <= start_seq);
         Verifier {
             expected_seq: start_seq + 1,
-            prev: if start_seq == 0 { Some(Head { seq: 0, hash: GENESIS }) } else { None },
+            prev: if start_seq == 0 {
+                Some(Head {
+                    seq: 0,
+                    hash: GENESIS,
+                })
+            } else {
+                None
+            },
             before_prev: None,
-            trust_first_link,
             anchors,
             next_anchor,
             anchors_matched: 0,
@@ -262,15 +269,30 @@ impl Verifier {
         self.prev.filter(|h| h.seq > 0)
     }
 
-    fn fail(&mut self, class: TamperClass, seq: i64, message: String, last_good: Option<Head>) -> bool {
-        self.tamper = Some(Tamper { class, seq, message, last_good });
+    fn fail(
+        &mut self,
+        class: TamperClass,
+        seq: i64,
+        message: String,
+        last_good: Option<Head>,
+    ) -> bool {
+        self.tamper = Some(Tamper {
+            class,
+            seq,
+            message,
+            last_good,
+        });
         false
     }
 
     /// Checks one row; `successor` looks up the `seq` of the row whose `prev_hash` equals a
     /// hash (used only to classify a failed row as reordered). Returns `false` once a failure
     /// was recorded (feed no more rows then).
-    pub fn feed(&mut self, row: &StoredRow, successor: &mut dyn FnMut(&[u8; 32]) -> Option<i64>) -> bool {
+    pub fn feed(
+        &mut self,
+        row: &StoredRow,
+        successor: &mut dyn FnMut(&[u8; 32]) -> Option<i64>,
+    ) -> bool {
         if self.tamper.is_some() {
             return false;
         }
@@ -281,12 +303,30 @@ impl Verifier {
                 self.fail(
                     TamperClass::Gap,
                     self.expected_seq,
-                    format!("rows {}..={} are missing (next row present is seq {})", self.expected_seq, row.seq - 1, row.seq),
+                    format!(
+                        "rows {}..={} are missing (next row present is seq {})",
+                        self.expected_seq,
+                        row.seq - 1,
+                        row.seq
+                    ),
                     lg,
                 )
             } else {
-                let class = if row.seq == self.expected_seq - 1 { TamperClass::Fork } else { TamperClass::Reorder };
-                self.fail(class, row.seq, format!("seq {} appears again after seq {}", row.seq, self.expected_seq - 1), lg)
+                let class = if row.seq == self.expected_seq - 1 {
+                    TamperClass::Fork
+                } else {
+                    TamperClass::Reorder
+                };
+                self.fail(
+                    class,
+                    row.seq,
+                    format!(
+                        "seq {} appears again after seq {}",
+                        row.seq,
+                        self.expected_seq - 1
+                    ),
+                    lg,
+                )
             };
         }
         // 2. the row's own hash.
@@ -325,7 +365,11 @@ impl Verifier {
             Some(p) if p.hash != row.prev_hash => {
                 // Row `seq` is self-consistent but does not point at its predecessor: the
                 // predecessor was altered and re-hashed (or this row re-linked).
-                let (bad, lg) = if p.seq >= 1 { (p.seq, self.before_prev) } else { (row.seq, None) };
+                let (bad, lg) = if p.seq >= 1 {
+                    (p.seq, self.before_prev)
+                } else {
+                    (row.seq, None)
+                };
                 return self.fail(
                     TamperClass::LinkBroken,
                     bad,
@@ -341,12 +385,13 @@ impl Verifier {
                     lg,
                 );
             }
-            Some(_) => {}
-            None if self.trust_first_link => {}
-            None => {}
+            // No predecessor known: seq 1 has GENESIS as `prev`, so this is only the first row
+            // of a partial export, whose link is taken as given.
+            _ => {}
         }
         // 4. anchors at this seq.
-        while self.next_anchor < self.anchors.len() && self.anchors[self.next_anchor].seq == row.seq {
+        while self.next_anchor < self.anchors.len() && self.anchors[self.next_anchor].seq == row.seq
+        {
             let a = self.anchors[self.next_anchor];
             if a.hash != row.hash {
                 let lg = self.last_sealed;
@@ -371,13 +416,23 @@ impl Verifier {
         if row.step == encoding::CHECKPOINT_STEP && row.phase == encoding::CHECKPOINT_PHASE {
             let lg = self.last_sealed;
             let Some(cp) = encoding::parse_checkpoint_detail(&row.detail) else {
-                return self.fail(TamperClass::BadCheckpoint, row.seq, format!("checkpoint row seq {} has a malformed detail", row.seq), lg);
+                return self.fail(
+                    TamperClass::BadCheckpoint,
+                    row.seq,
+                    format!("checkpoint row seq {} has a malformed detail", row.seq),
+                    lg,
+                );
             };
             if cp.head_seq != row.seq - 1 {
                 return self.fail(
                     TamperClass::BadCheckpoint,
                     row.seq,
-                    format!("checkpoint row seq {} claims to seal seq {}, not seq {}", row.seq, cp.head_seq, row.seq - 1),
+                    format!(
+                        "checkpoint row seq {} claims to seal seq {}, not seq {}",
+                        row.seq,
+                        cp.head_seq,
+                        row.seq - 1
+                    ),
                     lg,
                 );
             }
@@ -415,7 +470,10 @@ impl Verifier {
                     );
                 }
                 self.key = Some(encoding::ratchet(&k));
-                self.last_sealed = Some(Head { seq: row.seq, hash: row.hash });
+                self.last_sealed = Some(Head {
+                    seq: row.seq,
+                    hash: row.hash,
+                });
             }
             self.next_epoch = Some(cp.epoch + 1);
             self.checkpoints += 1;
@@ -424,7 +482,10 @@ impl Verifier {
             self.unsealed += 1;
         }
         self.before_prev = self.prev;
-        self.prev = Some(Head { seq: row.seq, hash: row.hash });
+        self.prev = Some(Head {
+            seq: row.seq,
+            hash: row.hash,
+        });
         self.expected_seq += 1;
         self.rows += 1;
         true
@@ -441,11 +502,22 @@ impl Verifier {
                 let (class, why) = match deleted {
                     Some(h) => (
                         TamperClass::MissingRowsAfterAnchor,
-                        format!("; SQLite assigned seq up to {h}: rows {}..={h} were deleted", last + 1),
+                        format!(
+                            "; SQLite assigned seq up to {h}: rows {}..={h} were deleted",
+                            last + 1
+                        ),
                     ),
-                    None => (TamperClass::HeadOlderThanAnchor, String::from(": an older copy of the log")),
+                    None => (
+                        TamperClass::HeadOlderThanAnchor,
+                        String::from(": an older copy of the log"),
+                    ),
                 };
-                self.fail(class, last + 1, format!("chain ends at seq {last} but anchor {a} is beyond it{why}"), lg);
+                self.fail(
+                    class,
+                    last + 1,
+                    format!("chain ends at seq {last} but anchor {a} is beyond it{why}"),
+                    lg,
+                );
             } else if let Some(h) = deleted {
                 let lg = self.last_good();
                 self.fail(
@@ -459,7 +531,8 @@ impl Verifier {
                 self.fail(
                     TamperClass::BadCheckpoint,
                     self.expected_seq - self.rows as i64,
-                    "a key was given but the log holds no checkpoint row: nothing is sealed".to_string(),
+                    "a key was given but the log holds no checkpoint row: nothing is sealed"
+                        .to_string(),
                     lg,
                 );
             }
@@ -479,10 +552,18 @@ impl Verifier {
 /// Verifies the database at `db`, opened read-only. `Err` only when it cannot be read
 /// (missing, not a database, no `audit` table, unknown schema version, I/O error mid-way).
 pub fn verify_db(db: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
-    let dberr = |e| VerifyError::Db { path: db.to_path_buf(), source: e };
-    let c = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+    let dberr = |e| VerifyError::Db {
+        path: db.to_path_buf(),
+        source: e,
+    };
+    let c = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(dberr)?;
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(dberr)?;
-    let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(dberr)?;
     if v != super::SCHEMA_VERSION {
         return Err(VerifyError::Schema {
             path: db.to_path_buf(),
@@ -492,13 +573,21 @@ pub fn verify_db(db: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Verify
     // One read transaction: a consistent snapshot while writers go on.
     c.execute_batch("BEGIN").map_err(dberr)?;
     let high_water: Option<i64> = c
-        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit'", [], |r| r.get(0))
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'audit'",
+            [],
+            |r| r.get(0),
+        )
         .optional()
         .unwrap_or(None);
-    let mut st = c.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq")).map_err(dberr)?;
-    let mut succ = c.prepare("SELECT seq FROM audit WHERE prev_hash = ?1").map_err(dberr)?;
+    let mut st = c
+        .prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))
+        .map_err(dberr)?;
+    let mut succ = c
+        .prepare("SELECT seq FROM audit WHERE prev_hash = ?1")
+        .map_err(dberr)?;
     let mut lookup = |h: &[u8; 32]| -> Option<i64> { succ.query_row([&h[..]], |r| r.get(0)).ok() };
-    let mut ver = Verifier::new(opts, 0, false);
+    let mut ver = Verifier::new(opts, 0);
     let mut rows = st.query([]).map_err(dberr)?;
     while let Some(r) = rows.next().map_err(dberr)? {
         let row = match decode_row(r) {
@@ -506,7 +595,12 @@ pub fn verify_db(db: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Verify
             Err(col) => {
                 let seq = r.get::<_, i64>(0).unwrap_or(ver.expected_seq);
                 let lg = ver.last_good();
-                ver.fail(TamperClass::ContentChanged, seq, format!("row seq {seq}: column {col} has the wrong type or size"), lg);
+                ver.fail(
+                    TamperClass::ContentChanged,
+                    seq,
+                    format!("row seq {seq}: column {col} has the wrong type or size"),
+                    lg,
+                );
                 break;
             }
         };
@@ -537,32 +631,43 @@ pub const EXPORT_FORMAT: &str = "op-agent-audit-export/v1";
 /// Verifies an export (header line, then one [`StoredRow`] JSON object per line). The header's
 /// head acts as an anchor, so a cut file shows as missing rows; rows of a partial export
 /// (`since_seq > 0`) start from the first row's `prev_hash` as given.
-pub fn verify_export(r: &mut dyn BufRead, path: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
-    let xerr = |line: u64, reason: String| VerifyError::Export { path: path.to_path_buf(), line, reason };
+pub fn verify_export(
+    r: &mut dyn BufRead,
+    path: &Path,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport, VerifyError> {
+    let xerr = |line: u64, reason: String| VerifyError::Export {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    };
     let mut lines = r.lines();
     let first = match lines.next() {
         Some(Ok(l)) => l,
         Some(Err(e)) => return Err(xerr(1, e.to_string())),
         None => return Err(xerr(1, "empty file".into())),
     };
-    let hdr: ExportHeader = serde_json::from_str(&first).map_err(|e| xerr(1, format!("not an export header: {e}")))?;
+    let hdr: ExportHeader =
+        serde_json::from_str(&first).map_err(|e| xerr(1, format!("not an export header: {e}")))?;
     if hdr.format != EXPORT_FORMAT {
-        return Err(xerr(1, format!("format {:?}, expected {EXPORT_FORMAT:?}", hdr.format)));
+        return Err(xerr(
+            1,
+            format!("format {:?}, expected {EXPORT_FORMAT:?}", hdr.format),
+        ));
     }
     let mut o = opts.clone();
     if let Some(h) = &hdr.head {
         let h: Head = h.parse().map_err(|e| xerr(1, format!("{e}")))?;
         o.anchors.push(h);
     }
-    let mut ver = Verifier::new(&o, hdr.since_seq, hdr.since_seq > 0);
-    let mut n = 1u64;
-    for l in lines {
-        n += 1;
+    let mut ver = Verifier::new(&o, hdr.since_seq);
+    for (n, l) in (2u64..).zip(lines) {
         let l = l.map_err(|e| xerr(n, e.to_string()))?;
         if l.is_empty() {
             continue;
         }
-        let row: StoredRow = serde_json::from_str(&l).map_err(|e| xerr(n, format!("not a row: {e}")))?;
+        let row: StoredRow =
+            serde_json::from_str(&l).map_err(|e| xerr(n, format!("not a row: {e}")))?;
         if !ver.feed(&row, &mut |_| None) {
             break;
         }
