@@ -277,17 +277,17 @@ pub(crate) fn sql_err(
             timeout_ms: timeout.as_millis(),
             op,
         },
-        Some(ErrorCode::ReadOnly)
-        | Some(ErrorCode::CannotOpen)
-        | Some(ErrorCode::PermissionDenied)
-            if is_readonly(&e) =>
-        {
-            AuditError::ReadOnly {
-                path,
-                op,
-                source: e,
-            }
-        }
+        Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => AuditError::ReadOnly {
+            path,
+            op,
+            source: e,
+        },
+        // SQLITE_CANTOPEN on an existing file: the -wal/-shm files cannot be created beside it.
+        Some(ErrorCode::CannotOpen) if dir_not_writable(&path) => AuditError::ReadOnly {
+            path,
+            op,
+            source: e,
+        },
         Some(ErrorCode::DiskFull) => AuditError::DiskFull { path, op },
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
             AuditError::NotADatabase {
@@ -304,15 +304,12 @@ pub(crate) fn sql_err(
     }
 }
 
-fn is_readonly(e: &rusqlite::Error) -> bool {
-    match e {
-        rusqlite::Error::SqliteFailure(f, _) => {
-            f.code == ErrorCode::ReadOnly
-                || f.code == ErrorCode::PermissionDenied
-                || f.code == ErrorCode::CannotOpen
-        }
-        _ => false,
-    }
+fn dir_not_writable(db: &Path) -> bool {
+    let dir = match db.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err()
 }
 
 /// The append-only audit log of one database file.
@@ -464,8 +461,8 @@ impl AuditLog {
     }
 
     /// Appends `rows` in order inside one `BEGIN IMMEDIATE` transaction (all or none) and
-    /// returns the new head (the current head, or `None`→error-free no-op, when `rows` is
-    /// empty: then the existing head is returned, or seq 0 with [`GENESIS`] on an empty log).
+    /// returns the new head. With no rows it returns the current head (seq 0 and
+    /// [`GENESIS`] on an empty log).
     ///
     /// Errors: [`AuditError::DetailNotJson`] before anything is written;
     /// [`AuditError::Busy`] when another writer holds the lock past `busy_timeout`;

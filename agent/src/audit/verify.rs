@@ -218,7 +218,6 @@ pub struct Verifier {
     expected_seq: i64,
     prev: Option<Head>,
     before_prev: Option<Head>,
-    trust_first_link: bool,
     anchors: Vec<Head>,
     next_anchor: usize,
     anchors_matched: usize,
@@ -234,9 +233,9 @@ pub struct Verifier {
 
 impl Verifier {
     /// A verifier for a chain that starts after `start` (`None`: from `seq` 1 and
-    /// [`GENESIS`]). With `trust_first_link`, the first row's `prev_hash` is taken as given
-    /// (partial export); checkpoint epochs then start at whatever the first checkpoint says.
-    pub fn new(opts: &VerifyOptions, start_seq: i64, trust_first_link: bool) -> Verifier {
+    /// [`GENESIS`]). With `start_seq > 0` (partial export) the first row's `prev_hash` is taken
+    /// as given and checkpoint epochs start at whatever the first checkpoint says.
+    pub fn new(opts: &VerifyOptions, start_seq: i64) -> Verifier {
         let mut anchors = opts.anchors.clone();
         anchors.sort_by_key(|a| a.seq);
         anchors.dedup();
@@ -252,7 +251,6 @@ impl Verifier {
                 None
             },
             before_prev: None,
-            trust_first_link,
             anchors,
             next_anchor,
             anchors_matched: 0,
@@ -387,9 +385,9 @@ impl Verifier {
                     lg,
                 );
             }
-            Some(_) => {}
-            None if self.trust_first_link => {}
-            None => {}
+            // No predecessor known: seq 1 has GENESIS as `prev`, so this is only the first row
+            // of a partial export, whose link is taken as given.
+            _ => {}
         }
         // 4. anchors at this seq.
         while self.next_anchor < self.anchors.len() && self.anchors[self.next_anchor].seq == row.seq
@@ -589,7 +587,7 @@ pub fn verify_db(db: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Verify
         .prepare("SELECT seq FROM audit WHERE prev_hash = ?1")
         .map_err(dberr)?;
     let mut lookup = |h: &[u8; 32]| -> Option<i64> { succ.query_row([&h[..]], |r| r.get(0)).ok() };
-    let mut ver = Verifier::new(opts, 0, false);
+    let mut ver = Verifier::new(opts, 0);
     let mut rows = st.query([]).map_err(dberr)?;
     while let Some(r) = rows.next().map_err(dberr)? {
         let row = match decode_row(r) {
@@ -662,10 +660,8 @@ pub fn verify_export(
         let h: Head = h.parse().map_err(|e| xerr(1, format!("{e}")))?;
         o.anchors.push(h);
     }
-    let mut ver = Verifier::new(&o, hdr.since_seq, hdr.since_seq > 0);
-    let mut n = 1u64;
-    for l in lines {
-        n += 1;
+    let mut ver = Verifier::new(&o, hdr.since_seq);
+    for (n, l) in (2u64..).zip(lines) {
         let l = l.map_err(|e| xerr(n, e.to_string()))?;
         if l.is_empty() {
             continue;
