@@ -11,6 +11,10 @@ use syslog::{Facility, Formatter3164, Logger, LoggerBackend};
 /// Socket paths tried in order (the `syslog` crate's unix list, minus directories).
 const SOCKETS: [&str; 3] = ["/dev/log", "/var/run/syslog", "/var/run/log"];
 
+/// Log target of per-step records: they go to syslog only, never to the stderr fallback,
+/// because a hook's stderr is the PVE task log and carries exactly one line per failure.
+pub const STEP_TARGET: &str = "op_agent::step";
+
 struct SyslogLogger {
     ident: String,
     stderr_level: log::LevelFilter,
@@ -64,7 +68,7 @@ impl log::Log for SyslogLogger {
                 }
             }
         }
-        if !delivered && record.level() <= self.stderr_level {
+        if !delivered && record.level() <= self.stderr_level && record.target() != STEP_TARGET {
             let _ = writeln!(std::io::stderr(), "{}: {}", self.ident, msg);
         }
     }

@@ -90,8 +90,14 @@ impl Recorder {
     pub fn outcome(&mut self, step: &str, outcome: Outcome, detail: Value) {
         let detail = detail.to_string();
         match outcome {
-            Outcome::Failed => log::error!("{} {}: {step} failed: {detail}", self.vmid, self.phase),
+            Outcome::Failed => log::error!(
+                target: crate::logging::STEP_TARGET,
+                "{} {}: {step} failed: {detail}",
+                self.vmid,
+                self.phase
+            ),
             _ => log::info!(
+                target: crate::logging::STEP_TARGET,
                 "{} {}: {step} {}: {detail}",
                 self.vmid,
                 self.phase,

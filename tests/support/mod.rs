@@ -95,6 +95,22 @@ pub fn try_run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output, S
     })
 }
 
+/// `<target>/debug/op-agent`, found like [`pve_sim_bin`].
+pub fn op_agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in <target>/debug/deps");
+    let bin = dir.join("op-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        bin.display()
+    );
+    bin
+}
+
 /// A private PVE host: netns `opa-<hint>-<pid>-<n>`, temp root, private OVS, containers.
 pub struct TestHost {
     netns: String,
@@ -150,7 +166,71 @@ impl TestHost {
             "pve-sim host-up failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        host.write_agent_toml("");
+        let hook = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("hookscript/op-hook"),
+        )
+        .expect("hookscript/op-hook");
+        host.install_snippet("op-hook", &hook);
         host
+    }
+
+    /// `R/etc/op-agent/agent.toml`: exported as OP_AGENT_CONFIG to everything run in the host.
+    pub fn agent_toml(&self) -> PathBuf {
+        self.root().join("etc/op-agent/agent.toml")
+    }
+
+    /// Writes agent.toml pointing at this host's OVS socket, audit database
+    /// (`R/var/lib/op-agent/audit.db`) and PVE root, followed by `extra` TOML lines (which may
+    /// add keys to a `[hook]` or `[mesh]` table, not to the tables written here).
+    pub fn write_agent_toml(&self, extra: &str) {
+        let dir = self.root().join("etc/op-agent/containers");
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = format!(
+            "[ovsdb]\nsocket = \"{}\"\ntimeout_ms = 5000\n[audit]\ndatabase = \"{}\"\n[pve]\nroot = \"{}\"\n{extra}",
+            self.ovsdb_socket().display(),
+            self.audit_db().display(),
+            self.root().display()
+        );
+        std::fs::write(self.agent_toml(), text).unwrap();
+    }
+
+    /// `R/var/lib/op-agent/audit.db`.
+    pub fn audit_db(&self) -> PathBuf {
+        self.root().join("var/lib/op-agent/audit.db")
+    }
+
+    /// Writes `R/etc/op-agent/containers/<vmid>.toml` (the container is then managed).
+    pub fn manage(&self, vmid: u32, toml: &str) {
+        let dir = self.root().join("etc/op-agent/containers");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{vmid}.toml")), toml).unwrap();
+    }
+
+    /// `op-agent ARGS` inside the namespace (with this host's OP_AGENT_CONFIG).
+    pub fn agent(&self, args: &[&str]) -> Output {
+        let bin = op_agent_bin().display().to_string();
+        let mut cmd = vec![bin.as_str()];
+        cmd.extend_from_slice(args);
+        self.run(&cmd)
+    }
+
+    /// Audit rows as JSON values (`op-agent audit log --json`, one object per line or an array).
+    pub fn audit_rows(&self) -> Vec<serde_json::Value> {
+        let out = self.agent(&["audit", "log", "--json"]);
+        assert!(
+            out.status.success(),
+            "audit log: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Ok(serde_json::Value::Array(a)) = serde_json::from_str(&text) {
+            return a;
+        }
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("audit log --json line"))
+            .collect()
     }
 
     /// The temp root `R` (holds etc/pve, var/lib/vz, var/lib/lxc, run/openvswitch).
@@ -187,7 +267,9 @@ impl TestHost {
                 .args(cmd)
                 .env("OVS_RUNDIR", &rundir)
                 .env("OVS_LOGDIR", &rundir)
-                .env("OVS_DBDIR", &rundir),
+                .env("OVS_DBDIR", &rundir)
+                .env("OP_AGENT_BIN", op_agent_bin())
+                .env("OP_AGENT_CONFIG", self.agent_toml()),
             CMD_TIMEOUT,
         )
     }
