@@ -260,6 +260,13 @@ impl TestHost {
 
     /// Runs `cmd` inside the namespace with OVS_RUNDIR/OVS_LOGDIR/OVS_DBDIR set (bounded).
     pub fn run(&self, cmd: &[&str]) -> Output {
+        self.run_env(cmd, &[])
+    }
+
+    /// Like [`TestHost::run`] with extra environment variables (e.g. `OP_AGENT_BIN`,
+    /// `OP_AGENT_CONFIG` for `pve-sim start`: the hookscript inherits them, and so does the
+    /// post-stop hookscript later, which runs in the lxc monitor started by that `start`).
+    pub fn run_env(&self, cmd: &[&str], env: &[(&str, &str)]) -> Output {
         let rundir = self.ovs_rundir();
         run_bounded(
             Command::new("ip")
@@ -269,7 +276,8 @@ impl TestHost {
                 .env("OVS_LOGDIR", &rundir)
                 .env("OVS_DBDIR", &rundir)
                 .env("OP_AGENT_BIN", op_agent_bin())
-                .env("OP_AGENT_CONFIG", self.agent_toml()),
+                .env("OP_AGENT_CONFIG", self.agent_toml())
+                .envs(env.iter().copied()),
             CMD_TIMEOUT,
         )
     }
@@ -315,11 +323,16 @@ impl TestHost {
 
     /// `pve-sim --root R ARGS` inside the namespace.
     pub fn sim(&self, args: &[&str]) -> Output {
+        self.sim_env(args, &[])
+    }
+
+    /// `pve-sim --root R ARGS` inside the namespace with extra environment variables.
+    pub fn sim_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let bin = self.sim_bin.display().to_string();
         let root = self.root().display().to_string();
         let mut cmd = vec![bin.as_str(), "--root", root.as_str()];
         cmd.extend_from_slice(args);
-        self.run(&cmd)
+        self.run_env(&cmd, env)
     }
 
     /// `pve-sim` that must succeed; returns stdout.
