@@ -125,3 +125,8 @@ step "ports on ovsbr0 after stop (must be none)"
 left=$(vsctl list-ports ovsbr0)
 [ -z "$left" ] || die "ports left on ovsbr0 after stop: $left"
 echo "none"
+
+step "audit log of container 100 (hash-chained, in $R/var/lib/op-agent/audit.db)"
+in_ns "$OP_AGENT_BIN" audit log --vmid 100
+step "audit verify"
+in_ns "$OP_AGENT_BIN" audit verify
