@@ -37,7 +37,7 @@ fn connect(ident: &str) -> Option<Logger<LoggerBackend, Formatter3164>> {
         .chain(SOCKETS.iter().map(PathBuf::from))
         .filter(|p| !p.is_dir())
         .find_map(|p| syslog::unix_custom(formatter.clone(), p).ok())
-        .map(|l| {
+        .inspect(|l| {
             // A slow or stuck syslog daemon must not stall a hook: each send may block at most
             // SEND_TIMEOUT, then the message falls back (and the next one reconnects).
             match &l.backend {
@@ -49,7 +49,6 @@ fn connect(ident: &str) -> Option<Logger<LoggerBackend, Formatter3164>> {
                 }
                 _ => {}
             }
-            l
         })
 }
 
