@@ -12,6 +12,7 @@ pub mod config;
 pub mod desired;
 pub mod exit;
 pub mod hook;
+pub mod inspect;
 pub mod lock;
 pub mod logging;
 pub mod mesh;
