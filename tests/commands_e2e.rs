@@ -28,7 +28,7 @@ fn status_json(a: &Agent) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out}"))
 }
 
-fn container<'v>(v: &'v Value, id: u64) -> &'v Value {
+fn container(v: &Value, id: u64) -> &Value {
     v["containers"]
         .as_array()
         .unwrap()
@@ -114,8 +114,14 @@ fn check_reports_each_kind_of_drift_and_apply_repairs_it() {
     host.vsctl_ok(&["set", "Port", "vi100", "trunks=30"]);
     host.vsctl_ok(&["set", "Port", "vi100", "external_ids:vm-id=999"]);
     let (_, lines) = check(&a, "100");
-    assert!(lines.iter().any(|l| l.contains("trunks are [30], want []")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("external_ids:vm-id")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("trunks are [30], want []")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("external_ids:vm-id")),
+        "{lines:?}"
+    );
 
     let rows = a.audit_rows();
     assert!(
@@ -143,16 +149,44 @@ fn gc_removes_only_owned_stale_rows_and_query_parses() {
     a.wait_converged(100, "vi100", 10, Duration::from_secs(1));
 
     // Foreign rows: one working (internal), one whose device is missing (error).
-    host.vsctl_ok(&["add-port", "ovsbr0", "foreign0", "--", "set", "Interface", "foreign0", "type=internal"]);
+    host.vsctl_ok(&[
+        "add-port",
+        "ovsbr0",
+        "foreign0",
+        "--",
+        "set",
+        "Interface",
+        "foreign0",
+        "type=internal",
+    ]);
     let _ = host.vsctl(&["add-port", "ovsbr0", "ghost0"]);
     // Owned rows: one for a container that is not running, one with an Interface error.
     host.vsctl_ok(&[
-        "add-port", "ovsbr0", "vi103", "--", "set", "Interface", "vi103", "type=internal",
-        "--", "set", "Port", "vi103", "external_ids:owner=op-agent", "external_ids:vm-id=103",
+        "add-port",
+        "ovsbr0",
+        "vi103",
+        "--",
+        "set",
+        "Interface",
+        "vi103",
+        "type=internal",
+        "--",
+        "set",
+        "Port",
+        "vi103",
+        "external_ids:owner=op-agent",
+        "external_ids:vm-id=103",
     ]);
     let _ = host.vsctl(&[
-        "add-port", "ovsbr0", "vi100i7", "--", "set", "Port", "vi100i7",
-        "external_ids:owner=op-agent", "external_ids:vm-id=100",
+        "add-port",
+        "ovsbr0",
+        "vi100i7",
+        "--",
+        "set",
+        "Port",
+        "vi100i7",
+        "external_ids:owner=op-agent",
+        "external_ids:vm-id=100",
     ]);
     let before = host.ports("ovsbr0");
     for p in ["foreign0", "ghost0", "vi103", "vi100i7", "vi100"] {
@@ -162,8 +196,14 @@ fn gc_removes_only_owned_stale_rows_and_query_parses() {
 
     let (code, out, err) = a.op_out(&["gc", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("vi103: would remove") && out.contains("vi100i7: would remove"), "{out}");
-    assert!(!out.contains("foreign0") && !out.contains("ghost0") && !out.contains("vi100:"), "{out}");
+    assert!(
+        out.contains("vi103: would remove") && out.contains("vi100i7: would remove"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("foreign0") && !out.contains("ghost0") && !out.contains("vi100:"),
+        "{out}"
+    );
     assert_eq!(host.ports("ovsbr0"), before, "dry run changes nothing");
 
     let (code, out, err) = a.op_out(&["gc"]);

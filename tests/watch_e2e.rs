@@ -43,8 +43,15 @@ fn in_guest_reboot_with_watch_running_brings_vi100_back_within_2s() {
 
     host.sim_ok(&["reboot", "100"]);
     let took = a.wait_converged(100, "vi100", 10, Duration::from_secs(2));
-    eprintln!("vi100 back {} ms after pve-sim reboot returned", took.as_millis());
-    assert_ne!(host.link("vi100").unwrap()["ifindex"], ifindex, "a new link");
+    eprintln!(
+        "vi100 back {} ms after pve-sim reboot returned",
+        took.as_millis()
+    );
+    assert_ne!(
+        host.link("vi100").unwrap()["ifindex"],
+        ifindex,
+        "a new link"
+    );
     let rows = a.audit_rows();
     let new = &rows[before..];
     assert!(
@@ -79,9 +86,21 @@ fn ovs_restart_watch_reconnects_and_replugs_within_5s() {
     );
     let t = Instant::now();
     a.wait_converged(100, "vi100", 10, Duration::from_secs(5));
-    a.wait_converged(101, "vi101", 20, Duration::from_secs(5).saturating_sub(t.elapsed()));
-    eprintln!("both ports right {} ms after OVS came back", t.elapsed().as_millis());
-    assert!(w.log_text().contains("ovsdb reconnected"), "{}", w.log_text());
+    a.wait_converged(
+        101,
+        "vi101",
+        20,
+        Duration::from_secs(5).saturating_sub(t.elapsed()),
+    );
+    eprintln!(
+        "both ports right {} ms after OVS came back",
+        t.elapsed().as_millis()
+    );
+    assert!(
+        w.log_text().contains("ovsdb reconnected"),
+        "{}",
+        w.log_text()
+    );
     let st = w.stop().expect("watch exits on SIGTERM");
     assert!(st.success(), "watch exit status {st:?}");
 }
@@ -120,7 +139,10 @@ fn hook_and_watch_racing_end_in_one_correct_state() {
             "Port",
             "external_ids:owner=op-agent",
         ]);
-        assert!(owned.is_empty(), "round {i}: owned rows after stop: {owned}");
+        assert!(
+            owned.is_empty(),
+            "round {i}: owned rows after stop: {owned}"
+        );
     }
     let rows = a.audit_rows();
     assert!(rows.iter().any(|r| r.1 == "post-start"));

@@ -138,7 +138,10 @@ pub fn drift(d: &Desired, obs: &Observed) -> Vec<Drift> {
                 "both links {} (ifindex {}) and {name} (ifindex {}) exist",
                 l.name, l.index, t.index
             )),
-            (None, None) => push(format!("no link: neither {} nor {name} exists", nic.pve_veth)),
+            (None, None) => push(format!(
+                "no link: neither {} nor {name} exists",
+                nic.pve_veth
+            )),
             (_, Some(t)) => {
                 if !t.ours {
                     push(format!(
@@ -160,7 +163,10 @@ pub fn drift(d: &Desired, obs: &Observed) -> Vec<Drift> {
         }
         let want = plan::desired_port(d, nic, o);
         match (&want, &o.target_port) {
-            (Some(w), None) => push(format!("no OVS port {name}, want one on bridge {}", w.bridge)),
+            (Some(w), None) => push(format!(
+                "no OVS port {name}, want one on bridge {}",
+                w.bridge
+            )),
             (Some(w), Some(h)) => {
                 if !h.owned() {
                     push(format!(

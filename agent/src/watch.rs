@@ -207,7 +207,11 @@ async fn supervise_ovsdb(cfg: AgentConfig, probe: Duration, tx: mpsc::Sender<Job
         match Client::connect(&socket, timeout).await {
             Ok(c) => {
                 backoff = Duration::from_millis(100);
-                let why = if first { "start-up" } else { "ovsdb reconnected" };
+                let why = if first {
+                    "start-up"
+                } else {
+                    "ovsdb reconnected"
+                };
                 log::info!("watch: OVSDB {} connected ({why})", socket.display());
                 first = false;
                 if tx.send(Job::All(why)).is_err() {
@@ -270,7 +274,10 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     if !worker.is_finished() {
-        log::error!("watch: the worker did not stop within {} ms", limit.as_millis());
+        log::error!(
+            "watch: the worker did not stop within {} ms",
+            limit.as_millis()
+        );
     }
     r
 }
@@ -301,7 +308,10 @@ async fn event_loop(
         Err(e) => log::warn!("watch: cannot list links: {e}"),
     }
     let sup = tokio::spawn(supervise_ovsdb(cfg.clone(), opts.probe, tx.clone()));
-    log::info!("watch: running (plug wait {} ms)", opts.plug_wait.as_millis());
+    log::info!(
+        "watch: running (plug wait {} ms)",
+        opts.plug_wait.as_millis()
+    );
     let result = loop {
         tokio::select! {
             _ = term.recv() => { log::info!("watch: SIGTERM, stopping"); break Ok(()); }
@@ -399,7 +409,15 @@ mod tests {
             parse_pve_veth("veth123456i12").map(|(v, n)| (v.get(), n)),
             Some((123456, 12))
         );
-        for bad in ["vi100", "veth100", "veth100i", "veth99i0", "veth100ix", "veth0100i0", "veth100i0p"] {
+        for bad in [
+            "vi100",
+            "veth100",
+            "veth100i",
+            "veth99i0",
+            "veth100ix",
+            "veth0100i0",
+            "veth100i0p",
+        ] {
             assert_eq!(parse_pve_veth(bad), None, "{bad}");
         }
     }

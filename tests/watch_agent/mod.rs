@@ -110,7 +110,10 @@ impl<'a> Agent<'a> {
             .open(&log)
             .unwrap();
         let mut v = self.argv(&["watch"]);
-        v.splice(0..0, ["netns".to_string(), "exec".into(), self.host.netns().into()]);
+        v.splice(
+            0..0,
+            ["netns".to_string(), "exec".into(), self.host.netns().into()],
+        );
         let child = Command::new("ip")
             .args(&v)
             .stdin(Stdio::null())
@@ -259,7 +262,11 @@ pub fn restart_ovs_fresh(host: &TestHost) {
     let rd = host.ovs_rundir();
     for d in ["ovs-vswitchd", "ovsdb-server"] {
         let pidf = rd.join(format!("{d}.pid"));
-        let pid: i32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidf)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let p = nix::unistd::Pid::from_raw(pid);
         let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
         let t = Instant::now();
@@ -271,7 +278,12 @@ pub fn restart_ovs_fresh(host: &TestHost) {
     let r = |f: &str| rd.join(f).display().to_string();
     let db = r("conf.db");
     let _ = std::fs::remove_file(&db);
-    host.run_ok(&["ovsdb-tool", "create", &db, "/usr/share/openvswitch/vswitch.ovsschema"]);
+    host.run_ok(&[
+        "ovsdb-tool",
+        "create",
+        &db,
+        "/usr/share/openvswitch/vswitch.ovsschema",
+    ]);
     host.run_ok(&[
         "ovsdb-server",
         &db,

@@ -54,7 +54,9 @@ pub fn run(args: &ApplyArgs, config: Option<&Path>) -> i32 {
             }
         };
         if !inspect::is_managed(&cfg, v) {
-            eprintln!("op-agent apply: {v}: not managed by op-agent (no container TOML or no PVE conf)");
+            eprintln!(
+                "op-agent apply: {v}: not managed by op-agent (no container TOML or no PVE conf)"
+            );
             return ExitCode::Failed.code();
         }
         if !inspect::is_running(&cfg, v) {

@@ -28,7 +28,11 @@ pub fn stale_reason(cfg: &AgentConfig, p: &PortRow) -> Option<String> {
     if p.external_ids.get("owner").map(String::as_str) != Some(OWNER) {
         return None;
     }
-    let vm = p.external_ids.get("vm-id").map(String::as_str).unwrap_or("");
+    let vm = p
+        .external_ids
+        .get("vm-id")
+        .map(String::as_str)
+        .unwrap_or("");
     let Ok(vmid) = vm.parse::<Vmid>() else {
         return Some(format!("external_ids:vm-id {vm:?} is not a vmid"));
     };
