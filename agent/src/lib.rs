@@ -12,6 +12,7 @@ pub mod config;
 pub mod desired;
 pub mod exit;
 pub mod hook;
+pub mod inspect;
 pub mod lock;
 pub mod logging;
 pub mod mesh;
@@ -20,6 +21,7 @@ pub mod ovsdb;
 pub mod plan;
 pub mod report;
 pub mod types;
+pub mod watch;
 
 /// Runs a parsed command line and returns its exit code. A panic is caught, reported as one
 /// line and as an audit-worthy internal error, never a backtrace on the PVE task log.
