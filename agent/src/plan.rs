@@ -121,8 +121,11 @@ pub enum Step {
     AddPort(PortPlan),
     /// Check that the renamed link is still enslaved to its Linux bridge.
     CheckMaster { link: String, bridge: String },
-    /// Confirm the host's mesh interface (netmaker mode).
+    /// Confirm the host's mesh interface (netmaker mode, pre-start).
     ConfirmMesh,
+    /// Record that the renamed `link` reaches the mesh through the host's mesh interface
+    /// (netmaker mode, post-start): audit row with interface, addresses and NIC. Never fatal.
+    RecordMesh { link: String },
     /// Leave this NIC alone.
     Skip { reason: String },
 }
@@ -138,6 +141,7 @@ impl Step {
             Step::AddPort(_) => "ovs.add-port",
             Step::CheckMaster { .. } => "link.check-master",
             Step::ConfirmMesh => "mesh.confirm",
+            Step::RecordMesh { .. } => "mesh.via",
             Step::Skip { .. } => "nic.skip",
         }
     }
@@ -186,6 +190,7 @@ impl fmt::Display for Step {
             }
             Step::CheckMaster { link, bridge } => write!(f, "link.check-master {link} in {bridge}"),
             Step::ConfirmMesh => write!(f, "mesh.confirm"),
+            Step::RecordMesh { link } => write!(f, "mesh.via {link}"),
             Step::Skip { reason } => write!(f, "nic.skip ({reason})"),
         }
     }
@@ -446,6 +451,11 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
                             bridge: b.to_string(),
                         });
                     }
+                }
+                if nic.mode == NicMode::KeepAttachment {
+                    push(Step::RecordMesh {
+                        link: nic.name.to_string(),
+                    });
                 }
             }
             (None, Some(t)) => {
