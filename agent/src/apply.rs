@@ -235,18 +235,6 @@ struct Undo {
     renamed: Option<(String, String)>,
 }
 
-fn spec_of(p: &plan::PortPlan) -> PortSpec {
-    PortSpec {
-        name: p.name.clone(),
-        bridge: p.bridge.clone(),
-        tag: p.tag,
-        trunks: p.trunks.clone(),
-        vlan_mode: p.vlan_mode.clone(),
-        mtu_request: p.mtu_request,
-        external_ids: p.external_ids.clone(),
-    }
-}
-
 fn nic_of<'a>(d: &'a Desired, p: &Planned) -> Option<&'a DesiredNic> {
     p.net.and_then(|n| d.nics.iter().find(|x| x.net == n))
 }
@@ -446,7 +434,7 @@ async fn apply_step(
         Step::AddPort(pp) => {
             let next = target
                 .ovs
-                .add_port(&spec_of(pp))
+                .add_port(pp)
                 .await
                 .map_err(|e| HookError::from_ovsdb(&e))
                 .inspect_err(|e| failed(rec, e))?;

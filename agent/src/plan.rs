@@ -82,20 +82,10 @@ pub struct Observed {
     pub owned_ports: Vec<ObservedPort>,
 }
 
-/// The Port+Interface op-agent inserts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortPlan {
-    pub name: String,
-    pub bridge: String,
-    pub tag: Option<u16>,
-    pub trunks: Vec<u16>,
-    /// `native-untagged` when both tag and trunks are set, like PVE `$ovs_bridge_add_port`.
-    pub vlan_mode: Option<String>,
-    /// Interface `mtu_request`, bytes.
-    pub mtu_request: Option<u32>,
-    /// Set on Port and Interface.
-    pub external_ids: BTreeMap<String, String>,
-}
+/// The Port+Interface op-agent inserts: the OVSDB layer's [`crate::ovsdb::PortSpec`]
+/// (`vlan_mode` is `native-untagged` when both tag and trunks are set, like PVE
+/// `$ovs_bridge_add_port`; `external_ids` go on Port and Interface).
+pub type PortPlan = crate::ovsdb::PortSpec;
 
 /// Who may own a Port that a step deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

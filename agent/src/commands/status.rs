@@ -109,7 +109,7 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
             "drift".to_string()
         } else {
             match &mesh {
-                Some(Ok(m)) => format!("mesh via {}", m.interface),
+                Some(Ok(m)) => m.via(),
                 Some(Err(_)) => "drift".to_string(),
                 None => "ok".to_string(),
             }
