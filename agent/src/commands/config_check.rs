@@ -83,7 +83,7 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
         names.sort();
         for name in names {
             let n = name.to_string_lossy();
-            if n.starts_with('.') {
+            if n.starts_with('.') || !n.ends_with(".toml") {
                 continue;
             }
             let stem = n.strip_suffix(".toml");
