@@ -40,7 +40,10 @@ git ls-files -z --cached --others --exclude-standard \
 if [ -n "$VERSION" ]; then
 	{
 		printf 'op-agent (%s) unstable; urgency=medium\n\n  * Test build.\n\n' "$VERSION"
-		printf ' -- op-agent developers <op-agent@example.org>  %s\n\n' "$(date -R)"
+		# Same date as the real top entry: dpkg-buildpackage exports SOURCE_DATE_EPOCH from it,
+		# and a different value makes cargo rebuild C dependencies (cc reruns on env changes).
+		printf ' -- op-agent developers <op-agent@example.org>  %s\n\n' \
+			"$(dpkg-parsechangelog -l "$SRC/debian/changelog" -S Date)"
 		cat "$SRC/debian/changelog"
 	} > "$SRC/debian/changelog.new"
 	mv "$SRC/debian/changelog.new" "$SRC/debian/changelog"
