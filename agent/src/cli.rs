@@ -61,4 +61,7 @@ pub enum Command {
     ImportState(commands::import_state::ImportStateArgs),
     /// Validate configuration files (`config check`).
     Config(commands::config_check::ConfigArgs),
+    /// Write the man page or a shell completion (package build).
+    #[command(hide = true)]
+    Generate(commands::generate::GenerateArgs),
 }

@@ -85,5 +85,6 @@ fn dispatch(cli: cli::Cli) -> i32 {
         Command::Enroll(a) => commands::enroll::run(&a, cfg),
         Command::ImportState(a) => commands::import_state::run(&a, cfg),
         Command::Config(a) => commands::config_check::run(&a, cfg),
+        Command::Generate(a) => commands::generate::run(&a, cfg),
     }
 }

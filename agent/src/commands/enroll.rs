@@ -1,13 +1,428 @@
-//! `op-agent enroll` (issue 6). Not yet implemented.
+//! `op-agent enroll <vmid>`: the admin's one step from "installed" to "managed".
+//!
+//! Writes `containers/<vmid>.toml` from the flags and the container's PVE conf, checks it the
+//! way a hook would ([`crate::desired::resolve`]), then runs
+//! `pct set <vmid> --hookscript local:snippets/op-hook` (PVE `update_pct_config` →
+//! `check_hookscript`: the snippet must exist and be executable on this node). Refuses when the
+//! container already has another hookscript (unless `--force`), when the snippet is missing and
+//! when `pct` is not on `PATH` (not a Proxmox VE host). `--dry-run` prints the file and the
+//! command and changes nothing.
+//!
+//! The helpers [`render_container_toml`] and [`write_config_file`] are shared with
+//! `import-state`.
 
-use std::path::Path;
+use crate::config::{self, AgentConfig, NetworkType, NicToml};
+use crate::exit::ExitCode;
+use pve_integration::{paths, Vmid};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The hookscript volume id op-agent attaches (`/var/lib/vz/snippets/op-hook` on `local`).
+pub const HOOK_VOLID: &str = "local:snippets/op-hook";
 
 /// Arguments of `op-agent enroll`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct EnrollArgs {}
+pub struct EnrollArgs {
+    /// Container id (100..999999999) with a /etc/pve/lxc/<vmid>.conf on this node.
+    pub vmid: String,
+    /// OVS bridge for the NIC chosen by --net (default: PVE's bridge=).
+    #[arg(long, value_name = "BRIDGE")]
+    pub bridge: Option<String>,
+    /// Access VLAN 1..4094 for the NIC chosen by --net (default: PVE's tag=).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<u16>,
+    /// Trunk VLANs, comma-separated (e.g. 20,30) for the NIC chosen by --net (default: PVE's trunks=).
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub trunks: Option<Vec<u16>>,
+    /// Which netN the --bridge/--tag/--trunks overrides apply to.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub net: u8,
+    /// network_type = "netmaker": confirm the mesh, rename, keep PVE's attachment.
+    #[arg(long)]
+    pub netmaker: bool,
+    /// Write the cluster-wide <pve root>/etc/pve/op-agent/containers/<vmid>.toml instead of the
+    /// node-local containers/<vmid>.toml.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Replace another hookscript, or a container TOML with other content.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the TOML and the pct command without doing either.
+    #[arg(long)]
+    pub dry_run: bool,
+}
 
-/// Runs the command; returns the process exit code.
-pub fn run(_args: &EnrollArgs, _config: Option<&Path>) -> i32 {
-    eprintln!("op-agent enroll: not implemented yet");
-    crate::exit::ExitCode::Internal.code()
+/// What a container TOML written by op-agent says: the network type and `[[nic]]` overrides.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContainerSpec {
+    /// `network_type`.
+    pub network_type: NetworkType,
+    /// `[[nic]]` tables, in order.
+    pub nics: Vec<NicToml>,
+}
+
+/// Renders `spec` as a container TOML; `header` lines are written first as `# ` comments.
+/// The output parses with [`config::parse_container`] to the same values.
+pub fn render_container_toml(header: &[String], spec: &ContainerSpec) -> String {
+    let mut out = String::new();
+    for h in header {
+        out.push_str("# ");
+        out.push_str(h);
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "network_type = \"{}\"\n",
+        spec.network_type.as_str()
+    ));
+    for n in &spec.nics {
+        out.push_str("\n[[nic]]\n");
+        out.push_str(&format!("net = {}\n", n.net));
+        if let Some(b) = &n.bridge {
+            out.push_str(&format!("bridge = {}\n", toml::Value::String(b.clone())));
+        }
+        if let Some(t) = n.tag {
+            out.push_str(&format!("tag = {t}\n"));
+        }
+        if let Some(tr) = &n.trunks {
+            let list: Vec<String> = tr.iter().map(u16::to_string).collect();
+            out.push_str(&format!("trunks = [{}]\n", list.join(", ")));
+        }
+        if let Some(name) = &n.name {
+            out.push_str(&format!("name = {}\n", toml::Value::String(name.clone())));
+        }
+    }
+    out
+}
+
+/// Writes `text` to `path` atomically (temporary file in the same folder, fsync, rename), mode
+/// 0644, creating the parent folder (0755) when missing.
+///
+/// # Errors
+/// The I/O error, as a message naming the path.
+pub fn write_config_file(path: &Path, text: &str) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| format!("{}: no parent folder", path.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    res.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", path.display())
+    })
+}
+
+/// Finds an executable named `name` on `PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// A refusal or failure: the exit code and the one-line reason.
+struct Fail(ExitCode, String);
+
+/// Runs the command; returns the process exit code (0 done, 64 bad flags, 69 no `pct` or
+/// snippet, 77 refused, 78 bad config, 1 `pct` failed).
+pub fn run(args: &EnrollArgs, config: Option<&Path>) -> i32 {
+    match enroll(args, config, &mut std::io::stdout()) {
+        Ok(()) => ExitCode::Ok.code(),
+        Err(Fail(code, msg)) => {
+            eprintln!("op-agent enroll: {msg}");
+            code.code()
+        }
+    }
+}
+
+fn enroll(args: &EnrollArgs, config: Option<&Path>, out: &mut dyn Write) -> Result<(), Fail> {
+    let vmid: Vmid = args.vmid.parse().map_err(|_| {
+        Fail(
+            ExitCode::Usage,
+            format!(
+                "vmid {:?} is not 100..999999999",
+                args.vmid.escape_debug().to_string()
+            ),
+        )
+    })?;
+    if args.net > pve_integration::MAX_NET_INDEX {
+        return Err(Fail(
+            ExitCode::Usage,
+            format!("--net {}: must be 0..31", args.net),
+        ));
+    }
+    let cfg = AgentConfig::load(config).map_err(|e| Fail(ExitCode::Config, e.to_string()))?;
+    let root = cfg.toml.pve.root.clone();
+
+    // The container's PVE conf: defaults for every NIC, and the current hookscript.
+    let pve_path = paths::lxc_conf_path(&root, vmid);
+    let pve = pve_integration::read_conf(&root, vmid)
+        .map_err(|e| Fail(ExitCode::Config, e.to_string()))?
+        .ok_or_else(|| {
+            Fail(
+                ExitCode::Config,
+                format!(
+                    "no container {vmid} on this node: {} does not exist",
+                    pve_path.display()
+                ),
+            )
+        })?;
+
+    // The TOML to write.
+    let mut spec = ContainerSpec {
+        network_type: if args.netmaker {
+            NetworkType::Netmaker
+        } else {
+            NetworkType::Bridge
+        },
+        nics: Vec::new(),
+    };
+    if args.bridge.is_some() || args.tag.is_some() || args.trunks.is_some() {
+        spec.nics.push(NicToml {
+            net: args.net,
+            bridge: args.bridge.clone(),
+            tag: args.tag,
+            trunks: args.trunks.clone(),
+            name: None,
+        });
+    }
+    let candidates = cfg.container_candidates(vmid.get());
+    let (target, other) = if args.cluster {
+        (candidates[0].clone(), candidates[1].clone())
+    } else {
+        (candidates[1].clone(), candidates[0].clone())
+    };
+    let mut flags = vec![format!("op-agent enroll {vmid}")];
+    if let Some(b) = &args.bridge {
+        flags.push(format!("--bridge {b}"));
+    }
+    if let Some(t) = args.tag {
+        flags.push(format!("--tag {t}"));
+    }
+    if let Some(tr) = &args.trunks {
+        let l: Vec<String> = tr.iter().map(u16::to_string).collect();
+        flags.push(format!("--trunks {}", l.join(",")));
+    }
+    if args.net != 0 {
+        flags.push(format!("--net {}", args.net));
+    }
+    if args.netmaker {
+        flags.push("--netmaker".into());
+    }
+    let header = vec![
+        format!("Written by `{}`.", flags.join(" ")),
+        format!(
+            "Unset keys take PVE's values from {}; see /usr/share/doc/op-agent/examples/container.toml.",
+            paths::lxc_conf_path(Path::new("/"), vmid).display()
+        ),
+    ];
+    let text = render_container_toml(&header, &spec);
+
+    // Check it as the hook will: same parser, same resolution against the PVE conf.
+    let parsed = config::parse_container(&target, &text)
+        .map_err(|e| Fail(ExitCode::Config, e.to_string()))?;
+    crate::desired::resolve(vmid, &pve, &pve_path, &parsed)
+        .map_err(|e| Fail(ExitCode::Config, e.to_string()))?;
+
+    // Existing files.
+    let existing = config::read_checked(&target).map_err(|e| {
+        let code = if e.is_permission() {
+            ExitCode::Refused
+        } else {
+            ExitCode::Config
+        };
+        Fail(code, e.to_string())
+    })?;
+    let unchanged = existing.as_deref() == Some(text.as_str());
+    if existing.is_some() && !unchanged && !args.force {
+        return Err(Fail(
+            ExitCode::Refused,
+            format!(
+                "{} already exists with other content; use --force to replace it",
+                target.display()
+            ),
+        ));
+    }
+    if !args.cluster && other.exists() && !args.force {
+        return Err(Fail(
+            ExitCode::Refused,
+            format!(
+                "{} exists and wins over {}; edit it, or use --cluster, or --force to write the \
+                 node-local file anyway",
+                other.display(),
+                target.display()
+            ),
+        ));
+    }
+
+    // The hookscript.
+    let snippet = paths::resolve_volume(&root, HOOK_VOLID)
+        .map_err(|e| Fail(ExitCode::Internal, e.to_string()))?;
+    let current_hook = pve.hookscript.as_deref();
+    let hook_ok = current_hook == Some(HOOK_VOLID);
+    if let Some(h) = current_hook {
+        if !hook_ok && !args.force {
+            return Err(Fail(
+                ExitCode::Refused,
+                format!(
+                    "container {vmid} already has hookscript {h} ({}); op-agent would replace it: \
+                     use --force to replace it",
+                    pve_path.display()
+                ),
+            ));
+        }
+    }
+    let snippet_ok = std::fs::metadata(&snippet)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false);
+    if !snippet_ok {
+        return Err(Fail(
+            ExitCode::Unavailable,
+            format!(
+                "snippet {} is missing or not executable: reinstall the op-agent package, or \
+                 install -m 0755 /usr/share/op-agent/op-hook {}",
+                snippet.display(),
+                snippet.display()
+            ),
+        ));
+    }
+    let pct = find_in_path("pct");
+    let pct_cmd = format!("pct set {vmid} --hookscript {HOOK_VOLID}");
+
+    if args.dry_run {
+        let w = |out: &mut dyn Write, s: String| {
+            let _ = writeln!(out, "{s}");
+        };
+        if unchanged {
+            w(out, format!("{} is already up to date:", target.display()));
+        } else {
+            w(out, format!("would write {}:", target.display()));
+        }
+        for l in text.lines() {
+            w(out, format!("    {l}"));
+        }
+        if hook_ok {
+            w(
+                out,
+                format!("hookscript already {HOOK_VOLID}; would still run: {pct_cmd}"),
+            );
+        } else {
+            w(out, format!("would run: {pct_cmd}"));
+        }
+        if pct.is_none() {
+            w(
+                out,
+                "note: pct is not on PATH: this is not a Proxmox VE host, a real run would refuse"
+                    .into(),
+            );
+        }
+        return Ok(());
+    }
+
+    let pct = pct.ok_or_else(|| {
+        Fail(
+            ExitCode::Unavailable,
+            format!(
+                "pct is not on PATH: this is not a Proxmox VE host (nothing written; on the PVE \
+                 node run: op-agent enroll {vmid} ...)"
+            ),
+        )
+    })?;
+
+    if !unchanged {
+        write_config_file(&target, &text).map_err(|e| Fail(ExitCode::Failed, e))?;
+        let _ = writeln!(out, "wrote {}", target.display());
+    } else {
+        let _ = writeln!(out, "{} is already up to date", target.display());
+    }
+    let status = std::process::Command::new(&pct)
+        .args(["set", &vmid.to_string(), "--hookscript", HOOK_VOLID])
+        .stdin(std::process::Stdio::null())
+        .status();
+    let ok = matches!(&status, Ok(s) if s.success());
+    if !ok {
+        // Leave things as they were: a TOML without the hookscript would only confuse.
+        if !unchanged {
+            let _ = match &existing {
+                Some(old) => write_config_file(&target, old),
+                None => std::fs::remove_file(&target).map_err(|e| e.to_string()),
+            };
+        }
+        let why = match status {
+            Ok(s) => format!("{s}"),
+            Err(e) => e.to_string(),
+        };
+        return Err(Fail(
+            ExitCode::Failed,
+            format!(
+                "`{pct_cmd}` failed ({why}) ({} {})",
+                pct.display(),
+                if existing.is_some() {
+                    format!("restored {}", target.display())
+                } else {
+                    format!("removed {}", target.display())
+                }
+            ),
+        ));
+    }
+    let _ = writeln!(out, "ran {pct_cmd}");
+    let _ = writeln!(
+        out,
+        "container {vmid} is enrolled: the next `pct start {vmid}` renames its NICs; see `op-agent status` and `op-agent audit log`"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_round_trips() {
+        let spec = ContainerSpec {
+            network_type: NetworkType::Netmaker,
+            nics: vec![NicToml {
+                net: 1,
+                bridge: Some("ovsbr0".into()),
+                tag: Some(10),
+                trunks: Some(vec![20, 30]),
+                name: Some("vi100x".into()),
+            }],
+        };
+        let text = render_container_toml(&["hello".into()], &spec);
+        assert!(text.starts_with("# hello\n"), "{text}");
+        let c = config::parse_container(Path::new("/x/100.toml"), &text).unwrap();
+        assert_eq!(c.toml.network_type, NetworkType::Netmaker);
+        assert_eq!(c.toml.nic, spec.nics);
+        assert_eq!(c.nic_lines.len(), 1);
+        let empty = render_container_toml(&[], &ContainerSpec::default());
+        assert_eq!(empty, "network_type = \"bridge\"\n");
+    }
+
+    #[test]
+    fn write_is_0644_and_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub/100.toml");
+        write_config_file(&p, "a = 1\n").unwrap();
+        write_config_file(&p, "b = 2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "b = 2\n");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
 }

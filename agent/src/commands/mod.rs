@@ -6,6 +6,7 @@ pub mod check;
 pub mod config_check;
 pub mod enroll;
 pub mod gc;
+pub mod generate;
 pub mod import_state;
 pub mod mesh;
 pub mod query;
