@@ -44,3 +44,5 @@ bench: deps
 
 clean:
 	$(CARGO) clean
+
+include tests/deb/Makefile.fragment
