@@ -5,7 +5,7 @@
 //! `mod support;`.
 #![allow(dead_code)]
 
-use crate::support::{self, TestHost};
+use crate::support::TestHost;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Output;
@@ -44,28 +44,13 @@ impl Agent {
     /// `mesh` as the body of its `[mesh]` section.
     pub fn new(hint: &str, ovs: &[&str], linux: &[&str], mesh: &str) -> Agent {
         let host = TestHost::with_bridges(hint, ovs, linux);
-        let a = Agent { host };
-        let hook =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/hookscript/op-hook"))
-                .expect("hookscript/op-hook");
-        a.host.install_snippet("op-hook", &hook);
-        std::fs::create_dir_all(a.containers_dir()).unwrap();
-        let r = a.host.root().display().to_string();
-        a.write_private(
-            &a.config_path(),
-            &format!(
-                "[ovsdb]\nsocket = \"{}\"\ntimeout_ms = 5000\n[audit]\ndatabase = \"{r}/var/lib/op-agent/audit.db\"\n\
-                 [pve]\nroot = \"{r}\"\n[mesh]\n{mesh}\n",
-                a.host.ovsdb_socket().display()
-            ),
-            0o644,
-        );
-        a
+        host.write_agent_toml(&format!("[mesh]\n{mesh}\n"));
+        Agent { host }
     }
 
     /// `R/etc/op-agent/agent.toml`.
     pub fn config_path(&self) -> PathBuf {
-        self.host.root().join("etc/op-agent/agent.toml")
+        self.host.agent_toml()
     }
 
     /// `R/etc/op-agent/containers`.
@@ -82,30 +67,12 @@ impl Agent {
 
     /// Writes `containers/<vmid>.toml`.
     pub fn ct_toml(&self, vmid: u32, text: &str) {
-        self.write_private(
-            &self.containers_dir().join(format!("{vmid}.toml")),
-            text,
-            0o644,
-        );
-    }
-
-    fn env(&self) -> Vec<String> {
-        vec![
-            "env".into(),
-            format!("OP_AGENT_BIN={}", agent_bin().display()),
-            format!("OP_AGENT_CONFIG={}", self.config_path().display()),
-        ]
+        self.host.manage(vmid, text);
     }
 
     /// `pve-sim ARGS` in the namespace, with op-agent as the hookscript's agent.
     pub fn sim(&self, args: &[&str]) -> Output {
-        let bin = support::pve_sim_bin().display().to_string();
-        let root = self.host.root().display().to_string();
-        let mut cmd = self.env();
-        cmd.extend([bin, "--root".into(), root]);
-        cmd.extend(args.iter().map(|s| s.to_string()));
-        let c: Vec<&str> = cmd.iter().map(String::as_str).collect();
-        self.host.run(&c)
+        self.host.sim(args)
     }
 
     /// `pve-sim ARGS` that must succeed; returns stdout+stderr.
@@ -123,12 +90,14 @@ impl Agent {
     /// `op-agent ARGS` in the namespace with this host's agent.toml; `extra_env` are
     /// `KEY=VALUE` pairs.
     pub fn agent(&self, extra_env: &[&str], args: &[&str]) -> Output {
-        let mut cmd = self.env();
-        cmd.extend(extra_env.iter().map(|s| s.to_string()));
-        cmd.push(agent_bin().display().to_string());
-        cmd.extend(args.iter().map(|s| s.to_string()));
-        let c: Vec<&str> = cmd.iter().map(String::as_str).collect();
-        self.host.run(&c)
+        let env: Vec<(&str, &str)> = extra_env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let bin = agent_bin().display().to_string();
+        let mut cmd = vec![bin.as_str()];
+        cmd.extend_from_slice(args);
+        self.host.run_env(&cmd, &env)
     }
 
     /// Every audit row (`audit log --json`), optionally of one vmid.

@@ -32,32 +32,11 @@ pub fn ip_of(vmid: u32) -> String {
 }
 
 impl<'a> Agent<'a> {
-    /// Writes `R/etc/op-agent/agent.toml` (private OVSDB socket, audit db under R, pve root R)
-    /// and installs op-hook (exec'ing this build's op-agent with that config) as a snippet.
+    /// Uses the host's agent.toml (private OVSDB socket, audit db under R, pve root R) and the
+    /// real op-hook snippet, which `TestHost` installed.
     pub fn new(host: &'a TestHost) -> Agent<'a> {
-        let r = host.root();
-        let etc = r.join("etc/op-agent");
-        std::fs::create_dir_all(etc.join("containers")).unwrap();
-        let config = etc.join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[ovsdb]\nsocket = \"{}\"\n[audit]\ndatabase = \"{}\"\n[pve]\nroot = \"{}\"\n",
-                host.ovsdb_socket().display(),
-                r.join("var/lib/op-agent/audit.db").display(),
-                r.display()
-            ),
-        )
-        .unwrap();
+        let config = host.agent_toml();
         let bin = PathBuf::from(env!("CARGO_BIN_EXE_op-agent"));
-        host.install_snippet(
-            "op-hook",
-            &format!(
-                "#!/bin/sh\nexec '{}' --config '{}' hook \"$1\" \"$2\"\n",
-                bin.display(),
-                config.display()
-            ),
-        );
         Agent { host, config, bin }
     }
 
