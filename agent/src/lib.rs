@@ -11,6 +11,8 @@ pub mod commands;
 pub mod config;
 pub mod desired;
 pub mod exit;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod hook;
 pub mod lock;
 pub mod logging;
