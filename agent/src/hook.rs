@@ -208,6 +208,17 @@ pub fn run_locked(
             Err(HookError::new(config_code(&e), e.to_string()))
         }
     };
+    // Every failed run leaves a `failed` row, also when it failed before any step did (a plan
+    // refusal such as a missing veth or a foreign link).
+    if let Err(e) = &result {
+        if !rec.has_failed() {
+            rec.outcome(
+                "run.failed",
+                Outcome::Failed,
+                json!({"error": e.message, "exit": e.code.code()}),
+            );
+        }
+    }
     let finished = rec.finish();
     if opts.timings {
         for (step, d) in &rec.timings {
