@@ -236,6 +236,32 @@ pub fn run_locked(
     }
 }
 
+/// After a caught panic in `hook`: appends one `run.panic` row with outcome `failed` and the
+/// panic message to the audit log, best effort (nothing is written if the vmid, the phase or
+/// the config is invalid, or the log cannot be opened within 1 s).
+pub fn record_panic(config_path: Option<&Path>, vmid_arg: &str, phase_arg: &str, msg: &str) {
+    let (Ok(vmid), PhaseArg::Known(phase)) = (vmid_arg.parse::<Vmid>(), parse_phase(phase_arg))
+    else {
+        return;
+    };
+    let Ok(cfg) = AgentConfig::load(config_path) else {
+        return;
+    };
+    let o = AuditOptions {
+        busy_timeout: Duration::from_secs(1),
+        key_file: Some(cfg.audit_key_file()),
+        ..AuditOptions::default()
+    };
+    let Ok(audit) = AuditLog::open(&cfg.toml.audit.database, &o) else {
+        return;
+    };
+    let mut rec = Recorder::new(vmid.get(), phase.as_str(), Some(audit), Instant::now());
+    rec.outcome("run.panic", Outcome::Failed, json!({"error": msg}));
+    if let Err(e) = rec.finish() {
+        eprintln!("op-agent: {vmid} {}: audit: {e}", phase.as_str());
+    }
+}
+
 /// Parse step: the container TOML that wins and the PVE conf, combined.
 fn load_desired(cfg: &AgentConfig, vmid: Vmid, pve_path: &Path) -> Result<Desired, ConfigError> {
     let ct = cfg
