@@ -4,6 +4,8 @@
 //! steps from config and observed state, [`plan`]) → apply (netlink, OVSDB, each outcome to the
 //! audit seam, [`phases`]).
 
+// No unwrap/expect/panic on data from outside the process (issue 8); tests may.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 pub mod apply;
 pub mod audit;
 pub mod cli;

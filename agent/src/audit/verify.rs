@@ -549,8 +549,6 @@ impl Verifier {
     }
 }
 
-/// Verifies the database at `db`, opened read-only. `Err` only when it cannot be read
-
 /// Opens `db` read-only and reads `user_version`. A reader of a WAL database must create the
 /// `-shm` file; on a full filesystem that fails with `SQLITE_IOERR`. Then, if there is no
 /// `-wal` content (every row is in the main file), the file is read as `immutable=1`
@@ -580,6 +578,7 @@ fn open_for_verify(db: &Path) -> Result<(Connection, i64), rusqlite::Error> {
     }
 }
 
+/// Verifies the database at `db`, opened read-only. `Err` only when it cannot be read
 /// (missing, not a database, no `audit` table, unknown schema version, I/O error mid-way).
 pub fn verify_db(db: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     let dberr = |e| VerifyError::Db {
