@@ -154,8 +154,8 @@ fn audit_read_only_changes_nothing_and_verify_holds() {
 }
 
 #[test]
+#[allow(clippy::assertions_on_constants)] // fails loudly without --features failpoints
 fn panic_ends_with_failed_row_and_exit_70() {
-    #[allow(clippy::assertions_on_constants)] // fails loudly without the feature
     assert!(
         cfg!(feature = "failpoints"),
         "build with --features failpoints"

@@ -45,8 +45,8 @@ fn reset(host: &TestHost) {
 }
 
 #[test]
+#[allow(clippy::assertions_on_constants)] // fails loudly without --features failpoints
 fn kill_9_after_each_step_then_rerun_converges() {
-    #[allow(clippy::assertions_on_constants)] // fails loudly without the feature
     assert!(
         cfg!(feature = "failpoints"),
         "build the tests with --features failpoints (make test does)"
