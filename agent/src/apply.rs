@@ -282,7 +282,10 @@ pub async fn apply(
     let changes = steps.iter().any(|p| {
         !matches!(
             p.step,
-            Step::Skip { .. } | Step::ConfirmMesh | Step::CheckMaster { .. }
+            Step::Skip { .. }
+                | Step::ConfirmMesh
+                | Step::RecordMesh { .. }
+                | Step::CheckMaster { .. }
         )
     });
     if changes {
@@ -531,11 +534,7 @@ async fn apply_step(
                     Outcome::Ok,
                     json!({"interface": m.interface, "kind": m.kind, "addresses": m.addresses}),
                 );
-                Ok(Some(format!(
-                    "mesh via {} {}",
-                    m.interface,
-                    m.addresses.first().map(String::as_str).unwrap_or("")
-                )))
+                Ok(Some(m.via()))
             }
             Err(msg) if d.require_mesh => {
                 let e = HookError::new(ExitCode::Unavailable, msg);
@@ -548,6 +547,30 @@ async fn apply_step(
                 Ok(None)
             }
         },
+        Step::RecordMesh { link } => {
+            let nic = nic_of(d, p);
+            match crate::mesh::confirm(&target.nl, &cfg.toml.mesh).await {
+                Ok(m) => {
+                    rec.outcome(
+                        name,
+                        Outcome::Ok,
+                        json!({"net": net, "link": link, "hwaddr": nic.and_then(|n| n.hwaddr.clone()),
+                               "interface": m.interface, "kind": m.kind, "addresses": m.addresses}),
+                    );
+                    Ok(Some(format!("{link} {}", m.via())))
+                }
+                Err(msg) => {
+                    // post-start cannot abort the start any more: warn and record.
+                    log::warn!("{link}: {msg}");
+                    rec.outcome(
+                        name,
+                        Outcome::Skipped,
+                        json!({"net": net, "link": link, "warning": msg}),
+                    );
+                    Ok(Some(format!("{link} without mesh: {msg}")))
+                }
+            }
+        }
         Step::Skip { reason } => {
             rec.outcome(
                 name,

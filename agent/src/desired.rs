@@ -62,8 +62,10 @@ pub struct Desired {
     pub nics: Vec<DesiredNic>,
 }
 
-/// The host veth name LXC gives `netN`: `veth<vmid>i<n>` truncated to 15 bytes, as lxc's
-/// `network_ifname()` does for `lxc.net.N.veth.pair` values that do not fit IFNAMSIZ.
+/// The host veth name LXC gives `netN`: `veth<vmid>i<n>`, cut to 15 bytes. Only names that
+/// fit ever exist: LXC 5.0 `network_ifname()` refuses a longer `lxc.net.N.veth.pair` ("too
+/// long (>= 16)") and the start fails, so [`crate::plan::plan_pre_start`] refuses such a NIC
+/// first (9-digit vmid with net10..net31).
 pub fn lxc_host_veth(vmid: Vmid, net: NetIndex) -> String {
     let mut n = pve_integration::pve_veth_name(vmid, net);
     n.truncate(crate::types::IFNAME_MAX);
@@ -182,10 +184,11 @@ fn resolve_nic(
     let mode = if pve.firewall {
         match on_firewall {
             OnFirewall::Refuse => {
+                // `refused:` selects exit code 77 (EX_NOPERM), as for unsafe permissions.
                 return Err(err(format!(
-                    "net{net} has firewall=1: renaming veth{vmid}i{net} would silently disable \
+                    "refused: net{net} has firewall=1: renaming veth{vmid}i{net} would silently disable \
                      pve-firewall for it; set on_firewall = \"skip\" to leave it untouched"
-                )))
+                )));
             }
             OnFirewall::Skip => NicMode::Skip("firewall=1".into()),
         }

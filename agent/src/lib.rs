@@ -16,6 +16,7 @@ pub mod exit;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod hook;
+pub mod inspect;
 pub mod lock;
 pub mod logging;
 pub mod mesh;
@@ -24,6 +25,7 @@ pub mod ovsdb;
 pub mod plan;
 pub mod report;
 pub mod types;
+pub mod watch;
 
 /// The message of the last panic, kept by the panic hook for the audit row.
 static PANIC_MSG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());

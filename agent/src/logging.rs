@@ -21,6 +21,9 @@ struct SyslogLogger {
     conn: Mutex<Option<Logger<LoggerBackend, Formatter3164>>>,
 }
 
+/// Environment variable naming another syslog socket (tests capture the anchor lines with it).
+pub const SOCKET_ENV: &str = "OP_AGENT_SYSLOG_SOCKET";
+
 fn connect(ident: &str) -> Option<Logger<LoggerBackend, Formatter3164>> {
     let formatter = Formatter3164 {
         facility: Facility::LOG_DAEMON,
@@ -28,12 +31,29 @@ fn connect(ident: &str) -> Option<Logger<LoggerBackend, Formatter3164>> {
         process: ident.to_string(),
         pid: std::process::id(),
     };
-    SOCKETS
-        .iter()
-        .map(PathBuf::from)
+    let custom = std::env::var_os(SOCKET_ENV).map(PathBuf::from);
+    custom
+        .into_iter()
+        .chain(SOCKETS.iter().map(PathBuf::from))
         .filter(|p| !p.is_dir())
         .find_map(|p| syslog::unix_custom(formatter.clone(), p).ok())
+        .inspect(|l| {
+            // A slow or stuck syslog daemon must not stall a hook: each send may block at most
+            // SEND_TIMEOUT, then the message falls back (and the next one reconnects).
+            match &l.backend {
+                LoggerBackend::Unix(s) => {
+                    let _ = s.set_write_timeout(Some(SEND_TIMEOUT));
+                }
+                LoggerBackend::UnixStream(w) => {
+                    let _ = w.get_ref().set_write_timeout(Some(SEND_TIMEOUT));
+                }
+                _ => {}
+            }
+        })
 }
+
+/// Longest a single syslog send may block.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn send(l: &mut Logger<LoggerBackend, Formatter3164>, level: log::Level, msg: &str) -> bool {
     let r = match level {

@@ -121,8 +121,11 @@ pub enum Step {
     AddPort(PortPlan),
     /// Check that the renamed link is still enslaved to its Linux bridge.
     CheckMaster { link: String, bridge: String },
-    /// Confirm the host's mesh interface (netmaker mode).
+    /// Confirm the host's mesh interface (netmaker mode, pre-start).
     ConfirmMesh,
+    /// Record that the renamed `link` reaches the mesh through the host's mesh interface
+    /// (netmaker mode, post-start): audit row with interface, addresses and NIC. Never fatal.
+    RecordMesh { link: String },
     /// Leave this NIC alone.
     Skip { reason: String },
 }
@@ -138,6 +141,7 @@ impl Step {
             Step::AddPort(_) => "ovs.add-port",
             Step::CheckMaster { .. } => "link.check-master",
             Step::ConfirmMesh => "mesh.confirm",
+            Step::RecordMesh { .. } => "mesh.via",
             Step::Skip { .. } => "nic.skip",
         }
     }
@@ -186,6 +190,7 @@ impl fmt::Display for Step {
             }
             Step::CheckMaster { link, bridge } => write!(f, "link.check-master {link} in {bridge}"),
             Step::ConfirmMesh => write!(f, "mesh.confirm"),
+            Step::RecordMesh { link } => write!(f, "mesh.via {link}"),
             Step::Skip { reason } => write!(f, "nic.skip ({reason})"),
         }
     }
@@ -323,6 +328,22 @@ pub fn plan_pre_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanE
         });
     }
     let mut deleted = BTreeSet::new();
+    for nic in &d.nics {
+        // PVE writes `lxc.net.N.veth.pair = veth<vmid>i<N>` unconditionally; LXC 5 refuses a
+        // name of 16 bytes or more and fails the start half-way (after it created and PVE
+        // plugged the earlier NICs, whose port rows then stay behind). Refuse before that.
+        let full = pve_integration::pve_veth_name(d.vmid, nic.net);
+        if full.len() > crate::types::IFNAME_MAX {
+            return Err(PlanError::Refused(format!(
+                "net{}: PVE's host veth name {full} is {} bytes, more than the kernel's {}; \
+                 LXC cannot create it, so vmid {} can only use net0..net9",
+                nic.net,
+                full.len(),
+                crate::types::IFNAME_MAX,
+                d.vmid
+            )));
+        }
+    }
     for (nic, o) in d.nics.iter().zip(&obs.nics) {
         if let NicMode::Skip(reason) = &nic.mode {
             steps.push(Planned {
@@ -446,6 +467,11 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
                             bridge: b.to_string(),
                         });
                     }
+                }
+                if nic.mode == NicMode::KeepAttachment {
+                    push(Step::RecordMesh {
+                        link: nic.name.to_string(),
+                    });
                 }
             }
             (None, Some(t)) => {
@@ -848,5 +874,23 @@ mod tests {
             "vi999999999i31"
         );
         assert_eq!(crate::desired::lxc_host_veth(vmid, n31), "veth999999999i3");
+        let mut pve = PveConf::default();
+        pve.nets.insert(9, net(9, "ovsbr0", None));
+        pve.nets.insert(31, net(31, "ovsbr0", None));
+        let ct = parse_container(Path::new("/c/x.toml"), "").unwrap();
+        let d = resolve(vmid, &pve, Path::new("/p/x.conf"), &ct).unwrap();
+        let obs = Observed {
+            nics: vec![ObservedNic::default(); 2],
+            ovs_bridges: ["ovsbr0".to_string()].into(),
+            ..Default::default()
+        };
+        let e = plan_pre_start(&d, &obs).unwrap_err().to_string();
+        assert!(
+            e.starts_with("net31: PVE's host veth name veth999999999i31 is 16 bytes"),
+            "{e}"
+        );
+        pve.nets.remove(&31);
+        let d = resolve(vmid, &pve, Path::new("/p/x.conf"), &ct).unwrap();
+        assert!(plan_pre_start(&d, &obs).is_ok());
     }
 }

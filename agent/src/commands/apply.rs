@@ -1,13 +1,85 @@
-//! `op-agent apply` (issue 5). Not yet implemented.
+//! `op-agent apply <vmid>` / `apply --all` (issue 5): converge running containers now, with the
+//! same steps and audit rows as post-start (audit `phase` = `apply`), under the per-vmid lock
+//! the hooks take.
 
+use crate::config::AgentConfig;
+use crate::exit::ExitCode;
+use crate::hook::{self, HookOptions, Phase};
+use crate::inspect;
 use std::path::Path;
+use std::time::Instant;
 
 /// Arguments of `op-agent apply`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ApplyArgs {}
+pub struct ApplyArgs {
+    /// Container id (100..999999999); omit with `--all`.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub vmid: Option<String>,
+    /// Every managed container that is running.
+    #[arg(long)]
+    pub all: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
 
-/// Runs the command; returns the process exit code.
-pub fn run(_args: &ApplyArgs, _config: Option<&Path>) -> i32 {
-    eprintln!("op-agent apply: not implemented yet");
-    crate::exit::ExitCode::Internal.code()
+/// Runs the command; returns the process exit code: 0 when every container converged, else the
+/// code of the first failure (see [`crate::exit::ExitCode`]); `Failed` (1) for a container that
+/// is not managed or not running when named explicitly.
+pub fn run(args: &ApplyArgs, config: Option<&Path>) -> i32 {
+    crate::logging::init("op-agent", log::LevelFilter::Warn, false);
+    let cfg = match AgentConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("op-agent apply: {e}");
+            return inspect::config_code(&e).code();
+        }
+    };
+    let opts = HookOptions {
+        dry_run: args.dry_run,
+        timings: false,
+    };
+    let vmids = if args.all {
+        inspect::managed(&cfg)
+            .into_iter()
+            .filter(|v| inspect::is_running(&cfg, *v))
+            .collect::<Vec<_>>()
+    } else {
+        let s = args.vmid.as_deref().unwrap_or("");
+        let v = match inspect::parse_vmid(s) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("op-agent apply: {e}");
+                return ExitCode::Usage.code();
+            }
+        };
+        if !inspect::is_managed(&cfg, v) {
+            eprintln!(
+                "op-agent apply: {v}: not managed by op-agent (no container TOML or no PVE conf)"
+            );
+            return ExitCode::Failed.code();
+        }
+        if !inspect::is_running(&cfg, v) {
+            eprintln!("op-agent apply: {v}: container is not running");
+            return ExitCode::Failed.code();
+        }
+        vec![v]
+    };
+    let mut code = ExitCode::Ok;
+    for v in vmids {
+        match hook::run_locked(&cfg, v, Phase::PostStart, "apply", &opts, Instant::now()) {
+            Ok(summary) => {
+                if !summary.is_empty() {
+                    println!("{v}: {summary}");
+                }
+            }
+            Err(e) => {
+                eprintln!("op-agent apply: {v}: {}", e.message);
+                if code == ExitCode::Ok {
+                    code = e.code;
+                }
+            }
+        }
+    }
+    code.code()
 }

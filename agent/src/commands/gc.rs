@@ -1,13 +1,212 @@
-//! `op-agent gc` (issue 5). Not yet implemented.
+//! `op-agent gc [--dry-run]` (issue 5): removes Port rows op-agent owns
+//! (`external_ids:owner=op-agent`) whose container is not running or whose Interface reports
+//! an error. A row without the owner mark is never touched: every delete carries a `wait` guard
+//! on `owner=op-agent` ([`crate::ovsdb::DelGuard::OwnedBy`]).
 
+use crate::audit::{AuditLog, AuditOptions, Outcome};
+use crate::config::AgentConfig;
+use crate::exit::ExitCode;
+use crate::inspect;
+use crate::ovsdb::{Client, DelGuard, PortRow};
+use crate::plan::OWNER;
+use crate::report::Recorder;
+use pve_integration::Vmid;
+use serde_json::json;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Arguments of `op-agent gc`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct GcArgs {}
+pub struct GcArgs {
+    /// Print what would be removed and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
 
-/// Runs the command; returns the process exit code.
-pub fn run(_args: &GcArgs, _config: Option<&Path>) -> i32 {
-    eprintln!("op-agent gc: not implemented yet");
-    crate::exit::ExitCode::Internal.code()
+/// Why an owned row is stale, or `None` when it is to be kept.
+pub fn stale_reason(cfg: &AgentConfig, p: &PortRow) -> Option<String> {
+    if p.external_ids.get("owner").map(String::as_str) != Some(OWNER) {
+        return None;
+    }
+    let vm = p
+        .external_ids
+        .get("vm-id")
+        .map(String::as_str)
+        .unwrap_or("");
+    let Ok(vmid) = vm.parse::<Vmid>() else {
+        return Some(format!("external_ids:vm-id {vm:?} is not a vmid"));
+    };
+    if !inspect::is_running(cfg, vmid) {
+        return Some(format!("container {vmid} is not running"));
+    }
+    if let Some(e) = p.interfaces.iter().find_map(|i| i.error.clone()) {
+        return Some(format!("Interface error: {e}"));
+    }
+    None
+}
+
+fn vmid_of(p: &PortRow) -> u32 {
+    p.external_ids
+        .get("vm-id")
+        .and_then(|v| v.parse::<Vmid>().ok())
+        .map(|v| v.get())
+        .unwrap_or(0)
+}
+
+/// Removes one stale row under the container's lock, re-checking after the lock is taken.
+/// Returns the line to print.
+async fn remove(
+    cfg: &AgentConfig,
+    client: &Client,
+    name: &str,
+    vmid: u32,
+) -> Result<String, (ExitCode, String)> {
+    let started = Instant::now();
+    let _lock = if vmid > 0 {
+        Some(
+            crate::lock::lock_vmid(
+                &cfg.toml.pve.root.join("run/op-agent"),
+                vmid,
+                Duration::from_secs(3),
+            )
+            .map_err(|e| (ExitCode::Timeout, e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let now = client
+        .get_port(name)
+        .await
+        .map_err(|e| (ExitCode::Unavailable, e.to_string()))?;
+    let Some(p) = now else {
+        return Ok(format!("{name}: already gone"));
+    };
+    let Some(reason) = stale_reason(cfg, &p) else {
+        return Ok(format!("{name}: no longer stale, kept"));
+    };
+    let o = AuditOptions {
+        busy_timeout: Duration::from_secs(5),
+        key_file: Some(cfg.audit_key_file()),
+        ..AuditOptions::default()
+    };
+    let audit = AuditLog::open(&cfg.toml.audit.database, &o)
+        .map_err(|e| (ExitCode::AuditIo, format!("{e}; nothing was changed")))?;
+    let mut rec = Recorder::new(vmid, "gc", Some(audit), started);
+    rec.intent(
+        "run.intent",
+        &json!({"plan": [format!("ovs.del-port {name} (owned only)")], "reason": reason}),
+    )
+    .map_err(|e| (ExitCode::AuditIo, format!("{e}; nothing was changed")))?;
+    let guard = DelGuard::OwnedBy {
+        key: "owner".into(),
+        value: OWNER.into(),
+    };
+    let r = match client.del_port(name, guard).await {
+        Ok(Some(next)) => match client.wait_cur_cfg(next, client.timeout()).await {
+            Ok(_) => {
+                rec.outcome(
+                    "ovs.del-port",
+                    Outcome::Ok,
+                    json!({"port": name, "bridge": p.bridge, "reason": reason}),
+                );
+                Ok(format!(
+                    "{name}: removed from {} ({reason})",
+                    p.bridge.as_deref().unwrap_or("no bridge")
+                ))
+            }
+            Err(e) => {
+                rec.outcome(
+                    "ovs.wait",
+                    Outcome::Failed,
+                    json!({"port": name, "error": e.to_string()}),
+                );
+                Err((ExitCode::Timeout, e.to_string()))
+            }
+        },
+        Ok(None) => {
+            rec.outcome(
+                "ovs.del-port",
+                Outcome::Skipped,
+                json!({"port": name, "reason": "absent"}),
+            );
+            Ok(format!("{name}: already gone"))
+        }
+        Err(e) => {
+            rec.outcome(
+                "ovs.del-port",
+                Outcome::Failed,
+                json!({"port": name, "error": e.to_string()}),
+            );
+            Err((ExitCode::Failed, e.to_string()))
+        }
+    };
+    rec.finish()
+        .map_err(|e| (ExitCode::AuditIo, e.to_string()))?;
+    r
+}
+
+/// Runs the command; returns 0 when every stale row was removed (or none exists), else the
+/// code of the first failure (69 OVSDB unreachable, 75 lock/wait timeout, 74 audit).
+pub fn run(args: &GcArgs, config: Option<&Path>) -> i32 {
+    crate::logging::init("op-agent", log::LevelFilter::Warn, false);
+    let cfg = match AgentConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("op-agent gc: {e}");
+            return inspect::config_code(&e).code();
+        }
+    };
+    let rt = match inspect::runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("op-agent gc: {}", e.message);
+            return e.code.code();
+        }
+    };
+    let timeout = Duration::from_millis(cfg.toml.ovsdb.timeout_ms);
+    rt.block_on(async {
+        let client = match Client::connect(&cfg.toml.ovsdb.socket, timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("op-agent gc: {e}");
+                return ExitCode::Unavailable.code();
+            }
+        };
+        let ports = match client.list_ports().await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("op-agent gc: {e}");
+                return ExitCode::Unavailable.code();
+            }
+        };
+        let mut code = ExitCode::Ok;
+        let mut n = 0;
+        for p in &ports {
+            let Some(reason) = stale_reason(&cfg, p) else {
+                continue;
+            };
+            n += 1;
+            if args.dry_run {
+                println!(
+                    "{}: would remove from {} ({reason})",
+                    p.name,
+                    p.bridge.as_deref().unwrap_or("no bridge")
+                );
+                continue;
+            }
+            match remove(&cfg, &client, &p.name, vmid_of(p)).await {
+                Ok(line) => println!("{line}"),
+                Err((c, m)) => {
+                    eprintln!("op-agent gc: {}: {m}", p.name);
+                    if code == ExitCode::Ok {
+                        code = c;
+                    }
+                }
+            }
+        }
+        if n == 0 {
+            println!("nothing to remove");
+        }
+        code.code()
+    })
 }

@@ -1,13 +1,24 @@
-//! `op-agent watch` (issue 5). Not yet implemented.
+//! `op-agent watch` (issue 5): the long-running service; see [`crate::watch`].
 
 use std::path::Path;
+use std::time::Duration;
 
 /// Arguments of `op-agent watch`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct WatchArgs {}
+pub struct WatchArgs {
+    /// Longest wait (ms) for PVE to plug a new `veth<vmid>i<n>` before converging anyway.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub plug_wait_ms: u64,
+    /// Interval (ms) of the OVSDB liveness probe (`echo`).
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub probe_ms: u64,
+}
 
-/// Runs the command; returns the process exit code.
-pub fn run(_args: &WatchArgs, _config: Option<&Path>) -> i32 {
-    eprintln!("op-agent watch: not implemented yet");
-    crate::exit::ExitCode::Internal.code()
+/// Runs the service until SIGTERM; returns the process exit code (0 on a clean stop).
+pub fn run(args: &WatchArgs, config: Option<&Path>) -> i32 {
+    let opts = crate::watch::WatchOptions {
+        plug_wait: Duration::from_millis(args.plug_wait_ms),
+        probe: Duration::from_millis(args.probe_ms.max(10)),
+    };
+    crate::watch::run(config, opts, false).code()
 }

@@ -1,0 +1,157 @@
+//! Issue 3 on the hook side: the write-ahead rule on real containers. A run appends its intent
+//! before it changes anything; when the audit log cannot be written the hook changes nothing.
+
+mod support;
+
+use support::TestHost;
+
+fn conf(vmid: u32) -> String {
+    format!(
+        "hookscript: local:snippets/op-hook\n\
+         net0: name=eth0,bridge=ovsbr0,hwaddr=BC:24:11:00:02:{:02x},ip=10.20.0.{}/24,tag=10,type=veth\n",
+        vmid % 256,
+        vmid % 200
+    )
+}
+
+#[test]
+fn intent_row_comes_before_every_change_and_the_chain_verifies() {
+    let host = TestHost::new("awal");
+    host.write_pve_conf(110, &conf(110));
+    host.manage(110, "network_type = \"bridge\"\n");
+    // A stand-in syslog socket: the head of the chain is logged after each run (the anchor).
+    let sock_path = host.root().join("syslog.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done2 = done.clone();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(n) => lines.push(String::from_utf8_lossy(&buf[..n]).to_string()),
+                Err(_) if done2.load(std::sync::atomic::Ordering::SeqCst) => return lines,
+                Err(_) => {}
+            }
+        }
+    });
+    let sp = sock_path.display().to_string();
+    let env = [("OP_AGENT_SYSLOG_SOCKET", sp.as_str())];
+    let sim = support::pve_sim_bin().display().to_string();
+    let root = host.root().display().to_string();
+    for cmd in ["start", "stop"] {
+        let out = host.run_env(&[&sim, "--root", &root, cmd, "110"], &env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let anchors: Vec<String> = reader
+        .join()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.split("audit head ").nth(1).map(|h| h.trim().to_string()))
+        .collect();
+    assert!(anchors.len() >= 4, "one anchor per hook run: {anchors:?}");
+    let rows = host.audit_rows();
+    let mut seqs = std::collections::BTreeSet::new();
+    for r in &rows {
+        assert!(seqs.insert(r["seq"].as_i64().unwrap()), "duplicate seq");
+    }
+    let n = rows.len() as i64;
+    assert_eq!(seqs, (1..=n).collect(), "seq 1..n without gaps");
+    // For each run that changed something, the intent precedes every change row.
+    let runs: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    let mut changing_runs = 0;
+    for run in runs {
+        let rr: Vec<&serde_json::Value> = rows.iter().filter(|r| r["run_id"] == run).collect();
+        let intent = rr.iter().position(|r| r["outcome"] == "intent");
+        let first_change = rr.iter().position(|r| {
+            let s = r["step"].as_str().unwrap();
+            s.starts_with("ovs.del-port") || s.starts_with("link.") || s.starts_with("ovs.add-port")
+        });
+        if let Some(c) = first_change {
+            changing_runs += 1;
+            let i = intent.unwrap_or_else(|| panic!("run {run} changed things without an intent"));
+            assert!(i < c, "run {run}: intent at {i} after change at {c}");
+        }
+    }
+    assert!(
+        changing_runs >= 2,
+        "post-start and post-stop both change things"
+    );
+    let head = host.agent(&["audit", "head"]);
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert!(
+        head.starts_with(anchors.last().unwrap().as_str()),
+        "{head} vs {anchors:?}"
+    );
+    let mut args = vec!["audit", "verify"];
+    for a in &anchors {
+        args.extend(["--anchor", a.as_str()]);
+    }
+    let v = host.agent(&args);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+}
+
+#[test]
+fn unwritable_audit_log_changes_nothing() {
+    let host = TestHost::new("aro");
+    // A database path whose parent is a regular file: it can never be created.
+    let blocker = host.root().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let db = blocker.join("audit.db");
+    host.write_pve_conf(111, &conf(111));
+    host.manage(111, "network_type = \"bridge\"\n");
+    let agent_toml = host.agent_toml();
+    let good = std::fs::read_to_string(&agent_toml).unwrap();
+    let bad = good.replace(
+        &host.audit_db().display().to_string(),
+        &db.display().to_string(),
+    );
+    std::fs::write(&agent_toml, &bad).unwrap();
+
+    // pre-start: the start is aborted with the reason, nothing made.
+    let out = host.sim(&["start", "111"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("op-agent: 111 pre-start:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains("audit") && line.contains("nothing was changed"),
+        "{line}"
+    );
+    assert!(host.sim_ok(&["status", "111"]).contains("stopped"));
+
+    // post-start: PVE's plumbing is left as it is (start with a working log, then break it).
+    std::fs::write(&agent_toml, &good).unwrap();
+    host.manage(111, "network_type = \"bridge\"\n");
+    std::fs::remove_file(host.root().join("etc/op-agent/containers/111.toml")).unwrap();
+    host.sim_ok(&["start", "111"]); // unmanaged now: PVE plugs veth111i0
+    host.manage(111, "network_type = \"bridge\"\n");
+    std::fs::write(&agent_toml, &bad).unwrap();
+    let out = host.agent(&["hook", "111", "post-start"]);
+    assert_eq!(
+        out.status.code(),
+        Some(74),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    assert!(host.links().contains(&"veth111i0".to_string()));
+    assert!(!host.links().contains(&"vi111".to_string()));
+    assert_eq!(host.ports("ovsbr0"), vec!["veth111i0"]);
+    assert_eq!(host.ovs_get("Port", "veth111i0", "tag"), "10");
+}

@@ -1,0 +1,243 @@
+//! End-to-end tests of `op-agent apply/check/status/query/gc` (issue 5) through `pve-sim` with
+//! real LXC and a private OVS. Root only (fails, never skips).
+//! Run: `cargo build -p pve-integration && cargo test --test commands_e2e`.
+
+mod support;
+#[path = "watch_agent/mod.rs"]
+mod watch_agent;
+
+use serde_json::Value;
+use std::time::Duration;
+use support::TestHost;
+use watch_agent::Agent;
+
+fn check(a: &Agent, vmid: &str) -> (i32, Vec<String>) {
+    let (code, out, err) = a.op_out(&["check", vmid]);
+    assert!(code == 0 || code == 1, "check {vmid}: {code} {out}{err}");
+    (code, out.lines().map(str::to_string).collect())
+}
+
+fn apply(a: &Agent, vmid: &str) {
+    let (code, out, err) = a.op_out(&["apply", vmid]);
+    assert_eq!(code, 0, "apply {vmid}: {out}{err}");
+}
+
+fn status_json(a: &Agent) -> Value {
+    let (code, out, err) = a.op_out(&["status", "--json"]);
+    assert_eq!(code, 0, "status: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out}"))
+}
+
+fn container(v: &Value, id: u64) -> &Value {
+    v["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["vmid"].as_u64() == Some(id))
+        .unwrap_or_else(|| panic!("no {id} in {v}"))
+}
+
+#[test]
+fn check_reports_each_kind_of_drift_and_apply_repairs_it() {
+    let host = TestHost::new("c-drift");
+    let a = Agent::new(&host);
+    a.enroll(100, 10);
+    a.enroll(102, 20); // managed, never started
+    host.sim_ok(&["start", "100"]);
+    a.wait_converged(100, "vi100", 10, Duration::from_secs(1));
+    assert_eq!(check(&a, "100").0, 0);
+
+    let st = status_json(&a);
+    let c = container(&st, 100);
+    assert_eq!(c["mode"], "bridge");
+    assert_eq!(c["running"], true);
+    assert!(c["last_seq"].as_i64().unwrap() > 0, "{c}");
+    let n = &c["nics"][0];
+    assert_eq!(
+        (&n["net"], &n["link"], &n["bridge"], &n["tag"], &n["state"]),
+        (
+            &Value::from(0),
+            &Value::from("vi100"),
+            &Value::from("ovsbr0"),
+            &Value::from(10),
+            &Value::from("ok")
+        ),
+        "{c}"
+    );
+    assert_eq!(container(&st, 102)["nics"][0]["state"], "down");
+    assert_eq!(container(&st, 102)["running"], false);
+
+    // 1. Tag changed behind op-agent's back.
+    host.vsctl_ok(&["set", "Port", "vi100", "tag=20"]);
+    let (code, lines) = check(&a, "100");
+    assert_eq!(code, 1);
+    assert!(
+        lines.iter().any(|l| l.contains("tag is 20, want 10")),
+        "{lines:?}"
+    );
+    let st = status_json(&a);
+    assert_eq!(container(&st, 100)["nics"][0]["state"], "drift");
+    apply(&a, "100");
+    a.converged(100, "vi100", 10).unwrap();
+    assert_eq!(check(&a, "100").0, 0);
+
+    // 2. Port deleted.
+    host.vsctl_ok(&["del-port", "vi100"]);
+    let (code, lines) = check(&a, "100");
+    assert_eq!(code, 1);
+    assert!(
+        lines.iter().any(|l| l.contains("no OVS port vi100")),
+        "{lines:?}"
+    );
+    apply(&a, "100");
+    a.converged(100, "vi100", 10).unwrap();
+
+    // 3. Link renamed back to PVE's name.
+    host.run_ok(&["ip", "link", "set", "vi100", "down"]);
+    host.run_ok(&["ip", "link", "set", "vi100", "name", "veth100i0"]);
+    host.run_ok(&["ip", "link", "set", "veth100i0", "up"]);
+    let (code, lines) = check(&a, "100");
+    assert_eq!(code, 1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("link is named veth100i0") && l.contains("want vi100")),
+        "{lines:?}"
+    );
+    apply(&a, "100");
+    a.converged(100, "vi100", 10).unwrap();
+    assert_eq!(check(&a, "100").0, 0);
+
+    // 4. Trunks and an external_id changed. (Not mtu_request: OVS lowers the netdev bridge's
+    // own MTU to its smallest port's, and the wanted mtu_request follows the bridge MTU as
+    // PVE's read_bridge_mtu does.)
+    host.vsctl_ok(&["set", "Port", "vi100", "trunks=30"]);
+    host.vsctl_ok(&["set", "Port", "vi100", "external_ids:vm-id=999"]);
+    let (_, lines) = check(&a, "100");
+    assert!(
+        lines.iter().any(|l| l.contains("trunks are [30], want []")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("external_ids:vm-id")),
+        "{lines:?}"
+    );
+
+    let rows = a.audit_rows();
+    assert!(
+        rows.iter()
+            .filter(|r| r.1 == "apply" && r.2 == "ovs.add-port" && r.3 == "ok")
+            .count()
+            >= 3,
+        "{rows:?}"
+    );
+    // check and status change nothing: no rows of theirs.
+    assert!(rows.iter().all(|r| r.1 != "check" && r.1 != "status"));
+    // apply on a container that is not running refuses.
+    let (code, _, err) = a.op_out(&["apply", "102"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not running"), "{err}");
+}
+
+#[test]
+fn gc_removes_only_owned_stale_rows_and_query_parses() {
+    let host = TestHost::new("c-gc");
+    let a = Agent::new(&host);
+    a.enroll(100, 10);
+    a.enroll(103, 10); // managed, not running
+    host.sim_ok(&["start", "100"]);
+    a.wait_converged(100, "vi100", 10, Duration::from_secs(1));
+
+    // Foreign rows: one working (internal), one whose device is missing (error).
+    host.vsctl_ok(&[
+        "add-port",
+        "ovsbr0",
+        "foreign0",
+        "--",
+        "set",
+        "Interface",
+        "foreign0",
+        "type=internal",
+    ]);
+    let _ = host.vsctl(&["add-port", "ovsbr0", "ghost0"]);
+    // Owned rows: one for a container that is not running, one with an Interface error.
+    host.vsctl_ok(&[
+        "add-port",
+        "ovsbr0",
+        "vi103",
+        "--",
+        "set",
+        "Interface",
+        "vi103",
+        "type=internal",
+        "--",
+        "set",
+        "Port",
+        "vi103",
+        "external_ids:owner=op-agent",
+        "external_ids:vm-id=103",
+    ]);
+    let _ = host.vsctl(&[
+        "add-port",
+        "ovsbr0",
+        "vi100i7",
+        "--",
+        "set",
+        "Port",
+        "vi100i7",
+        "external_ids:owner=op-agent",
+        "external_ids:vm-id=100",
+    ]);
+    let before = host.ports("ovsbr0");
+    for p in ["foreign0", "ghost0", "vi103", "vi100i7", "vi100"] {
+        assert!(before.contains(&p.to_string()), "{p} in {before:?}");
+    }
+    assert_ne!(host.ovs_get("Interface", "ghost0", "error"), "[]");
+
+    let (code, out, err) = a.op_out(&["gc", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("vi103: would remove") && out.contains("vi100i7: would remove"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("foreign0") && !out.contains("ghost0") && !out.contains("vi100:"),
+        "{out}"
+    );
+    assert_eq!(host.ports("ovsbr0"), before, "dry run changes nothing");
+
+    let (code, out, err) = a.op_out(&["gc"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let after = host.ports("ovsbr0");
+    for p in ["foreign0", "ghost0", "vi100"] {
+        assert!(after.contains(&p.to_string()), "{p} survives: {after:?}");
+    }
+    for p in ["vi103", "vi100i7"] {
+        assert!(!after.contains(&p.to_string()), "{p} removed: {after:?}");
+    }
+    a.converged(100, "vi100", 10).unwrap();
+    let rows = a.audit_rows();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.1 == "gc" && r.2 == "ovs.del-port" && r.3 == "ok")
+            .count(),
+        2,
+        "{rows:?}"
+    );
+
+    // query --plugin lxc, parsed.
+    let (code, out, err) = a.op_out(&["query", "--plugin", "lxc"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let cs = v["containers"].as_array().unwrap();
+    assert_eq!(cs.len(), 2, "{v}");
+    assert_eq!(
+        cs[0],
+        serde_json::json!({"id":"100","veth":"vi100","bridge":"ovsbr0","running":true,
+                           "properties":{"network_type":"bridge"}})
+    );
+    assert_eq!(cs[1]["id"], "103");
+    assert_eq!(cs[1]["running"], false);
+    let (code, _, _) = a.op_out(&["query", "--plugin", "kvm"]);
+    assert_eq!(code, 64);
+}
