@@ -189,3 +189,81 @@ fn lock_held_by_live_process_times_out_and_dead_one_does_not_block() {
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert_converged(&host, "after dead holder");
 }
+
+/// `op-agent watch` in the host's namespace, killed (by pid) on drop.
+struct Watch(std::process::Child);
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn hook_and_watch_on_one_vmid_are_serialised() {
+    // The service acts on running containers only: a real one through pve-sim.
+    let host = TestHost::new("f-hw");
+    manage(&host, 100);
+    host.sim_ok(&["start", "100"]);
+    assert_converged(&host, "after start");
+    let rundir = host.ovs_rundir();
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", host.netns()])
+        .arg(support::op_agent_bin())
+        .args(["watch", "--plug-wait-ms", "300"])
+        .env("OP_AGENT_CONFIG", host.agent_toml())
+        .env("OVS_RUNDIR", &rundir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _w = Watch(child);
+    std::thread::sleep(Duration::from_millis(800));
+    for round in 0..2 {
+        // An in-guest reboot recreates veth100i0 (no hook phase: the service converges it)
+        // while hooks for the same vmid run at the same moment.
+        let h = &host;
+        std::thread::scope(|s| {
+            let r = s.spawn(|| h.sim_ok(&["reboot", "100"]));
+            for _ in 0..5 {
+                let (code, err, _) = hook(h, 100, "post-start", &[]);
+                assert!(
+                    matches!(code, Some(0) | Some(1)),
+                    "round {round}: hook during reboot: {err}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r.join().unwrap();
+        });
+        let t = std::time::Instant::now();
+        while !(has_link(&host, "vi100") && host.ports("ovsbr0") == vec!["vi100"]) {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "round {round}: not converged"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (code, err, _) = hook(&host, 100, "post-start", &[]);
+        assert_eq!(code, Some(0), "round {round}: {err}");
+        assert_converged(&host, &format!("hook+watch round {round}"));
+    }
+    // The service did run for 100 (its rows are labelled `watch`), and no two runs interleave.
+    let watch_rows = host
+        .audit_rows()
+        .into_iter()
+        .filter(|r| r["vmid"] == 100 && r["phase"] == "watch")
+        .count();
+    eprintln!("observed: {watch_rows} watch rows for 100");
+    assert!(watch_rows > 0, "op-agent watch never ran for 100");
+    let r = rows(&host, 100);
+    let mut seen: Vec<String> = Vec::new();
+    for (run, _, _) in &r {
+        if seen.last() != Some(run) {
+            assert!(!seen.contains(run), "runs interleaved: {r:?}");
+            seen.push(run.clone());
+        }
+    }
+    let v = host.agent(&["audit", "verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+}

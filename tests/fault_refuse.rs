@@ -196,3 +196,28 @@ fn vmid_and_phase_are_validated_before_anything_is_read() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn unsafe_netmaker_env_is_refused_with_file_and_fix() {
+    let r = offline_root("network_type = \"netmaker\"\n");
+    let env = r.path().join("etc/op-agent/netmaker.env");
+    std::fs::write(&env, "NETMAKER_TOKEN=secret-token-value\n").unwrap();
+    for how in ["mode 0644", "mode 0660", "uid 1000"] {
+        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&env, Some(0), Some(0)).unwrap();
+        match how {
+            "mode 0644" => std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o644)),
+            "mode 0660" => std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o660)),
+            _ => std::os::unix::fs::chown(&env, Some(1000), Some(1000)),
+        }
+        .unwrap();
+        let (code, err) = offline_hook(r.path(), &["mesh", "join"]);
+        assert_eq!(code, Some(77), "{how}: {err}");
+        assert!(
+            err.contains(&env.display().to_string()),
+            "names the file: {err}"
+        );
+        assert!(err.contains("fix: ch"), "gives the fix: {err}");
+        assert!(!err.contains("secret-token-value"), "token leaked: {err}");
+    }
+}
