@@ -194,6 +194,9 @@ fn vmid_and_phase_are_validated_before_anything_is_read() {
         let (code, err) = offline_hook(r.path(), &["hook", vmid, phase]);
         assert_eq!(code, Some(64), "{vmid:?} {phase:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
+        // The argument is shown as given, control characters escaped.
+        let shown = if vmid == "100" { phase } else { vmid };
+        assert!(err.contains(&format!("{shown:?}")), "{err}");
     }
 }
 

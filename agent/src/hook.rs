@@ -80,6 +80,12 @@ fn one_line(s: &str) -> String {
     s.split(['\n', '\r']).next().unwrap_or("").to_string()
 }
 
+/// An argument as it is shown in a usage error: quoted with control characters escaped (so a
+/// `\n` is visible and the message stays one line), at most 64 characters.
+fn shown_arg(s: &str) -> String {
+    format!("{:?}", s.chars().take(64).collect::<String>())
+}
+
 fn fail(vmid: &str, phase: &str, code: ExitCode, msg: &str) -> ExitCode {
     eprintln!("op-agent: {vmid} {phase}: {}", one_line(msg));
     code
@@ -106,8 +112,8 @@ pub fn run(
         Ok(v) => v,
         Err(_) => {
             eprintln!(
-                "op-agent: invalid vmid {:?}: must match ^[1-9][0-9]{{2,8}}$",
-                one_line(vmid_arg)
+                "op-agent: invalid vmid {}: must match ^[1-9][0-9]{{2,8}}$",
+                shown_arg(vmid_arg)
             );
             return ExitCode::Usage;
         }
@@ -116,7 +122,7 @@ pub fn run(
         PhaseArg::Known(p) => p,
         PhaseArg::Unknown => return ExitCode::Ok,
         PhaseArg::Malformed => {
-            eprintln!("op-agent: invalid phase {:?}", one_line(phase_arg));
+            eprintln!("op-agent: invalid phase {}", shown_arg(phase_arg));
             return ExitCode::Usage;
         }
     };
