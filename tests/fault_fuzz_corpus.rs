@@ -1,5 +1,5 @@
 //! The fuzz targets of `fuzz/` (cargo fuzz, nightly) replayed on stable in `make test`: every
-//! file of `fuzz/corpus/<target>/` and `MUTATIONS` deterministic mutations of each (bit flips,
+//! file of `fuzz/corpus/<target>/` and `MUTATIONS` deterministic mutations of them (bit flips,
 //! byte insertions of JSON/TOML/conf punctuation, truncations, splices of two files) go through
 //! the same `op_agent::fuzz` entry point. A panic is reported with the input as hex and written
 //! to `target/fuzz-findings/<target>-<n>` so it can be turned into a unit test.
@@ -7,7 +7,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-const MUTATIONS: usize = 3000;
+/// Mutated inputs per target (on top of replaying every corpus file once).
+const MUTATIONS: usize = 20_000;
 
 /// xorshift64*: deterministic, so a failure reproduces.
 struct Rng(u64);
@@ -136,7 +137,7 @@ fn replay(target: &str, f: fn(&[u8])) {
         run(d.clone(), p.display().to_string());
     }
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ target.len() as u64);
-    for i in 0..MUTATIONS * files.len() {
+    for i in 0..MUTATIONS {
         let a = &files[rng.below(files.len())].1;
         let b = &files[rng.below(files.len())].1;
         let m = mutate(&mut rng, a, b);
