@@ -147,10 +147,8 @@ fn audit_read_only_changes_nothing_and_verify_holds() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_nothing_changed(&host, "read-only");
     let v = host.agent(&["audit", "verify"]);
-    assert!(
-        matches!(v.status.code(), Some(0) | Some(2)),
-        "verify on a read-only db: {v:?}"
-    );
+    eprintln!("observed: verify on read-only fs: {v:?}");
+    assert_eq!(v.status.code(), Some(0), "verify on a read-only db: {v:?}");
 }
 
 #[test]

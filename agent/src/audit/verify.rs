@@ -550,9 +550,10 @@ impl Verifier {
 }
 
 /// Opens `db` read-only and reads `user_version`. A reader of a WAL database must create the
-/// `-shm` file; on a full filesystem that fails with `SQLITE_IOERR`. Then, if there is no
-/// `-wal` content (every row is in the main file), the file is read as `immutable=1`
-/// (SQLite URI parameter: no locks, no `-shm`), so `verify` still reports on what is there.
+/// `-shm` file; on a full filesystem that fails with `SQLITE_IOERR`, on a read-only one with
+/// `SQLITE_CANTOPEN`. Then, if the file exists and there is no `-wal` content (every row is in
+/// the main file), it is read as `immutable=1` (SQLite URI parameter: no locks, no `-shm`), so
+/// `verify` still reports on what is there.
 fn open_for_verify(db: &Path) -> Result<(Connection, i64), rusqlite::Error> {
     let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let first = Connection::open_with_flags(db, ro).and_then(|c| {
@@ -561,7 +562,10 @@ fn open_for_verify(db: &Path) -> Result<(Connection, i64), rusqlite::Error> {
     });
     match first {
         Err(rusqlite::Error::SqliteFailure(e, m))
-            if e.code == rusqlite::ErrorCode::SystemIoFailure =>
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen
+            ) && db.is_file() =>
         {
             let mut wal = db.as_os_str().to_owned();
             wal.push("-wal");
