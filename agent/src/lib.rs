@@ -5,7 +5,10 @@
 //! audit seam, [`phases`]).
 
 // No unwrap/expect/panic on data from outside the process (issue 8); tests may.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 pub mod apply;
 pub mod audit;
 pub mod cli;

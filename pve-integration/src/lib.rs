@@ -10,7 +10,10 @@
 //! - [`running::is_running`]: PVE `check_running`.
 
 // No unwrap/expect/panic on data from outside the process (issue 8); tests may.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod conf;
 pub mod ids;
