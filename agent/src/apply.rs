@@ -312,11 +312,20 @@ pub async fn apply(
 }
 
 /// Test builds only: `OP_AGENT_FAILPOINT=<step name>` kills the process right after that step
-/// (SIGKILL, like `kill -9`), to test that running the phase again converges.
+/// (SIGKILL, like `kill -9`), to test that running the phase again converges;
+/// `OP_AGENT_FAILPOINT=panic:<step name>` panics there instead.
 fn failpoint(step: &str) {
     #[cfg(feature = "failpoints")]
-    if std::env::var("OP_AGENT_FAILPOINT").ok().as_deref() == Some(step) {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    {
+        let fp = std::env::var("OP_AGENT_FAILPOINT").unwrap_or_default();
+        if fp == step {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+        // `panic:<step>`: a panic instead of a kill (tests the panic path of `lib::run`).
+        #[allow(clippy::panic)]
+        if fp.strip_prefix("panic:") == Some(step) {
+            panic!("failpoint panic after {step}");
+        }
     }
     let _ = step;
 }

@@ -328,6 +328,12 @@ impl AgentConfig {
     }
 }
 
+/// Parses an agent.toml text (`path` is only used in messages). Errors name the file, line
+/// and key, as [`AgentConfig::load`] reports them.
+pub fn parse_agent_toml(path: &Path, text: &str) -> Result<AgentToml, ConfigError> {
+    parse_toml(path, text)
+}
+
 /// Parses a container TOML text (`path` is only used in messages).
 pub fn parse_container(path: &Path, text: &str) -> Result<ContainerConfig, ConfigError> {
     let toml: ContainerToml = parse_toml(path, text)?;

@@ -80,6 +80,12 @@ fn one_line(s: &str) -> String {
     s.split(['\n', '\r']).next().unwrap_or("").to_string()
 }
 
+/// An argument as it is shown in a usage error: quoted with control characters escaped (so a
+/// `\n` is visible and the message stays one line), at most 64 characters.
+fn shown_arg(s: &str) -> String {
+    format!("{:?}", s.chars().take(64).collect::<String>())
+}
+
 fn fail(vmid: &str, phase: &str, code: ExitCode, msg: &str) -> ExitCode {
     eprintln!("op-agent: {vmid} {phase}: {}", one_line(msg));
     code
@@ -106,8 +112,8 @@ pub fn run(
         Ok(v) => v,
         Err(_) => {
             eprintln!(
-                "op-agent: invalid vmid {:?}: must match ^[1-9][0-9]{{2,8}}$",
-                one_line(vmid_arg)
+                "op-agent: invalid vmid {}: must match ^[1-9][0-9]{{2,8}}$",
+                shown_arg(vmid_arg)
             );
             return ExitCode::Usage;
         }
@@ -116,7 +122,7 @@ pub fn run(
         PhaseArg::Known(p) => p,
         PhaseArg::Unknown => return ExitCode::Ok,
         PhaseArg::Malformed => {
-            eprintln!("op-agent: invalid phase {:?}", one_line(phase_arg));
+            eprintln!("op-agent: invalid phase {}", shown_arg(phase_arg));
             return ExitCode::Usage;
         }
     };
@@ -208,6 +214,17 @@ pub fn run_locked(
             Err(HookError::new(config_code(&e), e.to_string()))
         }
     };
+    // Every failed run leaves a `failed` row, also when it failed before any step did (a plan
+    // refusal such as a missing veth or a foreign link).
+    if let Err(e) = &result {
+        if !rec.has_failed() {
+            rec.outcome(
+                "run.failed",
+                Outcome::Failed,
+                json!({"error": e.message, "exit": e.code.code()}),
+            );
+        }
+    }
     let finished = rec.finish();
     if opts.timings {
         for (step, d) in &rec.timings {
@@ -222,6 +239,32 @@ pub fn run_locked(
         (Err(e), _) => Err(e),
         (Ok(_), Err(e)) => Err(HookError::new(ExitCode::AuditIo, e.to_string())),
         (Ok(summary), Ok(_)) => Ok(summary),
+    }
+}
+
+/// After a caught panic in `hook`: appends one `run.panic` row with outcome `failed` and the
+/// panic message to the audit log, best effort (nothing is written if the vmid, the phase or
+/// the config is invalid, or the log cannot be opened within 1 s).
+pub fn record_panic(config_path: Option<&Path>, vmid_arg: &str, phase_arg: &str, msg: &str) {
+    let (Ok(vmid), PhaseArg::Known(phase)) = (vmid_arg.parse::<Vmid>(), parse_phase(phase_arg))
+    else {
+        return;
+    };
+    let Ok(cfg) = AgentConfig::load(config_path) else {
+        return;
+    };
+    let o = AuditOptions {
+        busy_timeout: Duration::from_secs(1),
+        key_file: Some(cfg.audit_key_file()),
+        ..AuditOptions::default()
+    };
+    let Ok(audit) = AuditLog::open(&cfg.toml.audit.database, &o) else {
+        return;
+    };
+    let mut rec = Recorder::new(vmid.get(), phase.as_str(), Some(audit), Instant::now());
+    rec.outcome("run.panic", Outcome::Failed, json!({"error": msg}));
+    if let Err(e) = rec.finish() {
+        eprintln!("op-agent: {vmid} {}: audit: {e}", phase.as_str());
     }
 }
 

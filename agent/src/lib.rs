@@ -4,6 +4,11 @@
 //! steps from config and observed state, [`plan`]) → apply (netlink, OVSDB, each outcome to the
 //! audit seam, [`phases`]).
 
+// No unwrap/expect/panic on data from outside the process (issue 8); tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 pub mod apply;
 pub mod audit;
 pub mod cli;
@@ -11,6 +16,8 @@ pub mod commands;
 pub mod config;
 pub mod desired;
 pub mod exit;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod hook;
 pub mod inspect;
 pub mod lock;
@@ -23,8 +30,12 @@ pub mod report;
 pub mod types;
 pub mod watch;
 
-/// Runs a parsed command line and returns its exit code. A panic is caught, reported as one
-/// line and as an audit-worthy internal error, never a backtrace on the PVE task log.
+/// The message of the last panic, kept by the panic hook for the audit row.
+static PANIC_MSG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Runs a parsed command line and returns its exit code. A panic is caught and reported as one
+/// line, never a backtrace on the PVE task log; for `hook` it also leaves a `run.panic` audit
+/// row with outcome `failed`, and the exit code is [`exit::ExitCode::Internal`] (70).
 pub fn run(cli: cli::Cli) -> i32 {
     std::panic::set_hook(Box::new(|info| {
         let msg = info
@@ -33,10 +44,36 @@ pub fn run(cli: cli::Cli) -> i32 {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        eprintln!("op-agent: internal error: {msg}");
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let line = format!("{}{at}", msg.split(['\n', '\r']).next().unwrap_or(""));
+        if let Ok(mut m) = PANIC_MSG.lock() {
+            *m = line;
+        }
     }));
-    let r = std::panic::catch_unwind(|| dispatch(cli));
-    r.unwrap_or(exit::ExitCode::Internal.code())
+    let hook_args = match &cli.command {
+        cli::Command::Hook { vmid, phase, .. } => {
+            Some((cli.config.clone(), vmid.clone(), phase.clone()))
+        }
+        _ => None,
+    };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(cli)));
+    match r {
+        Ok(code) => code,
+        Err(_) => {
+            let msg = PANIC_MSG.lock().map(|m| m.clone()).unwrap_or_default();
+            match &hook_args {
+                Some((cfg, vmid, phase)) => {
+                    eprintln!("op-agent: {vmid} {phase}: internal error: {msg}");
+                    hook::record_panic(cfg.as_deref(), vmid, phase, &msg);
+                }
+                None => eprintln!("op-agent: internal error: {msg}"),
+            }
+            exit::ExitCode::Internal.code()
+        }
+    }
 }
 
 fn dispatch(cli: cli::Cli) -> i32 {

@@ -24,6 +24,7 @@ pub struct Recorder {
     audit: Option<AuditLog>,
     pending: Vec<PendingRow>,
     started: Instant,
+    failed: bool,
     /// `(step, elapsed)` in the order the steps ran; printed by `--timings`.
     pub timings: Vec<(String, Duration)>,
 }
@@ -38,6 +39,7 @@ impl Recorder {
             audit,
             pending: Vec::new(),
             started,
+            failed: false,
             timings: Vec::new(),
         }
     }
@@ -89,6 +91,7 @@ impl Recorder {
     /// Reports the outcome of a step (buffered until [`Recorder::finish`]).
     pub fn outcome(&mut self, step: &str, outcome: Outcome, detail: Value) {
         let detail = detail.to_string();
+        self.failed |= outcome == Outcome::Failed;
         match outcome {
             Outcome::Failed => log::error!(
                 target: crate::logging::STEP_TARGET,
@@ -109,6 +112,11 @@ impl Recorder {
             outcome,
             detail,
         });
+    }
+
+    /// True once a `failed` outcome was reported in this run.
+    pub fn has_failed(&self) -> bool {
+        self.failed
     }
 
     /// Records how long `step` took.

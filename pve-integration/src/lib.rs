@@ -9,6 +9,12 @@
 //! - [`paths`]: `lxc_conf_path`, `resolve_volume`, `lxcpath` under a root.
 //! - [`running::is_running`]: PVE `check_running`.
 
+// No unwrap/expect/panic on data from outside the process (issue 8); tests may.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod conf;
 pub mod ids;
 pub mod paths;

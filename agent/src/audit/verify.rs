@@ -549,6 +549,39 @@ impl Verifier {
     }
 }
 
+/// Opens `db` read-only and reads `user_version`. A reader of a WAL database must create the
+/// `-shm` file; on a full filesystem that fails with `SQLITE_IOERR`, on a read-only one with
+/// `SQLITE_CANTOPEN`. Then, if the file exists and there is no `-wal` content (every row is in
+/// the main file), it is read as `immutable=1` (SQLite URI parameter: no locks, no `-shm`), so
+/// `verify` still reports on what is there.
+fn open_for_verify(db: &Path) -> Result<(Connection, i64), rusqlite::Error> {
+    let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let first = Connection::open_with_flags(db, ro).and_then(|c| {
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        Ok((c, v))
+    });
+    match first {
+        Err(rusqlite::Error::SqliteFailure(e, m))
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen
+            ) && db.is_file() =>
+        {
+            let mut wal = db.as_os_str().to_owned();
+            wal.push("-wal");
+            let wal_empty = std::fs::metadata(&wal).map_or(true, |m| m.len() == 0);
+            if !wal_empty {
+                return Err(rusqlite::Error::SqliteFailure(e, m));
+            }
+            let uri = format!("file:{}?mode=ro&immutable=1", db.display());
+            let c = Connection::open_with_flags(uri, ro | OpenFlags::SQLITE_OPEN_URI)?;
+            let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            Ok((c, v))
+        }
+        other => other,
+    }
+}
+
 /// Verifies the database at `db`, opened read-only. `Err` only when it cannot be read
 /// (missing, not a database, no `audit` table, unknown schema version, I/O error mid-way).
 pub fn verify_db(db: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
@@ -556,14 +589,7 @@ pub fn verify_db(db: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Verify
         path: db.to_path_buf(),
         source: e,
     };
-    let c = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(dberr)?;
-    let v: i64 = c
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(dberr)?;
+    let (c, v) = open_for_verify(db).map_err(dberr)?;
     if v != super::SCHEMA_VERSION {
         return Err(VerifyError::Schema {
             path: db.to_path_buf(),

@@ -243,42 +243,69 @@ impl Framer {
     }
 }
 
+/// Splits the byte stream of an OVSDB connection into JSON values (RFC 7047 §4: concatenated
+/// JSON texts, no framing). Feed it what `read(2)` returns, in chunks of any size; it keeps
+/// the incomplete tail for the next chunk. Used by the connection's reader task, and by the
+/// fuzz target for the reply parser.
+#[derive(Default)]
+pub struct StreamDecoder {
+    buf: Vec<u8>,
+    framer: Framer,
+}
+
+impl StreamDecoder {
+    /// Appends `chunk` and returns every JSON value completed by it, in order.
+    ///
+    /// # Errors
+    /// `invalid JSON from server: <serde_json message>` when the stream holds bytes that are
+    /// not JSON; the connection must then be closed (there is no way to resynchronise).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Value>, String> {
+        self.buf.extend_from_slice(chunk);
+        let complete = self.framer.complete_prefix(&self.buf);
+        if complete == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut stream =
+            serde_json::Deserializer::from_slice(&self.buf[..complete]).into_iter::<Value>();
+        for item in stream.by_ref() {
+            match item {
+                Ok(v) => out.push(v),
+                Err(e) if e.is_eof() => break,
+                Err(e) => return Err(format!("invalid JSON from server: {e}")),
+            }
+        }
+        let used = stream.byte_offset();
+        // `used` < `complete` only for trailing whitespace or a stray scalar; keep it for the
+        // next round so nothing is lost.
+        self.buf.drain(..used);
+        self.framer.scanned = self.framer.scanned.saturating_sub(used);
+        Ok(out)
+    }
+
+    /// Bytes held back waiting for the rest of a value.
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len()
+    }
+}
+
 async fn reader_task(inner: Arc<Inner>, mut rd: OwnedReadHalf) {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut framer = Framer::default();
+    let mut dec = StreamDecoder::default();
     let reason = loop {
         let n = match rd.read(&mut chunk).await {
             Ok(0) => break "ovsdb-server closed the connection".to_string(),
             Ok(n) => n,
             Err(e) => break format!("read error: {e}"),
         };
-        buf.extend_from_slice(&chunk[..n]);
-        let complete = framer.complete_prefix(&buf);
-        if complete == 0 {
-            continue;
-        }
-        let mut stream =
-            serde_json::Deserializer::from_slice(&buf[..complete]).into_iter::<Value>();
-        let mut bad = None;
-        for item in stream.by_ref() {
-            match item {
-                Ok(v) => inner.dispatch(v),
-                Err(e) if e.is_eof() => break,
-                Err(e) => {
-                    bad = Some(format!("invalid JSON from server: {e}"));
-                    break;
+        match dec.push(&chunk[..n]) {
+            Ok(values) => {
+                for v in values {
+                    inner.dispatch(v);
                 }
             }
+            Err(e) => break e,
         }
-        let used = stream.byte_offset();
-        if let Some(b) = bad {
-            break b;
-        }
-        // `used` < `complete` only for trailing whitespace or a stray scalar; keep it for the
-        // next round so nothing is lost.
-        buf.drain(..used);
-        framer.scanned -= used;
     };
     inner.close(reason);
 }

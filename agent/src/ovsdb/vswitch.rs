@@ -185,6 +185,15 @@ fn parse_iface(r: &Value) -> InterfaceRow {
     }
 }
 
+/// Decodes the reply of the `list_ports` transaction (RFC 7047 §5.2.2: one `{"rows": [...]}`
+/// per select, in the order Bridge, Port, Interface) into [`PortRow`]s sorted by name. Columns
+/// of the wrong type are read as absent; never panics, whatever the server sent.
+pub fn port_rows_from_results(results: &[Value]) -> Vec<PortRow> {
+    let mut ports = assemble(rows(results, 0), rows(results, 1), rows(results, 2));
+    ports.sort_by(|a, b| a.name.cmp(&b.name));
+    ports
+}
+
 /// Builds PortRows from selected Bridge (`name`, `ports`), Port and Interface rows.
 fn assemble(bridges: &[Value], ports: &[Value], ifaces: &[Value]) -> Vec<PortRow> {
     let mut owner: HashMap<String, String> = HashMap::new();
@@ -343,9 +352,7 @@ impl Client {
                 ],
             )
             .await?;
-        let mut ports = assemble(rows(&r, 0), rows(&r, 1), rows(&r, 2));
-        ports.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(ports)
+        Ok(port_rows_from_results(&r))
     }
 
     /// `(ofport, error)` of the `Interface` named `name`, `None` if there is no such row.

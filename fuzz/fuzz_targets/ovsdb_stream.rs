@@ -1,0 +1,5 @@
+#![no_main]
+//! Fuzz target: op_agent::fuzz::ovsdb_stream (see agent/src/fuzz.rs).
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| op_agent::fuzz::ovsdb_stream(data));

@@ -1,0 +1,183 @@
+//! Issue 8, audit faults at the hook level: the audit database locked past its busy timeout,
+//! corrupt (not a database), on a full filesystem (a small tmpfs) or read-only: the hook
+//! changes nothing it cannot record (intent first), exits 74 with one line, and `audit verify`
+//! still reports correctly on what is there. And a panic ends with an audit `failed` row.
+
+mod fault_common;
+mod support;
+
+use fault_common::*;
+use std::process::Command;
+use std::time::Duration;
+use support::TestHost;
+
+fn assert_nothing_changed(host: &TestHost, ctx: &str) {
+    assert!(has_link(host, "veth100i0"), "{ctx}: veth100i0 kept");
+    assert!(!has_link(host, "vi100"), "{ctx}");
+    assert_eq!(host.ports("ovsbr0"), vec!["veth100i0"], "{ctx}");
+}
+
+#[test]
+fn audit_locked_past_timeout_changes_nothing() {
+    let host = TestHost::new("f-alock");
+    manage(&host, 100);
+    plug_like_pve(&host, 100);
+    // A first run creates the database; then reset to PVE's state.
+    let (code, err, _) = hook(&host, 100, "pre-start", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    agent_toml(&host, &host.ovsdb_socket(), 2000, 1500);
+    let db = host.audit_db();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (code, err, took) = hook(&host, 100, "post-start", &[]);
+    conn.execute_batch("ROLLBACK").unwrap();
+    drop(conn);
+    assert_eq!(code, Some(74), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(took < Duration::from_millis(1500 + 1500), "{took:?}");
+    assert_nothing_changed(&host, "locked");
+    let v = host.agent(&["audit", "verify"]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+}
+
+#[test]
+fn audit_corrupt_changes_nothing_and_verify_says_so() {
+    let host = TestHost::new("f-acorrupt");
+    manage(&host, 100);
+    plug_like_pve(&host, 100);
+    std::fs::create_dir_all(host.audit_db().parent().unwrap()).unwrap();
+    std::fs::write(host.audit_db(), vec![0x5a; 8192]).unwrap();
+    let (code, err, _) = hook(&host, 100, "post-start", &[]);
+    assert_eq!(code, Some(74), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("audit.db"), "{err}");
+    assert_nothing_changed(&host, "corrupt");
+    let v = host.agent(&["audit", "verify"]);
+    assert_eq!(v.status.code(), Some(2), "cannot read: {v:?}");
+}
+
+/// A tmpfs of `size` mounted on the audit directory (unmounted on drop).
+struct Tmpfs(std::path::PathBuf);
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+    fn remount_ro(&self) {
+        let st = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn audit_on_full_filesystem_changes_nothing_and_verify_holds() {
+    let host = TestHost::new("f-afull");
+    manage(&host, 100);
+    plug_like_pve(&host, 100);
+    let dir = host.audit_db().parent().unwrap().to_path_buf();
+    let _fs = Tmpfs::mount(&dir, "256k");
+    let (code, err, _) = hook(&host, 100, "pre-start", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    // Fill what is left.
+    let _ = std::fs::write(dir.join("filler"), vec![0u8; 1 << 20]);
+    let (code, err, _) = hook(&host, 100, "post-start", &[]);
+    assert_eq!(code, Some(74), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_nothing_changed(&host, "full");
+    let v = host.agent(&["audit", "verify"]);
+    eprintln!("observed: verify on full fs: {v:?}");
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    // Space again: the next run works and the chain is intact.
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    let (code, err, _) = hook(&host, 100, "post-start", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let v = host.agent(&["audit", "verify"]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+}
+
+#[test]
+fn audit_read_only_changes_nothing_and_verify_holds() {
+    let host = TestHost::new("f-aro");
+    manage(&host, 100);
+    plug_like_pve(&host, 100);
+    let dir = host.audit_db().parent().unwrap().to_path_buf();
+    let fs = Tmpfs::mount(&dir, "4m");
+    let (code, err, _) = hook(&host, 100, "pre-start", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    fs.remount_ro();
+    let (code, err, _) = hook(&host, 100, "post-start", &[]);
+    assert_eq!(code, Some(74), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_nothing_changed(&host, "read-only");
+    let v = host.agent(&["audit", "verify"]);
+    eprintln!("observed: verify on read-only fs: {v:?}");
+    assert_eq!(v.status.code(), Some(0), "verify on a read-only db: {v:?}");
+}
+
+#[test]
+#[allow(clippy::assertions_on_constants)] // fails loudly without --features failpoints
+fn panic_ends_with_failed_row_and_exit_70() {
+    assert!(
+        cfg!(feature = "failpoints"),
+        "build with --features failpoints"
+    );
+    let host = TestHost::new("f-panic");
+    manage(&host, 100);
+    plug_like_pve(&host, 100);
+    let (code, err, _) = hook(
+        &host,
+        100,
+        "post-start",
+        &[("OP_AGENT_FAILPOINT", "panic:link.rename")],
+    );
+    assert_eq!(code, Some(70), "{err}");
+    assert_eq!(err.lines().count(), 1, "no backtrace: {err}");
+    assert!(err.contains("internal error"), "{err}");
+    let r = rows(&host, 100);
+    assert!(
+        r.iter().any(|(_, s, o)| s == "run.panic" && o == "failed"),
+        "{r:?}"
+    );
+    // And the phase again converges.
+    let (code, err, _) = hook(&host, 100, "post-start", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(has_link(&host, "vi100"));
+    assert_eq!(host.ports("ovsbr0"), vec!["vi100"]);
+}

@@ -1,0 +1,234 @@
+//! Issue 8, OVS faults: ovsdb-server down at pre-start / post-start / mid-transaction,
+//! ovs-vswitchd down (cur_cfg wait times out, nothing after it runs), and the hook deadline
+//! holding while a daemon is frozen (SIGSTOP). Each test asserts the end state.
+
+mod fault_common;
+mod support;
+
+use fault_common::*;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::TestHost;
+
+#[test]
+fn ovsdb_server_down_at_pre_start_aborts_with_one_line() {
+    let host = TestHost::new("f-dbpre");
+    manage(&host, 100);
+    kill_daemon(&host, "ovsdb-server");
+    let (code, err, took) = hook(&host, 100, "pre-start", &[]);
+    assert_eq!(code, Some(69), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("op-agent: 100 pre-start: ") && err.contains("db.sock"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let r = rows(&host, 100);
+    assert!(
+        r.iter()
+            .any(|(_, s, o)| s == "ovs.connect" && o == "failed"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn ovsdb_server_down_at_post_start_leaves_pve_plumbing() {
+    let host = TestHost::new("f-dbpost");
+    manage(&host, 100);
+    plug_like_pve(&host, 100);
+    kill_daemon(&host, "ovsdb-server");
+    let (code, err, took) = hook(&host, 100, "post-start", &[]);
+    assert_eq!(code, Some(69), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        took < Duration::from_secs(10),
+        "within the deadline: {took:?}"
+    );
+    // PVE's plumbing untouched: the veth keeps its name and stays up (and, in the kernel's
+    // netdev datapath, in ovs-vswitchd, which is still running).
+    assert!(has_link(&host, "veth100i0"));
+    assert!(!has_link(&host, "vi100"));
+    let l = host.link("veth100i0").unwrap();
+    assert!(
+        l["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+        "{l}"
+    );
+    let r = rows(&host, 100);
+    assert!(
+        r.iter()
+            .any(|(_, s, o)| s == "ovs.connect" && o == "failed"),
+        "{r:?}"
+    );
+    assert!(!r.iter().any(|(_, s, _)| s == "link.rename"), "{r:?}");
+}
+
+/// A unix-socket proxy to the real ovsdb-server that drops both connections as soon as the
+/// client sends a `transact` whose text contains `needle` (the server never sees it).
+fn cutting_proxy(
+    listen: &std::path::Path,
+    server: std::path::PathBuf,
+    needle: &'static str,
+) -> Arc<AtomicBool> {
+    let cut = Arc::new(AtomicBool::new(false));
+    let l = UnixListener::bind(listen).unwrap();
+    let flag = cut.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut client) = c else { return };
+            let Ok(mut srv) = UnixStream::connect(&server) else {
+                return;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), srv.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let mut b = [0u8; 65536];
+                while let Ok(n) = s2.read(&mut b) {
+                    if n == 0 || c2.write_all(&b[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = c2.shutdown(std::net::Shutdown::Both);
+            });
+            let flag = flag.clone();
+            std::thread::spawn(move || {
+                let mut b = [0u8; 65536];
+                while let Ok(n) = client.read(&mut b) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&b[..n]);
+                    if text.contains("\"transact\"") && text.contains(needle) {
+                        flag.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    if srv.write_all(&b[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = srv.shutdown(std::net::Shutdown::Both);
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    cut
+}
+
+#[test]
+fn ovsdb_server_gone_mid_transaction_fails_then_rerun_converges() {
+    let host = TestHost::new("f-dbmid");
+    manage(&host, 100);
+    plug_like_pve(&host, 100);
+    let proxy = host.root().join("run/proxy.sock");
+    // The insert of our Port is the transaction that never reaches the server.
+    let cut = cutting_proxy(&proxy, host.ovsdb_socket(), "\"insert\"");
+    agent_toml(&host, &proxy, 3000, 8000);
+    let (code, err, took) = hook(&host, 100, "post-start", &[]);
+    assert!(
+        cut.load(Ordering::SeqCst),
+        "the proxy must have cut the insert"
+    );
+    assert_ne!(code, Some(0), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(took < Duration::from_secs(9), "{took:?}");
+    let r = rows(&host, 100);
+    assert!(
+        r.iter().any(|(_, s, o)| s == "run.intent" && o == "intent"),
+        "{r:?}"
+    );
+    assert!(
+        r.iter()
+            .any(|(_, s, o)| s == "ovs.add-port" && o == "failed"),
+        "{r:?}"
+    );
+    // The rename was rolled back: the kernel link has PVE's name again; no row of ours exists.
+    assert!(has_link(&host, "veth100i0"), "rolled back to veth100i0");
+    assert!(!has_link(&host, "vi100"));
+    assert!(!host.ports("ovsbr0").contains(&"vi100".to_string()));
+    // The server is back (direct socket): post-start again converges to the normal end state.
+    agent_toml(&host, &host.ovsdb_socket(), 5000, 10000);
+    let (code, err, _) = hook(&host, 100, "post-start", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(has_link(&host, "vi100") && !has_link(&host, "veth100i0"));
+    assert_eq!(host.ports("ovsbr0"), vec!["vi100"]);
+    assert_eq!(host.ovs_get("Port", "vi100", "tag"), "10");
+    let ofport: i64 = host
+        .ovs_get("Interface", "vi100", "ofport")
+        .parse()
+        .unwrap();
+    assert!(ofport > 0);
+    assert!(host.agent(&["audit", "verify"]).status.success());
+}
+
+#[test]
+fn vswitchd_down_wait_times_out_and_no_later_step_runs() {
+    let host = TestHost::new("f-vsd");
+    manage(&host, 100);
+    plug_like_pve(&host, 100);
+    kill_daemon(&host, "ovs-vswitchd");
+    agent_toml(&host, &host.ovsdb_socket(), 800, 10000);
+    let (code, err, took) = hook(&host, 100, "post-start", &[]);
+    assert_eq!(code, Some(75), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cur_cfg") || err.contains("ovs-vswitchd"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let r = rows(&host, 100);
+    let steps: Vec<String> = r.iter().map(|(_, s, o)| format!("{s} {o}")).collect();
+    assert!(steps.contains(&"ovs.wait failed".to_string()), "{steps:?}");
+    for later in ["link.down", "link.rename", "ovs.add-port", "ovs.check"] {
+        assert!(
+            !steps.iter().any(|s| s.starts_with(later)),
+            "{later} ran after the failed wait: {steps:?}"
+        );
+    }
+    // Nothing renamed; PVE's Port row was put back.
+    assert!(has_link(&host, "veth100i0") && !has_link(&host, "vi100"));
+    assert_eq!(host.ports("ovsbr0"), vec!["veth100i0"]);
+    assert_eq!(host.ovs_get("Port", "veth100i0", "tag"), "10");
+}
+
+fn assert_deadline_holds(daemon: &str) {
+    let host = TestHost::new(&format!("f-dl{}", &daemon[4..7]));
+    manage(&host, 100);
+    plug_like_pve(&host, 100);
+    agent_toml(&host, &host.ovsdb_socket(), 5000, 1500);
+    signal_daemon(&host, daemon, "STOP");
+    let (code, err, took) = hook(&host, 100, "post-start", &[]);
+    signal_daemon(&host, daemon, "CONT");
+    assert_eq!(code, Some(75), "{daemon} frozen: {err}");
+    assert!(err.contains("deadline"), "{err}");
+    assert!(
+        took < Duration::from_millis(1500 + 1500),
+        "{daemon} frozen: hook took {took:?} with deadline_ms 1500"
+    );
+}
+
+#[test]
+fn deadline_holds_with_ovs_vswitchd_stopped() {
+    assert_deadline_holds("ovs-vswitchd");
+}
+
+#[test]
+fn deadline_holds_with_ovsdb_server_stopped() {
+    assert_deadline_holds("ovsdb-server");
+}
+
+#[test]
+fn bridge_name_with_quotes_is_json_encoded() {
+    let host = TestHost::new("f-quote");
+    manage(&host, 100);
+    host.manage(100, "[[nic]]\nnet = 0\nbridge = 'br\"}],\"x'\n");
+    let (code, err, _) = hook(&host, 100, "pre-start", &[]);
+    assert_eq!(code, Some(69), "{err}");
+    assert!(
+        err.contains("br\"}],\"x"),
+        "names the bridge as given: {err}"
+    );
+    // The OVSDB stream was not broken: the server still answers and nothing was added.
+    assert_eq!(host.vsctl_ok(&["list-br"]), "ovsbr0");
+    assert!(host.ports("ovsbr0").is_empty());
+}
