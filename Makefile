@@ -46,3 +46,4 @@ clean:
 	$(CARGO) clean
 
 include tests/deb/Makefile.fragment
+include fuzz/Makefile.fragment
