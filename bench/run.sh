@@ -70,8 +70,8 @@ echo "### 4. Start storm: N post-start hooks at once ($ROUNDS A/B rounds per N)"
 echo
 echo "Fresh PVE-plugged veths before every round (setup not timed). wall = first spawn to last exit; per-hook = spawn to exit of each hook."
 echo
-echo "| N | hookscript | total wall median (min – max) ms | wall / N ms | per-hook median ms | per-hook p95 ms | failed hooks | wrong end states | max RSS KiB | audit chain |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| N | hookscript | total wall median (min – max) ms | wall / N ms | per-hook median ms | per-hook p95 ms | failed hooks | wrong end states | next_cfg bumps / vswitchd reconfigures (median per round) | max RSS KiB | audit chain |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 } >> "$REPORT"
 for n in $STORM; do
     inns "$OPBENCH" storm "$R" "$n" "$ROUNDS" >> "$REPORT"
@@ -86,10 +86,11 @@ inns "$OPBENCH" fresh "$R" 1000 >&2
 env OP_AGENT_CONFIG="$R/etc/op-agent/agent.toml" ip netns exec "$NS" \
     /usr/bin/time -v "$BIN/op-agent" hook 1000 post-start 2> "$R/time-v.txt" >/dev/null || true
 echo "- \`/usr/bin/time -v op-agent hook 1000 post-start\` (fresh veth, full run; cross-check of the wait4 figures above): $(sed -n 's/^\s*Maximum resident set size (kbytes): /peak RSS /p' "$R/time-v.txt") KiB, exit $(sed -n 's/^\s*Exit status: //p' "$R/time-v.txt")."
-if "$BIN/op-agent" watch --help 2>/dev/null | grep -q -- '--' && ! "$BIN/op-agent" watch --help 2>&1 | grep -qi 'not implemented'; then
-    echo "- \`op-agent watch\`: present on this branch, but its 200-container / 1,000-event RSS run is not wired into this harness yet."
+watch_probe=$(OP_AGENT_CONFIG="$R/etc/op-agent/agent.toml" timeout 3 ip netns exec "$NS" "$BIN/op-agent" watch 2>&1 || true)
+if grep -qi 'not implemented' <<<"$watch_probe"; then
+    echo "- \`op-agent watch\`: **not measured**: on this branch it is still the stub (\`$(head -1 <<<"$watch_probe")\`); the watch service is issue 5 (branch wt-i5)."
 else
-    echo "- \`op-agent watch\`: **not measured**: on this branch it is still the stub (\`op-agent watch: not implemented yet\`); the watch service is issue 5 (branch wt-i5)."
+    echo "- \`op-agent watch\`: present on this branch, but its 200-container / 1,000-event RSS run is not wired into this harness yet (not measured)."
 fi
 echo
 } >> "$REPORT"

@@ -377,7 +377,13 @@ impl Host {
         );
         Ok((
             out.status.success(),
-            text.lines().next().unwrap_or("").to_string(),
+            text.lines()
+                .next()
+                .unwrap_or("")
+                .split(", 0 checkpoints")
+                .next()
+                .unwrap_or("")
+                .to_string(),
         ))
     }
 
@@ -404,6 +410,32 @@ impl Host {
         }
         Ok((rows.len() as u64, linear))
     }
+}
+
+/// `(next_cfg, bridge_reconfigure count)` of the private ovs-vswitchd: how many
+/// reconfiguration requests were made and how many reconfigurations it actually ran.
+fn ovs_counters() -> Res<(i64, i64)> {
+    let next: i64 = vsctl(&[
+        "get".into(),
+        "Open_vSwitch".into(),
+        ".".into(),
+        "next_cfg".into(),
+    ])?
+    .trim()
+    .parse()
+    .map_err(|e| format!("next_cfg: {e}"))?;
+    let ctl = env_path("OVS_RUNDIR")?.join("ovs-vswitchd.ctl");
+    let cov = run(Command::new("ovs-appctl")
+        .arg("-t")
+        .arg(&ctl)
+        .arg("coverage/show"))?;
+    let rec = cov
+        .lines()
+        .find(|l| l.trim_start().starts_with("bridge_reconfigure "))
+        .and_then(|l| l.rsplit("total:").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    Ok((next, rec))
 }
 
 fn parse_timings(stderr: &str) -> Vec<(String, f64)> {
@@ -586,6 +618,8 @@ fn unmanaged(root: &Path, runs: usize) -> Res<()> {
 // ------------------------------------------------------------------ 4: start storm
 
 struct StormRound {
+    bumps: i64,
+    reconfs: i64,
     wall: f64,
     per: Vec<f64>,
     failed: usize,
@@ -595,6 +629,7 @@ struct StormRound {
 
 fn storm_round(h: &Host, kind: Kind, vmids: &[u32], logdir: &Path) -> Res<StormRound> {
     h.fresh(vmids, false)?;
+    let (n0, r0) = ovs_counters()?;
     let t0 = Instant::now();
     let mut started: HashMap<libc::pid_t, (u32, Instant)> = HashMap::new();
     let mut children = vec![];
@@ -630,11 +665,30 @@ fn storm_round(h: &Host, kind: Kind, vmids: &[u32], logdir: &Path) -> Res<StormR
         }
     }
     let wall = t0.elapsed().as_secs_f64() * 1e3;
+    let (n1, r1) = ovs_counters()?;
     for c in children {
         std::mem::forget(c);
     }
     let wrong = h.check(vmids)?.len();
+    if failed > 0 {
+        // Name the first failures' reasons (stderr of the failed hooks) on our stderr.
+        let mut shown = 0;
+        for v in vmids {
+            let f = logdir.join(format!("{}-{v}.err", kind == Kind::Agent));
+            let text = fs::read_to_string(&f).unwrap_or_default();
+            if !text.trim().is_empty() && shown < 3 {
+                eprintln!(
+                    "  {} {v}: {}",
+                    kind.name(),
+                    text.trim().replace('\n', " | ")
+                );
+                shown += 1;
+            }
+        }
+    }
     Ok(StormRound {
+        bumps: n1 - n0,
+        reconfs: r1 - r0,
         wall,
         per,
         failed,
@@ -678,6 +732,8 @@ fn storm(root: &Path, n: usize, rounds: usize) -> Res<()> {
         let failed: usize = rs.iter().map(|r| r.failed).sum();
         let wrong: usize = rs.iter().map(|r| r.wrong).sum();
         let rss = rs.iter().map(|r| r.maxrss).max().unwrap_or(0);
+        let bumps = stats(&rs.iter().map(|r| r.bumps as f64).collect::<Vec<_>>()).med;
+        let reconfs = stats(&rs.iter().map(|r| r.reconfs as f64).collect::<Vec<_>>()).med;
         let w = stats(&walls);
         let p = stats(&per);
         let chain = match k {
@@ -691,7 +747,7 @@ fn storm(root: &Path, n: usize, rounds: usize) -> Res<()> {
             ),
         };
         println!(
-            "| {n} | {} | {} | {:.1} | {:.1} | {:.1} | {failed}/{} | {wrong} | {rss} | {chain} |",
+            "| {n} | {} | {} | {:.1} | {:.1} | {:.1} | {failed}/{} | {wrong} | {bumps:.0} / {reconfs:.0} | {rss} | {chain} |",
             k.name(),
             fmt3(&w),
             w.med / n as f64,
