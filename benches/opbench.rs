@@ -414,7 +414,10 @@ impl Host {
 
 /// `(next_cfg, bridge_reconfigure count)` of the private ovs-vswitchd: how many
 /// reconfiguration requests were made and how many reconfigurations it actually ran.
+/// Waits 1.1 s first: ovs-vswitchd folds its per-thread coverage counters into the totals
+/// about once a second.
 fn ovs_counters() -> Res<(i64, i64)> {
+    std::thread::sleep(Duration::from_millis(1100));
     let next: i64 = vsctl(&[
         "get".into(),
         "Open_vSwitch".into(),
