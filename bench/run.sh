@@ -70,8 +70,8 @@ echo "### 4. Start storm: N post-start hooks at once ($ROUNDS A/B rounds per N)"
 echo
 echo "Fresh PVE-plugged veths before every round (setup not timed). wall = first spawn to last exit; per-hook = spawn to exit of each hook."
 echo
-echo "| N | hookscript | total wall median (min – max) ms | wall / N ms | per-hook median ms | per-hook p95 ms | failed hooks | wrong end states | next_cfg bumps / vswitchd reconfigures (median per round) | max RSS KiB | audit chain |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| N | hookscript | total wall median (min – max) ms | wall / N ms | per-hook median ms | per-hook p95 ms | CPU ms per hook (median) | failed hooks | wrong end states | next_cfg bumps / vswitchd reconfigures (median per round) | ovs-vswitchd CPU ms per round | max RSS KiB | audit chain |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } >> "$REPORT"
 for n in $STORM; do
     inns "$OPBENCH" storm "$R" "$n" "$ROUNDS" >> "$REPORT"

@@ -139,13 +139,14 @@ fn ip_batch(lines: &str) -> Res<()> {
 /// One finished child: wall time from spawn to reap, exit status, peak RSS, stderr.
 struct Done {
     ms: f64,
+    cpu_ms: f64,
     ok: bool,
     rss_kib: i64,
     stderr: String,
 }
 
 /// Reaps `pid` with `wait4(2)` to get its own `ru_maxrss`.
-fn wait_pid(pid: libc::pid_t) -> Res<(i32, i64)> {
+fn wait_pid(pid: libc::pid_t) -> Res<(i32, i64, f64)> {
     let mut status = 0;
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: plain syscall on our own child with valid out-pointers.
@@ -153,7 +154,35 @@ fn wait_pid(pid: libc::pid_t) -> Res<(i32, i64)> {
     if r != pid {
         return Err(format!("wait4({pid}): {}", std::io::Error::last_os_error()));
     }
-    Ok((status, ru.ru_maxrss))
+    Ok((status, ru.ru_maxrss, cpu_ms(&ru)))
+}
+
+/// User + system CPU of a reaped child (and its reaped descendants), ms.
+fn cpu_ms(ru: &libc::rusage) -> f64 {
+    let t = |v: libc::timeval| v.tv_sec as f64 * 1e3 + v.tv_usec as f64 / 1e3;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// CPU time (user + system, ms; 10 ms ticks) of the daemon whose pid file is `name`.pid in
+/// OVS_RUNDIR.
+fn daemon_cpu_ms(name: &str) -> Res<f64> {
+    let pidf = env_path("OVS_RUNDIR")?.join(format!("{name}.pid"));
+    let pid = fs::read_to_string(&pidf).map_err(|e| format!("{}: {e}", pidf.display()))?;
+    let stat = fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+        .map_err(|e| format!("{name} stat: {e}"))?;
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the comm field: state is field 3, utime 14, stime 15 (proc(5)).
+    let tick = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((tick(14) + tick(15)) * 1e3 / hz)
 }
 
 fn time_one(cmd: &mut Command) -> Res<Done> {
@@ -169,11 +198,12 @@ fn time_one(cmd: &mut Command) -> Res<Done> {
     let mut stderr = String::new();
     // Output is small; read to EOF (the child exits), then reap with wait4.
     let _ = err.read_to_string(&mut stderr);
-    let (status, rss) = wait_pid(pid)?;
+    let (status, rss, cpu) = wait_pid(pid)?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     std::mem::forget(child);
     Ok(Done {
         ms,
+        cpu_ms: cpu,
         ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         rss_kib: rss,
         stderr,
@@ -462,6 +492,7 @@ fn hook_ab(root: &Path, runs: usize, warmup: usize) -> Res<()> {
     h.manage(vmid)?;
     let mut ms: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut rss: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut ratios = vec![];
     let mut steps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut order: Vec<String> = vec![];
@@ -483,6 +514,7 @@ fn hook_ab(root: &Path, runs: usize, warmup: usize) -> Res<()> {
             }
             ms.entry(kind.name()).or_default().push(d.ms);
             rss.entry(kind.name()).or_default().push(d.rss_kib as f64);
+            cpu.entry(kind.name()).or_default().push(d.cpu_ms);
             if kind == Kind::Agent {
                 let t = parse_timings(&d.stderr);
                 let mut total = f64::NAN;
@@ -530,22 +562,24 @@ fn hook_ab(root: &Path, runs: usize, warmup: usize) -> Res<()> {
     }
     println!("### 1. post-start, one NIC, fresh PVE-plugged veth, private OVS\n");
     println!("{runs} runs per side after {warmup} warm-up pairs, alternating A B A B; every run's end state checked (vi100 on {BRIDGE} tag {TAG}, no veth100i0 port). Failures: {failures}.\n");
-    println!("| | median (min – max) ms | p95 ms | peak RSS median KiB |\n|---|---|---|---|");
+    println!("| | median (min – max) ms | p95 ms | CPU ms (user+sys, incl. children) | peak RSS median KiB |\n|---|---|---|---|---|");
     for k in [Kind::Agent, Kind::Baseline] {
         let s = stats(&ms[k.name()]);
         let r = stats(&rss[k.name()]);
+        let c = stats(&cpu[k.name()]);
         println!(
-            "| {} | {} | {:.2} | {:.0} (max {:.0}) |",
+            "| {} | {} | {:.2} | {:.1} | {:.0} (max {:.0}) |",
             k.name(),
             fmt3(&s),
             s.p95,
+            c.med,
             r.med,
             r.max
         );
     }
     let r = stats(&ratios);
     println!(
-        "| **ratio baseline / op-agent, per pair** | **{}** | {:.2} | |\n",
+        "| **ratio baseline / op-agent, per pair** | **{}** | {:.2} | | |\n",
         fmt3(&r),
         r.p95
     );
@@ -621,6 +655,8 @@ fn unmanaged(root: &Path, runs: usize) -> Res<()> {
 // ------------------------------------------------------------------ 4: start storm
 
 struct StormRound {
+    cpu: Vec<f64>,
+    vswitchd_ms: f64,
     bumps: i64,
     reconfs: i64,
     wall: f64,
@@ -633,6 +669,7 @@ struct StormRound {
 fn storm_round(h: &Host, kind: Kind, vmids: &[u32], logdir: &Path) -> Res<StormRound> {
     h.fresh(vmids, false)?;
     let (n0, r0) = ovs_counters()?;
+    let v0 = daemon_cpu_ms("ovs-vswitchd")?;
     let t0 = Instant::now();
     let mut started: HashMap<libc::pid_t, (u32, Instant)> = HashMap::new();
     let mut children = vec![];
@@ -652,6 +689,7 @@ fn storm_round(h: &Host, kind: Kind, vmids: &[u32], logdir: &Path) -> Res<StormR
     let mut per = vec![];
     let mut failed = 0;
     let mut maxrss = 0;
+    let mut cpu = vec![];
     // Reap in exit order (wait4(-1)), so each hook's time ends when it exits.
     for _ in 0..children.len() {
         let mut status = 0;
@@ -663,11 +701,13 @@ fn storm_round(h: &Host, kind: Kind, vmids: &[u32], logdir: &Path) -> Res<StormR
         };
         per.push(t.elapsed().as_secs_f64() * 1e3);
         maxrss = maxrss.max(ru.ru_maxrss);
+        cpu.push(cpu_ms(&ru));
         if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
             failed += 1;
         }
     }
     let wall = t0.elapsed().as_secs_f64() * 1e3;
+    let v1 = daemon_cpu_ms("ovs-vswitchd")?;
     let (n1, r1) = ovs_counters()?;
     for c in children {
         std::mem::forget(c);
@@ -690,6 +730,8 @@ fn storm_round(h: &Host, kind: Kind, vmids: &[u32], logdir: &Path) -> Res<StormR
         }
     }
     Ok(StormRound {
+        cpu,
+        vswitchd_ms: v1 - v0,
         bumps: n1 - n0,
         reconfs: r1 - r0,
         wall,
@@ -737,6 +779,13 @@ fn storm(root: &Path, n: usize, rounds: usize) -> Res<()> {
         let rss = rs.iter().map(|r| r.maxrss).max().unwrap_or(0);
         let bumps = stats(&rs.iter().map(|r| r.bumps as f64).collect::<Vec<_>>()).med;
         let reconfs = stats(&rs.iter().map(|r| r.reconfs as f64).collect::<Vec<_>>()).med;
+        let vsw = stats(&rs.iter().map(|r| r.vswitchd_ms).collect::<Vec<_>>()).med;
+        let cpu = stats(
+            &rs.iter()
+                .flat_map(|r| r.cpu.iter().copied())
+                .collect::<Vec<_>>(),
+        )
+        .med;
         let w = stats(&walls);
         let p = stats(&per);
         let chain = match k {
@@ -750,7 +799,7 @@ fn storm(root: &Path, n: usize, rounds: usize) -> Res<()> {
             ),
         };
         println!(
-            "| {n} | {} | {} | {:.1} | {:.1} | {:.1} | {failed}/{} | {wrong} | {bumps:.0} / {reconfs:.0} | {rss} | {chain} |",
+            "| {n} | {} | {} | {:.1} | {:.1} | {:.1} | {cpu:.1} | {failed}/{} | {wrong} | {bumps:.0} / {reconfs:.0} | {vsw:.0} | {rss} | {chain} |",
             k.name(),
             fmt3(&w),
             w.med / n as f64,
@@ -761,7 +810,7 @@ fn storm(root: &Path, n: usize, rounds: usize) -> Res<()> {
     }
     let r = stats(&ratios);
     println!(
-        "| {n} | ratio of walls, per pair | {} | | | | | | | |",
+        "| {n} | ratio of walls, per pair | {} | | | | | | | | | |",
         fmt3(&r)
     );
     Ok(())
@@ -789,6 +838,24 @@ fn audit_rate(dir: &Path, appends: usize, verify_rows: usize) -> Res<()> {
     for s in ["", "-wal", "-shm"] {
         let _ = fs::remove_file(format!("{}{s}", db.display()));
     }
+    // The floor: one 4 KiB write + fdatasync on the same file system.
+    let fsync_us = {
+        use std::io::{Seek, Write};
+        let fp = dir.join("fsync.probe");
+        let mut f = fs::File::create(&fp).map_err(|e| e.to_string())?;
+        let buf = [7u8; 4096];
+        let n = 300;
+        let t = Instant::now();
+        for _ in 0..n {
+            f.seek(std::io::SeekFrom::Start(0))
+                .map_err(|e| e.to_string())?;
+            f.write_all(&buf).map_err(|e| e.to_string())?;
+            f.sync_data().map_err(|e| e.to_string())?;
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let _ = fs::remove_file(&fp);
+        us
+    };
     let mut log = AuditLog::open(&db, &AuditOptions::default()).map_err(|e| e.to_string())?;
     let run = op_agent::audit::run_id();
     let row = sample_row(&run, DETAIL);
@@ -846,6 +913,10 @@ fn audit_rate(dir: &Path, appends: usize, verify_rows: usize) -> Res<()> {
         dt * 1e6 / appends as f64
     );
     println!("| append, 10,000-row txns (bulk fill) | {bulk:.0} rows/s |");
+    println!(
+        "| floor: 4 KiB write + fdatasync on the same file system | {fsync_us:.0} µs = {:.0} /s |",
+        1e6 / fsync_us
+    );
     println!(
         "| `op-agent audit verify` over {have} rows (process, median of 3) | **{:.0} rows/s** ({:.0} ms; min {:.0} max {:.0}; exit ok: {ok}) |",
         have as f64 / (v.med / 1e3),
