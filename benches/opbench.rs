@@ -13,7 +13,9 @@
 //! - `contention DIR PROCS APPENDS`: DEFERRED vs IMMEDIATE appenders, N processes.
 //!
 //! Environment: `OPB_AGENT` (op-agent binary), `OPB_HOOK` (op-hook), `OPB_BASELINE`
-//! (baseline-hook.sh), `OVS_RUNDIR`.
+//! (baseline-hook.sh; replaced by another op-agent build when `OPB_AGENT_B` is set, to compare
+//! two agent builds A B A B),
+//! `OVS_RUNDIR`.
 
 use op_agent::audit::encoding::{row_hash, RowFields, GENESIS};
 use op_agent::audit::{AuditLog, AuditOptions, NewRow, Outcome};
@@ -375,6 +377,19 @@ impl Host {
             Kind::Agent => {
                 let mut c = self.agent_cmd();
                 c.args(["hook", &vmid.to_string(), "post-start"]);
+                if timings {
+                    c.arg("--timings");
+                }
+                c
+            }
+            Kind::Baseline if std::env::var_os("OPB_AGENT_B").is_some() => {
+                // Experiment mode: side B is another op-agent build (OPB_AGENT_B).
+                let mut c = Command::new(std::env::var_os("OPB_AGENT_B").unwrap_or_default());
+                c.env("OP_AGENT_CONFIG", self.agent_toml()).args([
+                    "hook",
+                    &vmid.to_string(),
+                    "post-start",
+                ]);
                 if timings {
                     c.arg("--timings");
                 }
