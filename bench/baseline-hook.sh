@@ -49,9 +49,9 @@ sed '/^\[/,$d' "$conf" | grep -E '^net[0-9]+:' | while IFS= read -r line; do
            external_ids:pve-net="net$n" external_ids:attached-mac="$hwaddr"
     detail="{\"net\":$n,\"link\":\"$new\",\"bridge\":\"$bridge\",\"tag\":\"$tag\",\"mtu\":$mtu}"
     sqlite3 "$db" >/dev/null <<SQL
+PRAGMA busy_timeout=5000;
 PRAGMA journal_mode=WAL;
 PRAGMA synchronous=FULL;
-PRAGMA busy_timeout=5000;
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL,
   vmid INTEGER NOT NULL, phase TEXT NOT NULL, step TEXT NOT NULL, detail TEXT NOT NULL,
   prev_hash BLOB NOT NULL UNIQUE, hash BLOB NOT NULL);
