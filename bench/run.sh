@@ -8,7 +8,8 @@
 # BENCH_STORM ("10 50 100 200") storm sizes; BENCH_STORM_ROUNDS (3) A/B pairs per size;
 # BENCH_APPENDS (3000) single-row appends; BENCH_VERIFY_ROWS (1000000);
 # BENCH_CONT_PROCS (16) × BENCH_CONT_APPENDS (200) for DEFERRED vs IMMEDIATE;
-# BENCH_PROFILE (release; "debug" only to develop the harness).
+# BENCH_PROFILE (release; "debug" only to develop the harness);
+# BENCH_SECTIONS ("ab unmanaged storm memory audit") to run only some sections.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${BENCH_RUNS:-30}
@@ -20,6 +21,8 @@ VROWS=${BENCH_VERIFY_ROWS:-1000000}
 CPROCS=${BENCH_CONT_PROCS:-16}
 CAPPENDS=${BENCH_CONT_APPENDS:-200}
 PROFILE=${BENCH_PROFILE:-release}
+SECTIONS=" ${BENCH_SECTIONS:-ab unmanaged storm memory audit} "
+want() { [[ $SECTIONS == *" $1 "* ]]; }
 REPORT=bench/report.md
 
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: must run as root (netns, veth, OVS)" >&2; exit 1; }
@@ -59,11 +62,16 @@ echo "Private ovsdb-server + ovs-vswitchd (datapath netdev) in netns $NS; audit 
 echo
 } > "$REPORT"
 
-echo "== 1+2 hook A/B ($RUNS runs)" >&2
-inns "$OPBENCH" hook-ab "$R" "$RUNS" "$WARMUP" >> "$REPORT"
-echo "== 3 unmanaged" >&2
-inns "$OPBENCH" unmanaged "$R" "$RUNS" >> "$REPORT"
+if want ab; then
+    echo "== 1+2 hook A/B ($RUNS runs)" >&2
+    inns "$OPBENCH" hook-ab "$R" "$RUNS" "$WARMUP" >> "$REPORT"
+fi
+if want unmanaged; then
+    echo "== 3 unmanaged" >&2
+    inns "$OPBENCH" unmanaged "$R" "$RUNS" >> "$REPORT"
+fi
 
+if want storm; then
 echo "== 4 storm" >&2
 {
 echo "### 4. Start storm: N post-start hooks at once ($ROUNDS A/B rounds per N)"
@@ -77,7 +85,9 @@ for n in $STORM; do
     inns "$OPBENCH" storm "$R" "$n" "$ROUNDS" >> "$REPORT"
 done
 echo >> "$REPORT"
+fi
 
+if want memory; then
 echo "== 5 memory" >&2
 {
 echo "### 5. Memory"
@@ -94,10 +104,13 @@ else
 fi
 echo
 } >> "$REPORT"
+fi
 
-echo "== 6 audit" >&2
-"$OPBENCH" audit-rate "$R/audit-rate" "$APPENDS" "$VROWS" >> "$REPORT"
-"$OPBENCH" contention "$R/contention" "$CPROCS" "$CAPPENDS" >> "$REPORT"
+if want audit; then
+    echo "== 6 audit" >&2
+    "$OPBENCH" audit-rate "$R/audit-rate" "$APPENDS" "$VROWS" >> "$REPORT"
+    "$OPBENCH" contention "$R/contention" "$CPROCS" "$CAPPENDS" >> "$REPORT"
+fi
 echo "Load average at end: $(cut -d' ' -f1-3 /proc/loadavg)." >> "$REPORT"
 
 cat "$REPORT"

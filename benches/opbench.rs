@@ -237,6 +237,8 @@ struct Host {
 }
 
 impl Host {
+    /// agent.toml keeps op-agent's defaults (`[ovsdb] timeout_ms` 5000, `[hook] deadline_ms`
+    /// 10000), matching the baseline's `ovs-vsctl --timeout=5`.
     fn new(root: &Path) -> Res<Host> {
         let h = Host {
             root: root.to_path_buf(),
@@ -249,9 +251,8 @@ impl Host {
             fs::create_dir_all(root.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
         }
         let toml = format!(
-            "[ovsdb]\nsocket = \"{r}/run/openvswitch/db.sock\"\ntimeout_ms = 20000\n\
-             [audit]\ndatabase = \"{r}/var/lib/op-agent/audit.db\"\n[pve]\nroot = \"{r}\"\n\
-             [hook]\ndeadline_ms = 60000\n",
+            "[ovsdb]\nsocket = \"{r}/run/openvswitch/db.sock\"\n\
+             [audit]\ndatabase = \"{r}/var/lib/op-agent/audit.db\"\n[pve]\nroot = \"{r}\"\n",
             r = root.display()
         );
         fs::write(h.agent_toml(), toml).map_err(|e| format!("agent.toml: {e}"))?;
