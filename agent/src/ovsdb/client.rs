@@ -330,23 +330,39 @@ impl Client {
     /// Must be called within a tokio runtime (current-thread is fine): it spawns the reader
     /// and writer tasks.
     ///
+    /// `EAGAIN` (ovsdb-server's listen backlog is full) is retried with 1–20 ms backoff
+    /// within `timeout`.
+    ///
     /// Errors: [`OvsdbError::Connect`] (e.g. `ENOENT`, `ECONNREFUSED`),
     /// [`OvsdbError::ConnectTimeout`].
     pub async fn connect(path: &Path, timeout: Duration) -> Result<Client, OvsdbError> {
-        let stream = match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
-            Err(_) => {
-                return Err(OvsdbError::ConnectTimeout {
-                    path: path.to_path_buf(),
-                    ms: ms(timeout),
-                })
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || OvsdbError::ConnectTimeout {
+            path: path.to_path_buf(),
+            ms: ms(timeout),
+        };
+        let mut backoff = Duration::from_millis(1);
+        let stream = loop {
+            match tokio::time::timeout_at(deadline, UnixStream::connect(path)).await {
+                Err(_) => return Err(timed_out()),
+                // A full listen backlog (a start storm: hundreds of hooks connecting at once)
+                // makes a non-blocking AF_UNIX connect(2) fail with EAGAIN instead of
+                // waiting (unix(7)): retry with backoff until the timeout.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if tokio::time::Instant::now() + backoff >= deadline {
+                        return Err(timed_out());
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(20));
+                }
+                Ok(Err(source)) => {
+                    return Err(OvsdbError::Connect {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
+                Ok(Ok(s)) => break s,
             }
-            Ok(Err(source)) => {
-                return Err(OvsdbError::Connect {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-            Ok(Ok(s)) => s,
         };
         let (rd, wr) = stream.into_split();
         let (out, out_rx) = mpsc::unbounded_channel();
