@@ -105,6 +105,25 @@ fn start_renames_plugs_isolates_vlans_and_stop_cleans_up() {
         "100 -> 102 across VLANs must not answer"
     );
 
+    // pre-start or post-stop run by hand on a running container leave its live port alone.
+    for phase in ["pre-start", "post-stop"] {
+        let out = host.agent(&["hook", "100", phase]);
+        assert!(
+            out.status.success(),
+            "{phase}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            host.ports("ovsbr0"),
+            vec!["vi100", "vi101", "vi102"],
+            "after {phase}"
+        );
+    }
+    assert!(
+        host.ping(100, "10.10.0.101"),
+        "still connected after the manual phases"
+    );
+
     // A second post-start changes nothing.
     let uuid = host.ovs_get("Port", "vi100", "_uuid");
     let ifindex = host.link("vi100").unwrap()["ifindex"].clone();

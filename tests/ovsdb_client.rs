@@ -570,8 +570,9 @@ async fn server_echo_is_answered() {
         "manager_options",
         "@m",
     ]);
-    for _ in 0..100 {
-        if mgr.exists() {
+    // The socket file can exist before ovsdb-server listens on it: wait until a connect works.
+    for _ in 0..250 {
+        if std::os::unix::net::UnixStream::connect(&mgr).is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -82,12 +82,18 @@ fn port_of(row: PortRow) -> ObservedPort {
         external_ids: row.external_ids,
         ofport: iface.as_ref().and_then(|i| i.ofport),
         error: iface.and_then(|i| i.error),
+        link_alive: false,
     }
 }
 
 fn link_of(l: Link, vmid: u32, net: u8) -> ObservedLink {
+    let ours = l.alias.as_deref() == Some(owner_alias(vmid, net).as_str());
     ObservedLink {
-        ours: l.alias.as_deref() == Some(owner_alias(vmid, net).as_str()),
+        other_owner: l
+            .alias
+            .clone()
+            .filter(|a| !ours && a.starts_with(OWNER_ALIAS_PREFIX)),
+        ours,
         index: l.index,
         name: l.name,
         kind: l.kind,
@@ -224,6 +230,23 @@ impl Target {
             }
         }
     }
+}
+
+/// Sets `link_alive` on every observed Port whose name is a kernel link; returns whether any
+/// is alive.
+pub async fn mark_live_ports(target: &Target, obs: &mut Observed) -> Result<bool, HookError> {
+    let mut any = false;
+    for nic in &mut obs.nics {
+        if let Some(p) = nic.target_port.as_mut() {
+            p.link_alive = target.link(&p.name).await?.is_some();
+            any |= p.link_alive;
+        }
+    }
+    for p in &mut obs.owned_ports {
+        p.link_alive = target.link(&p.name).await?.is_some();
+        any |= p.link_alive;
+    }
+    Ok(any)
 }
 
 /// Per-NIC progress, for putting PVE's plumbing back when a post-start step fails.
@@ -440,11 +463,23 @@ async fn apply_step(
             rec.outcome(name, Outcome::Ok, json!({"net": net, "link": link}));
             Ok(None)
         }
-        Step::AddPort(pp) => {
-            let next = target
-                .ovs
-                .add_port(pp)
-                .await
+        Step::AddPort(pp) | Step::ReplacePort(pp) => {
+            let r = if matches!(p.step, Step::ReplacePort(_)) {
+                target
+                    .ovs
+                    .replace_port(
+                        &pp.name,
+                        DelGuard::OwnedBy {
+                            key: "owner".into(),
+                            value: plan::OWNER.into(),
+                        },
+                        pp,
+                    )
+                    .await
+            } else {
+                target.ovs.add_port(pp).await
+            };
+            let next = r
                 .map_err(|e| HookError::from_ovsdb(&e))
                 .inspect_err(|e| failed(rec, e))?;
             rec.outcome(

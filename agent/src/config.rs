@@ -351,7 +351,29 @@ pub fn parse_container(path: &Path, text: &str) -> Result<ContainerConfig, Confi
 }
 
 /// Reads `path` after checking ownership and mode; `Ok(None)` when it does not exist.
+///
+/// Checked, since op-agent runs as root and these files decide what it does: the file (after
+/// following a symlink) and the symlink itself must be owned by root (or the effective user),
+/// the file must not be writable by group or others, and the folder holding it (and the
+/// folder holding the link target) must not be writable by group or others unless it has the
+/// sticky bit: otherwise anyone could swap the file for another.
 pub fn read_checked(path: &Path) -> Result<Option<String>, ConfigError> {
+    let lmeta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ConfigError::file(path, format!("cannot read: {e}"))),
+    };
+    if let Some(dir) = path.parent() {
+        check_dir(path, dir)?;
+    }
+    if lmeta.file_type().is_symlink() {
+        check_owner(path, lmeta.uid(), "the symlink")?;
+        let target = std::fs::canonicalize(path)
+            .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+        if let Some(dir) = target.parent() {
+            check_dir(path, dir)?;
+        }
+    }
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -361,6 +383,46 @@ pub fn read_checked(path: &Path) -> Result<Option<String>, ConfigError> {
     std::fs::read_to_string(path)
         .map(Some)
         .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))
+}
+
+fn check_owner(path: &Path, uid: u32, what: &str) -> Result<(), ConfigError> {
+    let euid = nix::unistd::geteuid().as_raw();
+    if uid != 0 && uid != euid {
+        return Err(ConfigError::file(
+            path,
+            format!(
+                "refused: {what} is owned by uid {uid}, not root; fix: chown -h root:root {}",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The folder `dir` holding `path` must be owned by root and not writable by group or others
+/// (unless sticky).
+fn check_dir(path: &Path, dir: &Path) -> Result<(), ConfigError> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(m) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    check_owner(path, m.uid(), &format!("its folder {}", dir.display()))?;
+    let mode = m.mode() & 0o7777;
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(ConfigError::file(
+            path,
+            format!(
+                "refused: its folder {} is writable by group or others (mode {mode:04o}); fix: chmod go-w {}",
+                dir.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a file not owned by root (or the effective user) or writable by group or others.
@@ -507,5 +569,39 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(read_checked(&f).unwrap(), Some(String::new()));
         assert_eq!(read_checked(&dir.path().join("none.toml")).unwrap(), None);
+        // A folder others can write to: anyone could swap the file.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = read_checked(&f).unwrap_err();
+        assert!(
+            e.is_permission() && e.to_string().contains("its folder"),
+            "{e}"
+        );
+        // ... unless sticky (like /tmp): others cannot replace root's file there.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(read_checked(&f).is_ok());
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn symlink_owned_by_another_user_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("181.toml");
+        std::fs::write(&target, "").unwrap();
+        let link = dir.path().join("100.toml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(read_checked(&link).is_ok());
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &link,
+            Some(nix::unistd::Uid::from_raw(65534)),
+            None,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        let e = read_checked(&link).unwrap_err();
+        assert!(
+            e.is_permission() && e.to_string().contains("symlink"),
+            "{e}"
+        );
     }
 }

@@ -144,6 +144,44 @@ pub fn resolve(
     })
 }
 
+/// A `name` override must not take a name PVE or another container owns: PVE's own device
+/// names (`veth<id>i<n>`, `tap<id>i<n>`, `fwbr…`, `fwln…`, `fwpr…`) and op-agent's default names
+/// of other containers (`vi<id>`, `vi<id>i<n>`).
+fn check_name_namespace(vmid: Vmid, name: &str) -> Result<(), String> {
+    let digits_i_digits = |rest: &str, sep: char| -> bool {
+        match rest.split_once(sep) {
+            Some((a, b)) => {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.bytes().all(|c| c.is_ascii_digit())
+                    && b.bytes().all(|c| c.is_ascii_digit())
+            }
+            None => false,
+        }
+    };
+    for prefix in ["veth", "tap", "fwbr", "fwln", "fwpr"] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            if digits_i_digits(rest, 'i')
+                || digits_i_digits(rest, 'p')
+                || digits_i_digits(rest, 'o')
+            {
+                return Err(format!(
+                    "{name:?} is a Proxmox VE device name; choose another"
+                ));
+            }
+        }
+    }
+    if let Some(rest) = name.strip_prefix("vi") {
+        let id = rest.split('i').next().unwrap_or("");
+        if !id.is_empty() && id.bytes().all(|c| c.is_ascii_digit()) && id != vmid.to_string() {
+            return Err(format!(
+                "{name:?} is op-agent's name for container {id}; choose another"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn resolve_nic(
     vmid: Vmid,
     net: NetIndex,
@@ -157,6 +195,9 @@ fn resolve_nic(
         .and_then(|o| o.name.clone())
         .unwrap_or_else(|| default_link_name(vmid, net));
     let name = IfName::new(&name_str).map_err(|e| err(format!("net{net} name: {e}")))?;
+    if over.and_then(|o| o.name.as_ref()).is_some() {
+        check_name_namespace(vmid, &name_str).map_err(|m| err(format!("net{net} name: {m}")))?;
+    }
     let bridge_str = over.and_then(|o| o.bridge.clone()).or(pve.bridge.clone());
     let bridge = match bridge_str {
         Some(b) => Some(IfName::new(&b).map_err(|e| err(format!("net{net} bridge: {e}")))?),

@@ -139,8 +139,20 @@ pub fn run(
         .container_candidates(vmid.get())
         .iter()
         .any(|p| p.exists())
-        || !pve_path.exists()
     {
+        return ExitCode::Ok;
+    }
+    if !root.join("etc/pve").is_dir() {
+        // A managed guest, but the PVE root is wrong: silently doing nothing would switch
+        // op-agent off for every container.
+        let msg = format!(
+            "{}: [pve] root = {:?} has no etc/pve",
+            cfg.path.display(),
+            root.display().to_string()
+        );
+        return fail(vmid_arg, ph, ExitCode::Config, &msg);
+    }
+    if !pve_path.exists() {
         return ExitCode::Ok;
     }
     let deadline = Duration::from_millis(cfg.toml.hook.deadline_ms);
@@ -196,6 +208,15 @@ pub fn run_locked(
         };
     let mut rec = Recorder::new(vmid.get(), label, audit, started);
 
+    if phase == Phase::PreStop {
+        // Nothing to change, so nothing to validate (a config edited while the container ran
+        // must not make its stop fail).
+        rec.outcome("phase.noop", Outcome::Skipped, json!({}));
+        return rec
+            .finish()
+            .map(|_| String::new())
+            .map_err(|e| HookError::new(ExitCode::AuditIo, e.to_string()));
+    }
     let result = match load_desired(cfg, vmid, &pve_path) {
         Ok(d) => {
             rec.outcome(
@@ -211,6 +232,17 @@ pub fn run_locked(
                 Outcome::Failed,
                 json!({"error": e.to_string()}),
             );
+            if phase == Phase::PostStop {
+                // The config broke while the container ran: still remove every row op-agent
+                // owns for it, then report the config error.
+                let d = Desired {
+                    vmid,
+                    network_type: crate::config::NetworkType::Bridge,
+                    require_mesh: false,
+                    nics: Vec::new(),
+                };
+                let _ = run_async(cfg, &d, phase, opts, &mut rec, deadline, started);
+            }
             Err(HookError::new(config_code(&e), e.to_string()))
         }
     };
@@ -279,7 +311,7 @@ fn load_desired(cfg: &AgentConfig, vmid: Vmid, pve_path: &Path) -> Result<Desire
         .map_err(|e| ConfigError {
             file: pve_path.to_path_buf(),
             line: Some(e.line).filter(|l| *l > 0),
-            message: e.to_string(),
+            message: format!("{} ({})", e.kind, e.key),
         })?;
     desired::resolve(vmid, &pve, pve_path, &ct)
 }
@@ -352,7 +384,8 @@ async fn pre_start(
     rec: &mut Recorder,
 ) -> Result<String, HookError> {
     let target = Target::connect(cfg, rec).await?;
-    let obs = target.observe(d, true, rec).await?;
+    let mut obs = target.observe(d, true, rec).await?;
+    apply::mark_live_ports(&target, &mut obs).await?;
     let steps = plan::plan_pre_start(d, &obs).map_err(HookError::from_plan)?;
     apply::apply(&target, cfg, d, &obs, &steps, opts, rec).await
 }
@@ -386,7 +419,13 @@ async fn post_stop(
     rec: &mut Recorder,
 ) -> Result<String, HookError> {
     let target = Target::connect(cfg, rec).await?;
-    let obs = target.observe(d, true, rec).await?;
+    let mut obs = target.observe(d, true, rec).await?;
+    // The kernel destroys the container's veths asynchronously: give a live one up to 1 s to go
+    // away; one still there belongs to a running container (post-stop run by hand) and is kept.
+    let until = Instant::now() + Duration::from_secs(1);
+    while apply::mark_live_ports(&target, &mut obs).await? && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let steps = plan::plan_post_stop(Some(d), &obs);
     apply::apply(&target, cfg, d, &obs, &steps, opts, rec).await
 }

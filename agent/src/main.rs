@@ -6,6 +6,12 @@ use op_agent::cli::Cli;
 use op_agent::exit::ExitCode;
 
 fn main() {
+    // Die quietly on a closed pipe (`op-agent status --json | head`), like other CLI tools,
+    // instead of failing a print.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

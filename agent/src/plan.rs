@@ -27,6 +27,24 @@ pub struct ObservedLink {
     pub master: Option<u32>,
     /// True when the link carries op-agent's IFLA_IFALIAS for this vmid and net.
     pub ours: bool,
+    /// op-agent's alias when it marks the link as another container's or NIC's
+    /// (`op-agent vm-id=102 net=0`).
+    pub other_owner: Option<String>,
+}
+
+impl ObservedLink {
+    fn foreign(&self, what: &str) -> PlanError {
+        PlanError::Refused(match &self.other_owner {
+            Some(o) => format!(
+                "{what}: link {} is already in use by another op-agent NIC ({o}); names must be unique on the host",
+                self.name
+            ),
+            None => format!(
+                "{what}: a link named {} exists that op-agent did not make; it is left alone",
+                self.name
+            ),
+        })
+    }
 }
 
 /// A Port (with its single Interface) as observed in OVSDB.
@@ -46,6 +64,9 @@ pub struct ObservedPort {
     pub ofport: Option<i64>,
     /// Interface `error`.
     pub error: Option<String>,
+    /// A kernel link of the Port's name exists (its container is running): pre-start and
+    /// post-stop never delete such a row.
+    pub link_alive: bool,
 }
 
 impl ObservedPort {
@@ -109,6 +130,10 @@ pub enum Step {
     LinkUp { link: String },
     /// Insert Interface+Port, wait for ovs-vswitchd, check `ofport`/`error`.
     AddPort(PortPlan),
+    /// Replace op-agent's drifted Port of the same name in ONE transaction (delete guarded by
+    /// ownership, then the same insert as [`Step::AddPort`]), so a failure never leaves the NIC
+    /// without a port.
+    ReplacePort(PortPlan),
     /// Check that the renamed link is still enslaved to its Linux bridge.
     CheckMaster { link: String, bridge: String },
     /// Confirm the host's mesh interface (netmaker mode, pre-start).
@@ -129,6 +154,7 @@ impl Step {
             Step::LinkRename { .. } => "link.rename",
             Step::LinkUp { .. } => "link.up",
             Step::AddPort(_) => "ovs.add-port",
+            Step::ReplacePort(_) => "ovs.replace-port",
             Step::CheckMaster { .. } => "link.check-master",
             Step::ConfirmMesh => "mesh.confirm",
             Step::RecordMesh { .. } => "mesh.via",
@@ -158,8 +184,13 @@ impl fmt::Display for Step {
                 )
             }
             Step::LinkUp { link } => write!(f, "link.up {link}"),
-            Step::AddPort(p) => {
-                write!(f, "ovs.add-port {} {}", p.bridge, p.name)?;
+            Step::AddPort(p) | Step::ReplacePort(p) => {
+                let verb = if matches!(self, Step::AddPort(_)) {
+                    "add-port"
+                } else {
+                    "replace-port"
+                };
+                write!(f, "ovs.{verb} {} {}", p.bridge, p.name)?;
                 if let Some(t) = p.tag {
                     write!(f, " tag={t}")?;
                 }
@@ -289,10 +320,7 @@ fn check_target_link(nic: &DesiredNic, obs: &ObservedNic) -> Result<(), PlanErro
     if let Some(t) = &obs.target_link {
         let same = obs.pve_link.as_ref().map(|p| p.index) == Some(t.index);
         if !t.ours && !same {
-            return Err(PlanError::Refused(format!(
-                "net{}: a link named {} exists that op-agent did not make; it is left alone",
-                nic.net, nic.name
-            )));
+            return Err(t.foreign(&format!("net{}", nic.net)));
         }
     }
     Ok(())
@@ -356,10 +384,7 @@ pub fn plan_pre_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanE
         }
         if let Some(t) = &o.target_link {
             if !t.ours {
-                return Err(PlanError::Refused(format!(
-                    "net{}: a link named {} exists that op-agent did not make; it is left alone",
-                    nic.net, nic.name
-                )));
+                return Err(t.foreign(&format!("net{}", nic.net)));
             }
         }
         if let Some(p) = &o.target_port {
@@ -367,6 +392,10 @@ pub fn plan_pre_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanE
                 return Err(foreign_port(nic, p));
             }
             deleted.insert(p.name.clone());
+            if p.link_alive {
+                // Its container is running (pre-start run by hand): leave its port alone.
+                continue;
+            }
             steps.push(Planned {
                 net: Some(nic.net),
                 step: Step::DelPort {
@@ -377,7 +406,7 @@ pub fn plan_pre_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanE
         }
     }
     for p in &obs.owned_ports {
-        if deleted.insert(p.name.clone()) {
+        if deleted.insert(p.name.clone()) && !p.link_alive {
             steps.push(Planned {
                 net: None,
                 step: Step::DelPort {
@@ -473,13 +502,7 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
                 }
                 match (&want, &o.target_port) {
                     (Some(w), Some(have)) if port_matches(have, w) => {}
-                    (Some(w), Some(_)) => {
-                        push(Step::DelPort {
-                            port: nic.name.to_string(),
-                            guard: DelGuard::Owned,
-                        });
-                        push(Step::AddPort(w.clone()));
-                    }
+                    (Some(w), Some(_)) => push(Step::ReplacePort(w.clone())),
                     (Some(w), None) => push(Step::AddPort(w.clone())),
                     (None, Some(_)) if nic.link_down => push(Step::DelPort {
                         port: nic.name.to_string(),
@@ -512,7 +535,7 @@ pub fn plan_post_stop(d: Option<&Desired>, obs: &Observed) -> Vec<Planned> {
     if let Some(d) = d {
         for (nic, o) in d.nics.iter().zip(&obs.nics) {
             if let Some(p) = &o.target_port {
-                if p.owned() && seen.insert(p.name.clone()) {
+                if p.owned() && seen.insert(p.name.clone()) && !p.link_alive {
                     steps.push(Planned {
                         net: Some(nic.net),
                         step: Step::DelPort {
@@ -525,7 +548,7 @@ pub fn plan_post_stop(d: Option<&Desired>, obs: &Observed) -> Vec<Planned> {
         }
     }
     for p in &obs.owned_ports {
-        if seen.insert(p.name.clone()) {
+        if seen.insert(p.name.clone()) && !p.link_alive {
             steps.push(Planned {
                 net: None,
                 step: Step::DelPort {
@@ -589,6 +612,7 @@ mod tests {
             up: true,
             master: None,
             ours: false,
+            other_owner: None,
         }
     }
 
@@ -683,9 +707,8 @@ mod tests {
             ..Default::default()
         };
         let plan = plan_post_start(&d, &obs).unwrap();
-        assert_eq!(plan.len(), 2);
-        assert_eq!(plan[0].step.to_string(), "ovs.del-port vi100 (owned only)");
-        assert!(matches!(&plan[1].step, Step::AddPort(p) if p.tag == Some(10)));
+        assert_eq!(plan.len(), 1);
+        assert!(matches!(&plan[0].step, Step::ReplacePort(p) if p.tag == Some(10)));
     }
 
     #[test]
@@ -853,6 +876,53 @@ mod tests {
             e.to_string(),
             "/c/100.toml:3: [[nic]] net = 5: no net5 in /p/100.conf"
         );
+    }
+
+    #[test]
+    fn name_overrides_cannot_take_pve_or_other_container_names() {
+        let mut pve = PveConf::default();
+        pve.nets.insert(0, net(0, "ovsbr0", None));
+        let vmid: Vmid = "102".parse().unwrap();
+        for (name, ok) in [
+            ("vi101", false),
+            ("vi101i1", false),
+            ("veth101i0", false),
+            ("tap5i0", false),
+            ("fwbr102i0", false),
+            ("vi102", true),
+            ("vi102i3", true),
+            ("dup0", true),
+            ("vethx", true),
+        ] {
+            let ct = parse_container(
+                Path::new("/c/102.toml"),
+                &format!("[[nic]]\nnet = 0\nname = \"{name}\"\n"),
+            )
+            .unwrap();
+            let r = resolve(vmid, &pve, Path::new("/p/102.conf"), &ct);
+            assert_eq!(r.is_ok(), ok, "{name}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn live_ports_are_never_swept() {
+        let d = desired(vec![net(0, "ovsbr0", Some(10))], "");
+        let mut ours = pve_port("vi100");
+        ours.external_ids = ownership_ids(&d, &d.nics[0]);
+        ours.link_alive = true;
+        let mut link = veth("vi100", 7);
+        link.ours = true;
+        let obs = Observed {
+            nics: vec![ObservedNic {
+                target_link: Some(link),
+                target_port: Some(ours.clone()),
+                ..Default::default()
+            }],
+            ovs_bridges: ["ovsbr0".to_string()].into(),
+            owned_ports: vec![ours],
+        };
+        assert!(plan_pre_start(&d, &obs).unwrap().is_empty());
+        assert!(plan_post_stop(Some(&d), &obs).is_empty());
     }
 
     #[test]

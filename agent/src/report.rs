@@ -149,8 +149,26 @@ impl Recorder {
             Some(a.append_all(&rows)?)
         };
         self.pending.clear();
-        if let Some(h) = a.checkpoint()? {
-            head = Some(h);
+        match a.checkpoint() {
+            Ok(Some(h)) => head = Some(h),
+            Ok(None) => {}
+            Err(e) => {
+                // The run's rows are written; only the keyed seal failed (e.g. audit.key does
+                // not match a restored database). The changes are made, so the run does not
+                // fail for it: the failure is recorded, and `audit verify --key-file` reports
+                // the gap in the epochs.
+                log::error!("audit checkpoint: {e}");
+                eprintln!("op-agent: warning: audit checkpoint not written: {e}");
+                let detail = serde_json::json!({"error": e.to_string()}).to_string();
+                head = Some(a.append(&NewRow {
+                    vmid: self.vmid,
+                    phase: &self.phase,
+                    run_id: &self.run_id,
+                    step: "audit.checkpoint",
+                    outcome: Outcome::Failed,
+                    detail: &detail,
+                })?);
+            }
         }
         self.timings.push(("audit.finish".into(), t.elapsed()));
         if let Some(h) = &head {

@@ -109,6 +109,17 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
             dirs[1].0.display()
         );
     }
+    if !root.join("etc/pve").is_dir() {
+        errors += 1;
+        let _ = writeln!(
+            out,
+            "ERROR {}: [pve] root = {:?} has no etc/pve: every hook of a managed container fails",
+            cfg.path.display(),
+            root.display().to_string()
+        );
+    }
+    // Host link names must be unique across containers: name -> "<vmid> net<n>".
+    let mut taken: std::collections::BTreeMap<String, String> = Default::default();
     for raw in vmids {
         let Some(vmid) = Vmid::new(raw) else {
             continue;
@@ -169,6 +180,18 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
                 let pve_path = paths::lxc_conf_path(&root, vmid);
                 match crate::desired::resolve(vmid, &pve, &pve_path, &ct) {
                     Ok(d) => {
+                        for n in &d.nics {
+                            let me = format!("{vmid} net{}", n.net);
+                            if let Some(other) = taken.insert(n.name.to_string(), me.clone()) {
+                                errors += 1;
+                                let _ = writeln!(
+                                    out,
+                                    "ERROR {}: name {} of {me} is also the name of {other}",
+                                    winner.display(),
+                                    n.name
+                                );
+                            }
+                        }
                         let nics: Vec<String> = d
                             .nics
                             .iter()
