@@ -126,7 +126,11 @@ fn check_reports_each_kind_of_drift_and_apply_repairs_it() {
     let rows = a.audit_rows();
     assert!(
         rows.iter()
-            .filter(|r| r.1 == "apply" && r.2 == "ovs.add-port" && r.3 == "ok")
+            .filter(|r| {
+                r.1 == "apply"
+                    && (r.2 == "ovs.add-port" || r.2 == "ovs.replace-port")
+                    && r.3 == "ok"
+            })
             .count()
             >= 3,
         "{rows:?}"

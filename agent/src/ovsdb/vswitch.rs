@@ -496,6 +496,13 @@ impl Client {
                     owned_wait = Some(ops.len());
                 }
                 ops.extend(del_port_ops(del_name, &uuid, &guard));
+                // Unreferenced rows are only garbage-collected at commit: delete them
+                // explicitly so the insert's "no Port/Interface of that name" guards pass
+                // when the new port has the old one's name.
+                ops.push(json!({"op": "delete", "table": "Port",
+                    "where": [["_uuid", "==", ["uuid", uuid]]]}));
+                ops.push(json!({"op": "delete", "table": "Interface",
+                    "where": [["name", "==", del_name]]}));
             }
         }
         let add_at = ops.len();
