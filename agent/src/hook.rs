@@ -419,13 +419,10 @@ async fn post_stop(
     rec: &mut Recorder,
 ) -> Result<String, HookError> {
     let target = Target::connect(cfg, rec).await?;
-    let mut obs = target.observe(d, true, rec).await?;
-    // The kernel destroys the container's veths asynchronously: give a live one up to 1 s to go
-    // away; one still there belongs to a running container (post-stop run by hand) and is kept.
-    let until = Instant::now() + Duration::from_secs(1);
-    while apply::mark_live_ports(&target, &mut obs).await? && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Every owned row goes, even if the kernel has not finished destroying the container's
+    // veths yet (it does so asynchronously): a row left behind would capture the next device
+    // of that name (PVE bug #1232).
+    let obs = target.observe(d, true, rec).await?;
     let steps = plan::plan_post_stop(Some(d), &obs);
     apply::apply(&target, cfg, d, &obs, &steps, opts, rec).await
 }
