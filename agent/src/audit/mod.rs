@@ -970,3 +970,79 @@ pub fn run_id() -> String {
         encoding::hex(&r)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row<'a>(run: &'a str, step: &'a str) -> NewRow<'a> {
+        NewRow {
+            vmid: 100,
+            phase: "post-start",
+            run_id: run,
+            step,
+            outcome: Outcome::Ok,
+            detail: "{}",
+        }
+    }
+
+    fn count(log: &AuditLog) -> i64 {
+        log.conn
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The outcome rows and the checkpoint sealing them land in one transaction; the chain
+    /// verifies with the initial key; a key ahead of the log still lets the rows in.
+    #[test]
+    fn append_all_sealed_seals_in_one_transaction_and_never_loses_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("audit.db");
+        let kf = d.path().join("audit.key");
+        let k0 = init_key(&kf).unwrap();
+        let opts = AuditOptions {
+            key_file: Some(kf.clone()),
+            ..AuditOptions::default()
+        };
+        let mut log = AuditLog::open(&db, &opts).unwrap();
+        log.warm_up().unwrap();
+        let h = log
+            .append_all_sealed(&[row("r1", "a"), row("r1", "b")])
+            .unwrap();
+        assert_eq!(h.seq, 3);
+        let (phase, run, detail): (String, String, String) = log
+            .conn
+            .query_row(
+                "SELECT phase, run_id, detail FROM audit WHERE seq = 3",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((phase.as_str(), run.as_str()), ("checkpoint", "r1"));
+        let cp = encoding::parse_checkpoint_detail(&detail).unwrap();
+        assert_eq!((cp.epoch, cp.head_seq), (0, 2));
+        assert_eq!(read_key_file(&kf).unwrap().0, 1);
+        log.append_all_sealed(&[row("r2", "c")]).unwrap();
+        assert_eq!(read_key_file(&kf).unwrap().0, 2);
+        let rep = verify::verify_db(
+            &db,
+            &verify::VerifyOptions {
+                anchors: vec![],
+                initial_key: Some(k0),
+            },
+        )
+        .unwrap();
+        assert!(rep.tamper.is_none(), "{:?}", rep.tamper);
+        assert_eq!((rep.rows, rep.checkpoints, rep.unsealed_rows), (5, 2, 0));
+        // A key ahead of the log: no seal, but the run's rows are appended.
+        fs::write(&kf, format_key_line(9, &encoding::key_for_epoch(&k0, 9))).unwrap();
+        let n = count(&log);
+        let e = log.append_all_sealed(&[row("r3", "d")]).unwrap_err();
+        assert!(matches!(e, AuditError::Key { .. }), "{e}");
+        assert_eq!(count(&log), n + 1);
+        // No key file: a plain append.
+        fs::remove_file(&kf).unwrap();
+        let h = log.append_all_sealed(&[row("r4", "e")]).unwrap();
+        assert_eq!((h.seq, count(&log)), (n + 2, n + 2));
+    }
+}
