@@ -8,6 +8,7 @@
 # BENCH_STORM ("10 50 100 200") storm sizes; BENCH_STORM_ROUNDS (3) A/B pairs per size;
 # BENCH_APPENDS (3000) single-row appends; BENCH_VERIFY_ROWS (1000000);
 # BENCH_CONT_PROCS (16) × BENCH_CONT_APPENDS (200) for DEFERRED vs IMMEDIATE;
+# BENCH_WATCH_N (200) containers × BENCH_WATCH_ROUNDS (5) veth re-creations for `watch` RSS;
 # BENCH_PROFILE (release; "debug" only to develop the harness);
 # BENCH_SECTIONS ("ab unmanaged storm memory audit") to run only some sections.
 set -euo pipefail
@@ -20,6 +21,8 @@ APPENDS=${BENCH_APPENDS:-3000}
 VROWS=${BENCH_VERIFY_ROWS:-1000000}
 CPROCS=${BENCH_CONT_PROCS:-16}
 CAPPENDS=${BENCH_CONT_APPENDS:-200}
+WATCH_N=${BENCH_WATCH_N:-200}
+WATCH_ROUNDS=${BENCH_WATCH_ROUNDS:-5}
 PROFILE=${BENCH_PROFILE:-release}
 SECTIONS=" ${BENCH_SECTIONS:-ab unmanaged storm memory audit} "
 want() { [[ $SECTIONS == *" $1 "* ]]; }
@@ -96,12 +99,11 @@ inns "$OPBENCH" fresh "$R" 1000 >&2
 env OP_AGENT_CONFIG="$R/etc/op-agent/agent.toml" ip netns exec "$NS" \
     /usr/bin/time -v "$BIN/op-agent" hook 1000 post-start 2> "$R/time-v.txt" >/dev/null || true
 echo "- \`/usr/bin/time -v op-agent hook 1000 post-start\` (fresh veth, full run; cross-check of the wait4 figures above): $(sed -n 's/^\s*Maximum resident set size (kbytes): /peak RSS /p' "$R/time-v.txt") KiB, exit $(sed -n 's/^\s*Exit status: //p' "$R/time-v.txt")."
-watch_probe=$(OP_AGENT_CONFIG="$R/etc/op-agent/agent.toml" timeout 3 ip netns exec "$NS" "$BIN/op-agent" watch 2>&1 || true)
-if grep -qi 'not implemented' <<<"$watch_probe"; then
-    echo "- \`op-agent watch\`: **not measured**: on this branch it is still the stub (\`$(head -1 <<<"$watch_probe")\`); the watch service is issue 5 (branch wt-i5)."
-else
-    echo "- \`op-agent watch\`: present on this branch, but its 200-container / 1,000-event RSS run is not wired into this harness yet (not measured)."
-fi
+echo
+} >> "$REPORT"
+echo "== 5b watch memory ($WATCH_N containers, $WATCH_ROUNDS rounds)" >&2
+inns "$OPBENCH" watch-mem "$R" "$WATCH_N" "$WATCH_ROUNDS" >> "$REPORT"
+{
 echo
 } >> "$REPORT"
 fi
@@ -109,6 +111,9 @@ fi
 if want audit; then
     echo "== 6 audit" >&2
     "$OPBENCH" audit-rate "$R/audit-rate" "$APPENDS" "$VROWS" >> "$REPORT"
+    echo "Audit work of one hook run, in-process (\`opbench audit-steps\`, same file system):" >> "$REPORT"
+    echo >> "$REPORT"
+    "$OPBENCH" audit-steps "$R/audit-steps" 200 >> "$REPORT"
     "$OPBENCH" contention "$R/contention" "$CPROCS" "$CAPPENDS" >> "$REPORT"
 fi
 echo "Load average at end: $(cut -d' ' -f1-3 /proc/loadavg)." >> "$REPORT"

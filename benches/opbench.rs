@@ -45,6 +45,8 @@ fn main() {
             h.manage(v)?;
             h.fresh(&[v], true)
         }),
+        "watch-mem" => watch_mem(Path::new(&a(1)), n(2, 200), n(3, 5)),
+        "audit-steps" => audit_steps(Path::new(&a(1)), n(2, 200)),
         "audit-rate" => audit_rate(Path::new(&a(1)), n(2, 3000), n(3, 1_000_000)),
         "contention" => contention(Path::new(&a(1)), n(2, 16), n(3, 200)),
         "contention-child" => contention_child(Path::new(&a(1)), &a(2), n(3, 200), n(4, 0)),
@@ -846,6 +848,151 @@ fn sample_row<'a>(run: &'a str, detail: &'a str) -> NewRow<'a> {
 }
 
 const DETAIL: &str = r#"{"net":0,"port":"vi100","bridge":"ovsbr0","tag":10,"mtu_request":1500,"uuid":"3f1c2a9e-0d1b-4c55-9a51-0b8a7c1d2e3f"}"#;
+
+/// `VmRSS`/`VmHWM` of `pid` in KiB, from `/proc/<pid>/status`.
+fn rss_of(pid: u32) -> Res<(i64, i64)> {
+    let st = fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let kib = |k: &str| {
+        st.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(-1)
+    };
+    Ok((kib("VmRSS:"), kib("VmHWM:")))
+}
+
+/// Section 5b: `op-agent watch` with `n` managed running containers (each "running" through
+/// the abstract socket `@<root>/var/lib/lxc/<vmid>/command` that PVE's `check_running` looks
+/// for, bound here), then `rounds` rounds in which every container's veth is re-created and
+/// plugged like PVE does (an in-guest reboot: a new `veth<vmid>i0` the service converges).
+/// Reports the service's RSS after start-up and after each round, its peak (`VmHWM`), the
+/// link events caused, and the end state.
+fn watch_mem(root: &Path, n: usize, rounds: usize) -> Res<()> {
+    use std::os::linux::net::SocketAddrExt;
+    let h = Host::new(root)?;
+    let vmids: Vec<u32> = (0..n as u32).map(|i| 2000 + i).collect();
+    let mut socks = vec![];
+    for &v in &vmids {
+        h.manage(v)?;
+        let name = pve_integration::running::command_socket_name(
+            root,
+            v.to_string().parse().map_err(|_| "vmid")?,
+        );
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(
+            name.trim_start_matches('@').as_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
+        socks.push(std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|e| e.to_string())?);
+    }
+    h.fresh(&vmids, false)?;
+    let mut child = h
+        .agent_cmd()
+        .args(["watch"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("watch: {e}"))?;
+    let pid = child.id();
+    let settle = |what: &str, child: &mut std::process::Child| -> Res<(f64, Vec<u32>)> {
+        let t = Instant::now();
+        loop {
+            let bad = h.check(&vmids)?;
+            if bad.is_empty() || t.elapsed() > Duration::from_secs(120) {
+                return Ok((t.elapsed().as_secs_f64(), bad));
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                return Err(format!("watch exited {st} during {what}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let mut lines = vec![];
+    let (s, bad) = settle("start-up", &mut child)?;
+    let (rss, hwm) = rss_of(pid)?;
+    lines.push(format!(
+        "| start-up reconcile of {n} | {s:.1} | {} | {rss} | {hwm} |",
+        bad.len()
+    ));
+    let mut events = 0;
+    for r in 1..=rounds {
+        // An in-guest reboot of every container: the old veth goes, PVE plugs a new one.
+        let mut del = String::new();
+        for v in &vmids {
+            del += &format!("link del vi{v}\n");
+        }
+        ip_batch(&del)?;
+        h.fresh(&vmids, false)?;
+        events += n;
+        let (s, bad) = settle(&format!("round {r}"), &mut child)?;
+        let (rss, hwm) = rss_of(pid)?;
+        lines.push(format!(
+            "| round {r}: {n} veths re-created ({events} new `veth<vmid>i0` links so far) | {s:.1} | {} | {rss} | {hwm} |",
+            bad.len()
+        ));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let st = child.wait().map_err(|e| e.to_string())?;
+    drop(socks);
+    println!("#### `op-agent watch`, {n} managed running containers\n");
+    println!("Each new `veth<vmid>i0` is one link event the service acts on (RTM_NEWLINK; the deletes, renames and up/down it also sees are not counted). Exit on SIGTERM: {st}.\n");
+    println!("| phase | converged after s | wrong end states | VmRSS KiB | VmHWM (peak) KiB |\n|---|---|---|---|---|");
+    for l in lines {
+        println!("{l}");
+    }
+    println!();
+    Ok(())
+}
+
+/// The audit work of one hook run, in-process, `runs` times on `dir`'s file system: open,
+/// the intent transaction (2 rows), the outcome transaction (9 rows), close (SQLite's
+/// checkpoint on close). Medians per step, as a Markdown table.
+fn audit_steps(dir: &Path, runs: usize) -> Res<()> {
+    fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let db = dir.join("steps.db");
+    for s in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(format!("{}{s}", db.display()));
+    }
+    let o = AuditOptions::default();
+    let mut t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for i in 0..runs + 3 {
+        let run = format!("run-{i}");
+        let t0 = Instant::now();
+        let mut log = AuditLog::open(&db, &o).map_err(|e| e.to_string())?;
+        let t1 = Instant::now();
+        log.append_all(&[sample_row(&run, DETAIL), sample_row(&run, DETAIL)])
+            .map_err(|e| e.to_string())?;
+        let t2 = Instant::now();
+        let rows: Vec<NewRow> = (0..9).map(|_| sample_row(&run, DETAIL)).collect();
+        log.append_all_sealed(&rows).map_err(|e| e.to_string())?;
+        let t3 = Instant::now();
+        drop(log);
+        let t4 = Instant::now();
+        if i < 3 {
+            continue;
+        }
+        t.entry("1 open").or_default().push(ms(t1 - t0));
+        t.entry("2 intent txn (2 rows)")
+            .or_default()
+            .push(ms(t2 - t1));
+        t.entry("3 outcome txn (9 rows)")
+            .or_default()
+            .push(ms(t3 - t2));
+        t.entry("4 close (checkpoint)")
+            .or_default()
+            .push(ms(t4 - t3));
+        t.entry("5 all").or_default().push(ms(t4 - t0));
+    }
+    println!("| audit step ({runs} runs) | median (min – max) ms |\n|---|---|");
+    for (k, v) in &t {
+        println!("| {k} | {} |", fmt3(&stats(v)));
+    }
+    println!();
+    Ok(())
+}
 
 fn audit_rate(dir: &Path, appends: usize, verify_rows: usize) -> Res<()> {
     let agent = env_path("OPB_AGENT")?;

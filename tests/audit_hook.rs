@@ -155,3 +155,67 @@ fn unwritable_audit_log_changes_nothing() {
     assert_eq!(host.ports("ovsbr0"), vec!["veth111i0"]);
     assert_eq!(host.ovs_get("Port", "veth111i0", "tag"), "10");
 }
+
+#[test]
+fn keyed_checkpoints_seal_runs_and_a_key_mismatch_never_fails_a_finished_run() {
+    let host = TestHost::new("akey");
+    host.write_pve_conf(112, &conf(112));
+    host.manage(112, "network_type = \"bridge\"\n");
+    let out = host.agent(&["audit", "init-key"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let initial = text.lines().last().unwrap().trim().to_string();
+    assert_eq!(initial.len(), 64, "{text}");
+    let key_copy = host.root().join("initial.key");
+    std::fs::write(&key_copy, &initial).unwrap();
+    let kc = key_copy.display().to_string();
+
+    host.sim_ok(&["start", "112"]);
+    let rows = host.audit_rows();
+    let seals = rows
+        .iter()
+        .filter(|r| r["step"] == "audit.checkpoint")
+        .count();
+    assert!(seals >= 2, "one checkpoint per run: {seals}");
+    let v = host.agent(&["audit", "verify", "--key-file", &kc]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+
+    // The database is replaced by an empty one (restored elsewhere, moved): the key no longer
+    // fits. A run still does its job and exits 0; the failed seal is a row, and verify with
+    // the initial key reports the break.
+    let db = host.audit_db();
+    for ext in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{ext}", db.display()));
+        let _ = std::fs::rename(&p, format!("{}.old", p.display()));
+    }
+    host.run_ok(&["ip", "link", "set", "vi112", "down"]);
+    let out = host.agent(&["hook", "112", "post-start"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("audit checkpoint not written"));
+    assert_eq!(host.link("vi112").unwrap()["operstate"] != "DOWN", true);
+    let rows = host.audit_rows();
+    assert!(rows
+        .iter()
+        .any(|r| r["step"] == "audit.checkpoint" && r["outcome"] == "failed"));
+    let v = host.agent(&["audit", "verify", "--key-file", &kc]);
+    assert_eq!(
+        v.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+}

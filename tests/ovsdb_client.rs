@@ -724,3 +724,68 @@ async fn measure_list_ports_1000() {
     let (m, p90) = median(&mut v);
     println!("list_ports with 1001 ports: n=10 median {m:?} p90 {p90:?}");
 }
+
+/// `snapshot` reads bridges and the named ports in one transaction and remembers their row
+/// UUIDs; `del_port` uses a remembered UUID only behind a `wait`, so a hint gone stale (the
+/// port re-created, or replaced by a foreign one, or removed) never deletes the wrong row.
+#[tokio::test]
+async fn snapshot_and_del_port_by_stale_uuid_hint() {
+    let ovs = Ovs::db_only();
+    ovs.vsctl(&["add-br", "ovsbr0"]);
+    ovs.vsctl(&["add-br", "ovsbr1"]);
+    let c = ovs.client().await;
+    let owned = DelGuard::OwnedBy {
+        key: "owner".into(),
+        value: "op-agent".into(),
+    };
+    let mut s = spec("p1", "ovsbr0");
+    s.external_ids = ids(&[("owner", "op-agent")]);
+    c.add_port(&s).await.unwrap();
+    ovs.vsctl(&["add-bond", "ovsbr1", "bond0", "i1", "i2"]);
+
+    let snap = c.snapshot(&["p1", "absent", "bond0", "p1"]).await.unwrap();
+    assert_eq!(snap.bridges, vec!["ovsbr0", "ovsbr1"]);
+    assert_eq!(snap.ports.keys().collect::<Vec<_>>(), vec!["bond0", "p1"]);
+    let p1 = &snap.ports["p1"];
+    assert_eq!(p1.bridge.as_deref(), Some("ovsbr0"));
+    assert_eq!(p1.tag, Some(10));
+    assert_eq!(p1.interfaces.len(), 1);
+    assert_eq!(snap.ports["bond0"].interfaces.len(), 2);
+
+    // Re-created by someone else (new row UUID, still owned): the hint fails its wait, the
+    // port is read afresh and the current row is deleted.
+    ovs.vsctl(&["del-port", "p1"]);
+    ovs.vsctl(&[
+        "add-port",
+        "ovsbr0",
+        "p1",
+        "--",
+        "set",
+        "Port",
+        "p1",
+        "external_ids:owner=op-agent",
+    ]);
+    assert!(c.del_port("p1", owned.clone()).await.unwrap().is_some());
+    assert_eq!(ovs.vsctl(&["--if-exists", "get", "Port", "p1", "name"]), "");
+
+    // Re-created as a foreign port: never deleted through the stale hint.
+    c.add_port(&s).await.unwrap();
+    c.snapshot(&["p1"]).await.unwrap();
+    ovs.vsctl(&["del-port", "p1"]);
+    ovs.vsctl(&["add-port", "ovsbr0", "p1"]);
+    match c.del_port("p1", owned.clone()).await {
+        Err(OvsdbError::NotOwned { port, .. }) => assert_eq!(port, "p1"),
+        other => panic!("expected NotOwned, got {other:?}"),
+    }
+    assert_eq!(ovs.get("Port", "p1", "name"), "p1");
+
+    // Hint for a port that is gone: nothing to delete.
+    c.snapshot(&["p1"]).await.unwrap();
+    ovs.vsctl(&["del-port", "p1"]);
+    assert_eq!(c.del_port("p1", DelGuard::Any).await.unwrap(), None);
+    // A fresh hint: deleted in one transaction.
+    c.add_port(&s).await.unwrap();
+    c.snapshot(&["p1"]).await.unwrap();
+    assert!(c.del_port("p1", DelGuard::Any).await.unwrap().is_some());
+    assert_eq!(ovs.vsctl(&["--if-exists", "get", "Port", "p1", "name"]), "");
+}

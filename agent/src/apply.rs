@@ -132,15 +132,12 @@ impl Target {
             .map_err(|e| HookError::new(ExitCode::Failed, e.to_string()))
     }
 
-    async fn port(&self, name: &str) -> Result<Option<ObservedPort>, HookError> {
-        match self.ovs.get_port(name).await {
-            Ok(p) => Ok(p.map(port_of)),
-            Err(e) => Err(HookError::from_ovsdb(&e)),
-        }
-    }
-
-    /// Reads what the plan needs. `with_owned` also lists every Port owned by op-agent for
-    /// this vmid (pre-start and post-stop sweeps).
+    /// Reads what the plan needs: one OVSDB transaction (all bridge names and the Ports and
+    /// Interfaces named `veth<vmid>i<n>` and op-agent's name for every NIC) with every netlink
+    /// lookup (both link names and the bridge's device per NIC) in flight at the same time, so
+    /// the whole read costs about one round trip. `with_owned` also lists every Port owned by
+    /// op-agent for this vmid (pre-start and post-stop sweeps), pipelined on the same
+    /// connection.
     pub async fn observe(
         &self,
         d: &Desired,
@@ -149,9 +146,36 @@ impl Target {
     ) -> Result<Observed, HookError> {
         let t = Instant::now();
         let vmid = d.vmid.get();
-        let mut obs = Observed::default();
-        match self.ovs.bridge_names().await {
-            Ok(b) => obs.ovs_bridges = b.into_iter().collect(),
+        let names: Vec<&str> = d
+            .nics
+            .iter()
+            .flat_map(|n| [n.pve_veth.as_str(), n.name.as_str()])
+            .collect();
+        let ovs = async {
+            let owned = async {
+                match with_owned {
+                    true => self.ovs.list_ports().await.map(Some),
+                    false => Ok(None),
+                }
+            };
+            tokio::try_join!(self.ovs.snapshot(&names), owned)
+        };
+        let links = futures_util::future::try_join_all(d.nics.iter().map(|nic| async move {
+            let (pve, target, bridge) = tokio::try_join!(
+                self.link(&nic.pve_veth),
+                self.link(nic.name.as_str()),
+                async {
+                    match &nic.bridge {
+                        Some(b) => self.link(b.as_str()).await,
+                        None => Ok(None),
+                    }
+                }
+            )?;
+            Ok::<_, HookError>((pve, target, bridge))
+        }));
+        let (ovs, links) = tokio::join!(ovs, links);
+        let (snap, owned) = match ovs {
+            Ok(r) => r,
             Err(e) => {
                 rec.outcome(
                     "ovs.observe",
@@ -160,33 +184,28 @@ impl Target {
                 );
                 return Err(HookError::from_ovsdb(&e));
             }
-        }
-        for nic in &d.nics {
+        };
+        let links = links?;
+        let mut obs = Observed {
+            ovs_bridges: snap.bridges.into_iter().collect(),
+            ..Observed::default()
+        };
+        for (nic, (pve, target, bridge)) in d.nics.iter().zip(links) {
             let n = nic.net.get();
             let mut o = ObservedNic {
-                pve_link: self.link(&nic.pve_veth).await?.map(|l| link_of(l, vmid, n)),
-                target_link: self
-                    .link(nic.name.as_str())
-                    .await?
-                    .map(|l| link_of(l, vmid, n)),
-                pve_port: self.port(&nic.pve_veth).await?,
-                target_port: self.port(nic.name.as_str()).await?,
+                pve_link: pve.map(|l| link_of(l, vmid, n)),
+                target_link: target.map(|l| link_of(l, vmid, n)),
+                pve_port: snap.ports.get(&nic.pve_veth).cloned().map(port_of),
+                target_port: snap.ports.get(nic.name.as_str()).cloned().map(port_of),
                 ..Default::default()
             };
-            if let Some(b) = &nic.bridge {
-                if let Some(bl) = self.link(b.as_str()).await? {
-                    o.bridge_link_kind = bl.kind;
-                    o.bridge_mtu = bl.mtu;
-                }
+            if let Some(bl) = bridge {
+                o.bridge_link_kind = bl.kind;
+                o.bridge_mtu = bl.mtu;
             }
             obs.nics.push(o);
         }
-        if with_owned {
-            let ports = self
-                .ovs
-                .list_ports()
-                .await
-                .map_err(|e| HookError::from_ovsdb(&e))?;
+        if let Some(ports) = owned {
             let vm = vmid.to_string();
             obs.owned_ports = ports
                 .into_iter()

@@ -19,6 +19,9 @@ struct SyslogLogger {
     ident: String,
     stderr_level: log::LevelFilter,
     conn: Mutex<Option<Logger<LoggerBackend, Formatter3164>>>,
+    /// When the last (re)connect was tried: at most one try per second, so a host without a
+    /// syslog socket does not pay three failed connects per message.
+    last_try: Mutex<std::time::Instant>,
 }
 
 /// Environment variable naming another syslog socket (tests capture the anchor lines with it).
@@ -80,7 +83,18 @@ impl log::Log for SyslogLogger {
             if let Some(l) = guard.as_mut() {
                 delivered = send(l, record.level(), &msg);
             }
-            if !delivered {
+            let retry = self
+                .last_try
+                .lock()
+                .map(|mut t| {
+                    let due = t.elapsed() >= std::time::Duration::from_secs(1);
+                    if due {
+                        *t = std::time::Instant::now();
+                    }
+                    due
+                })
+                .unwrap_or(false);
+            if !delivered && (guard.is_some() || retry) {
                 // The daemon may have re-created its socket: reconnect once.
                 *guard = connect(&self.ident);
                 if let Some(l) = guard.as_mut() {
@@ -105,6 +119,7 @@ pub fn init(ident: &str, stderr_level: log::LevelFilter, verbose: bool) {
         ident: ident.to_string(),
         stderr_level,
         conn: Mutex::new(connect(ident)),
+        last_try: Mutex::new(std::time::Instant::now()),
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(if verbose {

@@ -8,7 +8,12 @@
 
 use crate::audit::{AuditError, AuditLog, Head, NewRow, Outcome};
 use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// The audit log while a helper thread warms it up ([`AuditLog::warm_up`]).
+type Warming = (Arc<Mutex<Option<AuditLog>>>, JoinHandle<()>);
 
 struct PendingRow {
     step: String,
@@ -22,6 +27,7 @@ pub struct Recorder {
     phase: String,
     run_id: String,
     audit: Option<AuditLog>,
+    warming: Option<Warming>,
     pending: Vec<PendingRow>,
     started: Instant,
     failed: bool,
@@ -31,16 +37,49 @@ pub struct Recorder {
 
 impl Recorder {
     /// A recorder writing to `audit` (`None`: log only, e.g. for `--dry-run`).
+    ///
+    /// The log is warmed up ([`AuditLog::warm_up`]: schema, statements, head row) on a helper
+    /// thread while the caller connects and observes; the first append waits for it. If the
+    /// thread cannot be started, the first append does that work itself.
     pub fn new(vmid: u32, phase: &str, audit: Option<AuditLog>, started: Instant) -> Recorder {
+        let (audit, warming) = match audit {
+            None => (None, None),
+            Some(a) => {
+                let slot = Arc::new(Mutex::new(Some(a)));
+                let theirs = slot.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("audit-warm-up".into())
+                    .spawn(move || {
+                        let guard = theirs.lock();
+                        if let Ok(Some(a)) = guard.as_deref() {
+                            let _ = a.warm_up();
+                        }
+                    });
+                match spawned {
+                    Ok(h) => (None, Some((slot, h))),
+                    Err(_) => (take_slot(&slot), None),
+                }
+            }
+        };
         Recorder {
             vmid,
             phase: phase.to_string(),
             run_id: crate::audit::run_id(),
             audit,
+            warming,
             pending: Vec::new(),
             started,
             failed: false,
             timings: Vec::new(),
+        }
+    }
+
+    /// Waits for the warm-up thread, if any, and takes the log back from it.
+    fn settle(&mut self) {
+        if let Some((slot, h)) = self.warming.take() {
+            // A panic in the warm-up leaves the log in the slot (the mutex is then poisoned).
+            let _ = h.join();
+            self.audit = take_slot(&slot);
         }
     }
 
@@ -60,6 +99,7 @@ impl Recorder {
             self.phase,
             self.run_id
         );
+        self.settle();
         if let Some(a) = self.audit.as_mut() {
             let mut rows: Vec<NewRow> = self
                 .pending
@@ -124,9 +164,11 @@ impl Recorder {
         self.timings.push((step.to_string(), d));
     }
 
-    /// Appends the buffered outcome rows in one transaction, adds a keyed checkpoint when a key
-    /// is configured, and logs the chain head to syslog as an external anchor.
+    /// Appends the buffered outcome rows and, when a key is configured, the keyed checkpoint
+    /// sealing them, in one transaction ([`AuditLog::append_all_sealed`]), and logs the chain
+    /// head to syslog as an external anchor.
     pub fn finish(&mut self) -> Result<Option<Head>, AuditError> {
+        self.settle();
         let Some(a) = self.audit.as_mut() else {
             return Ok(None);
         };
@@ -143,33 +185,43 @@ impl Recorder {
                 detail: &p.detail,
             })
             .collect();
-        let mut head = if rows.is_empty() {
-            a.head()?
-        } else {
-            Some(a.append_all(&rows)?)
-        };
-        self.pending.clear();
-        match a.checkpoint() {
-            Ok(Some(h)) => head = Some(h),
-            Ok(None) => {}
-            Err(e) => {
-                // The run's rows are written; only the keyed seal failed (e.g. audit.key does
-                // not match a restored database). The changes are made, so the run does not
-                // fail for it: the failure is recorded, and `audit verify --key-file` reports
-                // the gap in the epochs.
-                log::error!("audit checkpoint: {e}");
-                eprintln!("op-agent: warning: audit checkpoint not written: {e}");
-                let detail = serde_json::json!({"error": e.to_string()}).to_string();
-                head = Some(a.append(&NewRow {
-                    vmid: self.vmid,
-                    phase: &self.phase,
-                    run_id: &self.run_id,
-                    step: "audit.checkpoint",
-                    outcome: Outcome::Failed,
-                    detail: &detail,
-                })?);
+        let head = if rows.is_empty() {
+            let mut head = a.head()?;
+            match a.checkpoint() {
+                Ok(Some(h)) => head = Some(h),
+                Ok(None) => {}
+                Err(e) => {
+                    log::error!("audit checkpoint: {e}");
+                    eprintln!("op-agent: warning: audit checkpoint not written: {e}");
+                }
             }
-        }
+            head
+        } else {
+            // The outcome rows and the keyed checkpoint sealing them: one transaction.
+            let r = a.append_all_sealed(&rows);
+            self.pending.clear();
+            match r {
+                Ok(h) => Some(h),
+                // The rows are written; only the keyed seal failed (audit.key unreadable, or
+                // not matching a database restored from a backup). The changes are made, so the
+                // run does not fail for it: the failure is recorded as a row, and `audit verify
+                // --key-file` reports the break in the epochs.
+                Err(e @ (AuditError::Key { .. } | AuditError::Io { .. })) => {
+                    log::error!("audit checkpoint: {e}");
+                    eprintln!("op-agent: warning: audit checkpoint not written: {e}");
+                    let detail = serde_json::json!({"error": e.to_string()}).to_string();
+                    Some(a.append(&NewRow {
+                        vmid: self.vmid,
+                        phase: &self.phase,
+                        run_id: &self.run_id,
+                        step: "audit.checkpoint",
+                        outcome: Outcome::Failed,
+                        detail: &detail,
+                    })?)
+                }
+                Err(e) => return Err(e),
+            }
+        };
         self.timings.push(("audit.finish".into(), t.elapsed()));
         if let Some(h) = &head {
             log::info!("audit head {h}");
@@ -181,4 +233,16 @@ impl Recorder {
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
+}
+
+impl Drop for Recorder {
+    /// Takes the log back from a warm-up thread still running, so it is closed (SQLite's
+    /// checkpoint on close) here rather than lost with the thread at process exit.
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+fn take_slot(slot: &Mutex<Option<AuditLog>>) -> Option<AuditLog> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).take()
 }

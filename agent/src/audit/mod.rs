@@ -449,6 +449,22 @@ impl AuditLog {
             .map_err(|e| sql_err(&path, "commit migration", t, e))
     }
 
+    /// Prepares for the first append without taking the write lock: parses the schema,
+    /// prepares (and caches) the statements an append runs, and reads the head row with its
+    /// hash check, so those pages sit in SQLite's cache. Meant to run on another thread while
+    /// the caller does other work (see [`crate::report::Recorder::new`]); an append re-reads
+    /// and re-checks the head under the lock regardless.
+    ///
+    /// Errors: those of reading the head ([`AuditError::HeadTampered`], SQLite errors); the
+    /// next append reports them again.
+    pub fn warm_up(&self) -> Result<(), AuditError> {
+        let t = self.opts.busy_timeout;
+        self.conn
+            .prepare_cached(INSERT)
+            .map_err(|e| sql_err(&self.path, "prepare insert", t, e))?;
+        read_head_checked(&self.conn, &self.path, t).map(|_| ())
+    }
+
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -469,14 +485,7 @@ impl AuditLog {
     /// [`AuditError::ReadOnly`], [`AuditError::DiskFull`]; [`AuditError::HeadTampered`] when
     /// the head row fails its own hash check. On error no row is written.
     pub fn append_all(&mut self, rows: &[NewRow]) -> Result<Head, AuditError> {
-        for r in rows {
-            serde_json::from_str::<serde::de::IgnoredAny>(r.detail).map_err(|e| {
-                AuditError::DetailNotJson {
-                    step: r.step.to_string(),
-                    source: e,
-                }
-            })?;
-        }
+        check_details(rows)?;
         let (path, t) = (self.path.clone(), self.opts.busy_timeout);
         let tx = self
             .conn
@@ -526,6 +535,81 @@ impl AuditLog {
     /// after commit), a key file ahead of it is an error ([`AuditError::Key`]: the log was
     /// rolled back or checkpoints were removed). Checkpointers serialise on `<key_file>.lock`.
     pub fn checkpoint(&mut self) -> Result<Option<Head>, AuditError> {
+        let Some(mut kh) = self.open_key()? else {
+            return Ok(None);
+        };
+        let (path, t) = (self.path.clone(), self.opts.busy_timeout);
+        let run = self.last_run_id.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&path, "begin immediate", t, e))?;
+        let head = read_head_checked(&tx, &path, t)?;
+        let (new_head, next) = insert_checkpoint(&tx, &kh, &head, &self.opts.host, &run, &path, t)?;
+        tx.commit()
+            .map_err(|e| sql_err(&path, "commit checkpoint", t, e))?;
+        // Only now advance the key: a crash before this leaves the file behind the log,
+        // which the next checkpoint repairs by ratcheting forward.
+        write_key(&mut kh.file, &kh.path, next.0, &next.1)?;
+        Ok(Some(new_head))
+    }
+
+    /// Appends `rows` and then the keyed checkpoint row of [`AuditLog::checkpoint`] sealing
+    /// them, in ONE `BEGIN IMMEDIATE` transaction (one commit and fsync instead of two), then
+    /// ratchets the key file. Returns the new head (the checkpoint row's). Without a key file
+    /// this is [`AuditLog::append_all`].
+    ///
+    /// Errors: those of [`AuditLog::append_all`] (nothing written). A key file that cannot be
+    /// read or does not fit the log ([`AuditError::Io`], [`AuditError::Key`]) does not cost
+    /// the rows: they are appended alone, then that error is returned (as `append_all`
+    /// followed by a failing `checkpoint` would).
+    pub fn append_all_sealed(&mut self, rows: &[NewRow]) -> Result<Head, AuditError> {
+        let mut kh = match self.open_key() {
+            Ok(Some(k)) => k,
+            Ok(None) => return self.append_all(rows),
+            Err(e) => {
+                self.append_all(rows)?;
+                return Err(e);
+            }
+        };
+        check_details(rows)?;
+        let (path, t) = (self.path.clone(), self.opts.busy_timeout);
+        let run = rows
+            .last()
+            .map_or_else(|| self.last_run_id.clone(), |r| r.run_id.to_string());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&path, "begin immediate", t, e))?;
+        let mut head = read_head_checked(&tx, &path, t)?;
+        {
+            let mut ins = tx
+                .prepare_cached(INSERT)
+                .map_err(|e| sql_err(&path, "prepare insert", t, e))?;
+            for r in rows {
+                head = insert_row(&mut ins, &head, &self.opts.host, r, &path, t)?;
+            }
+        }
+        match insert_checkpoint(&tx, &kh, &head, &self.opts.host, &run, &path, t) {
+            Ok((new_head, next)) => {
+                tx.commit().map_err(|e| sql_err(&path, "commit", t, e))?;
+                self.last_run_id = run;
+                write_key(&mut kh.file, &kh.path, next.0, &next.1)?;
+                Ok(new_head)
+            }
+            Err(e @ AuditError::Key { .. }) => {
+                drop(tx); // rolls back; the rows go in without the seal
+                drop(kh);
+                self.append_all(rows)?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens and locks the key file for a checkpoint; `None` when no key is configured or
+    /// the file does not exist.
+    fn open_key(&self) -> Result<Option<KeyHold>, AuditError> {
         let Some(kf) = self.opts.key_file.clone() else {
             return Ok(None);
         };
@@ -550,7 +634,7 @@ impl AuditLog {
             path: lock_path.clone(),
             source: e,
         })?;
-        let mut keyf = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&kf)
@@ -559,72 +643,102 @@ impl AuditLog {
                 path: kf.clone(),
                 source: e,
             })?;
-        let (file_epoch, file_key) = read_key(&mut keyf, &kf, true)?;
+        let (epoch, key) = read_key(&mut file, &kf, true)?;
+        Ok(Some(KeyHold {
+            _lock: lock,
+            file,
+            path: kf,
+            epoch,
+            key,
+        }))
+    }
+}
 
-        let (path, t) = (self.path.clone(), self.opts.busy_timeout);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| sql_err(&path, "begin immediate", t, e))?;
-        let head = read_head_checked(&tx, &path, t)?;
-        let last: Option<String> = tx
-            .query_row(
-                "SELECT detail FROM audit WHERE step = ?1 AND phase = ?2 ORDER BY seq DESC LIMIT 1",
-                params![encoding::CHECKPOINT_STEP, encoding::CHECKPOINT_PHASE],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| sql_err(&path, "read last checkpoint", t, e))?;
-        let want = match last {
+/// A key file opened and locked (`<key_file>.lock`) for one checkpoint.
+struct KeyHold {
+    _lock: File,
+    file: File,
+    path: PathBuf,
+    epoch: u64,
+    key: [u8; 32],
+}
+
+/// Inside `tx`, whose head is `head`: inserts the checkpoint row sealing `head` under the
+/// key of the next epoch. Returns the new head and `(epoch + 1, ratcheted key)` to write to
+/// the key file after the commit.
+fn insert_checkpoint(
+    tx: &Connection,
+    kh: &KeyHold,
+    head: &Head,
+    host: &str,
+    run_id: &str,
+    path: &Path,
+    t: Duration,
+) -> Result<(Head, (u64, [u8; 32])), AuditError> {
+    let kf = &kh.path;
+    let last: Option<String> = tx
+        .query_row(
+            "SELECT detail FROM audit WHERE step = ?1 AND phase = ?2 ORDER BY seq DESC LIMIT 1",
+            params![encoding::CHECKPOINT_STEP, encoding::CHECKPOINT_PHASE],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| sql_err(path, "read last checkpoint", t, e))?;
+    let want =
+        match last {
             None => 0,
             Some(d) => match encoding::parse_checkpoint_detail(&d) {
                 Some(c) => c.epoch + 1,
                 None => return Err(AuditError::Key {
-                    path: kf,
+                    path: kf.clone(),
                     reason:
                         "the log's last checkpoint row is malformed (run `op-agent audit verify`)"
                             .into(),
                 }),
             },
         };
-        if file_epoch > want {
-            return Err(AuditError::Key {
-                path: kf,
-                reason: format!(
-                    "key is at epoch {file_epoch} but the log's next checkpoint epoch is {want}: \
-                     the log was rolled back or checkpoint rows were removed"
-                ),
-            });
-        }
-        let mut key = file_key;
-        for _ in file_epoch..want {
-            key = encoding::ratchet(&key);
-        }
-        let mac = encoding::checkpoint_mac(&key, want, head.seq, &head.hash);
-        let detail = encoding::checkpoint_detail(want, head.seq, &mac);
-        let run = self.last_run_id.clone();
-        let row = NewRow {
-            vmid: 0,
-            phase: encoding::CHECKPOINT_PHASE,
-            run_id: &run,
-            step: encoding::CHECKPOINT_STEP,
-            outcome: Outcome::Ok,
-            detail: &detail,
-        };
-        let new_head = {
-            let mut ins = tx
-                .prepare_cached(INSERT)
-                .map_err(|e| sql_err(&path, "prepare insert", t, e))?;
-            insert_row(&mut ins, &head, &self.opts.host, &row, &path, t)?
-        };
-        tx.commit()
-            .map_err(|e| sql_err(&path, "commit checkpoint", t, e))?;
-        // Only now advance the key: a crash before this leaves the file behind the log,
-        // which the next checkpoint repairs by ratcheting forward.
-        write_key(&mut keyf, &kf, want + 1, &encoding::ratchet(&key))?;
-        drop(lock);
-        Ok(Some(new_head))
+    if kh.epoch > want {
+        return Err(AuditError::Key {
+            path: kf.clone(),
+            reason: format!(
+                "key is at epoch {} but the log's next checkpoint epoch is {want}: \
+                 the log was rolled back or checkpoint rows were removed",
+                kh.epoch
+            ),
+        });
     }
+    let mut key = kh.key;
+    for _ in kh.epoch..want {
+        key = encoding::ratchet(&key);
+    }
+    let mac = encoding::checkpoint_mac(&key, want, head.seq, &head.hash);
+    let detail = encoding::checkpoint_detail(want, head.seq, &mac);
+    let row = NewRow {
+        vmid: 0,
+        phase: encoding::CHECKPOINT_PHASE,
+        run_id,
+        step: encoding::CHECKPOINT_STEP,
+        outcome: Outcome::Ok,
+        detail: &detail,
+    };
+    let mut ins = tx
+        .prepare_cached(INSERT)
+        .map_err(|e| sql_err(path, "prepare insert", t, e))?;
+    let new_head = insert_row(&mut ins, head, host, &row, path, t)?;
+    Ok((new_head, (want + 1, encoding::ratchet(&key))))
+}
+
+/// Every row's `detail` must be JSON text ([`AuditError::DetailNotJson`] otherwise).
+fn check_details(rows: &[NewRow]) -> Result<(), AuditError> {
+    for r in rows {
+        serde_json::from_str::<serde::de::IgnoredAny>(r.detail).map_err(|e| {
+            AuditError::DetailNotJson {
+                step: r.step.to_string(),
+                source: e,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 const INSERT: &str = "INSERT INTO audit (seq, ts, host, vmid, phase, run_id, step, outcome, detail, prev_hash, hash) \
@@ -855,4 +969,80 @@ pub fn run_id() -> String {
         std::process::id(),
         encoding::hex(&r)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row<'a>(run: &'a str, step: &'a str) -> NewRow<'a> {
+        NewRow {
+            vmid: 100,
+            phase: "post-start",
+            run_id: run,
+            step,
+            outcome: Outcome::Ok,
+            detail: "{}",
+        }
+    }
+
+    fn count(log: &AuditLog) -> i64 {
+        log.conn
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The outcome rows and the checkpoint sealing them land in one transaction; the chain
+    /// verifies with the initial key; a key ahead of the log still lets the rows in.
+    #[test]
+    fn append_all_sealed_seals_in_one_transaction_and_never_loses_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("audit.db");
+        let kf = d.path().join("audit.key");
+        let k0 = init_key(&kf).unwrap();
+        let opts = AuditOptions {
+            key_file: Some(kf.clone()),
+            ..AuditOptions::default()
+        };
+        let mut log = AuditLog::open(&db, &opts).unwrap();
+        log.warm_up().unwrap();
+        let h = log
+            .append_all_sealed(&[row("r1", "a"), row("r1", "b")])
+            .unwrap();
+        assert_eq!(h.seq, 3);
+        let (phase, run, detail): (String, String, String) = log
+            .conn
+            .query_row(
+                "SELECT phase, run_id, detail FROM audit WHERE seq = 3",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((phase.as_str(), run.as_str()), ("checkpoint", "r1"));
+        let cp = encoding::parse_checkpoint_detail(&detail).unwrap();
+        assert_eq!((cp.epoch, cp.head_seq), (0, 2));
+        assert_eq!(read_key_file(&kf).unwrap().0, 1);
+        log.append_all_sealed(&[row("r2", "c")]).unwrap();
+        assert_eq!(read_key_file(&kf).unwrap().0, 2);
+        let rep = verify::verify_db(
+            &db,
+            &verify::VerifyOptions {
+                anchors: vec![],
+                initial_key: Some(k0),
+            },
+        )
+        .unwrap();
+        assert!(rep.tamper.is_none(), "{:?}", rep.tamper);
+        assert_eq!((rep.rows, rep.checkpoints, rep.unsealed_rows), (5, 2, 0));
+        // A key ahead of the log: no seal, but the run's rows are appended.
+        fs::write(&kf, format_key_line(9, &encoding::key_for_epoch(&k0, 9))).unwrap();
+        let n = count(&log);
+        let e = log.append_all_sealed(&[row("r3", "d")]).unwrap_err();
+        assert!(matches!(e, AuditError::Key { .. }), "{e}");
+        assert_eq!(count(&log), n + 1);
+        // No key file: a plain append.
+        fs::remove_file(&kf).unwrap();
+        let h = log.append_all_sealed(&[row("r4", "e")]).unwrap();
+        assert_eq!((h.seq, count(&log)), (n + 2, n + 2));
+    }
 }

@@ -58,6 +58,9 @@ struct Inner {
     cfg: watch::Sender<CfgState>,
     monitor: OnceCell<()>,
     echoes: AtomicU64,
+    /// `Port.name` → row UUID of the ports this client read (a hint for `del_port`, always
+    /// checked by a `wait` op in the deleting transaction).
+    port_uuids: Mutex<HashMap<String, String>>,
 }
 
 /// A connection to an ovsdb-server (RFC 7047) over a unix socket.
@@ -377,6 +380,7 @@ impl Client {
             cfg: watch::Sender::new(CfgState::default()),
             monitor: OnceCell::new(),
             echoes: AtomicU64::new(0),
+            port_uuids: Mutex::new(HashMap::new()),
         });
         let reader = tokio::spawn(reader_task(inner.clone(), rd));
         let writer = tokio::spawn(writer_task(inner.clone(), wr, out_rx));
@@ -401,6 +405,14 @@ impl Client {
     /// connection has answered.
     pub fn echoes_answered(&self) -> u64 {
         self.inner.echoes.load(Ordering::Relaxed)
+    }
+
+    /// The remembered `Port.name` → row UUID hints (see [`Client::del_port`]).
+    pub(super) fn port_uuids(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.inner
+            .port_uuids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends one JSON-RPC request and returns its `result` (RFC 7047 §4.1).

@@ -14,7 +14,7 @@ pub mod vswitch;
 use std::path::PathBuf;
 
 pub use client::Client;
-pub use vswitch::{DelGuard, InterfaceRow, PortRow, PortSpec};
+pub use vswitch::{DelGuard, InterfaceRow, PortRow, PortSpec, Snapshot};
 
 /// Name of the database ovs-vswitchd uses (`vswitch.ovsschema`).
 pub const VSWITCH_DB: &str = "Open_vSwitch";

@@ -86,6 +86,16 @@ pub enum DelGuard {
     },
 }
 
+/// What [`Client::snapshot`] read in one transaction: every bridge name and the Ports asked
+/// for by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Names of all `Bridge` rows, sorted.
+    pub bridges: Vec<String>,
+    /// The Ports found, keyed by `Port.name` (names asked for but absent have no entry).
+    pub ports: BTreeMap<String, PortRow>,
+}
+
 const PORT_COLS: [&str; 7] = [
     "_uuid",
     "name",
@@ -290,6 +300,85 @@ impl Client {
         Ok(names)
     }
 
+    /// Bridge names and the Ports named `names` (with their bridge and interfaces), read in ONE
+    /// transaction (RFC 7047 §5.2.2 `select`s: all Bridges' `name`/`ports`, then per name the
+    /// Port and the Interface of that name), instead of one round trip per name. A second
+    /// transaction only when a port has interfaces named differently (bonds). Row UUIDs of the
+    /// ports read are remembered so that a following [`Client::del_port`] needs no select.
+    ///
+    /// Errors: those of [`Client::transact`].
+    pub async fn snapshot(&self, names: &[&str]) -> Result<Snapshot, OvsdbError> {
+        let mut uniq: Vec<&str> = names.to_vec();
+        uniq.sort_unstable();
+        uniq.dedup();
+        let mut ops = vec![select("Bridge", json!([]), &["name", "ports"])];
+        for n in &uniq {
+            let by_name = json!([["name", "==", n]]);
+            ops.push(select("Port", by_name.clone(), &PORT_COLS));
+            ops.push(select("Interface", by_name, &IFACE_COLS));
+        }
+        let r = self.transact(VSWITCH_DB, ops).await?;
+        let bridges = rows(&r, 0);
+        let mut names: Vec<String> = bridges
+            .iter()
+            .filter_map(|b| opt_str(b.get("name")))
+            .collect();
+        names.sort();
+        let mut ports = Vec::new();
+        let mut ifaces = Vec::new();
+        for i in 0..uniq.len() {
+            ports.extend_from_slice(rows(&r, 1 + 2 * i));
+            ifaces.extend_from_slice(rows(&r, 2 + 2 * i));
+        }
+        self.fetch_missing_ifaces(&ports, &mut ifaces).await?;
+        let mut out = BTreeMap::new();
+        for p in assemble(bridges, &ports, &ifaces) {
+            self.remember_uuid(&p);
+            out.insert(p.name.clone(), p);
+        }
+        Ok(Snapshot {
+            bridges: names,
+            ports: out,
+        })
+    }
+
+    /// Adds to `ifaces` the Interface rows of `ports` it lacks (one transaction, if any).
+    async fn fetch_missing_ifaces(
+        &self,
+        ports: &[Value],
+        ifaces: &mut Vec<Value>,
+    ) -> Result<(), OvsdbError> {
+        let have: Vec<String> = ifaces
+            .iter()
+            .filter_map(|i| i.get("_uuid").and_then(uuid_of))
+            .collect();
+        let missing: Vec<Value> = ports
+            .iter()
+            .flat_map(|p| uuids(p.get("interfaces")))
+            .filter(|u| !have.contains(u))
+            .map(|u| {
+                select(
+                    "Interface",
+                    json!([["_uuid", "==", ["uuid", u]]]),
+                    &IFACE_COLS,
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            let more = self.transact(VSWITCH_DB, missing).await?;
+            for i in 0..more.len() {
+                ifaces.extend_from_slice(rows(&more, i));
+            }
+        }
+        Ok(())
+    }
+
+    fn remember_uuid(&self, p: &PortRow) {
+        if !p.uuid.is_empty() {
+            self.port_uuids().insert(p.name.clone(), p.uuid.clone());
+        }
+    }
+
     /// The `Port` named `name` with its bridge and interfaces, `None` if absent.
     ///
     /// One transaction (Port by name, all Bridges' `ports`, Interface of the same name); a
@@ -311,30 +400,15 @@ impl Client {
         let Some(port) = rows(&r, 0).first() else {
             return Ok(None);
         };
-        let have: Vec<String> = ifaces
-            .iter()
-            .filter_map(|i| i.get("_uuid").and_then(uuid_of))
-            .collect();
-        let missing: Vec<Value> = uuids(port.get("interfaces"))
+        self.fetch_missing_ifaces(std::slice::from_ref(port), &mut ifaces)
+            .await?;
+        let p = assemble(rows(&r, 1), std::slice::from_ref(port), &ifaces)
             .into_iter()
-            .filter(|u| !have.contains(u))
-            .map(|u| {
-                select(
-                    "Interface",
-                    json!([["_uuid", "==", ["uuid", u]]]),
-                    &IFACE_COLS,
-                )
-            })
-            .collect();
-        if !missing.is_empty() {
-            let more = self.transact(VSWITCH_DB, missing).await?;
-            for i in 0..more.len() {
-                ifaces.extend_from_slice(rows(&more, i));
-            }
+            .next();
+        if let Some(p) = &p {
+            self.remember_uuid(p);
         }
-        Ok(assemble(rows(&r, 1), std::slice::from_ref(port), &ifaces)
-            .into_iter()
-            .next())
+        Ok(p)
     }
 
     /// All `Port` rows with their bridge and interfaces, sorted by name. One transaction
@@ -352,7 +426,11 @@ impl Client {
                 ],
             )
             .await?;
-        Ok(port_rows_from_results(&r))
+        let ports = port_rows_from_results(&r);
+        for p in &ports {
+            self.remember_uuid(p);
+        }
+        Ok(ports)
     }
 
     /// `(ofport, error)` of the `Interface` named `name`, `None` if there is no such row.
@@ -394,7 +472,7 @@ impl Client {
         ops.extend(add_port_ops(spec));
         let cfg_at = ops.len() + 1;
         ops.extend(bump_and_read_cfg());
-        match self.transact(VSWITCH_DB, ops).await {
+        match self.transact_bumping(ops).await {
             Ok(r) => next_cfg_of(&r, cfg_at),
             Err(e) => Err(map_add_error(e, 1, spec)),
         }
@@ -404,11 +482,25 @@ impl Client {
     /// its Interfaces are then garbage-collected) and bumps `next_cfg`. Returns the `next_cfg`
     /// to wait for, or `None` when no such port exists.
     ///
-    /// Two round trips: a select for the row UUID, then one transaction (comment, with
-    /// [`DelGuard::OwnedBy`] a `wait` that the same row still has `key=value`, the mutate, the
-    /// bump, select `next_cfg`).
+    /// One round trip when this client read the port before ([`Client::snapshot`],
+    /// [`Client::get_port`], [`Client::list_ports`] remember its row UUID): one transaction
+    /// (comment; a `wait` that the row of that UUID still has this name and, with
+    /// [`DelGuard::OwnedBy`], still has `key=value`; the mutate; the bump; select `next_cfg`).
+    /// If that `wait` fails (the row changed or is gone) or the UUID is not known, two round
+    /// trips: a select for the current row, then the same transaction.
+    /// The `cur_cfg` monitor ([`Client::monitor_cur_cfg`]) is started in the same write.
     /// Errors: [`OvsdbError::NotOwned`] (row left in place), and those of [`Client::transact`].
     pub async fn del_port(&self, name: &str, guard: DelGuard) -> Result<Option<i64>, OvsdbError> {
+        let known = self.port_uuids().get(name).cloned();
+        if let Some(uuid) = known {
+            match self.del_port_row(name, &uuid, &guard).await {
+                // The remembered row changed or is gone: read it afresh.
+                Err(e) if is_wait_abort(&e, 1) => {
+                    self.port_uuids().remove(name);
+                }
+                r => return r,
+            }
+        }
         let by_name = json!([["name", "==", name]]);
         let r = self
             .transact(
@@ -431,21 +523,7 @@ impl Client {
                 return Err(not_owned(name, key, value));
             }
         }
-        let mut ops =
-            vec![json!({"op": "comment", "comment": format!("op-agent: del-port {name}")})];
-        ops.extend(del_port_ops(name, &uuid, &guard));
-        let mutate_at = ops.len() - 1;
-        let cfg_at = ops.len() + 1;
-        ops.extend(bump_and_read_cfg());
-        match self.transact(VSWITCH_DB, ops).await {
-            Ok(res) => {
-                let count = res[mutate_at].get("count").and_then(Value::as_i64);
-                if count == Some(0) {
-                    // Removed by someone else between the select and the transaction.
-                    return Ok(None);
-                }
-                next_cfg_of(&res, cfg_at).map(Some)
-            }
+        match self.del_port_row(name, &uuid, &guard).await {
             Err(e) if is_wait_abort(&e, 1) => match &guard {
                 DelGuard::OwnedBy { key, value } => {
                     // The row changed or vanished since the select; absent counts as done.
@@ -454,10 +532,50 @@ impl Client {
                         Some(_) => Err(not_owned(name, key, value)),
                     }
                 }
-                DelGuard::Any => Err(e),
+                DelGuard::Any => match self.get_port(name).await? {
+                    // Renamed or removed since the select: nothing of that name to delete.
+                    None => Ok(None),
+                    Some(_) => Err(e),
+                },
             },
-            Err(e) => Err(e),
+            r => r,
         }
+    }
+
+    /// The deleting transaction of [`Client::del_port`] for row `uuid`; op 1 is the guard
+    /// `wait`. `Ok(None)` when the row was no longer in any bridge.
+    async fn del_port_row(
+        &self,
+        name: &str,
+        uuid: &str,
+        guard: &DelGuard,
+    ) -> Result<Option<i64>, OvsdbError> {
+        let mut ops =
+            vec![json!({"op": "comment", "comment": format!("op-agent: del-port {name}")})];
+        ops.extend(del_port_ops(name, uuid, guard, true));
+        let mutate_at = ops.len() - 1;
+        let cfg_at = ops.len() + 1;
+        ops.extend(bump_and_read_cfg());
+        let res = self.transact_bumping(ops).await?;
+        self.port_uuids().remove(name);
+        let count = res
+            .get(mutate_at)
+            .and_then(|r| r.get("count"))
+            .and_then(Value::as_i64);
+        if count == Some(0) {
+            // Removed from its bridge by someone else meanwhile.
+            return Ok(None);
+        }
+        next_cfg_of(&res, cfg_at).map(Some)
+    }
+
+    /// `transact` of a change that bumps `next_cfg`, with the `cur_cfg` monitor request sent
+    /// right behind it on the same connection (pipelined, no extra round trip), so the wait
+    /// that follows finds the monitor in place. A monitor error is left to
+    /// [`Client::wait_cur_cfg`], which retries it.
+    async fn transact_bumping(&self, ops: Vec<Value>) -> Result<Vec<Value>, OvsdbError> {
+        let (r, _) = tokio::join!(self.transact(VSWITCH_DB, ops), self.monitor_cur_cfg());
+        r
     }
 
     /// Replaces port `del_name` by `spec` in ONE transaction (delete guarded by `guard`, then
@@ -495,7 +613,7 @@ impl Client {
                 if matches!(guard, DelGuard::OwnedBy { .. }) {
                     owned_wait = Some(ops.len());
                 }
-                ops.extend(del_port_ops(del_name, &uuid, &guard));
+                ops.extend(del_port_ops(del_name, &uuid, &guard, false));
                 // Unreferenced rows are only garbage-collected at commit: delete them
                 // explicitly so the insert's "no Port/Interface of that name" guards pass
                 // when the new port has the old one's name.
@@ -509,7 +627,7 @@ impl Client {
         ops.extend(add_port_ops(spec));
         let cfg_at = ops.len() + 1;
         ops.extend(bump_and_read_cfg());
-        match self.transact(VSWITCH_DB, ops).await {
+        match self.transact_bumping(ops).await {
             Ok(res) => next_cfg_of(&res, cfg_at),
             Err(e) if owned_wait.is_some_and(|at| is_wait_abort(&e, at)) => match guard {
                 DelGuard::OwnedBy { key, value } => Err(not_owned(del_name, &key, &value)),
@@ -529,13 +647,20 @@ fn not_owned(name: &str, key: &str, value: &str) -> OvsdbError {
 }
 
 /// Ops that delete Port `uuid` (named `name`) from its bridge; the last op is the mutate.
-fn del_port_ops(name: &str, uuid: &str, guard: &DelGuard) -> Vec<Value> {
+/// With [`DelGuard::OwnedBy`], or when `check_name`, the first op is a `wait` that the row of
+/// that UUID still has this name (and the owner mark): a remembered UUID is only a hint.
+fn del_port_ops(name: &str, uuid: &str, guard: &DelGuard, check_name: bool) -> Vec<Value> {
     let mut ops = Vec::new();
-    if let DelGuard::OwnedBy { key, value } = guard {
-        ops.push(json!({"op": "wait", "table": "Port", "timeout": 0,
+    match guard {
+        DelGuard::OwnedBy { key, value } => ops.push(json!({"op": "wait", "table": "Port",
+            "timeout": 0,
             "where": [["_uuid", "==", ["uuid", uuid]],
                       ["external_ids", "includes", ["map", [[key, value]]]]],
-            "columns": ["name"], "until": "==", "rows": [{"name": name}]}));
+            "columns": ["name"], "until": "==", "rows": [{"name": name}]})),
+        DelGuard::Any if check_name => ops.push(json!({"op": "wait", "table": "Port",
+            "timeout": 0, "where": [["_uuid", "==", ["uuid", uuid]]],
+            "columns": ["name"], "until": "==", "rows": [{"name": name}]})),
+        DelGuard::Any => {}
     }
     let u = json!(["set", [["uuid", uuid]]]);
     ops.push(json!({"op": "mutate", "table": "Bridge",
