@@ -206,7 +206,7 @@ fn keyed_checkpoints_seal_runs_and_a_key_mismatch_never_fails_a_finished_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("audit checkpoint not written"));
-    assert_eq!(host.link("vi112").unwrap()["operstate"] != "DOWN", true);
+    assert_ne!(host.link("vi112").unwrap()["operstate"], "DOWN");
     let rows = host.audit_rows();
     assert!(rows
         .iter()
