@@ -172,27 +172,24 @@ impl Netlink {
 
     /// Clears IFF_UP on `link`.
     pub async fn set_down(&self, link: &Link) -> Result<(), NetlinkError> {
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(link.index).down().build())
-            .execute()
-            .await
-            .map_err(|e| NetlinkError {
-                op: "down",
-                link: link.name.clone(),
-                source: e,
-            })
+        self.set_flag(link, false).await
     }
 
     /// Sets IFF_UP on `link`.
     pub async fn set_up(&self, link: &Link) -> Result<(), NetlinkError> {
+        self.set_flag(link, true).await
+    }
+
+    async fn set_flag(&self, link: &Link, up: bool) -> Result<(), NetlinkError> {
+        let b = LinkUnspec::new_with_index(link.index);
+        let msg = if up { b.up() } else { b.down() }.build();
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(link.index).up().build())
+            .set(msg)
             .execute()
             .await
             .map_err(|e| NetlinkError {
-                op: "up",
+                op: if up { "up" } else { "down" },
                 link: link.name.clone(),
                 source: e,
             })

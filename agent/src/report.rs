@@ -21,6 +21,26 @@ struct PendingRow {
     detail: String,
 }
 
+/// The audit rows of `pending` outcomes of one run.
+fn rows_of<'a>(
+    vmid: u32,
+    phase: &'a str,
+    run_id: &'a str,
+    pending: &'a [PendingRow],
+) -> Vec<NewRow<'a>> {
+    pending
+        .iter()
+        .map(|p| NewRow {
+            vmid,
+            phase,
+            run_id,
+            step: &p.step,
+            outcome: p.outcome,
+            detail: &p.detail,
+        })
+        .collect()
+}
+
 /// Reporter for one run of one phase for one vmid.
 pub struct Recorder {
     vmid: u32,
@@ -101,18 +121,7 @@ impl Recorder {
         );
         self.settle();
         if let Some(a) = self.audit.as_mut() {
-            let mut rows: Vec<NewRow> = self
-                .pending
-                .iter()
-                .map(|p| NewRow {
-                    vmid: self.vmid,
-                    phase: &self.phase,
-                    run_id: &self.run_id,
-                    step: &p.step,
-                    outcome: p.outcome,
-                    detail: &p.detail,
-                })
-                .collect();
+            let mut rows = rows_of(self.vmid, &self.phase, &self.run_id, &self.pending);
             rows.push(NewRow {
                 vmid: self.vmid,
                 phase: &self.phase,
@@ -173,18 +182,7 @@ impl Recorder {
             return Ok(None);
         };
         let t = Instant::now();
-        let rows: Vec<NewRow> = self
-            .pending
-            .iter()
-            .map(|p| NewRow {
-                vmid: self.vmid,
-                phase: &self.phase,
-                run_id: &self.run_id,
-                step: &p.step,
-                outcome: p.outcome,
-                detail: &p.detail,
-            })
-            .collect();
+        let rows = rows_of(self.vmid, &self.phase, &self.run_id, &self.pending);
         let head = if rows.is_empty() {
             let mut head = a.head()?;
             match a.checkpoint() {
