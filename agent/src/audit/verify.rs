@@ -128,7 +128,7 @@ pub enum VerifyError {
 }
 
 /// One row as read, owned.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredRow {
     /// Position.
     pub seq: i64,
@@ -211,6 +211,40 @@ pub fn decode_row(r: &rusqlite::Row<'_>) -> Result<StoredRow, &'static str> {
         prev_hash: blob32(r, 9).ok_or("prev_hash")?,
         hash: blob32(r, 10).ok_or("hash")?,
     })
+}
+
+/// Like [`decode_row`], but into `out`, reusing its string buffers (the verify loop decodes a
+/// million rows without allocating per row).
+pub fn decode_row_into(r: &rusqlite::Row<'_>, out: &mut StoredRow) -> Result<(), &'static str> {
+    fn text_into(
+        r: &rusqlite::Row<'_>,
+        i: usize,
+        s: &mut String,
+        col: &'static str,
+    ) -> Result<(), &'static str> {
+        let v = r.get_ref(i).map_err(|_| col)?;
+        let t = v.as_str().map_err(|_| col)?;
+        s.clear();
+        s.push_str(t);
+        Ok(())
+    }
+    fn blob32(r: &rusqlite::Row<'_>, i: usize) -> Option<[u8; 32]> {
+        let v = r.get_ref(i).ok()?;
+        let b = v.as_blob().ok()?;
+        b.try_into().ok()
+    }
+    out.seq = r.get(0).map_err(|_| "seq")?;
+    out.ts = r.get(1).map_err(|_| "ts")?;
+    text_into(r, 2, &mut out.host, "host")?;
+    out.vmid = r.get(3).map_err(|_| "vmid")?;
+    text_into(r, 4, &mut out.phase, "phase")?;
+    text_into(r, 5, &mut out.run_id, "run_id")?;
+    text_into(r, 6, &mut out.step, "step")?;
+    text_into(r, 7, &mut out.outcome, "outcome")?;
+    text_into(r, 8, &mut out.detail, "detail")?;
+    out.prev_hash = blob32(r, 9).ok_or("prev_hash")?;
+    out.hash = blob32(r, 10).ok_or("hash")?;
+    Ok(())
 }
 
 /// Streaming verifier: feed rows in `seq` order, then [`Verifier::finish`].
@@ -615,9 +649,10 @@ pub fn verify_db(db: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Verify
     let mut lookup = |h: &[u8; 32]| -> Option<i64> { succ.query_row([&h[..]], |r| r.get(0)).ok() };
     let mut ver = Verifier::new(opts, 0);
     let mut rows = st.query([]).map_err(dberr)?;
+    let mut row = StoredRow::default();
     while let Some(r) = rows.next().map_err(dberr)? {
-        let row = match decode_row(r) {
-            Ok(row) => row,
+        match decode_row_into(r, &mut row) {
+            Ok(()) => {}
             Err(col) => {
                 let seq = r.get::<_, i64>(0).unwrap_or(ver.expected_seq);
                 let lg = ver.last_good();
