@@ -12,6 +12,27 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // The hookscript's call, `op-agent hook <vmid> <phase>`, is parsed by hand: building
+    // clap's whole command tree costs more than the rest of the no-op path for guests
+    // op-agent does not manage (PVE runs the hookscript for every guest on every start).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 4 && args[1] == "hook" {
+        if let (Some(vmid), Some(phase)) = (args[2].to_str(), args[3].to_str()) {
+            if !vmid.starts_with('-') && !phase.starts_with('-') {
+                let cli = Cli {
+                    config: None,
+                    verbose: false,
+                    command: op_agent::cli::Command::Hook {
+                        vmid: vmid.to_string(),
+                        phase: phase.to_string(),
+                        dry_run: false,
+                        timings: false,
+                    },
+                };
+                std::process::exit(op_agent::run(cli));
+            }
+        }
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
