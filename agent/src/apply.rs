@@ -337,7 +337,7 @@ pub async fn apply(
                 if let Some(n) = net {
                     if let Some(pos) = undo.iter().position(|(x, _)| *x == n) {
                         let (_, u) = undo.remove(pos);
-                        restore_pve(target, d, n, u, rec).await;
+                        restore_pve(target, n, u, rec).await;
                     }
                 }
                 return Err(e);
@@ -640,7 +640,7 @@ async fn require_link(target: &Target, name: &str) -> Result<Link, HookError> {
 
 /// Puts PVE's plumbing of `net` back after a failed step: rename back, re-add PVE's port with
 /// PVE's own values. Best effort: each action gets an audit row.
-async fn restore_pve(target: &Target, d: &Desired, net: u8, u: Undo, rec: &mut Recorder) {
+async fn restore_pve(target: &Target, net: u8, u: Undo, rec: &mut Recorder) {
     let net_v = Some(net);
     if let Some((pve, ours)) = &u.renamed {
         let _ = target
@@ -704,5 +704,4 @@ async fn restore_pve(target: &Target, d: &Desired, net: u8, u: Undo, rec: &mut R
             ),
         }
     }
-    let _ = d;
 }

@@ -26,6 +26,9 @@ pub struct ConfigError {
     pub line: Option<usize>,
     /// What is wrong, naming the key.
     pub message: String,
+    /// The input is well-formed but refused for safety (unsafe ownership or mode, firewall=1):
+    /// exit code 77 instead of 78.
+    pub refused: bool,
 }
 
 impl fmt::Display for ConfigError {
@@ -46,6 +49,7 @@ impl ConfigError {
             file: file.to_path_buf(),
             line: None,
             message: message.into(),
+            refused: false,
         }
     }
 
@@ -55,12 +59,34 @@ impl ConfigError {
             file: file.to_path_buf(),
             line: Some(line),
             message: message.into(),
+            refused: false,
         }
     }
 
-    /// True when the error is about unsafe ownership or permissions (exit code "refused").
+    /// The same error at a 1-based `line` (0: the whole file).
+    pub fn at_line(mut self, line: usize) -> ConfigError {
+        self.line = Some(line).filter(|l| *l > 0);
+        self
+    }
+
+    /// The same error, marked as a refusal (see [`ConfigError::refused`]).
+    pub fn refusal(mut self) -> ConfigError {
+        self.refused = true;
+        self
+    }
+
+    /// True when the input is refused for safety rather than invalid.
     pub fn is_permission(&self) -> bool {
-        self.message.starts_with("refused:")
+        self.refused
+    }
+
+    /// `EX_NOPERM` (77) for a refusal, `EX_CONFIG` (78) otherwise.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        if self.refused {
+            crate::exit::ExitCode::Refused
+        } else {
+            crate::exit::ExitCode::Config
+        }
     }
 }
 
@@ -367,7 +393,12 @@ pub fn read_checked(path: &Path) -> Result<Option<String>, ConfigError> {
         check_dir(path, dir)?;
     }
     if lmeta.file_type().is_symlink() {
-        check_owner(path, lmeta.uid(), "the symlink")?;
+        check_owner(
+            path,
+            lmeta.uid(),
+            "the symlink is ",
+            &format!("chown -h root:root {}", path.display()),
+        )?;
         let target = std::fs::canonicalize(path)
             .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
         if let Some(dir) = target.parent() {
@@ -385,16 +416,16 @@ pub fn read_checked(path: &Path) -> Result<Option<String>, ConfigError> {
         .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))
 }
 
-fn check_owner(path: &Path, uid: u32, what: &str) -> Result<(), ConfigError> {
+/// Refuses `uid` unless it is root or the effective user; `what` names the object ("owned by
+/// uid …" follows) and `fix` is the command to print.
+fn check_owner(path: &Path, uid: u32, what: &str, fix: &str) -> Result<(), ConfigError> {
     let euid = nix::unistd::geteuid().as_raw();
     if uid != 0 && uid != euid {
         return Err(ConfigError::file(
             path,
-            format!(
-                "refused: {what} is owned by uid {uid}, not root; fix: chown -h root:root {}",
-                path.display()
-            ),
-        ));
+            format!("refused: {what}owned by uid {uid}, not root; fix: {fix}"),
+        )
+        .refusal());
     }
     Ok(())
 }
@@ -410,7 +441,12 @@ fn check_dir(path: &Path, dir: &Path) -> Result<(), ConfigError> {
     let Ok(m) = std::fs::metadata(dir) else {
         return Ok(());
     };
-    check_owner(path, m.uid(), &format!("its folder {}", dir.display()))?;
+    check_owner(
+        path,
+        m.uid(),
+        &format!("its folder {} is ", dir.display()),
+        &format!("chown root:root {}", dir.display()),
+    )?;
     let mode = m.mode() & 0o7777;
     if mode & 0o022 != 0 && mode & 0o1000 == 0 {
         return Err(ConfigError::file(
@@ -420,24 +456,20 @@ fn check_dir(path: &Path, dir: &Path) -> Result<(), ConfigError> {
                 dir.display(),
                 dir.display()
             ),
-        ));
+        )
+        .refusal());
     }
     Ok(())
 }
 
 /// Refuses a file not owned by root (or the effective user) or writable by group or others.
 pub fn check_owner_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), ConfigError> {
-    let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != euid {
-        return Err(ConfigError::file(
-            path,
-            format!(
-                "refused: owned by uid {}, not root; fix: chown root:root {}",
-                meta.uid(),
-                path.display()
-            ),
-        ));
-    }
+    check_owner(
+        path,
+        meta.uid(),
+        "",
+        &format!("chown root:root {}", path.display()),
+    )?;
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(ConfigError::file(
@@ -446,7 +478,8 @@ pub fn check_owner_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), Con
                 "refused: writable by group or others (mode {mode:04o}); fix: chmod go-w {}",
                 path.display()
             ),
-        ));
+        )
+        .refusal());
     }
     Ok(())
 }

@@ -225,11 +225,11 @@ fn resolve_nic(
     let mode = if pve.firewall {
         match on_firewall {
             OnFirewall::Refuse => {
-                // `refused:` selects exit code 77 (EX_NOPERM), as for unsafe permissions.
                 return Err(err(format!(
                     "refused: net{net} has firewall=1: renaming veth{vmid}i{net} would silently disable \
                      pve-firewall for it; set on_firewall = \"skip\" to leave it untouched"
-                )));
+                ))
+                .refusal());
             }
             OnFirewall::Skip => NicMode::Skip("firewall=1".into()),
         }

@@ -91,14 +91,6 @@ fn fail(vmid: &str, phase: &str, code: ExitCode, msg: &str) -> ExitCode {
     code
 }
 
-fn config_code(e: &ConfigError) -> ExitCode {
-    if e.is_permission() {
-        ExitCode::Refused
-    } else {
-        ExitCode::Config
-    }
-}
-
 /// Runs one hook. `config_path` is `--config`. Returns the exit code; prints at most one line
 /// on stderr for a failure (the PVE task log shows it) and one summary line on stdout.
 pub fn run(
@@ -129,7 +121,7 @@ pub fn run(
     let ph = phase.as_str();
     let cfg = match AgentConfig::load(config_path) {
         Ok(c) => c,
-        Err(e) => return fail(vmid_arg, ph, config_code(&e), &e.to_string()),
+        Err(e) => return fail(vmid_arg, ph, e.exit_code(), &e.to_string()),
     };
     // Fast path for guests op-agent does not manage: no container TOML, or no PVE CT conf
     // (e.g. a QEMU VM). Exit 0, change nothing, write nothing.
@@ -217,7 +209,10 @@ pub fn run_locked(
             .map(|_| String::new())
             .map_err(|e| HookError::new(ExitCode::AuditIo, e.to_string()));
     }
-    let result = match load_desired(cfg, vmid, &pve_path) {
+    let loaded = load_desired(cfg, vmid).and_then(|d| {
+        d.ok_or_else(|| ConfigError::file(&pve_path, "container TOML or PVE conf vanished"))
+    });
+    let result = match loaded {
         Ok(d) => {
             rec.outcome(
                 "config.validate",
@@ -243,7 +238,7 @@ pub fn run_locked(
                 };
                 let _ = run_async(cfg, &d, phase, opts, &mut rec, deadline, started);
             }
-            Err(HookError::new(config_code(&e), e.to_string()))
+            Err(HookError::new(e.exit_code(), e.to_string()))
         }
     };
     // Every failed run leaves a `failed` row, also when it failed before any step did (a plan
@@ -300,20 +295,21 @@ pub fn record_panic(config_path: Option<&Path>, vmid_arg: &str, phase_arg: &str,
     }
 }
 
-/// Parse step: the container TOML that wins and the PVE conf, combined.
-fn load_desired(cfg: &AgentConfig, vmid: Vmid, pve_path: &Path) -> Result<Desired, ConfigError> {
-    let ct = cfg
-        .load_container(vmid.get())?
-        .ok_or_else(|| ConfigError::file(&cfg.containers_dir(), "container TOML vanished"))?;
-    let text = crate::config::read_checked(pve_path)?
-        .ok_or_else(|| ConfigError::file(pve_path, "PVE container config vanished"))?;
+/// Parse step: the container TOML that wins and the PVE conf, combined; `Ok(None)` when either
+/// file is absent. Errors name the file and line.
+pub fn load_desired(cfg: &AgentConfig, vmid: Vmid) -> Result<Option<Desired>, ConfigError> {
+    let pve_path = pve_integration::paths::lxc_conf_path(&cfg.toml.pve.root, vmid);
+    let Some(ct) = cfg.load_container(vmid.get())? else {
+        return Ok(None);
+    };
+    let Some(text) = crate::config::read_checked(&pve_path)? else {
+        return Ok(None);
+    };
     let pve = pve_integration::parse_conf(text.as_bytes(), &pve_path.display().to_string())
-        .map_err(|e| ConfigError {
-            file: pve_path.to_path_buf(),
-            line: Some(e.line).filter(|l| *l > 0),
-            message: format!("{} ({})", e.kind, e.key),
+        .map_err(|e| {
+            ConfigError::file(&pve_path, format!("{} ({})", e.kind, e.key)).at_line(e.line)
         })?;
-    desired::resolve(vmid, &pve, pve_path, &ct)
+    desired::resolve(vmid, &pve, &pve_path, &ct).map(Some)
 }
 
 /// Hard bound: whatever hangs (a blocked syscall, a stuck SQLite lock), the process exits at
@@ -370,7 +366,8 @@ async fn run_phase(
     match phase {
         Phase::PreStart => pre_start(cfg, d, opts, rec).await,
         Phase::PostStart => post_start(cfg, d, opts, rec).await,
-        Phase::PreStop => pre_stop(rec),
+        // pre-stop never gets here: `run_locked` records it without loading the config.
+        Phase::PreStop => Ok(String::new()),
         Phase::PostStop => post_stop(cfg, d, opts, rec).await,
     }
 }
@@ -404,12 +401,6 @@ async fn post_start(
     apply::apply(&target, cfg, d, &obs, &steps, opts, rec).await
 }
 
-/// pre-stop: nothing to change (post-stop cleans up; pre-stop is skipped on in-guest poweroff).
-fn pre_stop(rec: &mut Recorder) -> Result<String, HookError> {
-    rec.outcome("phase.noop", Outcome::Skipped, json!({}));
-    Ok(String::new())
-}
-
 /// post-stop: delete every Port row op-agent owns for this container, so no stale row
 /// captures the next device of that name (PVE bug #1232).
 async fn post_stop(
@@ -423,6 +414,6 @@ async fn post_stop(
     // veths yet (it does so asynchronously): a row left behind would capture the next device
     // of that name (PVE bug #1232).
     let obs = target.observe(d, true, rec).await?;
-    let steps = plan::plan_post_stop(Some(d), &obs);
+    let steps = plan::plan_post_stop(d, &obs);
     apply::apply(&target, cfg, d, &obs, &steps, opts, rec).await
 }

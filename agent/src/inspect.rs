@@ -4,22 +4,13 @@
 
 use crate::apply::{HookError, Target};
 use crate::config::{AgentConfig, ConfigError};
-use crate::desired::{self, Desired, NicMode};
+use crate::desired::{Desired, NicMode};
 use crate::exit::ExitCode;
 use crate::plan::{self, Observed};
 use crate::report::Recorder;
 use pve_integration::Vmid;
 use std::path::Path;
 use std::time::Instant;
-
-/// Exit code for a configuration error (permissions → `Refused`, else `Config`).
-pub fn config_code(e: &ConfigError) -> ExitCode {
-    if e.is_permission() {
-        ExitCode::Refused
-    } else {
-        ExitCode::Config
-    }
-}
 
 /// True when op-agent manages `vmid`: a container TOML exists (either location) and so does
 /// `<pve root>/etc/pve/lxc/<vmid>.conf` (the same test as the hook's fast path).
@@ -57,20 +48,7 @@ pub fn load_desired(cfg: &AgentConfig, vmid: Vmid) -> Result<Option<Desired>, Co
     if !is_managed(cfg, vmid) {
         return Ok(None);
     }
-    let pve_path = pve_integration::paths::lxc_conf_path(&cfg.toml.pve.root, vmid);
-    let Some(ct) = cfg.load_container(vmid.get())? else {
-        return Ok(None);
-    };
-    let Some(text) = crate::config::read_checked(&pve_path)? else {
-        return Ok(None);
-    };
-    let pve = pve_integration::parse_conf(text.as_bytes(), &pve_path.display().to_string())
-        .map_err(|e| ConfigError {
-            file: pve_path.clone(),
-            line: Some(e.line).filter(|l| *l > 0),
-            message: e.to_string(),
-        })?;
-    desired::resolve(vmid, &pve, &pve_path, &ct).map(Some)
+    crate::hook::load_desired(cfg, vmid)
 }
 
 /// Connects to netlink and OVSDB and observes `d` (with the owned-port sweep), writing no

@@ -109,6 +109,22 @@ pub struct Netlink {
     handle: Handle,
 }
 
+/// The one link a `match_name`/`match_index` request returns, `None` on ENODEV.
+async fn first_link(
+    req: rtnetlink::LinkGetRequest,
+    label: String,
+) -> Result<Option<Link>, NetlinkError> {
+    match req.execute().try_next().await {
+        Ok(m) => Ok(m.map(|m| Link::from_message(&m))),
+        Err(e) if is_enodev(&e) => Ok(None),
+        Err(e) => Err(NetlinkError {
+            op: "get",
+            link: label,
+            source: e,
+        }),
+    }
+}
+
 fn is_enodev(e: &rtnetlink::Error) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.code.map(|c| -c.get()) == Some(libc::ENODEV))
 }
@@ -123,32 +139,14 @@ impl Netlink {
 
     /// The link called `name`, or `None` when there is none (ENODEV).
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
-        let mut s = self.handle.link().get().match_name(name).execute();
-        match s.try_next().await {
-            Ok(Some(m)) => Ok(Some(Link::from_message(&m))),
-            Ok(None) => Ok(None),
-            Err(e) if is_enodev(&e) => Ok(None),
-            Err(e) => Err(NetlinkError {
-                op: "get",
-                link: name.to_string(),
-                source: e,
-            }),
-        }
+        let req = self.handle.link().get().match_name(name);
+        first_link(req, name.to_string()).await
     }
 
     /// The link with ifindex `index`, or `None`.
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, NetlinkError> {
-        let mut s = self.handle.link().get().match_index(index).execute();
-        match s.try_next().await {
-            Ok(Some(m)) => Ok(Some(Link::from_message(&m))),
-            Ok(None) => Ok(None),
-            Err(e) if is_enodev(&e) => Ok(None),
-            Err(e) => Err(NetlinkError {
-                op: "get",
-                link: format!("#{index}"),
-                source: e,
-            }),
-        }
+        let req = self.handle.link().get().match_index(index);
+        first_link(req, format!("#{index}")).await
     }
 
     /// Every link of the namespace (one `RTM_GETLINK` dump).

@@ -345,7 +345,6 @@ pub fn plan_pre_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanE
             step: Step::ConfirmMesh,
         });
     }
-    let mut deleted = BTreeSet::new();
     for nic in &d.nics {
         // PVE writes `lxc.net.N.veth.pair = veth<vmid>i<N>` unconditionally; LXC 5 refuses a
         // name of 16 bytes or more and fails the start half-way (after it created and PVE
@@ -391,32 +390,36 @@ pub fn plan_pre_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanE
             if !p.owned() {
                 return Err(foreign_port(nic, p));
             }
-            deleted.insert(p.name.clone());
-            if p.link_alive {
-                // Its container is running (pre-start run by hand): leave its port alone.
-                continue;
-            }
-            steps.push(Planned {
-                net: Some(nic.net),
-                step: Step::DelPort {
-                    port: p.name.clone(),
-                    guard: DelGuard::Owned,
-                },
-            });
         }
     }
-    for p in &obs.owned_ports {
-        if deleted.insert(p.name.clone()) && !p.link_alive {
-            steps.push(Planned {
-                net: None,
-                step: Step::DelPort {
-                    port: p.name.clone(),
-                    guard: DelGuard::Owned,
-                },
-            });
-        }
-    }
+    // A live port belongs to a running container (pre-start run by hand): left alone.
+    steps.extend(sweep_owned(d, obs, true));
     Ok(steps)
+}
+
+/// Deletes of every Port op-agent owns for this container: the NICs' own names first, then
+/// the other owned rows with `vm-id=<vmid>`, each once; with `spare_live`, rows whose device
+/// still exists are kept.
+fn sweep_owned(d: &Desired, obs: &Observed, spare_live: bool) -> Vec<Planned> {
+    let nic_ports = d
+        .nics
+        .iter()
+        .zip(&obs.nics)
+        .filter(|(nic, _)| !matches!(nic.mode, NicMode::Skip(_)))
+        .filter_map(|(nic, o)| Some((Some(nic.net), o.target_port.as_ref()?)));
+    let others = obs.owned_ports.iter().map(|p| (None, p));
+    let mut seen = BTreeSet::new();
+    nic_ports
+        .chain(others)
+        .filter(|(_, p)| p.owned() && seen.insert(p.name.clone()) && !(spare_live && p.link_alive))
+        .map(|(net, p)| Planned {
+            net,
+            step: Step::DelPort {
+                port: p.name.clone(),
+                guard: DelGuard::Owned,
+            },
+        })
+        .collect()
 }
 
 /// post-start (and `apply`/`watch`): converge every NIC. Running it again on a converged host
@@ -527,38 +530,11 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
     Ok(steps)
 }
 
-/// post-stop (and `gc` for one container): delete every Port op-agent owns for this container
-/// (PVE only removes `veth<vmid>i<n>` rows, never ours).
-pub fn plan_post_stop(d: Option<&Desired>, obs: &Observed) -> Vec<Planned> {
-    let mut steps = Vec::new();
-    let mut seen = BTreeSet::new();
-    if let Some(d) = d {
-        for (nic, o) in d.nics.iter().zip(&obs.nics) {
-            if let Some(p) = &o.target_port {
-                if p.owned() && seen.insert(p.name.clone()) {
-                    steps.push(Planned {
-                        net: Some(nic.net),
-                        step: Step::DelPort {
-                            port: p.name.clone(),
-                            guard: DelGuard::Owned,
-                        },
-                    });
-                }
-            }
-        }
-    }
-    for p in &obs.owned_ports {
-        if seen.insert(p.name.clone()) {
-            steps.push(Planned {
-                net: None,
-                step: Step::DelPort {
-                    port: p.name.clone(),
-                    guard: DelGuard::Owned,
-                },
-            });
-        }
-    }
-    steps
+/// post-stop: delete every Port op-agent owns for this container (PVE only removes
+/// `veth<vmid>i<n>` rows, never ours), even while the kernel is still destroying the
+/// container's veths (it does so asynchronously): a row left behind is PVE bug #1232.
+pub fn plan_post_stop(d: &Desired, obs: &Observed) -> Vec<Planned> {
+    sweep_owned(d, obs, false)
 }
 
 #[cfg(test)]
@@ -835,7 +811,7 @@ mod tests {
             owned_ports: vec![ours],
             ..Default::default()
         };
-        let plan = plan_post_stop(Some(&d), &obs);
+        let plan = plan_post_stop(&d, &obs);
         assert_eq!(plan.len(), 1);
         let obs = Observed {
             nics: vec![ObservedNic {
@@ -844,7 +820,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(plan_post_stop(Some(&d), &obs).is_empty());
+        assert!(plan_post_stop(&d, &obs).is_empty());
     }
 
     #[test]
@@ -924,7 +900,7 @@ mod tests {
         assert!(plan_pre_start(&d, &obs).unwrap().is_empty());
         // post-stop removes them all the same: the kernel destroys a stopped container's veths
         // asynchronously, and a row left behind is PVE bug #1232.
-        assert_eq!(plan_post_stop(Some(&d), &obs).len(), 1);
+        assert_eq!(plan_post_stop(&d, &obs).len(), 1);
     }
 
     #[test]

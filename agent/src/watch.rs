@@ -383,7 +383,7 @@ pub fn run(config: Option<&std::path::Path>, opts: WatchOptions, verbose: bool) 
         Ok(c) => c,
         Err(e) => {
             eprintln!("op-agent watch: {e}");
-            return inspect::config_code(&e);
+            return e.exit_code();
         }
     };
     match serve(cfg, opts) {

@@ -345,19 +345,7 @@ impl AuditLog {
     /// Errors: [`AuditError::Io`] (directory/file), [`AuditError::ReadOnly`],
     /// [`AuditError::Busy`], [`AuditError::NotADatabase`], [`AuditError::UnsupportedSchema`].
     pub fn open(db: &Path, opts: &AuditOptions) -> Result<AuditLog, AuditError> {
-        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(|e| AuditError::Io {
-                        op: "create directory",
-                        path: dir.to_path_buf(),
-                        source: e,
-                    })?;
-            }
-        }
+        create_private_parent(db)?;
         if !db.exists() {
             // Create the file 0600 ourselves; SQLite gives -wal/-shm the main file's mode.
             match OpenOptions::new()
@@ -907,10 +895,9 @@ fn write_key(f: &mut File, path: &Path, epoch: u64, key: &[u8; 32]) -> Result<()
     f.sync_all().map_err(io)
 }
 
-/// Creates a new key file at `path` (mode 0600, parent directory 0700 if missing) holding a
-/// fresh 32-byte key from `/dev/urandom` at epoch 0, and returns that initial key.
-/// Errors: [`AuditError::Io`] (e.g. `AlreadyExists`: an existing key is never replaced).
-pub fn init_key(path: &Path) -> Result<[u8; 32], AuditError> {
+/// Creates the missing parent directory of `path` with mode 0700 (an existing one is left as
+/// it is).
+fn create_private_parent(path: &Path) -> Result<(), AuditError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             fs::DirBuilder::new()
@@ -924,6 +911,14 @@ pub fn init_key(path: &Path) -> Result<[u8; 32], AuditError> {
                 })?;
         }
     }
+    Ok(())
+}
+
+/// Creates a new key file at `path` (mode 0600, parent directory 0700 if missing) holding a
+/// fresh 32-byte key from `/dev/urandom` at epoch 0, and returns that initial key.
+/// Errors: [`AuditError::Io`] (e.g. `AlreadyExists`: an existing key is never replaced).
+pub fn init_key(path: &Path) -> Result<[u8; 32], AuditError> {
+    create_private_parent(path)?;
     let mut key = [0u8; 32];
     File::open("/dev/urandom")
         .and_then(|mut u| u.read_exact(&mut key))

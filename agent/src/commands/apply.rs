@@ -32,7 +32,7 @@ pub fn run(args: &ApplyArgs, config: Option<&Path>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("op-agent apply: {e}");
-            return inspect::config_code(&e).code();
+            return e.exit_code().code();
         }
     };
     let opts = HookOptions {

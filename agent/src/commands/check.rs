@@ -32,7 +32,7 @@ pub fn check_vmid(
     let d = match inspect::load_desired(cfg, vmid) {
         Ok(Some(d)) => d,
         Ok(None) => return Ok(None),
-        Err(e) => return Err((inspect::config_code(&e), e.to_string())),
+        Err(e) => return Err((e.exit_code(), e.to_string())),
     };
     let running = inspect::is_running(cfg, vmid);
     let rt = inspect::runtime().map_err(|e| (e.code, e.message))?;
@@ -83,7 +83,7 @@ pub fn run(args: &CheckArgs, config: Option<&Path>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("op-agent check: {e}");
-            return inspect::config_code(&e).code();
+            return e.exit_code().code();
         }
     };
     match check_vmid(&cfg, vmid) {

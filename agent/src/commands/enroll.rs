@@ -240,14 +240,7 @@ fn enroll(args: &EnrollArgs, config: Option<&Path>, out: &mut dyn Write) -> Resu
         .map_err(|e| Fail(ExitCode::Config, e.to_string()))?;
 
     // Existing files.
-    let existing = config::read_checked(&target).map_err(|e| {
-        let code = if e.is_permission() {
-            ExitCode::Refused
-        } else {
-            ExitCode::Config
-        };
-        Fail(code, e.to_string())
-    })?;
+    let existing = config::read_checked(&target).map_err(|e| Fail(e.exit_code(), e.to_string()))?;
     let unchanged = existing.as_deref() == Some(text.as_str());
     if existing.is_some() && !unchanged && !args.force {
         return Err(Fail(

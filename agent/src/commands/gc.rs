@@ -153,7 +153,7 @@ pub fn run(args: &GcArgs, config: Option<&Path>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("op-agent gc: {e}");
-            return inspect::config_code(&e).code();
+            return e.exit_code().code();
         }
     };
     let rt = match inspect::runtime() {

@@ -60,7 +60,7 @@ pub fn run(args: &QueryArgs, config: Option<&Path>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("op-agent query: {e}");
-            return inspect::config_code(&e).code();
+            return e.exit_code().code();
         }
     };
     println!("{}", json!({ "containers": containers(&cfg) }));

@@ -178,7 +178,7 @@ pub fn run(args: &StatusArgs, config: Option<&Path>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("op-agent status: {e}");
-            return inspect::config_code(&e).code();
+            return e.exit_code().code();
         }
     };
     let list = match collect(&cfg, only) {
