@@ -10,7 +10,11 @@
 # BENCH_CONT_PROCS (16) × BENCH_CONT_APPENDS (200) for DEFERRED vs IMMEDIATE;
 # BENCH_WATCH_N (200) containers × BENCH_WATCH_ROUNDS (5) veth re-creations for `watch` RSS;
 # BENCH_PROFILE (release; "debug" only to develop the harness);
-# BENCH_SECTIONS ("ab unmanaged storm memory audit") to run only some sections.
+# BENCH_SECTIONS ("ab floor unmanaged storm memory audit") to run only some sections.
+# BENCH_SLOW_SYNC_US (2000; empty: skip): section 1 again with every fsync of op-agent and of the baseline
+# delayed by that many µs (bench/slowsync.c, LD_PRELOAD), as on a slow-syncing disk.
+# OPB_AGENT_B=<binary> (+ OPB_AGENT_B_CONFIG=<agent.toml>, e.g. with its own audit database)
+# makes section 1 compare two op-agent builds instead of op-agent vs bash.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${BENCH_RUNS:-30}
@@ -24,7 +28,8 @@ CAPPENDS=${BENCH_CONT_APPENDS:-200}
 WATCH_N=${BENCH_WATCH_N:-200}
 WATCH_ROUNDS=${BENCH_WATCH_ROUNDS:-5}
 PROFILE=${BENCH_PROFILE:-release}
-SECTIONS=" ${BENCH_SECTIONS:-ab unmanaged storm memory audit} "
+SLOW_SYNC_US=${BENCH_SLOW_SYNC_US-2000}
+SECTIONS=" ${BENCH_SECTIONS:-ab floor unmanaged storm memory audit} "
 want() { [[ $SECTIONS == *" $1 "* ]]; }
 REPORT=bench/report.md
 
@@ -68,6 +73,17 @@ echo
 if want ab; then
     echo "== 1+2 hook A/B ($RUNS runs)" >&2
     inns "$OPBENCH" hook-ab "$R" "$RUNS" "$WARMUP" >> "$REPORT"
+fi
+if [ -n "$SLOW_SYNC_US" ] && want ab; then
+    echo "== 1s hook A/B with fsync delayed $SLOW_SYNC_US µs" >&2
+    gcc -shared -fPIC -O2 -o "$R/slowsync.so" bench/slowsync.c -ldl
+    OPB_TITLE_NOTE=" — every fsync delayed $SLOW_SYNC_US µs (bench/slowsync.c)" \
+        LD_PRELOAD="$R/slowsync.so" SLOW_SYNC_US="$SLOW_SYNC_US" \
+        ip netns exec "$NS" "$OPBENCH" hook-ab "$R" "$RUNS" "$WARMUP" >> "$REPORT"
+fi
+if want floor; then
+    echo "== 2b floor ($RUNS runs)" >&2
+    inns "$OPBENCH" floor "$R" "$RUNS" >> "$REPORT"
 fi
 if want unmanaged; then
     echo "== 3 unmanaged" >&2

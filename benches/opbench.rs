@@ -9,6 +9,9 @@
 //! - `unmanaged ROOT RUNS`: `op-hook 999 post-start` for a guest op-agent does not manage.
 //! - `storm ROOT N ROUNDS`: N post-start hooks at once, op-agent and baseline alternating.
 //! - `fresh ROOT VMID`: manage VMID and give it a fresh PVE-plugged veth (for `time -v`).
+//! - `floor ROOT RUNS`: what any hook pays on this host, op-agent or not: spawn→reap of
+//!   `/bin/true`, `close(2)` of a packet socket bound to a veth (what ovs-vswitchd's release of
+//!   a userspace-datapath port waits for), an OVSDB round trip, a warm rename over netlink.
 //! - `audit-rate DIR APPENDS VERIFY_ROWS`: append rate (`synchronous=FULL`) and verify rate.
 //! - `contention DIR PROCS APPENDS`: DEFERRED vs IMMEDIATE appenders, N processes.
 //!
@@ -45,6 +48,7 @@ fn main() {
             h.manage(v)?;
             h.fresh(&[v], true)
         }),
+        "floor" => floor(Path::new(&a(1)), n(2, 30)),
         "watch-mem" => watch_mem(Path::new(&a(1)), n(2, 200), n(3, 5)),
         "audit-steps" => audit_steps(Path::new(&a(1)), n(2, 200)),
         "audit-rate" => audit_rate(Path::new(&a(1)), n(2, 3000), n(3, 1_000_000)),
@@ -265,6 +269,10 @@ impl Host {
         self.root.join("etc/op-agent/agent.toml")
     }
 
+    fn ovsdb_socket(&self) -> PathBuf {
+        self.root.join("run/openvswitch/db.sock")
+    }
+
     fn agent_cmd(&self) -> Command {
         let mut c = Command::new(&self.agent);
         c.env("OP_AGENT_CONFIG", self.agent_toml());
@@ -388,11 +396,12 @@ impl Host {
             Kind::Baseline if std::env::var_os("OPB_AGENT_B").is_some() => {
                 // Experiment mode: side B is another op-agent build (OPB_AGENT_B).
                 let mut c = Command::new(std::env::var_os("OPB_AGENT_B").unwrap_or_default());
-                c.env("OP_AGENT_CONFIG", self.agent_toml()).args([
-                    "hook",
-                    &vmid.to_string(),
-                    "post-start",
-                ]);
+                // OPB_AGENT_B_CONFIG: B's own agent.toml (e.g. its own audit database, so the
+                // two builds do not share a WAL).
+                let cfg = std::env::var_os("OPB_AGENT_B_CONFIG")
+                    .map_or_else(|| self.agent_toml(), PathBuf::from);
+                c.env("OP_AGENT_CONFIG", cfg)
+                    .args(["hook", &vmid.to_string(), "post-start"]);
                 if timings {
                     c.arg("--timings");
                 }
@@ -515,6 +524,7 @@ fn hook_ab(root: &Path, runs: usize, warmup: usize) -> Res<()> {
     let mut steps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut order: Vec<String> = vec![];
     let mut overhead = vec![];
+    let mut overhead_wall = vec![];
     let mut failures = 0;
     for i in 0..warmup + runs {
         let mut pair = [0.0; 2];
@@ -568,6 +578,7 @@ fn hook_ab(root: &Path, runs: usize, warmup: usize) -> Res<()> {
                     .or_default()
                     .push(d.ms);
                 overhead.push(total - wait);
+                overhead_wall.push(d.ms - wait);
             }
         }
         if i >= warmup {
@@ -578,7 +589,10 @@ fn hook_ab(root: &Path, runs: usize, warmup: usize) -> Res<()> {
             pair[0], pair[1]
         );
     }
-    println!("### 1. post-start, one NIC, fresh PVE-plugged veth, private OVS\n");
+    println!(
+        "### 1. post-start, one NIC, fresh PVE-plugged veth, private OVS{}\n",
+        std::env::var("OPB_TITLE_NOTE").unwrap_or_default()
+    );
     println!("{runs} runs per side after {warmup} warm-up pairs, alternating A B A B; every run's end state checked (vi100 on {BRIDGE} tag {TAG}, no veth100i0 port). Failures: {failures}.\n");
     println!("| | median (min – max) ms | p95 ms | CPU ms (user+sys, incl. children) | peak RSS median KiB |\n|---|---|---|---|---|");
     for k in [Kind::Agent, Kind::Baseline] {
@@ -617,8 +631,164 @@ fn hook_ab(root: &Path, runs: usize, warmup: usize) -> Res<()> {
         }
     }
     println!(
-        "| **agent overhead = total − ovs.wait** | **{}** |\n",
+        "| **agent overhead = total (in-process) − ovs.wait** | **{}** |",
         fmt3(&stats(&overhead))
+    );
+    println!(
+        "| **agent overhead incl. process start and exit = process wall − ovs.wait** | **{}** |\n",
+        fmt3(&stats(&overhead_wall))
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ 2b: the floor
+
+/// `close(2)` of an `AF_PACKET` socket bound to `ifindex`, in ms: what ovs-vswitchd's netdev
+/// datapath does when it releases a port (the kernel's `packet_release` waits for an RCU grace
+/// period in `synchronize_net`).
+fn packet_close_ms(ifindex: i32) -> Res<f64> {
+    // SAFETY: plain socket calls on a descriptor this function owns.
+    unsafe {
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto));
+        if fd < 0 {
+            return Err(format!(
+                "socket(AF_PACKET): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex;
+        let r = libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(format!("bind(AF_PACKET): {e}"));
+        }
+        let t = Instant::now();
+        libc::close(fd);
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    }
+}
+
+fn floor(root: &Path, runs: usize) -> Res<()> {
+    let h = Host::new(root)?;
+    let mut spawn = vec![];
+    let mut pclose = vec![];
+    let mut rt = vec![];
+    let mut commit = vec![];
+    let mut rename = vec![];
+    // Scratch veth pair, removed at the end.
+    let _ = Command::new("ip")
+        .args(["link", "del", "opbfl0"])
+        .stderr(Stdio::null())
+        .status();
+    let ok = Command::new("ip")
+        .args([
+            "link", "add", "opbfl0", "type", "veth", "peer", "name", "opbfl1",
+        ])
+        .status()
+        .map_err(|e| format!("ip link add: {e}"))?;
+    if !ok.success() {
+        return Err("floor: cannot create the scratch veth".into());
+    }
+    let _ = Command::new("ip")
+        .args(["link", "set", "opbfl0", "up"])
+        .status();
+    let ifindex: i32 = fs::read_to_string("/sys/class/net/opbfl0/ifindex")
+        .map_err(|e| format!("ifindex: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("ifindex: {e}"))?;
+    let res = (|| -> Res<()> {
+        let rtm = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rtm.block_on(async {
+            let c = op_agent::ovsdb::Client::connect(&h.ovsdb_socket(), Duration::from_secs(5))
+                .await
+                .map_err(|e| e.to_string())?;
+            let nl = op_agent::netlink::Netlink::connect().map_err(|e| e.to_string())?;
+            for i in 0..runs + 3 {
+                let t = Instant::now();
+                c.transact("Open_vSwitch", vec![])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                let op = serde_json::json!({"op": "mutate", "table": "Open_vSwitch", "where": [],
+                    "mutations": [["external_ids", "insert",
+                        ["map", [[format!("opbench-{i}"), "1"]]]]]});
+                let t = Instant::now();
+                c.transact("Open_vSwitch", vec![op])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let cm = t.elapsed().as_secs_f64() * 1e3;
+                let name = if i % 2 == 0 { "opbfl2" } else { "opbfl0" };
+                let l = nl
+                    .link_by_index(ifindex as u32)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("scratch veth gone")?;
+                let t = Instant::now();
+                nl.rename(&l, name, "", true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let rn = t.elapsed().as_secs_f64() * 1e3;
+                if i >= 3 {
+                    rt.push(ms);
+                    commit.push(cm);
+                    rename.push(rn);
+                }
+            }
+            Ok::<(), String>(())
+        })?;
+        for i in 0..runs + 3 {
+            let d = time_one(&mut Command::new("/bin/true"))?;
+            let p = packet_close_ms(ifindex)?;
+            if i >= 3 {
+                spawn.push(d.ms);
+                pclose.push(p);
+            }
+        }
+        Ok(())
+    })();
+    for n in ["opbfl0", "opbfl2"] {
+        let _ = Command::new("ip")
+            .args(["link", "del", n])
+            .stderr(Stdio::null())
+            .status();
+    }
+    res?;
+    println!(
+        "### 2b. The floor: what any hook pays on this host ({runs} runs each after 3 warm-up)\n"
+    );
+    println!("| | median (min – max) ms |\n|---|---|");
+    println!(
+        "| spawn→reap of `/bin/true` (any process start) | {} |",
+        fmt3(&stats(&spawn))
+    );
+    println!(
+        "| `close(2)` of a packet socket bound to a veth (inside ovs-vswitchd's release of a netdev-datapath port: an RCU grace period) | {} |",
+        fmt3(&stats(&pclose))
+    );
+    println!(
+        "| OVSDB round trip, empty `transact` on a warm connection (ovsdb-server turnaround) | {} |",
+        fmt3(&stats(&rt))
+    );
+    println!(
+        "| OVSDB round trip, committing `transact` (one `mutate` of `Open_vSwitch` external_ids; ovsdb-server writes its log) | {} |",
+        fmt3(&stats(&commit))
+    );
+    println!(
+        "| netlink rename + up of a veth (RTM_SETLINK, kernel work included) | {} |\n",
+        fmt3(&stats(&rename))
     );
     Ok(())
 }

@@ -322,7 +322,13 @@ fn rechain_and_reseal_with_stolen_current_key_is_detected() {
 }
 
 fn close_and_copy(db: &std::path::Path, to: &std::path::Path) {
-    // No AuditLog is open here, so the WAL was checkpointed into the main file on close.
+    // op-agent keeps its WAL on close; a plain SQLite connection (as `sqlite3` would) folds it
+    // into the main file and deletes it when it closes, so the file alone is a full copy.
+    let c = rusqlite::Connection::open(db).unwrap();
+    let _: i64 = c
+        .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    drop(c);
     assert!(!db.with_extension("db-wal").exists());
     std::fs::copy(db, to).unwrap();
 }

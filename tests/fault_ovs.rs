@@ -232,3 +232,51 @@ fn bridge_name_with_quotes_is_json_encoded() {
     assert_eq!(host.vsctl_ok(&["list-br"]), "ovsbr0");
     assert!(host.ports("ovsbr0").is_empty());
 }
+
+#[test]
+#[allow(clippy::assertions_on_constants)] // fails loudly without --features failpoints
+fn failed_rename_restores_pve_port_and_link_up() {
+    assert!(
+        cfg!(feature = "failpoints"),
+        "build with --features failpoints"
+    );
+    let host = TestHost::new("f-renfail");
+    manage(&host, 100);
+    plug_like_pve(&host, 100);
+    // The rename fails after PVE's port was deleted and the veth was set down.
+    let (code, err, _) = hook(
+        &host,
+        100,
+        "post-start",
+        &[("OP_AGENT_FAILPOINT", "fail:link.rename")],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // What the admin had is back: the veth under PVE's name, UP, on PVE's port with its tag.
+    assert!(has_link(&host, "veth100i0"));
+    assert!(!has_link(&host, "vi100"));
+    let l = host.link("veth100i0").unwrap();
+    assert!(
+        l["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+        "the veth stays down after the rollback: {l}"
+    );
+    assert_eq!(host.ports("ovsbr0"), vec!["veth100i0"]);
+    assert_eq!(host.ovs_get("Port", "veth100i0", "tag"), "10");
+    let r = rows(&host, 100);
+    for step in ["link.down", "rollback.link-up", "rollback.add-port"] {
+        assert!(
+            r.iter().any(|(_, s, o)| s == step && (o == "ok")),
+            "{step} ok: {r:?}"
+        );
+    }
+    assert!(
+        r.iter()
+            .any(|(_, s, o)| s == "link.rename" && o == "failed"),
+        "{r:?}"
+    );
+    // And the phase again converges.
+    let (code, err, _) = hook(&host, 100, "post-start", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(has_link(&host, "vi100"));
+    assert_eq!(host.ports("ovsbr0"), vec!["vi100"]);
+}

@@ -273,6 +273,8 @@ pub async fn mark_live_ports(target: &Target, obs: &mut Observed) -> Result<bool
 struct Undo {
     /// PVE's port we deleted (re-added with PVE's values).
     pve_port: Option<ObservedPort>,
+    /// PVE's veth we set down (set up again, unless the rename back does it).
+    downed: Option<String>,
     /// `(pve name, new name)` after a rename.
     renamed: Option<(String, String)>,
 }
@@ -327,7 +329,17 @@ pub async fn apply(
     for p in steps {
         let net = p.net.map(|n| n.get());
         let t = Instant::now();
-        let res = apply_step(target, cfg, d, obs, p, rec, &mut undo).await;
+        let res = match injected_failure(p.step.name()) {
+            Some(e) => {
+                rec.outcome(
+                    p.step.name(),
+                    Outcome::Failed,
+                    json!({"net": net, "error": e.message}),
+                );
+                Err(e)
+            }
+            None => apply_step(target, cfg, d, obs, p, rec, &mut undo).await,
+        };
         rec.timing(p.step.name(), t.elapsed());
         failpoint(p.step.name());
         match res {
@@ -370,6 +382,23 @@ fn failpoint(step: &str) {
         }
     }
     let _ = step;
+}
+
+/// Test builds only: `OP_AGENT_FAILPOINT=fail:<step name>` makes that step fail without
+/// running (exit 1), to test the rollback of PVE's plumbing.
+fn injected_failure(step: &str) -> Option<HookError> {
+    #[cfg(feature = "failpoints")]
+    {
+        let fp = std::env::var("OP_AGENT_FAILPOINT").unwrap_or_default();
+        if fp.strip_prefix("fail:") == Some(step) {
+            return Some(HookError::new(
+                ExitCode::Failed,
+                format!("failpoint: {step} failed"),
+            ));
+        }
+    }
+    let _ = step;
+    None
 }
 
 async fn apply_step(
@@ -420,6 +449,10 @@ async fn apply_step(
                             }
                         }
                     }
+                    // ovs-vswitchd now releases the device: ~10 ms in the userspace datapath,
+                    // where closing its packet socket waits for an RCU grace period. The audit
+                    // WAL is folded meanwhile, when it is due.
+                    rec.idle();
                     target.wait(next, rec, net).await?;
                 }
                 Ok(None) => rec.outcome(
@@ -445,6 +478,9 @@ async fn apply_step(
                 .await
                 .map_err(|e| HookError::new(ExitCode::Failed, e.to_string()))
                 .inspect_err(|e| failed(rec, e))?;
+            if let Some(u) = undo_of(undo) {
+                undo[u].1.downed = Some(link.clone());
+            }
             rec.outcome(name, Outcome::Ok, json!({"net": net, "link": link}));
             Ok(None)
         }
@@ -672,6 +708,25 @@ async fn restore_pve(target: &Target, net: u8, u: Undo, rec: &mut Recorder) {
                 "rollback.rename",
                 Outcome::Failed,
                 json!({"net": net_v, "error": e}),
+            ),
+        }
+    }
+    if let (None, Some(link)) = (&u.renamed, &u.downed) {
+        let r = match target.link(link).await {
+            Ok(Some(l)) => target.nl.set_up(&l).await.map_err(|e| e.to_string()),
+            Ok(None) => Err(format!("link {link} does not exist")),
+            Err(e) => Err(e.message),
+        };
+        match r {
+            Ok(()) => rec.outcome(
+                "rollback.link-up",
+                Outcome::Ok,
+                json!({"net": net_v, "link": link}),
+            ),
+            Err(e) => rec.outcome(
+                "rollback.link-up",
+                Outcome::Failed,
+                json!({"net": net_v, "link": link, "error": e}),
             ),
         }
     }

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The audit log while a helper thread warms it up ([`AuditLog::warm_up`]).
+/// The audit log while a helper thread warms it up ([`AuditLog::warm_up`]) or folds its WAL
+/// ([`AuditLog::fold_wal`]).
 type Warming = (Arc<Mutex<Option<AuditLog>>>, JoinHandle<()>);
 
 struct PendingRow {
@@ -94,12 +95,46 @@ impl Recorder {
         }
     }
 
-    /// Waits for the warm-up thread, if any, and takes the log back from it.
+    /// Waits for the helper thread, if any, and takes the log back from it.
     fn settle(&mut self) {
         if let Some((slot, h)) = self.warming.take() {
             // A panic in the warm-up leaves the log in the slot (the mutex is then poisoned).
             let _ = h.join();
             self.audit = take_slot(&slot);
+        }
+    }
+
+    /// Called while the run waits for ovs-vswitchd to release a port: once the audit WAL has
+    /// grown past [`crate::audit::FOLD_WAL_BYTES`] it is folded into the main file on a helper
+    /// thread ([`AuditLog::fold_wal`]); the next append waits for that thread. A failed fold is
+    /// only logged (SQLite's automatic checkpoint remains); nothing is written to the log.
+    pub fn idle(&mut self) {
+        if self.warming.is_some() {
+            return;
+        }
+        let Some(a) = self.audit.take() else {
+            return;
+        };
+        if a.wal_bytes() <= crate::audit::FOLD_WAL_BYTES {
+            self.audit = Some(a);
+            return;
+        }
+        let slot = Arc::new(Mutex::new(Some(a)));
+        let theirs = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name("audit-fold".into())
+            .spawn(move || {
+                let guard = theirs.lock();
+                if let Ok(Some(a)) = guard.as_deref() {
+                    if let Err(e) = a.fold_wal(crate::audit::FOLD_WAL_BYTES) {
+                        log::warn!("audit: folding the WAL into the main file: {e}");
+                    }
+                }
+            });
+        match spawned {
+            Ok(h) => self.warming = Some((slot, h)),
+            // No thread: skip the fold (SQLite's automatic checkpoint remains).
+            Err(_) => self.audit = take_slot(&slot),
         }
     }
 
