@@ -152,15 +152,8 @@ fn audit_read_only_changes_nothing_and_verify_holds() {
 }
 
 #[test]
-#[allow(clippy::assertions_on_constants)] // fails loudly without --features failpoints
 fn panic_ends_with_failed_row_and_exit_70() {
-    assert!(
-        cfg!(feature = "failpoints"),
-        "build with --features failpoints"
-    );
-    let host = TestHost::new("f-panic");
-    manage(&host, 100);
-    plug_like_pve(&host, 100);
+    let host = failpoint_host("f-panic");
     let (code, err, _) = hook(
         &host,
         100,

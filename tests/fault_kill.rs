@@ -45,15 +45,8 @@ fn reset(host: &TestHost) {
 }
 
 #[test]
-#[allow(clippy::assertions_on_constants)] // fails loudly without --features failpoints
 fn kill_9_after_each_step_then_rerun_converges() {
-    assert!(
-        cfg!(feature = "failpoints"),
-        "build the tests with --features failpoints (make test does)"
-    );
-    let host = TestHost::new("f-kill");
-    manage(&host, 100);
-    plug_like_pve(&host, 100);
+    let host = failpoint_host("f-kill");
     let (code, err, _) = hook(&host, 100, "post-start", &[]);
     assert_eq!(code, Some(0), "{err}");
     assert_converged(&host, "uninterrupted");

@@ -234,15 +234,8 @@ fn bridge_name_with_quotes_is_json_encoded() {
 }
 
 #[test]
-#[allow(clippy::assertions_on_constants)] // fails loudly without --features failpoints
 fn failed_rename_restores_pve_port_and_link_up() {
-    assert!(
-        cfg!(feature = "failpoints"),
-        "build with --features failpoints"
-    );
-    let host = TestHost::new("f-renfail");
-    manage(&host, 100);
-    plug_like_pve(&host, 100);
+    let host = failpoint_host("f-renfail");
     // The rename fails after PVE's port was deleted and the veth was set down.
     let (code, err, _) = hook(
         &host,

@@ -14,7 +14,7 @@ use crate::plan::{
     self, Observed, ObservedLink, ObservedNic, ObservedPort, PlanError, Planned, Step,
 };
 use crate::report::Recorder;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// A failed run: exit code and one-line message.
@@ -674,6 +674,17 @@ async fn require_link(target: &Target, name: &str) -> Result<Link, HookError> {
         .ok_or_else(|| HookError::new(ExitCode::Failed, format!("link {name} does not exist")))
 }
 
+/// The audit row of one rollback action: `detail`, plus `error` when it failed.
+fn record_rollback(rec: &mut Recorder, step: &str, r: Result<(), String>, mut detail: Value) {
+    match r {
+        Ok(()) => rec.outcome(step, Outcome::Ok, detail),
+        Err(e) => {
+            detail["error"] = json!(e);
+            rec.outcome(step, Outcome::Failed, detail)
+        }
+    }
+}
+
 /// Puts PVE's plumbing of `net` back after a failed step: rename back, re-add PVE's port with
 /// PVE's own values. Best effort: each action gets an audit row.
 async fn restore_pve(target: &Target, net: u8, u: Undo, rec: &mut Recorder) {
@@ -689,46 +700,32 @@ async fn restore_pve(target: &Target, net: u8, u: Undo, rec: &mut Recorder) {
                 },
             )
             .await;
-        let r = match target.link(ours).await {
-            Ok(Some(l)) => target
+        let r = match require_link(target, ours).await {
+            Ok(l) => target
                 .nl
                 .rename(&l, pve, "", true)
                 .await
                 .map_err(|e| e.to_string()),
-            Ok(None) => Err(format!("link {ours} does not exist")),
             Err(e) => Err(e.message),
         };
-        match r {
-            Ok(()) => rec.outcome(
-                "rollback.rename",
-                Outcome::Ok,
-                json!({"net": net_v, "from": ours, "to": pve}),
-            ),
-            Err(e) => rec.outcome(
-                "rollback.rename",
-                Outcome::Failed,
-                json!({"net": net_v, "error": e}),
-            ),
-        }
+        record_rollback(
+            rec,
+            "rollback.rename",
+            r,
+            json!({"net": net_v, "from": ours, "to": pve}),
+        );
     }
     if let (None, Some(link)) = (&u.renamed, &u.downed) {
-        let r = match target.link(link).await {
-            Ok(Some(l)) => target.nl.set_up(&l).await.map_err(|e| e.to_string()),
-            Ok(None) => Err(format!("link {link} does not exist")),
+        let r = match require_link(target, link).await {
+            Ok(l) => target.nl.set_up(&l).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.message),
         };
-        match r {
-            Ok(()) => rec.outcome(
-                "rollback.link-up",
-                Outcome::Ok,
-                json!({"net": net_v, "link": link}),
-            ),
-            Err(e) => rec.outcome(
-                "rollback.link-up",
-                Outcome::Failed,
-                json!({"net": net_v, "link": link, "error": e}),
-            ),
-        }
+        record_rollback(
+            rec,
+            "rollback.link-up",
+            r,
+            json!({"net": net_v, "link": link}),
+        );
     }
     if let Some(p) = u.pve_port {
         let Some(bridge) = p.bridge.clone() else {

@@ -65,22 +65,9 @@ impl Recorder {
     pub fn new(vmid: u32, phase: &str, audit: Option<AuditLog>, started: Instant) -> Recorder {
         let (audit, warming) = match audit {
             None => (None, None),
-            Some(a) => {
-                let slot = Arc::new(Mutex::new(Some(a)));
-                let theirs = slot.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("audit-warm-up".into())
-                    .spawn(move || {
-                        let guard = theirs.lock();
-                        if let Ok(Some(a)) = guard.as_deref() {
-                            let _ = a.warm_up();
-                        }
-                    });
-                match spawned {
-                    Ok(h) => (None, Some((slot, h))),
-                    Err(_) => (take_slot(&slot), None),
-                }
-            }
+            Some(a) => on_helper(a, "audit-warm-up", |a| {
+                let _ = a.warm_up();
+            }),
         };
         Recorder {
             vmid,
@@ -109,33 +96,16 @@ impl Recorder {
     /// thread ([`AuditLog::fold_wal`]); the next append waits for that thread. A failed fold is
     /// only logged (SQLite's automatic checkpoint remains); nothing is written to the log.
     pub fn idle(&mut self) {
-        if self.warming.is_some() {
-            return;
-        }
-        let Some(a) = self.audit.take() else {
+        let due = matches!(&self.audit, Some(a) if a.wal_bytes() > crate::audit::FOLD_WAL_BYTES);
+        let Some(a) = self.audit.take_if(|_| due && self.warming.is_none()) else {
             return;
         };
-        if a.wal_bytes() <= crate::audit::FOLD_WAL_BYTES {
-            self.audit = Some(a);
-            return;
-        }
-        let slot = Arc::new(Mutex::new(Some(a)));
-        let theirs = slot.clone();
-        let spawned = std::thread::Builder::new()
-            .name("audit-fold".into())
-            .spawn(move || {
-                let guard = theirs.lock();
-                if let Ok(Some(a)) = guard.as_deref() {
-                    if let Err(e) = a.fold_wal(crate::audit::FOLD_WAL_BYTES) {
-                        log::warn!("audit: folding the WAL into the main file: {e}");
-                    }
-                }
-            });
-        match spawned {
-            Ok(h) => self.warming = Some((slot, h)),
-            // No thread: skip the fold (SQLite's automatic checkpoint remains).
-            Err(_) => self.audit = take_slot(&slot),
-        }
+        // No thread: no fold (SQLite's automatic checkpoint remains).
+        (self.audit, self.warming) = on_helper(a, "audit-fold", |a| {
+            if let Err(e) = a.fold_wal(crate::audit::FOLD_WAL_BYTES) {
+                log::warn!("audit: folding the WAL into the main file: {e}");
+            }
+        });
     }
 
     /// The run id written in every row of this run.
@@ -273,6 +243,26 @@ impl Drop for Recorder {
     /// checkpoint on close) here rather than lost with the thread at process exit.
     fn drop(&mut self) {
         self.settle();
+    }
+}
+
+/// Runs `work` on `a` on a helper thread named `name`; the log stays in the returned slot
+/// until [`Recorder::settle`] joins the thread and takes it back. If no thread can be started,
+/// the log comes back at once and `work` is skipped.
+fn on_helper(a: AuditLog, name: &str, work: fn(&AuditLog)) -> (Option<AuditLog>, Option<Warming>) {
+    let slot = Arc::new(Mutex::new(Some(a)));
+    let theirs = slot.clone();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let guard = theirs.lock();
+            if let Ok(Some(a)) = guard.as_deref() {
+                work(a);
+            }
+        });
+    match spawned {
+        Ok(h) => (None, Some((slot, h))),
+        Err(_) => (take_slot(&slot), None),
     }
 }
 

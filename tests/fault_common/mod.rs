@@ -35,6 +35,21 @@ pub fn plug_like_pve(host: &TestHost, vmid: u32) {
     host.vsctl_ok(&["add-port", "ovsbr0", &veth, "tag=10"]);
 }
 
+/// For tests that use `OP_AGENT_FAILPOINT`: fails loudly unless the tests were built with
+/// `--features failpoints` (make test does), then gives a host named after `name_hint` with
+/// container 100 managed and plugged like PVE.
+#[allow(clippy::assertions_on_constants)] // fails loudly without --features failpoints
+pub fn failpoint_host(name_hint: &str) -> TestHost {
+    assert!(
+        cfg!(feature = "failpoints"),
+        "build the tests with --features failpoints (make test does)"
+    );
+    let host = TestHost::new(name_hint);
+    manage(&host, 100);
+    plug_like_pve(&host, 100);
+    host
+}
+
 /// `op-agent hook <vmid> <phase>` with extra environment; returns (exit code, stderr, elapsed).
 pub fn hook(
     host: &TestHost,
