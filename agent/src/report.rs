@@ -91,18 +91,18 @@ impl Recorder {
         }
     }
 
-    /// Called while the run waits for ovs-vswitchd to release a port: once the audit WAL has
-    /// grown past [`crate::audit::FOLD_WAL_BYTES`] it is folded into the main file on a helper
-    /// thread ([`AuditLog::fold_wal`]); the next append waits for that thread. A failed fold is
-    /// only logged (SQLite's automatic checkpoint remains); nothing is written to the log.
+    /// Called while the run waits for ovs-vswitchd to release a port: when the audit WAL is
+    /// due ([`AuditLog::fold_due`]), it is folded into the main file on a helper thread
+    /// ([`AuditLog::fold_wal`]); the next append waits for that thread. A failed fold is only
+    /// logged (SQLite's automatic checkpoint remains); nothing is written to the log.
     pub fn idle(&mut self) {
-        let due = matches!(&self.audit, Some(a) if a.wal_bytes() > crate::audit::FOLD_WAL_BYTES);
+        let due = matches!(&self.audit, Some(a) if a.fold_due());
         let Some(a) = self.audit.take_if(|_| due && self.warming.is_none()) else {
             return;
         };
         // No thread: no fold (SQLite's automatic checkpoint remains).
         (self.audit, self.warming) = on_helper(a, "audit-fold", |a| {
-            if let Err(e) = a.fold_wal(crate::audit::FOLD_WAL_BYTES) {
+            if let Err(e) = a.fold_wal() {
                 log::warn!("audit: folding the WAL into the main file: {e}");
             }
         });
@@ -249,14 +249,18 @@ impl Drop for Recorder {
 /// Runs `work` on `a` on a helper thread named `name`; the log stays in the returned slot
 /// until [`Recorder::settle`] joins the thread and takes it back. If no thread can be started,
 /// the log comes back at once and `work` is skipped.
-fn on_helper(a: AuditLog, name: &str, work: fn(&AuditLog)) -> (Option<AuditLog>, Option<Warming>) {
+fn on_helper(
+    a: AuditLog,
+    name: &str,
+    work: fn(&mut AuditLog),
+) -> (Option<AuditLog>, Option<Warming>) {
     let slot = Arc::new(Mutex::new(Some(a)));
     let theirs = slot.clone();
     let spawned = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let guard = theirs.lock();
-            if let Ok(Some(a)) = guard.as_deref() {
+            let mut guard = theirs.lock();
+            if let Ok(Some(a)) = guard.as_deref_mut() {
                 work(a);
             }
         });
