@@ -151,6 +151,57 @@ fn audit_read_only_changes_nothing_and_verify_holds() {
     assert_eq!(v.status.code(), Some(0), "verify on a read-only db: {v:?}");
 }
 
+/// op-agent keeps its WAL between runs; a read-only copy of the folder without the transient
+/// `-shm` file (a snapshot, a forensic copy) must still be readable by every audit command.
+#[test]
+fn read_only_without_shm_still_reads_the_rows_in_the_wal() {
+    let host = TestHost::new("f-arosh");
+    manage(&host, 100);
+    plug_like_pve(&host, 100);
+    let dir = host.audit_db().parent().unwrap().to_path_buf();
+    let fs = Tmpfs::mount(&dir, "4m");
+    for phase in ["pre-start", "post-start"] {
+        let (code, err, _) = hook(&host, 100, phase, &[]);
+        assert_eq!(code, Some(0), "{phase}: {err}");
+    }
+    let rows_before = rows(&host, 100).len();
+    let wal = dir.join("audit.db-wal");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "rows in the WAL"
+    );
+    let _ = std::fs::remove_file(dir.join("audit.db-shm"));
+    fs.remount_ro();
+    let v = host.agent(&["audit", "verify"]);
+    assert_eq!(v.status.code(), Some(0), "verify: {v:?}");
+    let head = host.agent(&["audit", "head"]);
+    assert!(head.status.success(), "head: {head:?}");
+    assert!(
+        String::from_utf8_lossy(&head.stdout).starts_with(&format!("{}:", rows_before)),
+        "head: {head:?}"
+    );
+    let log = host.agent(&["audit", "log", "--vmid", "100"]);
+    assert!(log.status.success(), "log: {log:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&log.stdout).lines().count(),
+        rows_before,
+        "{log:?}"
+    );
+    let ex = host.agent(&["audit", "export"]);
+    assert!(ex.status.success(), "export: {ex:?}");
+    // No private copy is left behind.
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("op-agent-audit-")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[test]
 fn panic_ends_with_failed_row_and_exit_70() {
     let host = failpoint_host("f-panic");

@@ -191,7 +191,10 @@ fn vswitchd_down_wait_times_out_and_no_later_step_runs() {
     assert_eq!(host.ovs_get("Port", "veth100i0", "tag"), "10");
 }
 
-fn assert_deadline_holds(daemon: &str) {
+/// `daemon` frozen (SIGSTOP) during post-start with `timeout_ms` 5000 and `deadline_ms` 1500:
+/// the hook ends within the deadline (+ margin) with exit 75. Returns the host (still frozen
+/// daemon thawed) and the hook's stderr.
+fn frozen_post_start(daemon: &str) -> (TestHost, String) {
     let host = TestHost::new(&format!("f-dl{}", &daemon[4..7]));
     manage(&host, 100);
     plug_like_pve(&host, 100);
@@ -200,21 +203,48 @@ fn assert_deadline_holds(daemon: &str) {
     let (code, err, took) = hook(&host, 100, "post-start", &[]);
     signal_daemon(&host, daemon, "CONT");
     assert_eq!(code, Some(75), "{daemon} frozen: {err}");
-    assert!(err.contains("deadline"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         took < Duration::from_millis(1500 + 1500),
         "{daemon} frozen: hook took {took:?} with deadline_ms 1500"
     );
+    (host, err)
 }
 
 #[test]
-fn deadline_holds_with_ovs_vswitchd_stopped() {
-    assert_deadline_holds("ovs-vswitchd");
+fn deadline_holds_with_ovs_vswitchd_stopped_and_pve_port_comes_back() {
+    let (host, err) = frozen_post_start("ovs-vswitchd");
+    // The wait ends a quarter of the deadline early, so the rollback and its rows still fit.
+    assert!(err.contains("next_cfg"), "{err}");
+    let r = rows(&host, 100);
+    assert!(
+        r.iter().any(|(_, s, _)| s == "rollback.add-port"),
+        "the rollback ran within the deadline: {r:?}"
+    );
+    assert!(!r.iter().any(|(_, s, _)| s == "hook.deadline"), "{r:?}");
+    // Thawed, ovs-vswitchd applies PVE's Port again: the container is back on its VLAN.
+    assert!(has_link(&host, "veth100i0") && !has_link(&host, "vi100"));
+    assert_eq!(host.ports("ovsbr0"), vec!["veth100i0"]);
+    assert_eq!(host.ovs_get("Port", "veth100i0", "tag"), "10");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while host
+        .ovs_get("Interface", "veth100i0", "ofport")
+        .parse::<i64>()
+        .unwrap_or(-1)
+        <= 0
+    {
+        assert!(std::time::Instant::now() < deadline, "no ofport after thaw");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
 fn deadline_holds_with_ovsdb_server_stopped() {
-    assert_deadline_holds("ovsdb-server");
+    let (host, err) = frozen_post_start("ovsdb-server");
+    assert!(err.contains("deadline"), "{err}");
+    // Nothing was changed: the frozen server never committed anything.
+    assert!(has_link(&host, "veth100i0") && !has_link(&host, "vi100"));
+    assert_eq!(host.ports("ovsbr0"), vec!["veth100i0"]);
 }
 
 #[test]

@@ -66,8 +66,10 @@ pub fn owner_alias(vmid: u32, net: u8) -> String {
 pub struct Target {
     pub nl: Netlink,
     pub ovs: Client,
-    /// Each wait for ovs-vswitchd.
+    /// Each wait for ovs-vswitchd (`[ovsdb] timeout_ms`).
     pub timeout: Duration,
+    /// When the run's `[hook] deadline_ms` ends, and that deadline's length.
+    deadline: (Instant, Duration),
 }
 
 fn port_of(row: PortRow) -> ObservedPort {
@@ -122,7 +124,14 @@ impl Target {
             }
         };
         rec.timing("ovs.connect", t.elapsed());
-        Ok(Target { nl, ovs, timeout })
+        let length = Duration::from_millis(cfg.toml.hook.deadline_ms);
+        let deadline = (t + length.saturating_sub(rec.elapsed()), length);
+        Ok(Target {
+            nl,
+            ovs,
+            timeout,
+            deadline,
+        })
     }
 
     async fn link(&self, name: &str) -> Result<Option<Link>, HookError> {
@@ -227,7 +236,10 @@ impl Target {
         net: Option<u8>,
     ) -> Result<(), HookError> {
         let t = Instant::now();
-        let r = self.ovs.wait_cur_cfg(next_cfg, self.timeout).await;
+        let r = self
+            .ovs
+            .wait_cur_cfg(next_cfg, self.wait_budget(Budget::Forward))
+            .await;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         rec.timing("ovs.wait", t.elapsed());
         match r {
@@ -248,6 +260,30 @@ impl Target {
                 Err(HookError::from_ovsdb(&e))
             }
         }
+    }
+}
+
+/// Which part of the hook deadline a wait for ovs-vswitchd may use.
+#[derive(Clone, Copy)]
+enum Budget {
+    /// A step of the plan: it must end a quarter of the deadline early, so a rollback and the
+    /// audit rows still fit (PVE's veth is never left off its port by the deadline).
+    Forward,
+    /// A rollback: it may use all but the last twelfth (for the outcome rows).
+    Rollback,
+}
+
+impl Target {
+    /// `[ovsdb] timeout_ms`, shortened so the wait ends before its part of the deadline.
+    fn wait_budget(&self, b: Budget) -> Duration {
+        let (end, length) = self.deadline;
+        let reserve = match b {
+            Budget::Forward => length / 4,
+            Budget::Rollback => length / 12,
+        };
+        end.saturating_duration_since(Instant::now())
+            .saturating_sub(reserve)
+            .min(self.timeout)
     }
 }
 
@@ -690,7 +726,9 @@ fn record_rollback(rec: &mut Recorder, step: &str, r: Result<(), String>, mut de
 async fn restore_pve(target: &Target, net: u8, u: Undo, rec: &mut Recorder) {
     let net_v = Some(net);
     if let Some((pve, ours)) = &u.renamed {
-        let _ = target
+        // Our port first, and ovs-vswitchd must have released the device before it is renamed
+        // back (ovs-issues#284, as on the way forward).
+        let released = match target
             .ovs
             .del_port(
                 ours,
@@ -699,14 +737,27 @@ async fn restore_pve(target: &Target, net: u8, u: Undo, rec: &mut Recorder) {
                     value: plan::OWNER.into(),
                 },
             )
-            .await;
-        let r = match require_link(target, ours).await {
-            Ok(l) => target
+            .await
+        {
+            Ok(Some(next)) => target
+                .ovs
+                .wait_cur_cfg(next, target.wait_budget(Budget::Rollback))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("ovs-vswitchd did not release {ours}: {e}")),
+            Ok(None) => Ok(()),
+            // OVSDB unreachable: whether a row of ours exists cannot be known; PVE's name back
+            // is what gets the container its network again once OVS answers.
+            Err(_) => Ok(()),
+        };
+        let r = match (released, require_link(target, ours).await) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Ok(l)) => target
                 .nl
                 .rename(&l, pve, "", true)
                 .await
                 .map_err(|e| e.to_string()),
-            Err(e) => Err(e.message),
+            (Ok(()), Err(e)) => Err(e.message),
         };
         record_rollback(
             rec,
@@ -740,20 +791,22 @@ async fn restore_pve(target: &Target, net: u8, u: Undo, rec: &mut Recorder) {
             mtu_request: p.mtu_request.and_then(|m| u32::try_from(m).ok()),
             external_ids: Default::default(),
         };
-        match target.ovs.add_port(&spec).await {
-            Ok(next) => {
-                let _ = target.ovs.wait_cur_cfg(next, target.timeout).await;
-                rec.outcome(
-                    "rollback.add-port",
-                    Outcome::Ok,
-                    json!({"net": net_v, "port": p.name}),
-                );
-            }
-            Err(e) => rec.outcome(
-                "rollback.add-port",
-                Outcome::Failed,
-                json!({"net": net_v, "port": p.name, "error": e.to_string()}),
-            ),
-        }
+        let r = match target.ovs.add_port(&spec).await {
+            Ok(next) => target
+                .ovs
+                .wait_cur_cfg(next, target.wait_budget(Budget::Rollback))
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    format!("the Port row is back, but ovs-vswitchd did not apply it: {e}")
+                }),
+            Err(e) => Err(e.to_string()),
+        };
+        record_rollback(
+            rec,
+            "rollback.add-port",
+            r,
+            json!({"net": net_v, "port": p.name}),
+        );
     }
 }

@@ -247,11 +247,8 @@ pub fn drift(d: &Desired, obs: &Observed) -> Vec<Drift> {
 /// `SELECT max(seq) FROM audit WHERE vmid = ?` on the audit database, opened read-only;
 /// `None` when the database or a row is missing or unreadable.
 pub fn last_audit_seq(db: &Path, vmid: u32) -> Option<i64> {
-    let conn = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .ok()?;
+    let r = crate::audit::verify::open_read_only(db).ok()?;
+    let conn = &r.conn;
     let _ = conn.busy_timeout(std::time::Duration::from_millis(1000));
     conn.query_row(
         "SELECT max(seq) FROM audit WHERE vmid = ?1",

@@ -91,19 +91,21 @@ impl Recorder {
         }
     }
 
-    /// Called while the run waits for ovs-vswitchd to release a port: when the audit WAL is
-    /// due ([`AuditLog::fold_due`]), it is folded into the main file on a helper thread
-    /// ([`AuditLog::fold_wal`]); the next append waits for that thread. A failed fold is only
-    /// logged (SQLite's automatic checkpoint remains); nothing is written to the log.
+    /// Called while the run waits for ovs-vswitchd to release a port: the audit WAL is folded
+    /// into the main file on a helper thread ([`AuditLog::fold_wal`]); the next append waits
+    /// for that thread. A failed fold goes to syslog only (SQLite's automatic checkpoint
+    /// remains); nothing is written to the log and nothing to stderr.
     pub fn idle(&mut self) {
-        let due = matches!(&self.audit, Some(a) if a.fold_due());
-        let Some(a) = self.audit.take_if(|_| due && self.warming.is_none()) else {
+        let Some(a) = self.audit.take_if(|_| self.warming.is_none()) else {
             return;
         };
         // No thread: no fold (SQLite's automatic checkpoint remains).
         (self.audit, self.warming) = on_helper(a, "audit-fold", |a| {
             if let Err(e) = a.fold_wal() {
-                log::warn!("audit: folding the WAL into the main file: {e}");
+                log::warn!(
+                    target: crate::logging::STEP_TARGET,
+                    "audit: folding the WAL into the main file: {e}"
+                );
             }
         });
     }
@@ -239,8 +241,8 @@ impl Recorder {
 }
 
 impl Drop for Recorder {
-    /// Takes the log back from a warm-up thread still running, so it is closed (SQLite's
-    /// checkpoint on close) here rather than lost with the thread at process exit.
+    /// Takes the log back from a helper thread still running, so it is closed here (after
+    /// the warm-up or fold) rather than lost with the thread at process exit.
     fn drop(&mut self) {
         self.settle();
     }

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use super::verify::{self, StoredRow, VerifyOptions, VerifyReport, COLUMNS};
 use super::{encoding, Head};
@@ -99,12 +99,9 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
     }
 }
 
-fn open_ro(db: &Path) -> Result<Connection, String> {
-    Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("cannot open audit database {}: {e}", db.display()))
+fn open_ro(db: &Path) -> Result<verify::ReadOnlyDb, String> {
+    verify::open_read_only(db)
+        .map_err(|e| format!("cannot open audit database {}: {e}", db.display()))
 }
 
 fn cmd_verify(
@@ -225,7 +222,8 @@ fn cmd_log(
         })?),
         None => None,
     };
-    let c = open_ro(db)?;
+    let r = open_ro(db)?;
+    let c = &r.conn;
     let mut st = c
         .prepare(&format!(
             "SELECT {COLUMNS} FROM audit WHERE (?1 IS NULL OR vmid = ?1) AND (?2 IS NULL OR ts >= ?2) ORDER BY seq"
@@ -282,8 +280,8 @@ fn read_head(c: &Connection, db: &Path) -> Result<Option<Head>, String> {
 }
 
 fn cmd_head(db: &Path, out: &mut dyn Write) -> Result<(), String> {
-    let c = open_ro(db)?;
-    let h = read_head(&c, db)?;
+    let r = open_ro(db)?;
+    let h = read_head(&r.conn, db)?;
     writeln!(
         out,
         "{}",
@@ -293,10 +291,11 @@ fn cmd_head(db: &Path, out: &mut dyn Write) -> Result<(), String> {
 }
 
 fn cmd_export(db: &Path, since_seq: i64, out: &mut dyn Write) -> Result<(), String> {
-    let c = open_ro(db)?;
+    let r = open_ro(db)?;
+    let c = &r.conn;
     let e = |e: rusqlite::Error| format!("{}: {e}", db.display());
     c.execute_batch("BEGIN").map_err(e)?;
-    let head = read_head(&c, db)?;
+    let head = read_head(c, db)?;
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

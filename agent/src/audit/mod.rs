@@ -58,12 +58,10 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'op-agent audit rows are append-only (DELETE refused)'); END;
 "#;
 
-/// The WAL is due to be folded into the main file ([`AuditLog::fold_due`]) each time the chain
-/// passes a multiple of this many rows: about every six hook runs (a run appends about ten
-/// rows, some 13 pages of 4 KiB). Kept small because every process that opens the log first
-/// re-reads what the WAL holds (SQLite rebuilds the `-shm` index when no other connection has
-/// it open).
-pub const FOLD_EVERY_ROWS: i64 = 64;
+/// Free space (bytes) the database's file system must have for [`AuditLog::fold_wal`] to run
+/// besides four times the WAL: a fold grows the main file, and must not take the room the
+/// run's outcome commit needs.
+pub const FOLD_MIN_FREE_BYTES: u64 = 8 << 20;
 
 /// Outcome of a step, stored as text in the `outcome` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,8 +324,6 @@ pub struct AuditLog {
     path: PathBuf,
     opts: AuditOptions,
     last_run_id: String,
-    /// Set when an append passed a multiple of [`FOLD_EVERY_ROWS`]; cleared by `fold_wal`.
-    fold_due: bool,
 }
 
 impl fmt::Debug for AuditLog {
@@ -396,17 +392,14 @@ impl AuditLog {
         // Keep the WAL when the connection closes instead of checkpointing it into the main
         // file and deleting it. With SQLite's default a hook run paid six fsyncs on its
         // critical path (WAL re-created: header and directory; intent commit; outcome commit;
-        // checkpoint on close: WAL and main file); now three (intent commit + the directory
-        // fsync SQLite does on a process's first WAL sync; outcome commit). With a 2 ms fsync
-        // (a slow disk or ZFS sync writes) that is 22.3 -> 14.8 ms of hook time outside
-        // ovs-vswitchd's waits (bench/README.md). The WAL is folded into the main file by
-        // `fold_wal` (a hook calls it while ovs-vswitchd works, every `FOLD_EVERY_ROWS` rows)
-        // and, as a backstop, by SQLite's automatic checkpoint at 1000 pages. The WAL file is
-        // not truncated when it starts over: appends then overwrite blocks the file already
-        // has, and an fsync needs no metadata journal commit (truncating it to 0 halved the
-        // single-row append rate, 10k -> 5.7k rows/s). Every SQLite reader (`audit verify`,
-        // `export`, `status`) sees the rows still in the WAL; a copy of the file alone does
-        // not (README: backups).
+        // checkpoint on close: WAL and main file); now four when the run waits for
+        // ovs-vswitchd (intent commit + the directory fsync SQLite does on a process's first
+        // WAL sync; outcome commit + the header of the WAL starting over) and three otherwise.
+        // A hook folds the WAL into the main file (`fold_wal`) while ovs-vswitchd releases a
+        // port, so the main file is at most one run behind; SQLite's automatic checkpoint at
+        // 1000 pages is the backstop for runs that never wait. Every SQLite reader (`audit
+        // verify`, `export`, `status`) sees the rows still in the WAL; a copy of the file
+        // alone does not (README: backups). bench/README.md, run 3, has the measurements.
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             .map_err(|e| sql_err(db, "no checkpoint on close", t, e))?;
         let mut log = AuditLog {
@@ -414,7 +407,6 @@ impl AuditLog {
             path: db.to_path_buf(),
             opts: opts.clone(),
             last_run_id: String::new(),
-            fold_due: false,
         };
         log.migrate()?;
         Ok(log)
@@ -480,28 +472,28 @@ impl AuditLog {
         read_head_checked(&self.conn, &self.path, t).map(|_| ())
     }
 
-    /// Whether an append of this connection passed a multiple of [`FOLD_EVERY_ROWS`] since
-    /// the last [`AuditLog::fold_wal`].
-    pub fn fold_due(&self) -> bool {
-        self.fold_due
-    }
-
     /// Folds the WAL into the main file: `PRAGMA wal_checkpoint(PASSIVE)`, which never waits
-    /// for readers or writers and copies what it can; the next commit starts the WAL over. A
-    /// hook calls this while ovs-vswitchd releases a port, when [`AuditLog::fold_due`], so the
-    /// copy and its two fsyncs stay off its critical path (the commit that starts the WAL over
-    /// pays one more fsync, for the WAL header). Errors: those of SQLite's checkpoint (e.g.
-    /// [`AuditError::DiskFull`]).
-    pub fn fold_wal(&mut self) -> Result<(), AuditError> {
-        self.fold_due = false;
+    /// for readers or writers and copies what it can; the next commit starts the WAL over.
+    /// A hook calls this while ovs-vswitchd releases a port, so the copy and its two fsyncs
+    /// stay off its critical path (the commit that starts the WAL over pays one more fsync,
+    /// for the WAL header). Skipped, returning `Ok(false)`, when the file system has less
+    /// free space than [`FOLD_MIN_FREE_BYTES`] plus four times the WAL. Errors: those of
+    /// SQLite's checkpoint (e.g. [`AuditError::DiskFull`]).
+    pub fn fold_wal(&mut self) -> Result<bool, AuditError> {
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let free = nix::sys::statvfs::statvfs(dir).map_or(0, |v| {
+            v.blocks_available().saturating_mul(v.fragment_size())
+        });
+        if free < FOLD_MIN_FREE_BYTES + 4 * wal_bytes {
+            return Ok(false);
+        }
         self.conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(|e| self.err("wal checkpoint", e))
-    }
-
-    /// Records that the chain went from `before` to `after` rows (see [`AuditLog::fold_due`]).
-    fn appended(&mut self, before: i64, after: i64) {
-        self.fold_due |= before / FOLD_EVERY_ROWS != after / FOLD_EVERY_ROWS;
+            .map_err(|e| self.err("wal checkpoint", e))?;
+        Ok(true)
     }
 
     /// Path of the database file.
@@ -531,7 +523,6 @@ impl AuditLog {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| sql_err(&path, "begin immediate", t, e))?;
         let mut head = read_head_checked(&tx, &path, t)?;
-        let before = head.seq;
         {
             let mut ins = tx
                 .prepare_cached(INSERT)
@@ -541,7 +532,6 @@ impl AuditLog {
             }
         }
         tx.commit().map_err(|e| sql_err(&path, "commit", t, e))?;
-        self.appended(before, head.seq);
         if let Some(last) = rows.last() {
             self.last_run_id = last.run_id.to_string();
         }
@@ -623,7 +613,6 @@ impl AuditLog {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| sql_err(&path, "begin immediate", t, e))?;
         let mut head = read_head_checked(&tx, &path, t)?;
-        let before = head.seq;
         {
             let mut ins = tx
                 .prepare_cached(INSERT)
@@ -635,7 +624,6 @@ impl AuditLog {
         match insert_checkpoint(&tx, &kh, &head, &self.opts.host, &run, &path, t) {
             Ok((new_head, next)) => {
                 tx.commit().map_err(|e| sql_err(&path, "commit", t, e))?;
-                self.appended(before, new_head.seq);
                 self.last_run_id = run;
                 write_key(&mut kh.file, &kh.path, next.0, &next.1)?;
                 Ok(new_head)
@@ -1054,7 +1042,7 @@ mod tests {
     }
 
     /// Closing keeps the WAL (no checkpoint on the way out); any reader still sees every row;
-    /// `fold_wal`, due every FOLD_EVERY_ROWS rows, copies the WAL into the main file.
+    /// `fold_wal` copies the WAL into the main file.
     #[test]
     fn wal_survives_close_and_fold_moves_it_into_the_main_file() {
         let d = tempfile::tempdir().unwrap();
@@ -1072,20 +1060,14 @@ mod tests {
         assert_eq!(count(&log), 2);
         let v = crate::audit::verify::verify_db(&db, &Default::default()).unwrap();
         assert_eq!(v.rows, 2, "{v:?}");
-        // Not due yet: the main file alone lacks the rows.
-        assert!(!log.fold_due());
+        // Not folded yet: the main file alone lacks the rows (and the schema).
         assert_eq!(rows_in_main_file(&db), 0);
-        // Passing a multiple of FOLD_EVERY_ROWS makes it due; folding moves the rows into the
-        // main file.
-        let run: Vec<String> = (0..FOLD_EVERY_ROWS).map(|i| format!("s{i}")).collect();
-        let rows: Vec<NewRow> = run.iter().map(|s| row("r2", s)).collect();
-        log.append_all(&rows).unwrap();
-        assert!(log.fold_due());
-        log.fold_wal().unwrap();
-        assert!(!log.fold_due());
-        assert_eq!(rows_in_main_file(&db), 2 + FOLD_EVERY_ROWS);
-        log.append_all(&[row("r3", "c")]).unwrap();
-        assert_eq!(count(&log), 3 + FOLD_EVERY_ROWS);
+        // Folding moves them into the main file; the WAL starts over with the next commit.
+        assert!(log.fold_wal().unwrap());
+        assert_eq!(rows_in_main_file(&db), 2);
+        log.append_all(&[row("r2", "c")]).unwrap();
+        assert_eq!(count(&log), 3);
+        assert_eq!(rows_in_main_file(&db), 2);
     }
 
     /// The outcome rows and the checkpoint sealing them land in one transaction; the chain

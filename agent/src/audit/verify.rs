@@ -583,18 +583,61 @@ impl Verifier {
     }
 }
 
-/// Opens `db` read-only and reads `user_version`. A reader of a WAL database must create the
-/// `-shm` file; on a full filesystem that fails with `SQLITE_IOERR`, on a read-only one with
-/// `SQLITE_CANTOPEN`. Then, if the file exists and there is no `-wal` content (every row is in
-/// the main file), it is read as `immutable=1` (SQLite URI parameter: no locks, no `-shm`), so
-/// `verify` still reports on what is there.
-fn open_for_verify(db: &Path) -> Result<(Connection, i64), rusqlite::Error> {
+/// A read-only connection to an audit database, possibly to a private copy of it (see
+/// [`open_read_only`]); the copy is removed when this is dropped.
+pub struct ReadOnlyDb {
+    /// The connection (declared first: closed before the copy goes).
+    pub conn: Connection,
+    /// `PRAGMA user_version` of the database.
+    pub version: i64,
+    copy: Option<PrivateCopy>,
+}
+
+impl ReadOnlyDb {
+    /// Whether the rows are read from a private copy (a read-only file system with a WAL and
+    /// no `-shm` file).
+    pub fn is_copy(&self) -> bool {
+        self.copy.is_some()
+    }
+}
+
+/// A folder of this process under the temp dir, mode 0700, removed on drop.
+struct PrivateCopy(std::path::PathBuf);
+
+impl Drop for PrivateCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn user_version(c: &Connection) -> Result<i64, rusqlite::Error> {
+    c.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Opens `db` read-only and reads `user_version`. A reader of a WAL database must map the
+/// `-shm` file and create it if it is missing; on a full file system that fails with
+/// `SQLITE_IOERR`, on a read-only one with `SQLITE_CANTOPEN`. Then, if the file exists:
+/// - with no `-wal` content (every row is in the main file) it is read as `immutable=1` (SQLite
+///   URI parameter: no locks, no `-shm`);
+/// - with rows in the `-wal` (op-agent keeps its WAL between runs), the main file and its
+///   `-wal` are copied into a private folder under the temp dir and read there; nothing can
+///   change them meanwhile on a read-only file system (on a full one, a writer could: the
+///   copy is then a consistent snapshot of the moment it was taken, as SQLite's own recovery
+///   would see it).
+///
+/// Used by `audit verify`, `log`, `head`, `export` and `status`.
+pub fn open_read_only(db: &Path) -> Result<ReadOnlyDb, rusqlite::Error> {
     let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let first = Connection::open_with_flags(db, ro).and_then(|c| {
-        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let v = user_version(&c)?;
         Ok((c, v))
     });
     match first {
+        Ok((conn, version)) => Ok(ReadOnlyDb {
+            conn,
+            version,
+            copy: None,
+        }),
         Err(rusqlite::Error::SqliteFailure(e, m))
             if matches!(
                 e.code,
@@ -603,17 +646,46 @@ fn open_for_verify(db: &Path) -> Result<(Connection, i64), rusqlite::Error> {
         {
             let mut wal = db.as_os_str().to_owned();
             wal.push("-wal");
+            let wal = std::path::PathBuf::from(wal);
             let wal_empty = std::fs::metadata(&wal).map_or(true, |m| m.len() == 0);
-            if !wal_empty {
-                return Err(rusqlite::Error::SqliteFailure(e, m));
+            if wal_empty {
+                let uri = format!("file:{}?mode=ro&immutable=1", db.display());
+                let conn = Connection::open_with_flags(uri, ro | OpenFlags::SQLITE_OPEN_URI)?;
+                let version = user_version(&conn)?;
+                return Ok(ReadOnlyDb {
+                    conn,
+                    version,
+                    copy: None,
+                });
             }
-            let uri = format!("file:{}?mode=ro&immutable=1", db.display());
-            let c = Connection::open_with_flags(uri, ro | OpenFlags::SQLITE_OPEN_URI)?;
-            let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-            Ok((c, v))
+            let Some(copy) = private_copy(db, &wal) else {
+                return Err(rusqlite::Error::SqliteFailure(e, m));
+            };
+            let conn = Connection::open_with_flags(copy.0.join("audit.db"), ro)?;
+            let version = user_version(&conn)?;
+            Ok(ReadOnlyDb {
+                conn,
+                version,
+                copy: Some(copy),
+            })
         }
-        other => other,
+        Err(e) => Err(e),
     }
+}
+
+/// Copies `db` and `wal` as `audit.db` and `audit.db-wal` into a new 0700 folder under the
+/// temp dir; `None` if that fails (the caller reports the original error).
+fn private_copy(db: &Path, wal: &Path) -> Option<PrivateCopy> {
+    use std::os::unix::fs::DirBuilderExt;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!("op-agent-audit-{}-{nanos}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).ok()?;
+    let copy = PrivateCopy(dir);
+    std::fs::copy(db, copy.0.join("audit.db")).ok()?;
+    std::fs::copy(wal, copy.0.join("audit.db-wal")).ok()?;
+    Some(copy)
 }
 
 /// Verifies the database at `db`, opened read-only. `Err` only when it cannot be read
@@ -623,7 +695,8 @@ pub fn verify_db(db: &Path, opts: &VerifyOptions) -> Result<VerifyReport, Verify
         path: db.to_path_buf(),
         source: e,
     };
-    let (c, v) = open_for_verify(db).map_err(dberr)?;
+    let r = open_read_only(db).map_err(dberr)?;
+    let (c, v) = (&r.conn, r.version);
     if v != super::SCHEMA_VERSION {
         return Err(VerifyError::Schema {
             path: db.to_path_buf(),
