@@ -770,26 +770,16 @@ fn floor(root: &Path, runs: usize) -> Res<()> {
         "### 2b. The floor: what any hook pays on this host ({runs} runs each after 3 warm-up)\n"
     );
     println!("| | median (min – max) ms |\n|---|---|");
-    println!(
-        "| spawn→reap of `/bin/true` (any process start) | {} |",
-        fmt3(&stats(&spawn))
-    );
-    println!(
-        "| `close(2)` of a packet socket bound to a veth (inside ovs-vswitchd's release of a netdev-datapath port: an RCU grace period) | {} |",
-        fmt3(&stats(&pclose))
-    );
-    println!(
-        "| OVSDB round trip, empty `transact` on a warm connection (ovsdb-server turnaround) | {} |",
-        fmt3(&stats(&rt))
-    );
-    println!(
-        "| OVSDB round trip, committing `transact` (one `mutate` of `Open_vSwitch` external_ids; ovsdb-server writes its log) | {} |",
-        fmt3(&stats(&commit))
-    );
-    println!(
-        "| netlink rename + up of a veth (RTM_SETLINK, kernel work included) | {} |\n",
-        fmt3(&stats(&rename))
-    );
+    for (what, v) in [
+        ("spawn→reap of `/bin/true` (any process start)", &spawn),
+        ("`close(2)` of a packet socket bound to a veth (inside ovs-vswitchd's release of a netdev-datapath port: an RCU grace period)", &pclose),
+        ("OVSDB round trip, empty `transact` on a warm connection (ovsdb-server turnaround)", &rt),
+        ("OVSDB round trip, committing `transact` (one `mutate` of `Open_vSwitch` external_ids; ovsdb-server writes its log)", &commit),
+        ("netlink rename + up of a veth (RTM_SETLINK, kernel work included)", &rename),
+    ] {
+        println!("| {what} | {} |", fmt3(&stats(v)));
+    }
+    println!();
     Ok(())
 }
 

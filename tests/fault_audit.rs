@@ -37,13 +37,7 @@ fn audit_locked_past_timeout_changes_nothing() {
     assert!(err.contains("nothing was changed"), "{err}");
     assert!(took < Duration::from_millis(1500 + 1500), "{took:?}");
     assert_nothing_changed(&host, "locked");
-    let v = host.agent(&["audit", "verify"]);
-    assert_eq!(
-        v.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&v.stdout)
-    );
+    host.assert_audit_intact("after a locked run");
 }
 
 #[test]
@@ -111,25 +105,12 @@ fn audit_on_full_filesystem_changes_nothing_and_verify_holds() {
     assert_eq!(code, Some(74), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_nothing_changed(&host, "full");
-    let v = host.agent(&["audit", "verify"]);
-    eprintln!("observed: verify on full fs: {v:?}");
-    assert_eq!(
-        v.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&v.stdout)
-    );
+    host.assert_audit_intact("full file system");
     // Space again: the next run works and the chain is intact.
     std::fs::remove_file(dir.join("filler")).unwrap();
     let (code, err, _) = hook(&host, 100, "post-start", &[]);
     assert_eq!(code, Some(0), "{err}");
-    let v = host.agent(&["audit", "verify"]);
-    assert_eq!(
-        v.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&v.stdout)
-    );
+    host.assert_audit_intact("space again");
 }
 
 #[test]
@@ -146,9 +127,7 @@ fn audit_read_only_changes_nothing_and_verify_holds() {
     assert_eq!(code, Some(74), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_nothing_changed(&host, "read-only");
-    let v = host.agent(&["audit", "verify"]);
-    eprintln!("observed: verify on read-only fs: {v:?}");
-    assert_eq!(v.status.code(), Some(0), "verify on a read-only db: {v:?}");
+    host.assert_audit_intact("read-only file system");
 }
 
 /// op-agent keeps its WAL between runs; a read-only copy of the folder without the transient
@@ -172,8 +151,7 @@ fn read_only_without_shm_still_reads_the_rows_in_the_wal() {
     );
     let _ = std::fs::remove_file(dir.join("audit.db-shm"));
     fs.remount_ro();
-    let v = host.agent(&["audit", "verify"]);
-    assert_eq!(v.status.code(), Some(0), "verify: {v:?}");
+    host.assert_audit_intact("read-only, no -shm");
     let head = host.agent(&["audit", "head"]);
     assert!(head.status.success(), "head: {head:?}");
     assert!(

@@ -97,8 +97,7 @@ fn kill_9_after_each_step_then_rerun_converges() {
         );
         assert_converged(&host, &format!("after kill -9 at {step}"));
     }
-    let v = host.agent(&["audit", "verify"]);
-    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    host.assert_audit_intact("after the runs");
 }
 
 #[test]
@@ -257,6 +256,5 @@ fn hook_and_watch_on_one_vmid_are_serialised() {
             seen.push(run.clone());
         }
     }
-    let v = host.agent(&["audit", "verify"]);
-    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    host.assert_audit_intact("after the runs");
 }

@@ -158,7 +158,7 @@ fn ovsdb_server_gone_mid_transaction_fails_then_rerun_converges() {
         .parse()
         .unwrap();
     assert!(ofport > 0);
-    assert!(host.agent(&["audit", "verify"]).status.success());
+    host.assert_audit_intact("after the re-run");
 }
 
 #[test]

@@ -215,6 +215,20 @@ impl TestHost {
         self.run(&cmd)
     }
 
+    /// `op-agent audit verify` on this host's log must exit 0 (intact); `context` names the
+    /// situation in the failure message and in the `observed:` line the test prints.
+    pub fn assert_audit_intact(&self, context: &str) {
+        let v = self.agent(&["audit", "verify"]);
+        eprintln!("observed: audit verify ({context}): {v:?}");
+        assert_eq!(
+            v.status.code(),
+            Some(0),
+            "audit verify ({context}): {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+    }
+
     /// Audit rows as JSON values (`op-agent audit log --json`, one object per line or an array).
     pub fn audit_rows(&self) -> Vec<serde_json::Value> {
         let out = self.agent(&["audit", "log", "--json"]);

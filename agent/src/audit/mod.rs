@@ -518,19 +518,7 @@ impl AuditLog {
     pub fn append_all(&mut self, rows: &[NewRow]) -> Result<Head, AuditError> {
         check_details(rows)?;
         let (path, t) = (self.path.clone(), self.opts.busy_timeout);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| sql_err(&path, "begin immediate", t, e))?;
-        let mut head = read_head_checked(&tx, &path, t)?;
-        {
-            let mut ins = tx
-                .prepare_cached(INSERT)
-                .map_err(|e| sql_err(&path, "prepare insert", t, e))?;
-            for r in rows {
-                head = insert_row(&mut ins, &head, &self.opts.host, r, &path, t)?;
-            }
-        }
+        let (tx, head) = begin_and_insert(&mut self.conn, &path, t, &self.opts.host, rows)?;
         tx.commit().map_err(|e| sql_err(&path, "commit", t, e))?;
         if let Some(last) = rows.last() {
             self.last_run_id = last.run_id.to_string();
@@ -608,19 +596,7 @@ impl AuditLog {
         let run = rows
             .last()
             .map_or_else(|| self.last_run_id.clone(), |r| r.run_id.to_string());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| sql_err(&path, "begin immediate", t, e))?;
-        let mut head = read_head_checked(&tx, &path, t)?;
-        {
-            let mut ins = tx
-                .prepare_cached(INSERT)
-                .map_err(|e| sql_err(&path, "prepare insert", t, e))?;
-            for r in rows {
-                head = insert_row(&mut ins, &head, &self.opts.host, r, &path, t)?;
-            }
-        }
+        let (tx, head) = begin_and_insert(&mut self.conn, &path, t, &self.opts.host, rows)?;
         match insert_checkpoint(&tx, &kh, &head, &self.opts.host, &run, &path, t) {
             Ok((new_head, next)) => {
                 tx.commit().map_err(|e| sql_err(&path, "commit", t, e))?;
@@ -774,6 +750,31 @@ fn check_details(rows: &[NewRow]) -> Result<(), AuditError> {
 
 const INSERT: &str = "INSERT INTO audit (seq, ts, host, vmid, phase, run_id, step, outcome, detail, prev_hash, hash) \
                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+/// `BEGIN IMMEDIATE` on `conn`, then `rows` chained after the head read under that lock.
+/// Returns the open transaction (the caller commits, or adds a checkpoint row first) and the
+/// new head.
+fn begin_and_insert<'c>(
+    conn: &'c mut Connection,
+    path: &Path,
+    t: Duration,
+    host: &str,
+    rows: &[NewRow],
+) -> Result<(rusqlite::Transaction<'c>, Head), AuditError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sql_err(path, "begin immediate", t, e))?;
+    let mut head = read_head_checked(&tx, path, t)?;
+    {
+        let mut ins = tx
+            .prepare_cached(INSERT)
+            .map_err(|e| sql_err(path, "prepare insert", t, e))?;
+        for r in rows {
+            head = insert_row(&mut ins, &head, host, r, path, t)?;
+        }
+    }
+    Ok((tx, head))
+}
 
 fn insert_row(
     ins: &mut rusqlite::CachedStatement<'_>,
