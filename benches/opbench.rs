@@ -783,6 +783,19 @@ fn floor(root: &Path, runs: usize) -> Res<()> {
     Ok(())
 }
 
+/// An agent.toml at `path` for `op-agent audit …` on `db` alone (no OVS, PVE root `root`).
+fn audit_only_toml(path: &Path, db: &Path, root: &Path) -> Res<()> {
+    fs::write(
+        path,
+        format!(
+            "[ovsdb]\nsocket = \"/nonexistent\"\n[audit]\ndatabase = \"{}\"\n[pve]\nroot = \"{}\"\n",
+            db.display(),
+            root.display()
+        ),
+    )
+    .map_err(|e| e.to_string())
+}
+
 // ------------------------------------------------------------------ 3: unmanaged guest
 
 fn unmanaged(root: &Path, runs: usize) -> Res<()> {
@@ -1216,15 +1229,7 @@ fn audit_rate(dir: &Path, appends: usize, verify_rows: usize) -> Res<()> {
     drop(c);
     let size = fs::metadata(&db).map_err(|e| e.to_string())?.len() as f64;
     let toml = dir.join("agent.toml");
-    fs::write(
-        &toml,
-        format!(
-            "[ovsdb]\nsocket = \"/nonexistent\"\n[audit]\ndatabase = \"{}\"\n[pve]\nroot = \"{}\"\n",
-            db.display(),
-            dir.display()
-        ),
-    )
-    .map_err(|e| e.to_string())?;
+    audit_only_toml(&toml, &db, dir)?;
     let mut vt = vec![];
     let mut ok = true;
     for _ in 0..3 {
@@ -1322,15 +1327,7 @@ fn contention(dir: &Path, procs: usize, appends: usize) -> Res<()> {
         }
         let wall = t.elapsed().as_secs_f64() * 1e3 - 300.0;
         let toml = dir.join(format!("contention-{mode}.toml"));
-        fs::write(
-            &toml,
-            format!(
-                "[ovsdb]\nsocket = \"/nonexistent\"\n[audit]\ndatabase = \"{}\"\n[pve]\nroot = \"{}\"\n",
-                db.display(),
-                dir.display()
-            ),
-        )
-        .map_err(|e| e.to_string())?;
+        audit_only_toml(&toml, &db, dir)?;
         let v = Command::new(&agent)
             .env("OP_AGENT_CONFIG", &toml)
             .args(["audit", "verify"])

@@ -10,7 +10,9 @@ mod support;
 
 use agent::{net_line, pve_conf, text, Agent};
 
-fn fw_ct(a: &Agent, toml: &str) {
+/// Container 100 with net0 on VLAN 10 carrying PVE's `net0_flag` (`firewall=1`, `link_down=1`)
+/// and a plain net1 on VLAN 20, plus `toml` as its op-agent TOML.
+fn ct_with_net0_flag(a: &Agent, net0_flag: &str, toml: &str) {
     a.host.write_pve_conf(
         100,
         &pve_conf(
@@ -21,7 +23,7 @@ fn fw_ct(a: &Agent, toml: &str) {
                     "ovsbr0",
                     100,
                     Some("10.0.0.101/24"),
-                    ",tag=10,firewall=1",
+                    &format!(",tag=10,{net0_flag}"),
                 ),
                 net_line(1, "ovsbr0", 100, Some("10.0.1.101/24"), ",tag=20"),
             ],
@@ -33,7 +35,7 @@ fn fw_ct(a: &Agent, toml: &str) {
 #[test]
 fn firewall_nic_is_refused_at_pre_start() {
     let a = Agent::new("fw-refuse", &["ovsbr0"], &[], "");
-    fw_ct(&a, "network_type = \"bridge\"\n");
+    ct_with_net0_flag(&a, "firewall=1", "network_type = \"bridge\"\n");
     let out = a.sim(&["start", "100"]);
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
@@ -63,7 +65,7 @@ fn firewall_nic_is_refused_at_pre_start() {
 #[test]
 fn on_firewall_skip_leaves_the_nic_in_its_fwbr() {
     let a = Agent::new("fw-skip", &["ovsbr0"], &[], "");
-    fw_ct(&a, "on_firewall = \"skip\"\n");
+    ct_with_net0_flag(&a, "firewall=1", "on_firewall = \"skip\"\n");
     a.sim_ok(&["start", "100"]);
     // net0: PVE's firewall plumbing untouched.
     let veth = a.link("veth100i0").expect("veth100i0 kept its name");
@@ -96,23 +98,7 @@ fn on_firewall_skip_leaves_the_nic_in_its_fwbr() {
 #[test]
 fn link_down_is_renamed_but_left_down_and_unplugged() {
     let a = Agent::new("link-down", &["ovsbr0"], &[], "");
-    a.host.write_pve_conf(
-        100,
-        &pve_conf(
-            100,
-            &[
-                net_line(
-                    0,
-                    "ovsbr0",
-                    100,
-                    Some("10.0.0.101/24"),
-                    ",tag=10,link_down=1",
-                ),
-                net_line(1, "ovsbr0", 100, Some("10.0.1.101/24"), ",tag=20"),
-            ],
-        ),
-    );
-    a.ct_toml(100, "");
+    ct_with_net0_flag(&a, "link_down=1", "");
     a.sim_ok(&["start", "100"]);
     assert!(a.link("veth100i0").is_none());
     let l = a.link("vi100").expect("vi100");
