@@ -63,7 +63,7 @@ pub fn config_toml(data: &[u8]) {
 /// The OVSDB reply parser: the stream decoder fed in one chunk and in small chunks (the values
 /// must be the same), then each value decoded as a `list_ports` reply.
 pub fn ovsdb_stream(data: &[u8]) {
-    use crate::ovsdb::client::StreamDecoder;
+    use crate::ovsdb::rpc::StreamDecoder;
     let mut whole = StreamDecoder::default();
     let all = whole.push(data);
     let mut pieces = StreamDecoder::default();

@@ -1,20 +1,24 @@
 //! RFC 7047 OVSDB client over a unix socket, and the Open_vSwitch operations op-agent needs.
 //!
-//! - [`client`]: the JSON-RPC 1.0 transport ([`Client`]): stream parsing of concatenated JSON
-//!   values, pipelined `u64` ids, answers to server `echo` requests, `transact`, and a `monitor`
-//!   of `Open_vSwitch.cur_cfg` to wait until ovs-vswitchd applied a change.
-//! - [`vswitch`]: typed operations on the `Open_vSwitch` database (bridges, ports, interfaces),
-//!   each one transaction where possible. Nothing here knows about Proxmox.
+//! - [`rpc`]: the JSON-RPC 1.0 transport ([`rpc::Connection`], RFC 7047 §4), schema-free:
+//!   stream parsing of concatenated JSON values, pipelined `u64` ids, answers to server `echo`
+//!   requests, `call`, `transact`, and `update` notifications dispatched by monitor id.
+//! - [`proto`]: the RFC 7047 notation (§5.1) and operations (§5.2) as typed values, and the
+//!   error kinds of operation results.
+//! - [`vswitch`]: the `Open_vSwitch` database session ([`Client`]): typed operations on bridges,
+//!   ports and interfaces, each one transaction where possible, and a `monitor` of
+//!   `Open_vSwitch.cur_cfg` to wait until ovs-vswitchd applied a change. Nothing here knows
+//!   about Proxmox.
 //!
 //! All errors are [`OvsdbError`]; messages quote the socket, method, op index and names involved.
 
-pub mod client;
+pub mod proto;
+pub mod rpc;
 pub mod vswitch;
 
 use std::path::PathBuf;
 
-pub use client::Client;
-pub use vswitch::{DelGuard, InterfaceRow, PortRow, PortSpec, Snapshot};
+pub use vswitch::{Client, DelGuard, InterfaceRow, PortRow, PortSpec, Snapshot};
 
 /// Name of the database ovs-vswitchd uses (`vswitch.ovsschema`).
 pub const VSWITCH_DB: &str = "Open_vSwitch";
@@ -139,4 +143,17 @@ pub enum OvsdbError {
         /// Value required.
         value: String,
     },
+}
+
+impl OvsdbError {
+    /// The kind of the `error` string of an [`OvsdbError::OpFailed`] or
+    /// [`OvsdbError::CommitFailed`] (RFC 7047 §4.1.3, §5.2), `None` for other errors.
+    pub fn op_error_kind(&self) -> Option<proto::OpErrorKind> {
+        match self {
+            OvsdbError::OpFailed { error, .. } | OvsdbError::CommitFailed { error, .. } => {
+                Some(proto::OpErrorKind::parse(error))
+            }
+            _ => None,
+        }
+    }
 }

@@ -1,12 +1,13 @@
-//! JSON-RPC 1.0 transport for OVSDB (RFC 7047 §4) over a unix stream socket.
+//! JSON-RPC 1.0 transport for OVSDB (RFC 7047 §4) over a unix stream socket; schema-free (no
+//! database, table or column names here).
 //!
-//! One [`Client`] owns one connection and two tasks: a writer (serialised requests and echo
+//! One [`Connection`] owns one socket and two tasks: a writer (serialised requests and echo
 //! replies go through one channel, so messages never interleave) and a reader that
 //! stream-parses the concatenated JSON values the server sends (RFC 7047 has no framing), routes
 //! replies to their callers by `u64` id (many calls may be in flight: pipelining), answers
-//! server `echo` requests (§4.1.11) and applies `update` notifications (§4.1.6) of our
-//! `cur_cfg` monitor. Works on a current-thread tokio runtime; `connect` must be called inside
-//! one.
+//! server `echo` requests (§4.1.11) and hands `update` notifications (§4.1.6) to the handler
+//! registered for their monitor id. Works on a current-thread tokio runtime; `connect` must be
+//! called inside one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,15 +19,11 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot, watch, OnceCell};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::{OvsdbError, VSWITCH_DB};
-
-/// Prefix of the `monitor` ids (RFC 7047 §4.1.5 `json-value`) of our `Open_vSwitch.cur_cfg`
-/// monitor; a number is appended per attempt, so a retry after a timed-out attempt (which the
-/// server may still have registered) never collides with it.
-const CFG_MONITOR_ID: &str = "op-agent-cur_cfg-";
+use super::proto::OpError;
+use super::OvsdbError;
 
 /// What the reader task hands to a waiting caller.
 enum Reply {
@@ -43,48 +40,43 @@ struct State {
     closed: Option<String>,
 }
 
-/// Last `cur_cfg` seen through the monitor, and whether the connection is gone.
-#[derive(Clone, Copy, Debug, Default)]
-struct CfgState {
-    cur_cfg: Option<i64>,
-    closed: bool,
-}
+/// Handler of the `<table-updates>` of one monitor (RFC 7047 §4.1.6), run on the reader task.
+pub type UpdateHandler = Arc<dyn Fn(&Value) + Send + Sync>;
 
 struct Inner {
     path: PathBuf,
     next_id: AtomicU64,
     state: Mutex<State>,
     out: mpsc::UnboundedSender<Vec<u8>>,
-    cfg: watch::Sender<CfgState>,
-    monitor: OnceCell<()>,
+    /// The close reason once the connection is gone, for [`Connection::closed`].
+    closed: watch::Sender<Option<String>>,
+    /// Monitor id (`json-value` of §4.1.5, a string here) → handler of its `update`s.
+    monitors: Mutex<HashMap<String, UpdateHandler>>,
     echoes: AtomicU64,
-    /// `Port.name` → row UUID of the ports this client read (a hint for `del_port`, always
-    /// checked by a `wait` op in the deleting transaction).
-    port_uuids: Mutex<HashMap<String, String>>,
 }
 
-/// A connection to an ovsdb-server (RFC 7047) over a unix socket.
+/// A JSON-RPC 1.0 connection to an ovsdb-server (RFC 7047 §4) over a unix socket.
 ///
 /// Methods take `&self` and may run concurrently (pipelined on the one connection). Every call
-/// is bounded by the timeout given to [`Client::connect`]; when the connection is lost every
-/// pending and later call fails with [`OvsdbError::ConnectionClosed`]. Dropping the client
-/// stops its tasks and closes the socket.
-pub struct Client {
+/// is bounded by the timeout given to [`Connection::connect`]; when the connection is lost
+/// every pending and later call fails with [`OvsdbError::ConnectionClosed`]. Dropping it stops
+/// its tasks and closes the socket.
+pub struct Connection {
     inner: Arc<Inner>,
     timeout: Duration,
     tasks: [JoinHandle<()>; 2],
 }
 
-impl std::fmt::Debug for Client {
+impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
+        f.debug_struct("Connection")
             .field("path", &self.inner.path)
             .field("timeout", &self.timeout)
             .finish()
     }
 }
 
-impl Drop for Client {
+impl Drop for Connection {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
@@ -101,7 +93,8 @@ impl Drop for Unregister<'_> {
     }
 }
 
-fn ms(d: Duration) -> u64 {
+/// A duration in whole ms, saturating.
+pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -110,6 +103,10 @@ impl Inner {
         // A poisoned lock only means another thread panicked while holding it; the map is
         // still consistent (single inserts/removes).
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn monitors(&self) -> MutexGuard<'_, HashMap<String, UpdateHandler>> {
+        self.monitors.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Marks the connection closed and fails every pending call with `reason`.
@@ -124,38 +121,20 @@ impl Inner {
         for (_, tx) in pending {
             let _ = tx.send(Reply::Closed(reason.clone()));
         }
-        self.cfg.send_modify(|c| c.closed = true);
+        self.closed.send_if_modified(|c| {
+            if c.is_none() {
+                *c = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
     }
 
     fn closed_error(&self, reason: String) -> OvsdbError {
         OvsdbError::ConnectionClosed {
             path: self.path.clone(),
             reason,
-        }
-    }
-
-    /// Raises the known `cur_cfg` from a `<table-updates>` object (RFC 7047 §4.1.6), from the
-    /// monitor reply or an `update` notification. Only ever raises: replies and updates may be
-    /// seen in either order by the waiting side.
-    fn apply_cfg_updates(&self, updates: &Value) {
-        let Some(rows) = updates.get(VSWITCH_DB).and_then(Value::as_object) else {
-            return;
-        };
-        for row in rows.values() {
-            if let Some(cfg) = row
-                .get("new")
-                .and_then(|n| n.get("cur_cfg"))
-                .and_then(Value::as_i64)
-            {
-                self.cfg.send_if_modified(|c| {
-                    if c.cur_cfg.is_none_or(|old| cfg > old) {
-                        c.cur_cfg = Some(cfg);
-                        true
-                    } else {
-                        false
-                    }
-                });
-            }
         }
     }
 
@@ -180,8 +159,9 @@ impl Inner {
             (Some("update"), None) => {
                 let params = msg.get("params").and_then(Value::as_array);
                 if let Some([mon, updates]) = params.map(Vec::as_slice) {
-                    if mon.as_str().is_some_and(|m| m.starts_with(CFG_MONITOR_ID)) {
-                        self.apply_cfg_updates(updates);
+                    let handler = mon.as_str().and_then(|m| self.monitors().get(m).cloned());
+                    if let Some(handler) = handler {
+                        handler(updates);
                     }
                 }
             }
@@ -326,7 +306,7 @@ async fn writer_task(
     }
 }
 
-impl Client {
+impl Connection {
     /// Connects to the ovsdb-server unix socket at `path` (e.g. `/run/openvswitch/db.sock`).
     ///
     /// `timeout` bounds the connect and, later, every single request (ms resolution).
@@ -338,7 +318,7 @@ impl Client {
     ///
     /// Errors: [`OvsdbError::Connect`] (e.g. `ENOENT`, `ECONNREFUSED`),
     /// [`OvsdbError::ConnectTimeout`].
-    pub async fn connect(path: &Path, timeout: Duration) -> Result<Client, OvsdbError> {
+    pub async fn connect(path: &Path, timeout: Duration) -> Result<Connection, OvsdbError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || OvsdbError::ConnectTimeout {
             path: path.to_path_buf(),
@@ -367,6 +347,11 @@ impl Client {
                 Ok(Ok(s)) => break s,
             }
         };
+        Ok(Connection::over(path, stream, timeout))
+    }
+
+    /// Runs the protocol over an already connected `stream` (named `path` in errors).
+    fn over(path: &Path, stream: UnixStream, timeout: Duration) -> Connection {
         let (rd, wr) = stream.into_split();
         let (out, out_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
@@ -377,26 +362,25 @@ impl Client {
                 closed: None,
             }),
             out,
-            cfg: watch::Sender::new(CfgState::default()),
-            monitor: OnceCell::new(),
+            closed: watch::Sender::new(None),
+            monitors: Mutex::new(HashMap::new()),
             echoes: AtomicU64::new(0),
-            port_uuids: Mutex::new(HashMap::new()),
         });
         let reader = tokio::spawn(reader_task(inner.clone(), rd));
         let writer = tokio::spawn(writer_task(inner.clone(), wr, out_rx));
-        Ok(Client {
+        Connection {
             inner,
             timeout,
             tasks: [reader, writer],
-        })
+        }
     }
 
-    /// The socket path this client is connected to.
+    /// The socket path this connection was made to.
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
-    /// The per-request timeout given to [`Client::connect`].
+    /// The per-request timeout given to [`Connection::connect`].
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -407,19 +391,22 @@ impl Client {
         self.inner.echoes.load(Ordering::Relaxed)
     }
 
-    /// The remembered `Port.name` → row UUID hints (see [`Client::del_port`]).
-    pub(super) fn port_uuids(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        self.inner
-            .port_uuids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    /// Resolves once the connection is gone, to the [`OvsdbError::ConnectionClosed`] that
+    /// calls fail with.
+    pub async fn closed(&self) -> OvsdbError {
+        let mut rx = self.inner.closed.subscribe();
+        let reason = match rx.wait_for(Option::is_some).await {
+            Ok(r) => r.clone().unwrap_or_default(),
+            Err(_) => "closed".to_string(),
+        };
+        self.inner.closed_error(reason)
     }
 
     /// Sends one JSON-RPC request and returns its `result` (RFC 7047 §4.1).
     ///
     /// `params` must be a JSON array (the server drops the connection otherwise).
-    /// Errors: [`OvsdbError::Timeout`] after the client timeout, [`OvsdbError::ConnectionClosed`],
-    /// [`OvsdbError::Rpc`] for a non-null `error` member.
+    /// Errors: [`OvsdbError::Timeout`] after the connection's timeout,
+    /// [`OvsdbError::ConnectionClosed`], [`OvsdbError::Rpc`] for a non-null `error` member.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, OvsdbError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -463,7 +450,7 @@ impl Client {
     /// Errors: [`OvsdbError::OpFailed`] naming the index, op, `error` and `details` of the
     /// first failed op (the transaction was aborted); [`OvsdbError::CommitFailed`] for the
     /// extra commit-error element; [`OvsdbError::BadReply`] when the result is not an array;
-    /// plus those of [`Client::call`].
+    /// plus those of [`Connection::call`].
     pub async fn transact(&self, db: &str, ops: Vec<Value>) -> Result<Vec<Value>, OvsdbError> {
         let names: Vec<String> = ops
             .iter()
@@ -485,14 +472,9 @@ impl Client {
             });
         };
         for (index, r) in results.iter().enumerate() {
-            let Some(err) = r.get("error").filter(|e| !e.is_null()) else {
+            let Some(OpError { error, details }) = OpError::from_result(r) else {
                 continue;
             };
-            let error = err.as_str().map_or_else(|| err.to_string(), str::to_string);
-            let details = r
-                .get("details")
-                .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_string))
-                .unwrap_or_default();
             return Err(match names.get(index) {
                 Some(op) => OvsdbError::OpFailed {
                     index,
@@ -512,106 +494,26 @@ impl Client {
         Ok(results)
     }
 
-    /// Starts (once per connection) the `monitor` of `Open_vSwitch.cur_cfg` (RFC 7047 §4.1.5)
-    /// that [`Client::wait_cur_cfg`] uses, and returns the current `cur_cfg`.
+    /// Sends `monitor` (RFC 7047 §4.1.5) of `requests` (the `<monitor-requests>` object) on
+    /// database `db` under monitor id `id`, and returns the initial `<table-updates>`. Every
+    /// later `update` notification (§4.1.6) for `id` is passed to `on_update` on the reader
+    /// task, in arrival order; the handler is registered before the request is sent and stays
+    /// registered for the life of the connection, even when this call fails (the server may
+    /// still have set the monitor up), so use a fresh `id` per attempt.
     ///
-    /// Errors: those of [`Client::call`]; [`OvsdbError::BadReply`] if the reply lacks the
-    /// `Open_vSwitch` row.
-    pub async fn monitor_cur_cfg(&self) -> Result<i64, OvsdbError> {
-        self.inner
-            .monitor
-            .get_or_try_init(|| async {
-                let mon = format!(
-                    "{CFG_MONITOR_ID}{}",
-                    self.inner.next_id.load(Ordering::Relaxed)
-                );
-                let params = json!([VSWITCH_DB, mon, {"Open_vSwitch": {"columns": ["cur_cfg"]}}]);
-                let initial = self.call("monitor", params).await?;
-                self.inner.apply_cfg_updates(&initial);
-                Ok::<(), OvsdbError>(())
-            })
-            .await?;
-        self.inner
-            .cfg
-            .borrow()
-            .cur_cfg
-            .ok_or_else(|| OvsdbError::BadReply {
-                method: "monitor".into(),
-                detail: "no Open_vSwitch row with cur_cfg".into(),
-            })
-    }
-
-    /// Waits until ovs-vswitchd has applied configuration `next_cfg`, i.e. until
-    /// `Open_vSwitch.cur_cfg >= next_cfg` (as `ovs-vsctl` does; robust to other clients bumping
-    /// `next_cfg` meanwhile), seen through the monitor. Returns the `cur_cfg` reached.
-    ///
-    /// `timeout` bounds the whole wait (ms resolution), monitor setup included.
-    /// Errors: [`OvsdbError::WaitTimeout`] (e.g. ovs-vswitchd not running),
-    /// [`OvsdbError::ConnectionClosed`], and those of [`Client::monitor_cur_cfg`].
-    pub async fn wait_cur_cfg(&self, next_cfg: i64, timeout: Duration) -> Result<i64, OvsdbError> {
-        let mut rx = self.inner.cfg.subscribe();
-        let wait = async {
-            self.monitor_cur_cfg().await?;
-            let st = rx
-                .wait_for(|c| c.closed || c.cur_cfg.is_some_and(|v| v >= next_cfg))
-                .await
-                .map(|s| *s)
-                .unwrap_or(CfgState {
-                    cur_cfg: None,
-                    closed: true,
-                });
-            match st.cur_cfg {
-                Some(v) if v >= next_cfg => Ok(v),
-                _ => {
-                    let reason = self.inner.lock().closed.clone();
-                    Err(self
-                        .inner
-                        .closed_error(reason.unwrap_or_else(|| "closed".into())))
-                }
-            }
-        };
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(r) => r,
-            Err(_) => Err(OvsdbError::WaitTimeout {
-                next_cfg,
-                cur_cfg: self.inner.cfg.borrow().cur_cfg,
-                ms: ms(timeout),
-            }),
-        }
+    /// Errors: those of [`Connection::call`].
+    pub async fn monitor(
+        &self,
+        db: &str,
+        id: &str,
+        requests: Value,
+        on_update: UpdateHandler,
+    ) -> Result<Value, OvsdbError> {
+        self.inner.monitors().insert(id.to_string(), on_update);
+        self.call("monitor", json!([db, id, requests])).await
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::Framer;
-
-    /// Feeding a stream byte by byte, every complete value is framed exactly at its end,
-    /// whatever quotes, escapes and brackets its strings hold.
-    #[test]
-    fn framer_finds_value_ends_across_splits() {
-        let msgs = [
-            r#"{"id":1,"result":[{"rows":[{"name":"a\"}b"}]}],"error":null}"#,
-            r#" {"id":null,"method":"update","params":["x",{"s":"\\","t":"]}[{\\\""}]}"#,
-            "\n[\"echo\"]",
-        ];
-        let stream: String = msgs.concat();
-        let mut ends = Vec::new();
-        let mut acc = 0;
-        for m in msgs {
-            acc += m.len();
-            ends.push(acc);
-        }
-        let mut f = Framer::default();
-        let mut found = Vec::new();
-        let bytes = stream.as_bytes();
-        for n in 1..=bytes.len() {
-            let end = f.complete_prefix(&bytes[..n]);
-            if end != 0 {
-                found.push(end);
-            }
-        }
-        assert_eq!(found, ends);
-        let mut it = serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>();
-        assert_eq!(it.by_ref().count(), 3);
-    }
-}
+#[path = "rpc_tests.rs"]
+mod tests;
