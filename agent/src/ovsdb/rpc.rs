@@ -306,6 +306,42 @@ async fn writer_task(
     }
 }
 
+/// Checks the `result` of a `transact` whose ops were named `names` (their `op` members):
+/// the per-op results when every op and the commit succeeded (RFC 7047 §4.1.3, §5.2).
+///
+/// Errors: [`OvsdbError::OpFailed`] for the first result with an `error` member that belongs
+/// to an op, [`OvsdbError::CommitFailed`] for the extra element after the last op's result,
+/// [`OvsdbError::BadReply`] when `result` is not an array or is shorter than `names`.
+pub(crate) fn transact_results(names: &[String], result: Value) -> Result<Vec<Value>, OvsdbError> {
+    let Value::Array(results) = result else {
+        return Err(OvsdbError::BadReply {
+            method: "transact".into(),
+            detail: format!("result is not an array: {result}"),
+        });
+    };
+    for (index, r) in results.iter().enumerate() {
+        let Some(OpError { error, details }) = OpError::from_result(r) else {
+            continue;
+        };
+        return Err(match names.get(index) {
+            Some(op) => OvsdbError::OpFailed {
+                index,
+                op: op.clone(),
+                error,
+                details,
+            },
+            None => OvsdbError::CommitFailed { error, details },
+        });
+    }
+    if results.len() < names.len() {
+        return Err(OvsdbError::BadReply {
+            method: "transact".into(),
+            detail: format!("{} results for {} ops", results.len(), names.len()),
+        });
+    }
+    Ok(results)
+}
+
 impl Connection {
     /// Connects to the ovsdb-server unix socket at `path` (e.g. `/run/openvswitch/db.sock`).
     ///
@@ -350,8 +386,9 @@ impl Connection {
         Ok(Connection::over(path, stream, timeout))
     }
 
-    /// Runs the protocol over an already connected `stream` (named `path` in errors).
-    fn over(path: &Path, stream: UnixStream, timeout: Duration) -> Connection {
+    /// Runs the protocol over an already connected `stream` (named `path` in errors); must be
+    /// called within a tokio runtime.
+    pub(crate) fn over(path: &Path, stream: UnixStream, timeout: Duration) -> Connection {
         let (rd, wr) = stream.into_split();
         let (out, out_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
@@ -465,33 +502,7 @@ impl Connection {
         params.push(Value::String(db.to_string()));
         params.extend(ops);
         let result = self.call("transact", Value::Array(params)).await?;
-        let Value::Array(results) = result else {
-            return Err(OvsdbError::BadReply {
-                method: "transact".into(),
-                detail: format!("result is not an array: {result}"),
-            });
-        };
-        for (index, r) in results.iter().enumerate() {
-            let Some(OpError { error, details }) = OpError::from_result(r) else {
-                continue;
-            };
-            return Err(match names.get(index) {
-                Some(op) => OvsdbError::OpFailed {
-                    index,
-                    op: op.clone(),
-                    error,
-                    details,
-                },
-                None => OvsdbError::CommitFailed { error, details },
-            });
-        }
-        if results.len() < names.len() {
-            return Err(OvsdbError::BadReply {
-                method: "transact".into(),
-                detail: format!("{} results for {} ops", results.len(), names.len()),
-            });
-        }
-        Ok(results)
+        transact_results(&names, result)
     }
 
     /// Sends `monitor` (RFC 7047 §4.1.5) of `requests` (the `<monitor-requests>` object) on
@@ -516,4 +527,4 @@ impl Connection {
 
 #[cfg(test)]
 #[path = "rpc_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -148,13 +148,18 @@ impl Client {
     /// Errors: [`OvsdbError::Connect`] (e.g. `ENOENT`, `ECONNREFUSED`),
     /// [`OvsdbError::ConnectTimeout`].
     pub async fn connect(path: &Path, timeout: Duration) -> Result<Client, OvsdbError> {
-        Ok(Client {
-            rpc: Connection::connect(path, timeout).await?,
+        Ok(Client::with(Connection::connect(path, timeout).await?))
+    }
+
+    /// The session over an open connection.
+    fn with(rpc: Connection) -> Client {
+        Client {
+            rpc,
             cfg: Arc::new(watch::Sender::new(None)),
             monitor: OnceCell::new(),
             monitor_attempts: AtomicU64::new(0),
             port_uuids: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// The socket path this client is connected to.
@@ -536,3 +541,7 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
