@@ -1,7 +1,8 @@
 //! The `Open_vSwitch` database (`vswitch.ovsschema` 8.x) session: bridges, ports and
 //! interfaces, each change one transaction with `wait` guards so it is all-or-nothing
-//! ([`ops`]), rows read back ([`rows`]), the `cur_cfg` monitor that tells when ovs-vswitchd
-//! applied a change, and the remembered Port UUIDs. Generic: no Proxmox names or vmids here.
+//! ([`ops`]), rows read back ([`rows`](mod@rows)), the `cur_cfg` monitor that tells when
+//! ovs-vswitchd applied a change, and the remembered Port UUIDs. Generic: no Proxmox names or
+//! vmids here.
 
 pub mod ops;
 pub mod rows;

@@ -37,6 +37,8 @@ async fn wait_cur_cfg_follows_updates_and_only_raises() {
     let server = async {
         let mon = answer_monitor(&mut srv, 3).await;
         assert_eq!(mon, "op-agent-cur_cfg-1");
+        // These reach the reader before the client applies the monitor reply (3): only raising
+        // keeps 5 from being lowered back, whatever the order.
         for v in [4, 2, 5] {
             srv.send(json!({"id": null, "method": "update", "params": [mon, cfg_update(v)]}))
                 .await;
