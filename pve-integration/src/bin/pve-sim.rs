@@ -16,7 +16,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use pve_integration::{paths, pve_veth_name, read_conf, running, NetConf, NetIndex, PveConf, Vmid};
+use pve_integration::{
+    ovs_vlan_mode, paths, read_conf, running, FwNames, HostVeth, IfName, NetConf, NetIndex,
+    PveConf, VlanTag, Vmid,
+};
 
 /// Bound for one `ovs-vsctl` call (also passed as `--timeout`), seconds.
 const VSCTL_TIMEOUT_S: u64 = 10;
@@ -337,21 +340,17 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// `fwbr<vmid>i<n>`, `fwln<vmid>i<n>`, `fwpr<vmid>p<n>`, `fwln<vmid>o<n>` for a PVE veth name
-/// (pve-common `PVE::Network` `$parse_tap_device_name` + `$compute_fwbr_names`).
-fn fw_names(iface: &str) -> Option<(String, String, String, String)> {
-    let rest = iface.strip_prefix("veth")?;
-    let (v, n) = rest.split_once('i')?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
-    if !digits(v) || !digits(n) {
-        return None;
-    }
-    Some((
-        format!("fwbr{v}i{n}"),
-        format!("fwln{v}i{n}"),
-        format!("fwpr{v}p{n}"),
-        format!("fwln{v}o{n}"),
-    ))
+/// The firewall bridge devices of a PVE veth name (pve-common `src/PVE/Network.pm`
+/// `$parse_tap_device_name` + `$compute_fwbr_names`); `None` for any other name.
+fn fw_names(iface: &str) -> Option<FwNames> {
+    let (vmid, net) = HostVeth::parse(iface)?;
+    HostVeth::new(vmid, net).ok().map(|v| FwNames::of(&v))
+}
+
+/// The `lxc.net.N.veth.pair` PVE writes for `netN` ([`HostVeth::new`]), even when it is too
+/// long for LXC: the simulator does what PVE does.
+fn pve_veth_pair(vmid: Vmid, net: NetIndex) -> String {
+    HostVeth::new(vmid, net).map_or_else(|e| e.full(), |v| v.to_string())
 }
 
 struct Sim {
@@ -634,7 +633,8 @@ impl Sim {
             let key = format!("net{n}");
             let bridge = net
                 .bridge
-                .as_deref()
+                .as_ref()
+                .map(|b| b.as_str())
                 .ok_or_else(|| format!("{key}: bridge '' does not exist"))?;
             let bridge_mtu = read_bridge_mtu(bridge).map_err(|e| format!("{key}: {e}"))?;
             let mtu = net.mtu.unwrap_or(bridge_mtu);
@@ -646,7 +646,7 @@ impl Sim {
             raw.push_str(&format!("lxc.net.{n}.type = veth\n"));
             raw.push_str(&format!(
                 "lxc.net.{n}.veth.pair = {}\n",
-                pve_veth_name(vmid, index)
+                pve_veth_pair(vmid, index)
             ));
             if let Some(h) = &net.hwaddr {
                 raw.push_str(&format!("lxc.net.{n}.hwaddr = {h}\n"));
@@ -927,21 +927,15 @@ impl Sim {
             return Err(format!("lxcnetaddbr: got unexpected network type '{typ}'"));
         }
         let nodef = || format!("unable to find network definition for interface '{iface}'");
-        let netid = iface
-            .strip_prefix("veth")
-            .and_then(|r| r.split_once('i'))
-            .filter(|(v, n)| {
-                [v, n]
-                    .iter()
-                    .all(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-            })
-            .and_then(|(_, n)| n.parse::<u8>().ok())
+        let netid = HostVeth::parse(iface)
+            .map(|(_, n)| n.get())
             .ok_or_else(nodef)?;
         let conf = self.conf(vmid)?;
         let net = conf.nets.get(&netid).ok_or_else(nodef)?;
         let bridge = net
             .bridge
-            .as_deref()
+            .as_ref()
+            .map(IfName::as_str)
             .ok_or_else(|| "missing bridge configuration".to_string())?;
         let bridge_mtu = read_bridge_mtu(bridge)?;
         ip(&[
@@ -968,7 +962,7 @@ impl Sim {
         let trunks = net
             .trunks
             .iter()
-            .map(u16::to_string)
+            .map(VlanTag::to_string)
             .collect::<Vec<_>>()
             .join(",");
         if sys_exists(bridge, "bridge") {
@@ -991,7 +985,9 @@ impl Sim {
                 .join("run/proxmox-nftables-firewall-force-disable")
                 .exists();
             if net.firewall && iptables {
-                let (fwbr, fwln, fwpr, _) = fw_names(iface).ok_or_else(|| {
+                let FwNames {
+                    fwbr, fwln, fwpr, ..
+                } = fw_names(iface).ok_or_else(|| {
                     format!("can't create firewall bridge for random interface name '{iface}'")
                 })?;
                 self.create_fwbr(&fwbr, mtu)?;
@@ -1028,8 +1024,8 @@ impl Sim {
                 if !trunks.is_empty() {
                     args.push(format!("trunks={trunks}"));
                 }
-                if net.tag.is_some() && !trunks.is_empty() {
-                    args.push("vlan_mode=native-untagged".into());
+                if let Some(mode) = ovs_vlan_mode(net.tag, &net.trunks) {
+                    args.push(format!("vlan_mode={mode}"));
                 }
                 args.extend(["--", "set", "Interface", name].map(String::from));
                 args.push(format!("mtu_request={mtu}"));
@@ -1042,7 +1038,11 @@ impl Sim {
                 self.vsctl(&a).map(|_| ())
             };
             if net.firewall {
-                let (fwbr, _, _, ovsint) = fw_names(iface).ok_or_else(|| {
+                let FwNames {
+                    fwbr,
+                    ovs_int: ovsint,
+                    ..
+                } = fw_names(iface).ok_or_else(|| {
                     format!("can't create firewall bridge for random interface name '{iface}'")
                 })?;
                 self.create_fwbr(&fwbr, mtu)?;
@@ -1084,7 +1084,13 @@ impl Sim {
 
     /// pve-common `$cleanup_firewall_bridge`; errors ignored like PVE's `eval` around it.
     fn cleanup_firewall_bridge(&self, iface: &str) {
-        let Some((fwbr, _, fwpr, ovsint)) = fw_names(iface) else {
+        let Some(FwNames {
+            fwbr,
+            fwpr,
+            ovs_int: ovsint,
+            ..
+        }) = fw_names(iface)
+        else {
             return;
         };
         if sys_exists(&ovsint, "") {
@@ -1117,7 +1123,7 @@ impl Sim {
         // "Because netlink is not reliable and lxc can fail to delete the veth" (PVE #929).
         for n in conf.nets.keys() {
             if let Some(idx) = NetIndex::new(*n) {
-                self.veth_delete(&pve_veth_name(vmid, idx));
+                self.veth_delete(&pve_veth_pair(vmid, idx));
             }
         }
         let marker = self.ctdir(vmid).join(POSTSTOP_MARKER);
@@ -1148,8 +1154,8 @@ fn bridge_add_interface(
     bridge: &str,
     iface: &str,
     mtu: u32,
-    tag: Option<u16>,
-    trunks: &[u16],
+    tag: Option<VlanTag>,
+    trunks: &[VlanTag],
     vlan_aware: bool,
 ) -> Res<()> {
     ip(&["link", "set", iface, "mtu", &mtu.to_string()])?;
@@ -1166,7 +1172,7 @@ fn bridge_add_interface(
         } else if tag.is_none() {
             bv(&["add", "dev", iface, "vid", "2-4094"])?;
         }
-        let pvid = tag.unwrap_or(1).to_string();
+        let pvid = tag.map_or(1, VlanTag::get).to_string();
         bv(&["add", "dev", iface, "vid", &pvid, "pvid", "untagged"])?;
     }
     Ok(())
