@@ -1,6 +1,6 @@
 //! Parser for `/etc/pve/lxc/<vmid>.conf`, mirroring pve-container `src/PVE/LXC/Config.pm`
 //! `parse_pct_config`: sections, keys and their errors. `netN` values are parsed by
-//! [`crate::lxc_network`] (pve-common `src/PVE/JSONSchema.pm` `parse_property_string` against
+//! `lxc_network.rs` (pve-common `src/PVE/JSONSchema.pm` `parse_property_string` against
 //! the `pve-lxc-network` format, `$netconf_desc`).
 //!
 //! Differences from PVE, on purpose: PVE's non-strict mode only warns about a bad line and

@@ -3,7 +3,7 @@
 //! whether a container is running.
 //!
 //! The agent's netlink, OVSDB and audit modules know nothing of Proxmox; everything PVE-specific
-//! lives here. The `pve-sim` binary (src/bin/pve-sim.rs) stands in for Proxmox
+//! lives here. The `pve-sim` binary (src/bin/pve-sim.rs, built on [`sim`]) stands in for Proxmox
 //! in tests and the demo.
 //!
 //! - [`Vmid`], [`NetIndex`]: validated ids ([`ids`]).
@@ -30,6 +30,7 @@ pub mod net;
 pub mod paths;
 pub mod pct;
 pub mod running;
+pub mod sim;
 
 pub use conf::{parse_conf, read_conf, ConfError, ConfErrorKind, PveConf};
 pub use ids::{NetIndex, Vmid, VmidError, MAX_NET_INDEX};
