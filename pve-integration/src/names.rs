@@ -139,9 +139,9 @@ impl FwNames {
 }
 
 /// True for a name in PVE's device name space: `veth`, `tap`, `fwbr`, `fwln` or `fwpr`
-/// followed by digits, one of `i`, `p`, `o`, and digits. This covers every name of
-/// pve-common `src/PVE/Network.pm` (`$parse_tap_device_name`, `$compute_fwbr_names`) and
-/// pve-qemu-server's `tap<vmid>i<n>`, for any vmid and index.
+/// followed by digits, one of `i`, `p`, `o`, and digits. This covers every name pve-common
+/// `src/PVE/Network.pm` uses (`$parse_tap_device_name`: `tap<vmid>i<n>` of a VM and
+/// `veth<vmid>i<n>` of a container; `$compute_fwbr_names`), for any vmid and index.
 pub fn is_pve_device_name(name: &str) -> bool {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
     let digits_sep_digits = |rest: &str, sep: char| match rest.split_once(sep) {
