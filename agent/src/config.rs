@@ -6,6 +6,7 @@
 //! writable by group or others are refused: op-agent runs as root, so a world-writable TOML
 //! would be a root exploit.
 
+use pve_integration::{paths, Vmid};
 use serde::Deserialize;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
@@ -306,19 +307,16 @@ impl AgentConfig {
     /// Candidate container TOML paths for `vmid`, highest priority first: the cluster-wide
     /// `<pve root>/etc/pve/op-agent/containers/<vmid>.toml` (replicated by pmxcfs, so the config
     /// follows a migrated container), then `<dir>/containers/<vmid>.toml`.
-    pub fn container_candidates(&self, vmid: u32) -> [PathBuf; 2] {
+    pub fn container_candidates(&self, vmid: Vmid) -> [PathBuf; 2] {
         [
-            self.toml
-                .pve
-                .root
-                .join(format!("etc/pve/op-agent/containers/{vmid}.toml")),
+            paths::cluster_container_toml(&self.toml.pve.root, vmid),
             self.containers_dir().join(format!("{vmid}.toml")),
         ]
     }
 
     /// Loads the container TOML that wins for `vmid`; `Ok(None)` when there is none (the guest
     /// is not managed by op-agent).
-    pub fn load_container(&self, vmid: u32) -> Result<Option<ContainerConfig>, ConfigError> {
+    pub fn load_container(&self, vmid: Vmid) -> Result<Option<ContainerConfig>, ConfigError> {
         for path in self.container_candidates(vmid) {
             if let Some(text) = read_checked(&path)? {
                 return parse_container(&path, &text).map(Some);
@@ -331,7 +329,7 @@ impl AgentConfig {
     pub fn managed_vmids(&self) -> Vec<u32> {
         let mut out = std::collections::BTreeSet::new();
         let dirs = [
-            self.toml.pve.root.join("etc/pve/op-agent/containers"),
+            paths::cluster_containers_dir(&self.toml.pve.root),
             self.containers_dir(),
         ];
         for dir in dirs {

@@ -2,8 +2,7 @@
 //! op-agent's container TOML into the desired state of every NIC. Pure: no I/O.
 
 use crate::config::{ConfigError, ContainerConfig, NetworkType, OnFirewall};
-use crate::types::{IfName, VlanTag};
-use pve_integration::{NetConf, NetIndex, PveConf, Vmid};
+use pve_integration::{HostVeth, IfName, NetConf, NetIndex, PveConf, VlanTag, Vmid};
 use std::path::Path;
 
 /// The host link name op-agent gives `netN`: `vi<vmid>` for net0, `vi<vmid>i<N>` otherwise
@@ -33,7 +32,9 @@ pub enum NicMode {
 pub struct DesiredNic {
     /// PVE's `netN` index.
     pub net: NetIndex,
-    /// The host veth LXC creates for it (`veth<vmid>i<n>`, as LXC truncates it to 15 bytes).
+    /// The host veth LXC creates for it: [`HostVeth::new`], or where that name is too long the
+    /// 15 bytes LXC keeps of it ([`pve_integration::VethTooLong::lxc_truncated`]; pre-start
+    /// refuses such a NIC).
     pub pve_veth: String,
     /// The name op-agent gives it.
     pub name: IfName,
@@ -60,16 +61,6 @@ pub struct Desired {
     pub require_mesh: bool,
     /// Managed NICs in `netN` order.
     pub nics: Vec<DesiredNic>,
-}
-
-/// The host veth name LXC gives `netN`: `veth<vmid>i<n>`, cut to 15 bytes. Only names that
-/// fit ever exist: LXC 5.0 `network_ifname()` refuses a longer `lxc.net.N.veth.pair` ("too
-/// long (>= 16)") and the start fails, so [`crate::plan::plan_pre_start`] refuses such a NIC
-/// first (9-digit vmid with net10..net31).
-pub fn lxc_host_veth(vmid: Vmid, net: NetIndex) -> String {
-    let mut n = pve_integration::pve_veth_name(vmid, net);
-    n.truncate(crate::types::IFNAME_MAX);
-    n
 }
 
 /// Builds the desired state. Errors name the file and line (`[[nic]]` tables) or the PVE conf
@@ -145,31 +136,13 @@ pub fn resolve(
 }
 
 /// A `name` override must not take a name PVE or another container owns: PVE's own device
-/// names (`veth<id>i<n>`, `tap<id>i<n>`, `fwbr…`, `fwln…`, `fwpr…`) and op-agent's default names
-/// of other containers (`vi<id>`, `vi<id>i<n>`).
+/// names ([`pve_integration::is_pve_device_name`]) and op-agent's default names of other
+/// containers (`vi<id>`, `vi<id>i<n>`).
 fn check_name_namespace(vmid: Vmid, name: &str) -> Result<(), String> {
-    let digits_i_digits = |rest: &str, sep: char| -> bool {
-        match rest.split_once(sep) {
-            Some((a, b)) => {
-                !a.is_empty()
-                    && !b.is_empty()
-                    && a.bytes().all(|c| c.is_ascii_digit())
-                    && b.bytes().all(|c| c.is_ascii_digit())
-            }
-            None => false,
-        }
-    };
-    for prefix in ["veth", "tap", "fwbr", "fwln", "fwpr"] {
-        if let Some(rest) = name.strip_prefix(prefix) {
-            if digits_i_digits(rest, 'i')
-                || digits_i_digits(rest, 'p')
-                || digits_i_digits(rest, 'o')
-            {
-                return Err(format!(
-                    "{name:?} is a Proxmox VE device name; choose another"
-                ));
-            }
-        }
+    if pve_integration::is_pve_device_name(name) {
+        return Err(format!(
+            "{name:?} is a Proxmox VE device name; choose another"
+        ));
     }
     if let Some(rest) = name.strip_prefix("vi") {
         let id = rest.split('i').next().unwrap_or("");
@@ -198,35 +171,42 @@ fn resolve_nic(
     if over.and_then(|o| o.name.as_ref()).is_some() {
         check_name_namespace(vmid, &name_str).map_err(|m| err(format!("net{net} name: {m}")))?;
     }
-    let bridge_str = over.and_then(|o| o.bridge.clone()).or(pve.bridge.clone());
-    let bridge = match bridge_str {
-        Some(b) => Some(IfName::new(&b).map_err(|e| err(format!("net{net} bridge: {e}")))?),
-        None => None,
+    let bridge = match over.and_then(|o| o.bridge.as_deref()) {
+        Some(b) => Some(IfName::new(b).map_err(|e| err(format!("net{net} bridge: {e}")))?),
+        None => pve.bridge.clone(),
     };
-    let tag_raw = over.and_then(|o| o.tag).or(pve.tag);
-    let tag = match tag_raw {
+    let tag = match over.and_then(|o| o.tag) {
         Some(t) => {
             Some(VlanTag::new(t).ok_or_else(|| err(format!("net{net} tag {t}: must be 1..4094")))?)
         }
-        None => None,
+        None => pve.tag,
     };
-    let trunks_raw = over
-        .and_then(|o| o.trunks.clone())
-        .unwrap_or_else(|| pve.trunks.clone());
+    let trunks_all = match over.and_then(|o| o.trunks.as_ref()) {
+        Some(ts) => ts
+            .iter()
+            .map(|&t| {
+                VlanTag::new(t).ok_or_else(|| err(format!("net{net} trunk {t}: must be 1..4094")))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => pve.trunks.clone(),
+    };
     let mut trunks = Vec::new();
-    for t in trunks_raw {
-        let v =
-            VlanTag::new(t).ok_or_else(|| err(format!("net{net} trunk {t}: must be 1..4094")))?;
+    for v in trunks_all {
         if !trunks.contains(&v) {
             trunks.push(v);
         }
     }
     trunks.sort();
+    // PVE's name, and the one LXC creates (they differ only when PVE's is too long).
+    let (pve_name, pve_veth) = match HostVeth::new(vmid, net) {
+        Ok(v) => (v.to_string(), v.to_string()),
+        Err(e) => (e.full(), e.lxc_truncated()),
+    };
     let mode = if pve.firewall {
         match on_firewall {
             OnFirewall::Refuse => {
                 return Err(err(format!(
-                    "refused: net{net} has firewall=1: renaming veth{vmid}i{net} would silently disable \
+                    "refused: net{net} has firewall=1: renaming {pve_name} would silently disable \
                      pve-firewall for it; set on_firewall = \"skip\" to leave it untouched"
                 ))
                 .refusal());
@@ -246,12 +226,12 @@ fn resolve_nic(
     }
     Ok(DesiredNic {
         net,
-        pve_veth: lxc_host_veth(vmid, net),
+        pve_veth,
         name,
         bridge,
         tag,
         trunks,
-        hwaddr: pve.hwaddr.as_ref().map(|h| h.to_ascii_lowercase()),
+        hwaddr: pve.hwaddr.map(|h| format!("{h:x}")),
         link_down: pve.link_down,
         mode,
     })

@@ -127,21 +127,13 @@ pub fn run(
     // (e.g. a QEMU VM). Exit 0, change nothing, write nothing.
     let root = cfg.toml.pve.root.clone();
     let pve_path = pve_integration::paths::lxc_conf_path(&root, vmid);
-    if !cfg
-        .container_candidates(vmid.get())
-        .iter()
-        .any(|p| p.exists())
-    {
+    if !cfg.container_candidates(vmid).iter().any(|p| p.exists()) {
         return ExitCode::Ok;
     }
-    if !root.join("etc/pve").is_dir() {
+    if let Err(e) = pve_integration::paths::check_pve_root(&root) {
         // A managed guest, but the PVE root is wrong: silently doing nothing would switch
         // op-agent off for every container.
-        let msg = format!(
-            "{}: [pve] root = {:?} has no etc/pve",
-            cfg.path.display(),
-            root.display().to_string()
-        );
+        let msg = format!("{}: [pve] root = {e}", cfg.path.display());
         return fail(vmid_arg, ph, ExitCode::Config, &msg);
     }
     if !pve_path.exists() {
@@ -299,7 +291,7 @@ pub fn record_panic(config_path: Option<&Path>, vmid_arg: &str, phase_arg: &str,
 /// file is absent. Errors name the file and line.
 pub fn load_desired(cfg: &AgentConfig, vmid: Vmid) -> Result<Option<Desired>, ConfigError> {
     let pve_path = pve_integration::paths::lxc_conf_path(&cfg.toml.pve.root, vmid);
-    let Some(ct) = cfg.load_container(vmid.get())? else {
+    let Some(ct) = cfg.load_container(vmid)? else {
         return Ok(None);
     };
     let Some(text) = crate::config::read_checked(&pve_path)? else {

@@ -16,11 +16,7 @@ use std::time::Instant;
 /// `<pve root>/etc/pve/lxc/<vmid>.conf` (the same test as the hook's fast path).
 pub fn is_managed(cfg: &AgentConfig, vmid: Vmid) -> bool {
     let pve = pve_integration::paths::lxc_conf_path(&cfg.toml.pve.root, vmid);
-    pve.exists()
-        && cfg
-            .container_candidates(vmid.get())
-            .iter()
-            .any(|p| p.exists())
+    pve.exists() && cfg.container_candidates(vmid).iter().any(|p| p.exists())
 }
 
 /// Every managed vmid, ascending ([`AgentConfig::managed_vmids`] filtered by [`is_managed`]).

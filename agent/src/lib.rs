@@ -27,7 +27,6 @@ pub mod netlink;
 pub mod ovsdb;
 pub mod plan;
 pub mod report;
-pub mod types;
 pub mod watch;
 
 /// The message of the last panic, kept by the panic hook for the audit row.

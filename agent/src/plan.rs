@@ -293,7 +293,7 @@ pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<
     Some(PortPlan {
         name: nic.name.to_string(),
         bridge,
-        vlan_mode: (tag.is_some() && !trunks.is_empty()).then(|| "native-untagged".to_string()),
+        vlan_mode: pve_integration::ovs_vlan_mode(tag, &trunks).map(str::to_string),
         tag,
         trunks,
         mtu_request,
@@ -349,16 +349,8 @@ pub fn plan_pre_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanE
         // PVE writes `lxc.net.N.veth.pair = veth<vmid>i<N>` unconditionally; LXC 5 refuses a
         // name of 16 bytes or more and fails the start half-way (after it created and PVE
         // plugged the earlier NICs, whose port rows then stay behind). Refuse before that.
-        let full = pve_integration::pve_veth_name(d.vmid, nic.net);
-        if full.len() > crate::types::IFNAME_MAX {
-            return Err(PlanError::Refused(format!(
-                "net{}: PVE's host veth name {full} is {} bytes, more than the kernel's {}; \
-                 LXC cannot create it, so vmid {} can only use net0..net9",
-                nic.net,
-                full.len(),
-                crate::types::IFNAME_MAX,
-                d.vmid
-            )));
+        if let Err(e) = pve_integration::HostVeth::new(d.vmid, nic.net) {
+            return Err(PlanError::Refused(e.to_string()));
         }
     }
     for (nic, o) in d.nics.iter().zip(&obs.nics) {
@@ -546,23 +538,11 @@ mod tests {
     use std::path::Path;
 
     fn net(i: u8, bridge: &str, tag: Option<u16>) -> NetConf {
-        NetConf {
-            index: NetIndex::new(i).unwrap(),
-            name: format!("eth{i}"),
-            bridge: Some(bridge.into()),
-            hwaddr: Some("BC:24:11:00:00:01".into()),
-            tag,
-            trunks: vec![],
-            mtu: None,
-            firewall: false,
-            link_down: false,
-            ip: None,
-            gw: None,
-            ip6: None,
-            gw6: None,
-            rate: None,
-            host_managed: false,
-        }
+        let mut n = NetConf::new(NetIndex::new(i).unwrap(), &format!("eth{i}"));
+        n.bridge = Some(pve_integration::IfName::new(bridge).unwrap());
+        n.hwaddr = Some("BC:24:11:00:00:01".parse().unwrap());
+        n.tag = tag.map(|t| pve_integration::VlanTag::new(t).unwrap());
+        n
     }
 
     fn desired(nets: Vec<NetConf>, toml: &str) -> Desired {
@@ -911,7 +891,8 @@ mod tests {
             crate::desired::default_link_name(vmid, n31),
             "vi999999999i31"
         );
-        assert_eq!(crate::desired::lxc_host_veth(vmid, n31), "veth999999999i3");
+        let too_long = pve_integration::HostVeth::new(vmid, n31).unwrap_err();
+        assert_eq!(too_long.lxc_truncated(), "veth999999999i3");
         let mut pve = PveConf::default();
         pve.nets.insert(9, net(9, "ovsbr0", None));
         pve.nets.insert(31, net(31, "ovsbr0", None));

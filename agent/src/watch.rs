@@ -51,16 +51,6 @@ impl Default for WatchOptions {
     }
 }
 
-/// Parses a host veth name as LXC names it for PVE, `veth<vmid>i<n>`, into `(vmid, n)`.
-pub fn parse_pve_veth(name: &str) -> Option<(Vmid, u8)> {
-    let rest = name.strip_prefix("veth")?;
-    let (v, n) = rest.split_once('i')?;
-    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.len() > 2 {
-        return None;
-    }
-    Some((v.parse::<Vmid>().ok()?, n.parse().ok()?))
-}
-
 /// Work for the worker thread.
 #[derive(Debug, Clone)]
 enum Job {
@@ -300,7 +290,7 @@ async fn event_loop(
     match nl.links().await {
         Ok(ls) => {
             for l in ls {
-                if parse_pve_veth(&l.name).is_some() {
+                if pve_integration::HostVeth::parse(&l.name).is_some() {
                     known.insert(l.index, l.name);
                 }
             }
@@ -345,7 +335,7 @@ fn on_new_link(
     l: Link,
     tx: &mpsc::Sender<Job>,
 ) {
-    let Some((vmid, _net)) = parse_pve_veth(&l.name) else {
+    let Some((vmid, _net)) = pve_integration::HostVeth::parse(&l.name) else {
         known.remove(&l.index);
         return;
     };
@@ -391,34 +381,6 @@ pub fn run(config: Option<&std::path::Path>, opts: WatchOptions, verbose: bool) 
         Err(e) => {
             eprintln!("op-agent watch: {e}");
             ExitCode::Internal
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_pve_veth_names() {
-        assert_eq!(
-            parse_pve_veth("veth100i0").map(|(v, n)| (v.get(), n)),
-            Some((100, 0))
-        );
-        assert_eq!(
-            parse_pve_veth("veth123456i12").map(|(v, n)| (v.get(), n)),
-            Some((123456, 12))
-        );
-        for bad in [
-            "vi100",
-            "veth100",
-            "veth100i",
-            "veth99i0",
-            "veth100ix",
-            "veth0100i0",
-            "veth100i0p",
-        ] {
-            assert_eq!(parse_pve_veth(bad), None, "{bad}");
         }
     }
 }

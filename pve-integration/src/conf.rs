@@ -1,6 +1,7 @@
 //! Parser for `/etc/pve/lxc/<vmid>.conf`, mirroring pve-container `src/PVE/LXC/Config.pm`
-//! `parse_pct_config` and, for `netN` values, pve-common `src/PVE/JSONSchema.pm`
-//! `parse_property_string` against the `pve-lxc-network` format (`$netconf_desc`).
+//! `parse_pct_config`: sections, keys and their errors. `netN` values are parsed by
+//! `lxc_network.rs` (pve-common `src/PVE/JSONSchema.pm` `parse_property_string` against
+//! the `pve-lxc-network` format, `$netconf_desc`).
 //!
 //! Differences from PVE, on purpose: PVE's non-strict mode only warns about a bad line and
 //! drops it; here every bad line is an error, because the agent must not act on a half-read
@@ -8,46 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use crate::ids::{NetIndex, Vmid};
+use crate::lxc_network::parse_lxc_network;
+use crate::net::NetConf;
 use crate::paths;
-
-/// One `netN` entry of the current configuration, as `parse_lxc_network` returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetConf {
-    /// `N` of `netN`.
-    pub index: NetIndex,
-    /// `name=`: interface name inside the container (required, `[-_.\w\d]+`).
-    pub name: String,
-    /// `bridge=`: Linux bridge, OVS bridge or SDN vnet on the host.
-    pub bridge: Option<String>,
-    /// `hwaddr=`: unicast MAC `xx:xx:xx:xx:xx:xx` as written (case kept).
-    pub hwaddr: Option<String>,
-    /// `tag=`: VLAN id 1..=4094.
-    pub tag: Option<u16>,
-    /// `trunks=a;b;c`: VLAN ids (0..=4095), in file order; empty when absent.
-    pub trunks: Vec<u16>,
-    /// `mtu=`: 64..=65535 bytes.
-    pub mtu: Option<u32>,
-    /// `firewall=`: boolean, false when absent.
-    pub firewall: bool,
-    /// `link_down=`: boolean, false when absent; PVE then never plugs the veth.
-    pub link_down: bool,
-    /// `ip=`: IPv4/CIDR, `dhcp` or `manual`.
-    pub ip: Option<String>,
-    /// `gw=`: IPv4 address.
-    pub gw: Option<String>,
-    /// `ip6=`: IPv6/CIDR, `auto`, `dhcp` or `manual`.
-    pub ip6: Option<String>,
-    /// `gw6=`: IPv6 address.
-    pub gw6: Option<String>,
-    /// `rate=`: limit in MB/s (a non-negative number, kept as written).
-    pub rate: Option<String>,
-    /// `host-managed=`: boolean, false when absent.
-    pub host_managed: bool,
-}
 
 /// A parsed container configuration.
 ///
@@ -131,7 +98,8 @@ pub struct ConfError {
     pub kind: ConfErrorKind,
 }
 
-fn invalid(value: &str, expected: &'static str) -> ConfErrorKind {
+/// [`ConfErrorKind::InvalidValue`] for `value`, control characters escaped.
+pub(crate) fn invalid(value: &str, expected: &'static str) -> ConfErrorKind {
     ConfErrorKind::InvalidValue {
         value: value.escape_debug().to_string(),
         expected,
@@ -159,7 +127,7 @@ enum Section {
 /// ```
 /// let text = "hookscript: local:snippets/op-hook\nnet0: name=eth0,bridge=ovsbr0,tag=10,type=veth\n";
 /// let conf = pve_integration::parse_conf(text.as_bytes(), "100.conf").unwrap();
-/// assert_eq!(conf.nets[&0].tag, Some(10));
+/// assert_eq!(conf.nets[&0].tag.map(|t| t.get()), Some(10));
 /// ```
 pub fn parse_conf<R: BufRead>(mut reader: R, source: &str) -> Result<PveConf, ConfError> {
     let mut conf = PveConf::default();
@@ -251,7 +219,7 @@ pub fn parse_conf<R: BufRead>(mut reader: R, source: &str) -> Result<PveConf, Co
                             .ok()
                             .and_then(NetIndex::new)
                             .ok_or_else(|| err(key, ConfErrorKind::NetIndexRange))?;
-                        let net = parse_net(index, value).map_err(|(prop, kind)| {
+                        let net = parse_lxc_network(index, value).map_err(|(prop, kind)| {
                             err(
                                 &format!(
                                     "{key}{}",
@@ -381,182 +349,6 @@ fn is_volume_id(s: &str) -> bool {
         && !vol.is_empty()
 }
 
-/// pve-common `parse_boolean`: `1|on|yes|true` / `0|off|no|false`, case-insensitive.
-fn parse_bool(v: &str) -> Option<bool> {
-    let l = v.to_ascii_lowercase();
-    match l.as_str() {
-        "1" | "on" | "yes" | "true" => Some(true),
-        "0" | "off" | "no" | "false" => Some(false),
-        _ => None,
-    }
-}
-
-fn parse_uint(v: &str, min: u32, max: u32) -> Option<u32> {
-    if v.is_empty() || v.len() > 10 || !v.bytes().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    v.parse::<u32>().ok().filter(|n| (min..=max).contains(n))
-}
-
-/// `[-_.\w\d]+` (ASCII word characters).
-fn is_name(v: &str) -> bool {
-    !v.is_empty()
-        && v.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
-}
-
-/// pve-common `pve_verify_mac_addr`: six hex pairs, I/G bit (bit 0 of the first byte) clear.
-fn is_unicast_mac(v: &str) -> bool {
-    let parts: Vec<&str> = v.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
-        && u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 0)
-}
-
-fn is_cidr<A: std::str::FromStr>(v: &str, max_prefix: u32) -> bool {
-    match v.split_once('/') {
-        Some((a, p)) => a.parse::<A>().is_ok() && parse_uint(p, 0, max_prefix).is_some(),
-        None => false,
-    }
-}
-
-fn is_rate(v: &str) -> bool {
-    !v.is_empty()
-        && v.bytes().all(|c| c.is_ascii_digit() || c == b'.')
-        && v.parse::<f64>().is_ok_and(|f| f.is_finite() && f >= 0.0)
-}
-
-type PropError = (Option<String>, ConfErrorKind);
-
-/// Parses a `pve-lxc-network` property string (pve-common `parse_property_string`).
-fn parse_net(index: NetIndex, value: &str) -> Result<NetConf, PropError> {
-    let mut net = NetConf {
-        index,
-        name: String::new(),
-        bridge: None,
-        hwaddr: None,
-        tag: None,
-        trunks: Vec::new(),
-        mtu: None,
-        firewall: false,
-        link_down: false,
-        ip: None,
-        gw: None,
-        ip6: None,
-        gw6: None,
-        rate: None,
-        host_managed: false,
-    };
-    let mut seen: Vec<&str> = Vec::new();
-    let mut have_name = false;
-    for part in value.split(',') {
-        if part.trim().is_empty() {
-            continue;
-        }
-        let Some((k, v)) = part
-            .split_once('=')
-            .filter(|(k, v)| !k.is_empty() && !v.is_empty())
-        else {
-            // netN has no default key, so a bare value is as wrong as `=value`.
-            return Err((
-                Some(part.escape_debug().to_string()),
-                ConfErrorKind::MissingPropertyKey,
-            ));
-        };
-        let prop = || Some(k.escape_debug().to_string());
-        if seen.contains(&k) {
-            return Err((prop(), ConfErrorKind::DuplicateProperty));
-        }
-        seen.push(k);
-        let bad = |expected: &'static str| (prop(), invalid(v, expected));
-        let boolean =
-            || parse_bool(v).ok_or_else(|| bad("a boolean (1|on|yes|true|0|off|no|false)"));
-        match k {
-            "name" => {
-                if !is_name(v) {
-                    return Err(bad("[-_.a-zA-Z0-9]+"));
-                }
-                net.name = v.to_string();
-                have_name = true;
-            }
-            "bridge" => {
-                if !is_name(v) {
-                    return Err(bad("[-_.a-zA-Z0-9]+"));
-                }
-                net.bridge = Some(v.to_string());
-            }
-            "hwaddr" => {
-                if !is_unicast_mac(v) {
-                    return Err(bad("a unicast MAC address xx:xx:xx:xx:xx:xx"));
-                }
-                net.hwaddr = Some(v.to_string());
-            }
-            "tag" => {
-                let t = parse_uint(v, 1, 4094).ok_or_else(|| bad("an integer 1..4094"))?;
-                net.tag = Some(t as u16);
-            }
-            "trunks" => {
-                let mut ts = Vec::new();
-                for t in v.split(';') {
-                    let n = parse_uint(t, 0, 4095)
-                        .ok_or_else(|| bad("VLAN ids 0..4095 separated by ';'"))?;
-                    ts.push(n as u16);
-                }
-                net.trunks = ts;
-            }
-            "mtu" => {
-                net.mtu =
-                    Some(parse_uint(v, 64, 65535).ok_or_else(|| bad("an integer 64..65535"))?);
-            }
-            "firewall" => net.firewall = boolean()?,
-            "link_down" => net.link_down = boolean()?,
-            "host-managed" => net.host_managed = boolean()?,
-            "ip" => {
-                if !(v == "dhcp" || v == "manual" || is_cidr::<Ipv4Addr>(v, 32)) {
-                    return Err(bad("IPv4/CIDR, dhcp or manual"));
-                }
-                net.ip = Some(v.to_string());
-            }
-            "gw" => {
-                if v.parse::<Ipv4Addr>().is_err() {
-                    return Err(bad("an IPv4 address"));
-                }
-                net.gw = Some(v.to_string());
-            }
-            "ip6" => {
-                if !(matches!(v, "auto" | "dhcp" | "manual") || is_cidr::<Ipv6Addr>(v, 128)) {
-                    return Err(bad("IPv6/CIDR, auto, dhcp or manual"));
-                }
-                net.ip6 = Some(v.to_string());
-            }
-            "gw6" => {
-                if v.parse::<Ipv6Addr>().is_err() {
-                    return Err(bad("an IPv6 address"));
-                }
-                net.gw6 = Some(v.to_string());
-            }
-            "rate" => {
-                if !is_rate(v) {
-                    return Err(bad("a non-negative number (MB/s)"));
-                }
-                net.rate = Some(v.to_string());
-            }
-            "type" => {
-                if v != "veth" {
-                    return Err(bad("veth"));
-                }
-            }
-            _ => return Err((prop(), ConfErrorKind::UnknownProperty)),
-        }
-    }
-    if !have_name {
-        return Err((Some("name".to_string()), ConfErrorKind::MissingName));
-    }
-    Ok(net)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,14 +401,20 @@ lxc.net.0.mtu = 1000
         assert_eq!(c.nets.len(), 2);
         let n0 = &c.nets[&0];
         assert_eq!(n0.name, "eth0");
-        assert_eq!(n0.bridge.as_deref(), Some("ovsbr0"));
-        assert_eq!(n0.hwaddr.as_deref(), Some("BC:24:11:5E:2A:01"));
-        assert_eq!(n0.tag, Some(10));
+        assert_eq!(n0.bridge.as_ref().map(|b| b.as_str()), Some("ovsbr0"));
+        assert_eq!(
+            n0.hwaddr.map(|m| m.to_string()).as_deref(),
+            Some("BC:24:11:5E:2A:01")
+        );
+        assert_eq!(n0.tag.map(|t| t.get()), Some(10));
         assert!(n0.firewall && !n0.link_down && !n0.host_managed);
         assert_eq!(n0.ip.as_deref(), Some("10.0.10.5/24"));
         assert_eq!(n0.gw.as_deref(), Some("10.0.10.1"));
         let n1 = &c.nets[&1];
-        assert_eq!(n1.trunks, vec![20, 30, 40]);
+        assert_eq!(
+            n1.trunks.iter().map(|t| t.get()).collect::<Vec<_>>(),
+            vec![20, 30, 40]
+        );
         assert_eq!(n1.mtu, Some(1400));
         assert!(n1.link_down && n1.host_managed);
         assert_eq!(n1.rate.as_deref(), Some("12.5"));
@@ -647,66 +445,6 @@ lxc.net.0.mtu = 1000
         let c = parse("net31: name=x,type=veth\r\n\n   \n").unwrap();
         assert_eq!(c.nets[&31].name, "x");
         assert_eq!(c.nets[&31].bridge, None);
-    }
-
-    #[test]
-    fn booleans_all_spellings() {
-        for (v, want) in [
-            ("1", true),
-            ("on", true),
-            ("YES", true),
-            ("True", true),
-            ("0", false),
-            ("off", false),
-            ("No", false),
-            ("FALSE", false),
-        ] {
-            let c = parse(&format!("net0: name=e,firewall={v}\n")).unwrap();
-            assert_eq!(c.nets[&0].firewall, want, "{v}");
-        }
-        assert_eq!(
-            err("net0: name=e,firewall=2\n"),
-            "100.conf:1: invalid value '2': expected a boolean (1|on|yes|true|0|off|no|false) (net0.firewall)"
-        );
-    }
-
-    #[test]
-    fn property_string_errors() {
-        assert_eq!(
-            err("net0: name=e,tag=1,tag=2\n"),
-            "100.conf:1: duplicate key in comma-separated list property (net0.tag)"
-        );
-        assert_eq!(
-            err("\nnet0: name=e,colour=red\n"),
-            "100.conf:2: invalid key in comma-separated list property (net0.colour)"
-        );
-        assert_eq!(
-            err("net0: bridge=vmbr0\n"),
-            "100.conf:1: property is missing and it is not optional (net0.name)"
-        );
-        assert!(err("net0: eth0\n").contains("missing key"));
-        assert!(err("net0: name=e,=x\n").contains("missing key"));
-        assert!(err("net0: name=e,tag=0\n").contains("(net0.tag)"));
-        assert!(err("net0: name=e,tag=4095\n").contains("1..4094"));
-        assert!(err("net0: name=e,tag=+5\n").contains("net0.tag"));
-        assert!(err("net0: name=e,mtu=63\n").contains("net0.mtu"));
-        assert!(err("net0: name=e,mtu=65536\n").contains("net0.mtu"));
-        assert!(err("net0: name=e,trunks=1,2\n").contains("missing key"));
-        assert!(err("net0: name=e,trunks=1;;2\n").contains("net0.trunks"));
-        assert!(err("net0: name=e,trunks=5000\n").contains("net0.trunks"));
-        assert!(err("net0: name=e,hwaddr=01:00:5e:00:00:01\n").contains("unicast"));
-        assert!(err("net0: name=e,hwaddr=BC:24:11:00:00\n").contains("net0.hwaddr"));
-        assert!(err("net0: name=e,type=veth2\n").contains("net0.type"));
-        assert!(err("net0: name=e,ip=10.0.0.1\n").contains("net0.ip"));
-        assert!(err("net0: name=e,ip=10.0.0.1/33\n").contains("net0.ip"));
-        assert!(err("net0: name=e,gw=fe80::1\n").contains("net0.gw"));
-        assert!(err("net0: name=e,ip6=fe80::1/129\n").contains("net0.ip6"));
-        assert!(err("net0: name=e,rate=-1\n").contains("net0.rate"));
-        assert!(err("net0: name=e f\n").contains("net0.name"));
-        assert!(err("net0: name=e,bridge=vm/br\n").contains("net0.bridge"));
-        let ok = parse("net0: name=e,ip=dhcp,ip6=2001:db8::5/64,gw6=2001:db8::1,mtu=64,tag=4094,trunks=0;4095\n")
-            .unwrap();
-        assert_eq!(ok.nets[&0].trunks, vec![0, 4095]);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Validated identifiers: container ids and network indexes, and PVE's host veth name.
+//! Validated identifiers: container ids and network indexes.
 
 use std::fmt;
 use std::str::FromStr;
@@ -78,15 +78,6 @@ impl fmt::Display for NetIndex {
     }
 }
 
-/// PVE's host-side veth name for `netN` of container `vmid`: `veth<vmid>i<n>`
-/// (pve-container `src/PVE/LXC.pm`, `update_lxc_config`: `lxc.net.$ind.veth.pair`).
-///
-/// The result is 5 + digits(vmid) + digits(n) bytes, so it exceeds the kernel's 15-byte limit
-/// (IFNAMSIZ 16) for a 9-digit vmid with n >= 10; callers that create links must check.
-pub fn pve_veth_name(vmid: Vmid, net: NetIndex) -> String {
-    format!("veth{}i{}", vmid.get(), net.get())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,11 +115,12 @@ mod tests {
     }
 
     #[test]
-    fn net_index_range_and_veth_name() {
+    fn net_index_range() {
         assert!(NetIndex::new(31).is_some());
         assert!(NetIndex::new(32).is_none());
-        let v: Vmid = "100".parse().unwrap();
-        assert_eq!(pve_veth_name(v, NetIndex::new(0).unwrap()), "veth100i0");
-        assert_eq!(pve_veth_name(v, NetIndex::new(31).unwrap()), "veth100i31");
+        assert_eq!(
+            NetIndex::new(7).map(|n| n.to_string()).as_deref(),
+            Some("7")
+        );
     }
 }

@@ -1,15 +1,22 @@
-//! Proxmox VE knowledge for op-agent: parsing `/etc/pve/lxc/<vmid>.conf`, PVE's interface
-//! names, paths under a relocatable root, and whether a container is running.
+//! Proxmox VE knowledge for op-agent: parsing `/etc/pve/lxc/<vmid>.conf` into typed values,
+//! PVE's and LXC's interface names, paths under a relocatable root, the `pct` call, and
+//! whether a container is running.
 //!
 //! The agent's netlink, OVSDB and audit modules know nothing of Proxmox; everything PVE-specific
-//! lives here. The `pve-sim` binary (src/bin/pve-sim.rs) stands in for Proxmox in tests and the demo.
+//! lives here. The `pve-sim` binary (src/bin/pve-sim.rs, built on [`sim`]) stands in for Proxmox
+//! in tests and the demo.
 //!
-//! - [`Vmid`], [`NetIndex`], [`pve_veth_name`]: validated ids and `veth<vmid>i<n>`.
-//! - [`parse_conf`], [`read_conf`] → [`PveConf`] / [`NetConf`], errors [`ConfError`].
-//! - [`paths`]: `lxc_conf_path`, `resolve_volume`, `lxcpath` under a root.
+//! - [`Vmid`], [`NetIndex`]: validated ids ([`ids`]).
+//! - [`HostVeth`] (`veth<vmid>i<n>`), [`FwNames`], [`is_pve_device_name`] ([`names`]).
+//! - [`IfName`], [`VlanTag`], [`MacAddr`], [`NetConf`], [`ovs_vlan_mode`] ([`net`]).
+//! - [`parse_conf`], [`read_conf`] → [`PveConf`], errors [`ConfError`] ([`conf`]; `netN`
+//!   values are parsed in `lxc_network.rs`).
+//! - [`paths`]: `lxc_conf_path`, `resolve_volume`, `lxcpath`, `cluster_container_toml`,
+//!   `check_pve_root` under a root.
+//! - [`pct`]: `pct set <vmid> --hookscript`, [`pct::HOOK_VOLID`].
 //! - [`running::is_running`]: PVE `check_running`.
 
-// No unwrap/expect/panic on data from outside the process (issue 8); tests may.
+// No unwrap/expect/panic on data from outside the process; tests may.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -17,8 +24,17 @@
 
 pub mod conf;
 pub mod ids;
+mod lxc_network;
+pub mod names;
+pub mod net;
 pub mod paths;
+pub mod pct;
 pub mod running;
+pub mod sim;
 
-pub use conf::{parse_conf, read_conf, ConfError, ConfErrorKind, NetConf, PveConf};
-pub use ids::{pve_veth_name, NetIndex, Vmid, VmidError, MAX_NET_INDEX};
+pub use conf::{parse_conf, read_conf, ConfError, ConfErrorKind, PveConf};
+pub use ids::{NetIndex, Vmid, VmidError, MAX_NET_INDEX};
+pub use names::{is_pve_device_name, FwNames, HostVeth, VethTooLong};
+pub use net::{
+    ovs_vlan_mode, IfName, IfNameError, MacAddr, MacAddrError, NetConf, VlanTag, IFNAME_MAX,
+};

@@ -29,6 +29,37 @@ pub fn lxc_conf_path(root: &Path, vmid: Vmid) -> PathBuf {
     root.join("etc/pve/lxc").join(format!("{vmid}.conf"))
 }
 
+/// `<root>/etc/pve/op-agent/containers`: op-agent's cluster-wide container TOMLs. Under
+/// `/etc/pve`, pmxcfs (pve-cluster `src/pmxcfs`) replicates them to every node, so a
+/// container's TOML follows it when it migrates.
+pub fn cluster_containers_dir(root: &Path) -> PathBuf {
+    root.join("etc/pve/op-agent/containers")
+}
+
+/// `<root>/etc/pve/op-agent/containers/<vmid>.toml`, in [`cluster_containers_dir`].
+pub fn cluster_container_toml(root: &Path, vmid: Vmid) -> PathBuf {
+    cluster_containers_dir(root).join(format!("{vmid}.toml"))
+}
+
+/// `root` has no `etc/pve` directory: it is not the root of a PVE node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{shown:?} has no etc/pve", shown = .0.display().to_string())]
+pub struct NotPveRoot(pub PathBuf);
+
+/// Checks that `<root>/etc/pve` is a directory, as on every PVE node (the pmxcfs mount point,
+/// pve-cluster `src/PVE/Cluster.pm` `$basedir`).
+///
+/// # Errors
+/// [`NotPveRoot`] when it is missing or not a directory; it displays as
+/// `"<root>" has no etc/pve`.
+pub fn check_pve_root(root: &Path) -> Result<(), NotPveRoot> {
+    if root.join("etc/pve").is_dir() {
+        Ok(())
+    } else {
+        Err(NotPveRoot(root.to_path_buf()))
+    }
+}
+
 /// `<root>/var/lib/lxc`: the lxcpath where PVE keeps each container's LXC `config`.
 pub fn lxcpath(root: &Path) -> PathBuf {
     root.join("var/lib/lxc")
@@ -90,6 +121,30 @@ mod tests {
             resolve_volume(Path::new("/r"), "local:snippets/hook.pl").unwrap(),
             PathBuf::from("/r/var/lib/vz/snippets/hook.pl")
         );
+    }
+
+    #[test]
+    fn cluster_toml_and_pve_root() {
+        let v: Vmid = "100".parse().unwrap();
+        assert_eq!(
+            cluster_container_toml(Path::new("/r"), v),
+            PathBuf::from("/r/etc/pve/op-agent/containers/100.toml")
+        );
+        assert_eq!(
+            cluster_containers_dir(Path::new("/")),
+            PathBuf::from("/etc/pve/op-agent/containers")
+        );
+        let d = tempfile::tempdir().unwrap();
+        let e = check_pve_root(d.path()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{:?} has no etc/pve", d.path().display().to_string())
+        );
+        std::fs::write(d.path().join("etc"), "").unwrap();
+        assert!(check_pve_root(d.path()).is_err());
+        std::fs::remove_file(d.path().join("etc")).unwrap();
+        std::fs::create_dir_all(d.path().join("etc/pve")).unwrap();
+        assert_eq!(check_pve_root(d.path()), Ok(()));
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
     };
     let root = cfg.toml.pve.root.clone();
     let dirs: [(PathBuf, &str); 2] = [
-        (root.join("etc/pve/op-agent/containers"), "cluster"),
+        (paths::cluster_containers_dir(&root), "cluster"),
         (cfg.containers_dir(), "node"),
     ];
     // Files that are not <vmid>.toml are reported: the hook would never read them.
@@ -109,13 +109,12 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
             dirs[1].0.display()
         );
     }
-    if !root.join("etc/pve").is_dir() {
+    if let Err(e) = paths::check_pve_root(&root) {
         errors += 1;
         let _ = writeln!(
             out,
-            "ERROR {}: [pve] root = {:?} has no etc/pve: every hook of a managed container fails",
-            cfg.path.display(),
-            root.display().to_string()
+            "ERROR {}: [pve] root = {e}: every hook of a managed container fails",
+            cfg.path.display()
         );
     }
     // Host link names must be unique across containers: name -> "<vmid> net<n>".
@@ -124,7 +123,7 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
         let Some(vmid) = Vmid::new(raw) else {
             continue;
         };
-        let candidates = cfg.container_candidates(raw);
+        let candidates = cfg.container_candidates(vmid);
         let mut present = Vec::new();
         let mut winner_cfg = None;
         for path in candidates.iter() {
@@ -215,7 +214,7 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
                             })
                             .collect();
                         let hook = match pve.hookscript.as_deref() {
-                            Some(super::enroll::HOOK_VOLID) => String::new(),
+                            Some(pve_integration::pct::HOOK_VOLID) => String::new(),
                             Some(h) => format!("; hookscript is {h}, not op-hook"),
                             None => "; no hookscript: run `op-agent enroll`".into(),
                         };

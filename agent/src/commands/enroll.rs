@@ -13,13 +13,11 @@
 
 use crate::config::{self, AgentConfig, NetworkType, NicToml};
 use crate::exit::ExitCode;
+use pve_integration::pct::{self, HOOK_VOLID};
 use pve_integration::{paths, Vmid};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-
-/// The hookscript volume id op-agent attaches (`/var/lib/vz/snippets/op-hook` on `local`).
-pub const HOOK_VOLID: &str = "local:snippets/op-hook";
 
 /// Arguments of `op-agent enroll`.
 #[derive(Debug, Clone, clap::Args)]
@@ -201,7 +199,7 @@ fn enroll(args: &EnrollArgs, config: Option<&Path>, out: &mut dyn Write) -> Resu
             name: None,
         });
     }
-    let candidates = cfg.container_candidates(vmid.get());
+    let candidates = cfg.container_candidates(vmid);
     let (target, other) = if args.cluster {
         (candidates[0].clone(), candidates[1].clone())
     } else {
@@ -294,8 +292,8 @@ fn enroll(args: &EnrollArgs, config: Option<&Path>, out: &mut dyn Write) -> Resu
             ),
         ));
     }
-    let pct = find_in_path("pct");
-    let pct_cmd = format!("pct set {vmid} --hookscript {HOOK_VOLID}");
+    let pct = find_in_path(pct::PCT);
+    let pct_cmd = pct::set_hookscript_cmdline(vmid, HOOK_VOLID);
 
     if args.dry_run {
         let w = |out: &mut dyn Write, s: String| {
@@ -343,10 +341,7 @@ fn enroll(args: &EnrollArgs, config: Option<&Path>, out: &mut dyn Write) -> Resu
     } else {
         let _ = writeln!(out, "{} is already up to date", target.display());
     }
-    let status = std::process::Command::new(&pct)
-        .args(["set", &vmid.to_string(), "--hookscript", HOOK_VOLID])
-        .stdin(std::process::Stdio::null())
-        .status();
+    let status = pct::set_hookscript(&pct, vmid, HOOK_VOLID);
     let ok = matches!(&status, Ok(s) if s.success());
     if !ok {
         // Leave things as they were: a TOML without the hookscript would only confuse.

@@ -14,8 +14,7 @@
 use super::enroll::{render_container_toml, write_config_file, ContainerSpec};
 use crate::config::{self, AgentConfig, NetworkType, NicToml};
 use crate::exit::ExitCode;
-use crate::types::IfName;
-use pve_integration::{NetIndex, Vmid};
+use pve_integration::{IfName, NetIndex, Vmid};
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
