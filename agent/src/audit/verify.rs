@@ -458,3 +458,6 @@ impl Verifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
