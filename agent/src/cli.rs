@@ -39,7 +39,7 @@ pub enum Command {
     /// The audit log: verify, log, head, export, init-key.
     Audit {
         #[command(subcommand)]
-        command: crate::audit::cli::AuditCommand,
+        command: commands::audit::AuditCommand,
     },
     /// Long-running service: re-apply after in-guest reboots, hotplug and OVS restarts.
     Watch(commands::watch::WatchArgs),

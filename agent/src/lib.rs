@@ -27,6 +27,7 @@ pub mod netlink;
 pub mod ovsdb;
 pub mod plan;
 pub mod report;
+pub mod time;
 pub mod types;
 pub mod watch;
 
@@ -105,12 +106,21 @@ fn dispatch(cli: cli::Cli) -> i32 {
                 }
             };
             // Exit codes of `audit verify`: 0 intact, 1 tampered, 2 cannot read.
-            audit::cli::run(
+            let name = if matches!(command, commands::audit::AuditCommand::Verify { .. }) {
+                "audit verify"
+            } else {
+                "audit"
+            };
+            let r = commands::audit::run(
                 &command,
                 &cfg.toml.audit.database,
                 &cfg.audit_key_file(),
                 &mut std::io::stdout(),
-            )
+            );
+            if let Err(e) = &r {
+                eprintln!("{}", e.line(name));
+            }
+            commands::exit_status(&r)
         }
         Command::Watch(a) => commands::watch::run(&a, cfg),
         Command::Apply(a) => commands::apply::run(&a, cfg),

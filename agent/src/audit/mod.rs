@@ -12,13 +12,12 @@
 //! One module per job: [`store`] (the writer, [`AuditLog`]), [`key`] (the checkpoint key
 //! file), [`reader`] (read-only access and row decoding), [`verify`] (the pure [`Verifier`]
 //! state machine, fed [`StoredRow`]s), [`export`] (the export file format) and [`error`].
-//! [`cli`] is the `op-agent audit …` command set.
+//! The `op-agent audit …` commands are in `crate::commands::audit`.
 //!
 //! The module knows nothing of Proxmox: `vmid`, `phase` and `step` are plain fields.
 //!
 //! [`Verifier`]: verify::Verifier
 
-pub mod cli;
 pub mod encoding;
 pub mod error;
 pub mod export;
