@@ -8,12 +8,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use op_agent::audit::cli::{self, AuditCommand};
 use op_agent::audit::verify::TamperClass;
 use op_agent::audit::{
     encoding, format_key_line, init_key, read_key_file, AuditError, AuditLog, AuditOptions, NewRow,
     Outcome,
 };
+use op_agent::commands::audit::{self as cli, AuditCommand};
+use op_agent::commands::exit_status;
 
 fn count(db: &Path) -> i64 {
     rusqlite::Connection::open(db)
@@ -36,7 +37,7 @@ fn row<'a>(detail: &'a str) -> NewRow<'a> {
 fn run_cli(cmd: AuditCommand, db: &Path) -> (i32, String) {
     let mut out = Vec::new();
     let code = cli::run(&cmd, db, Path::new("/nonexistent/audit.key"), &mut out);
-    (code, String::from_utf8(out).unwrap())
+    (exit_status(&code), String::from_utf8(out).unwrap())
 }
 
 #[test]

@@ -4,10 +4,11 @@
 mod audit_common;
 use audit_common::*;
 
-use op_agent::audit::cli::{self, AuditCommand};
 use op_agent::audit::encoding;
 use op_agent::audit::verify::TamperClass;
 use op_agent::audit::{init_key, read_key_file, AuditLog, Head};
+use op_agent::commands::audit::{self as cli, AuditCommand};
+use op_agent::commands::exit_status;
 
 fn ten_rows() -> (tempfile::TempDir, std::path::PathBuf, Head) {
     let (d, db) = tmp();
@@ -35,7 +36,7 @@ fn cli_verify(
         std::path::Path::new("/nonexistent/audit.key"),
         &mut out,
     );
-    (code, serde_json::from_slice(&out).unwrap())
+    (exit_status(&code), serde_json::from_slice(&out).unwrap())
 }
 
 #[test]

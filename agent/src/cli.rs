@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 /// op-agent: renames Proxmox container veths to vi<vmid>, attaches them to Open vSwitch over
 /// OVSDB, and keeps a hash-chained audit log of every step.
+// The doc comments here are also clap's help text, where `<vmid>` is meant literally.
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(Debug, Parser)]
 #[command(name = "op-agent", version, about, long_about = None)]
 pub struct Cli {
@@ -21,6 +23,7 @@ pub struct Cli {
 }
 
 /// The subcommands.
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one hookscript phase (what op-hook execs): `op-agent hook 100 post-start`.
@@ -39,7 +42,7 @@ pub enum Command {
     /// The audit log: verify, log, head, export, init-key.
     Audit {
         #[command(subcommand)]
-        command: crate::audit::cli::AuditCommand,
+        command: commands::audit::AuditCommand,
     },
     /// Long-running service: re-apply after in-guest reboots, hotplug and OVS restarts.
     Watch(commands::watch::WatchArgs),
@@ -64,4 +67,38 @@ pub enum Command {
     /// Write the man page or a shell completion (package build).
     #[command(hide = true)]
     Generate(commands::generate::GenerateArgs),
+}
+
+impl Command {
+    /// The words of this command on the command line that its error messages carry after
+    /// `op-agent ` (`check`, `mesh join`, `config check`). `audit` names only `verify`; its
+    /// other subcommands report as `audit`.
+    pub fn name(&self) -> &'static str {
+        use commands::audit::AuditCommand;
+        use commands::config_check::ConfigCommand;
+        use commands::mesh::MeshCommand;
+        match self {
+            Command::Hook { .. } => "hook",
+            Command::Audit {
+                command: AuditCommand::Verify { .. },
+            } => "audit verify",
+            Command::Audit { .. } => "audit",
+            Command::Watch(_) => "watch",
+            Command::Apply(_) => "apply",
+            Command::Check(_) => "check",
+            Command::Status(_) => "status",
+            Command::Query(_) => "query",
+            Command::Gc(_) => "gc",
+            Command::Mesh(a) => match a.command {
+                MeshCommand::Join => "mesh join",
+                MeshCommand::Status { .. } => "mesh status",
+            },
+            Command::Enroll(_) => "enroll",
+            Command::ImportState(_) => "import-state",
+            Command::Config(a) => match a.command {
+                ConfigCommand::Check { .. } => "config check",
+            },
+            Command::Generate(_) => "generate",
+        }
+    }
 }

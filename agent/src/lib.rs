@@ -2,9 +2,9 @@
 //!
 //! The flow of a hook is parse (PVE conf + TOML, [`config`], [`desired`]) → plan (a pure list of
 //! steps from config and observed state, [`plan`]) → apply (netlink, OVSDB, each outcome to the
-//! audit seam, [`phases`]).
+//! audit, [`audit`]).
 
-// No unwrap/expect/panic on data from outside the process (issue 8); tests may.
+// No unwrap/expect/panic on data from outside the process; tests may.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -27,6 +27,7 @@ pub mod netlink;
 pub mod ovsdb;
 pub mod plan;
 pub mod report;
+pub mod time;
 pub mod watch;
 
 /// The message of the last panic, kept by the panic hook for the audit row.
@@ -75,9 +76,31 @@ pub fn run(cli: cli::Cli) -> i32 {
     }
 }
 
+/// Runs one command through [`run_command`] and prints its error, if any, once, as
+/// `op-agent <command>: <message>`. Returns the exit code.
 fn dispatch(cli: cli::Cli) -> i32 {
+    let name = cli.command.name();
+    let r = run_command(cli);
+    if let Err(e) = &r {
+        eprintln!("{}", e.line(name));
+    }
+    commands::exit_status(&r)
+}
+
+/// Runs one command: installs logging, checks the arguments that need no config, loads
+/// agent.toml where the command needs it (in that order, so a bad argument is reported before
+/// a bad config), then runs it. `hook` and `watch` load their config themselves and print
+/// their own lines (the PVE task log, the journal), so they never return an error.
+fn run_command(cli: cli::Cli) -> commands::CommandResult {
     use cli::Command;
-    let cfg = cli.config.as_deref();
+    use commands::CliError;
+    use exit::ExitCode;
+    let path = cli.config.as_deref();
+    let load = || config::AgentConfig::load(path);
+    // Commands whose failures go to the PVE task log or a terminal: warnings and errors on
+    // stderr when syslog is unreachable.
+    let log_warn = || logging::init("op-agent", log::LevelFilter::Warn, false);
+    let ok = |()| ExitCode::Ok;
     match cli.command {
         Command::Hook {
             vmid,
@@ -86,41 +109,67 @@ fn dispatch(cli: cli::Cli) -> i32 {
             timings,
         } => {
             logging::init("op-agent", log::LevelFilter::Warn, cli.verbose);
-            hook::run(
-                cli.config.as_deref(),
-                &vmid,
-                &phase,
-                &hook::HookOptions { dry_run, timings },
-            )
-            .code()
+            let opts = hook::HookOptions { dry_run, timings };
+            Ok(hook::run(path, &vmid, &phase, &opts))
         }
         Command::Audit { command } => {
             logging::init("op-agent", log::LevelFilter::Warn, cli.verbose);
-            let cfg = match config::AgentConfig::load(cli.config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("op-agent: {e}");
-                    return exit::ExitCode::Config.code();
-                }
-            };
-            // Exit codes of `audit verify`: 0 intact, 1 tampered, 2 cannot read.
-            audit::cli::run(
+            let cfg =
+                load().map_err(|e| CliError::from(e).with_code(ExitCode::Config).unscoped())?;
+            commands::audit::run(
                 &command,
                 &cfg.toml.audit.database,
                 &cfg.audit_key_file(),
                 &mut std::io::stdout(),
             )
         }
-        Command::Watch(a) => commands::watch::run(&a, cfg),
-        Command::Apply(a) => commands::apply::run(&a, cfg),
-        Command::Check(a) => commands::check::run(&a, cfg),
-        Command::Status(a) => commands::status::run(&a, cfg),
-        Command::Query(a) => commands::query::run(&a, cfg),
-        Command::Gc(a) => commands::gc::run(&a, cfg),
-        Command::Mesh(a) => commands::mesh::run(&a, cfg),
-        Command::Enroll(a) => commands::enroll::run(&a, cfg),
-        Command::ImportState(a) => commands::import_state::run(&a, cfg),
-        Command::Config(a) => commands::config_check::run(&a, cfg),
-        Command::Generate(a) => commands::generate::run(&a, cfg),
+        Command::Watch(a) => commands::watch::run(&a, path),
+        Command::Apply(a) => {
+            log_warn();
+            commands::apply::run(&a, load()?)
+        }
+        Command::Check(a) => {
+            log_warn();
+            let vmid = commands::vmid_arg(&a.vmid)?;
+            commands::check::run(vmid, &load()?)
+        }
+        Command::Status(a) => {
+            log_warn();
+            let only = a.vmid.as_deref().map(commands::vmid_arg).transpose()?;
+            commands::status::run(only, a.json, &load()?).map(ok)
+        }
+        Command::Query(a) => {
+            log_warn();
+            commands::query::check_plugin(&a)?;
+            commands::query::run(&load()?).map(ok)
+        }
+        Command::Gc(a) => {
+            log_warn();
+            commands::gc::run(&a, &load()?)
+        }
+        Command::Mesh(a) => {
+            log_warn();
+            let cfg = load().map_err(|e| CliError::from(e).unscoped())?;
+            commands::mesh::run(&a, &cfg)
+        }
+        Command::Enroll(a) => {
+            let vmid = commands::enroll::check_args(&a)?;
+            let cfg = load().map_err(|e| CliError::from(e).with_code(ExitCode::Config))?;
+            commands::enroll::run(&a, vmid, &cfg).map(ok)
+        }
+        Command::ImportState(a) => {
+            let out_dir = match &a.out {
+                Some(d) => d.clone(),
+                None => load()
+                    .map_err(|e| CliError::from(e).with_code(ExitCode::Config))?
+                    .containers_dir(),
+            };
+            commands::import_state::run(&a, &out_dir)
+        }
+        Command::Config(a) => commands::config_check::run(&a, path),
+        Command::Generate(a) => {
+            use clap::CommandFactory;
+            commands::generate::run(&a, cli::Cli::command()).map(ok)
+        }
     }
 }

@@ -1,12 +1,12 @@
-//! `op-agent apply <vmid>` / `apply --all` (issue 5): converge running containers now, with the
+//! `op-agent apply <vmid>` / `apply --all`: converge running containers now, with the
 //! same steps and audit rows as post-start (audit `phase` = `apply`), under the per-vmid lock
 //! the hooks take.
 
+use super::{CliError, CommandResult};
 use crate::config::AgentConfig;
 use crate::exit::ExitCode;
 use crate::hook::{self, HookOptions, Phase};
 use crate::inspect;
-use std::path::Path;
 use std::time::Instant;
 
 /// Arguments of `op-agent apply`.
@@ -23,18 +23,14 @@ pub struct ApplyArgs {
     pub dry_run: bool,
 }
 
-/// Runs the command; returns the process exit code: 0 when every container converged, else the
-/// code of the first failure (see [`crate::exit::ExitCode`]); `Failed` (1) for a container that
-/// is not managed or not running when named explicitly.
-pub fn run(args: &ApplyArgs, config: Option<&Path>) -> i32 {
-    crate::logging::init("op-agent", log::LevelFilter::Warn, false);
-    let cfg = match AgentConfig::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("op-agent apply: {e}");
-            return e.exit_code().code();
-        }
-    };
+/// Runs the command with the loaded agent.toml `cfg`; returns `Ok` with the exit code: 0 when
+/// every container converged, else the code of the first failure (see
+/// [`crate::exit::ExitCode`]), each failure printed as it happens.
+///
+/// # Errors
+/// `Usage` (64) for a malformed vmid; `Failed` (1) for a container that is not managed or not
+/// running when named explicitly.
+pub fn run(args: &ApplyArgs, cfg: AgentConfig) -> CommandResult {
     let opts = HookOptions {
         dry_run: args.dry_run,
         timings: false,
@@ -45,23 +41,18 @@ pub fn run(args: &ApplyArgs, config: Option<&Path>) -> i32 {
             .filter(|v| inspect::is_running(&cfg, *v))
             .collect::<Vec<_>>()
     } else {
-        let s = args.vmid.as_deref().unwrap_or("");
-        let v = match inspect::parse_vmid(s) {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("op-agent apply: {e}");
-                return ExitCode::Usage.code();
-            }
-        };
+        let v = super::vmid_arg(args.vmid.as_deref().unwrap_or(""))?;
         if !inspect::is_managed(&cfg, v) {
-            eprintln!(
-                "op-agent apply: {v}: not managed by op-agent (no container TOML or no PVE conf)"
-            );
-            return ExitCode::Failed.code();
+            return Err(CliError::new(
+                ExitCode::Failed,
+                format!("{v}: not managed by op-agent (no container TOML or no PVE conf)"),
+            ));
         }
         if !inspect::is_running(&cfg, v) {
-            eprintln!("op-agent apply: {v}: container is not running");
-            return ExitCode::Failed.code();
+            return Err(CliError::new(
+                ExitCode::Failed,
+                format!("{v}: container is not running"),
+            ));
         }
         vec![v]
     };
@@ -81,5 +72,5 @@ pub fn run(args: &ApplyArgs, config: Option<&Path>) -> i32 {
             }
         }
     }
-    code.code()
+    Ok(code)
 }

@@ -1,10 +1,10 @@
-//! `op-agent check <vmid>` (issue 5, like CNI's CHECK): compares the live links and OVSDB rows
+//! `op-agent check <vmid>` (like the CNI specification's CHECK): compares the live links and OVSDB rows
 //! with the config without changing anything.
 
+use super::{CliError, CommandResult};
 use crate::config::{AgentConfig, NetworkType};
 use crate::exit::ExitCode;
 use crate::inspect::{self, Drift};
-use std::path::Path;
 
 /// Arguments of `op-agent check`.
 #[derive(Debug, Clone, clap::Args)]
@@ -67,46 +67,32 @@ pub fn check_vmid(
     })
 }
 
-/// Runs the command; returns the exit code: 0 when the live state matches the config (or the
-/// guest is not managed), 1 with one line per difference on stdout, 64 for a malformed vmid,
-/// 69 when OVSDB is unreachable, 78 for a bad config.
-pub fn run(args: &CheckArgs, config: Option<&Path>) -> i32 {
-    crate::logging::init("op-agent", log::LevelFilter::Warn, false);
-    let vmid = match inspect::parse_vmid(&args.vmid) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("op-agent check: {e}");
-            return ExitCode::Usage.code();
-        }
-    };
-    let cfg = match AgentConfig::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("op-agent check: {e}");
-            return e.exit_code().code();
-        }
-    };
-    match check_vmid(&cfg, vmid) {
+/// Checks `vmid` against the loaded agent.toml `cfg` and prints the result on stdout;
+/// returns `Ok` with the exit code: 0 when the live state matches the config (or the guest is
+/// not managed), 1 with one line per difference.
+///
+/// # Errors
+/// `<vmid>: <why>`: 69 when OVSDB is unreachable, 78 for a bad container config, others as
+/// [`check_vmid`]. A malformed vmid (64) is refused before, by [`super::vmid_arg`].
+pub fn run(vmid: pve_integration::Vmid, cfg: &AgentConfig) -> CommandResult {
+    match check_vmid(cfg, vmid) {
         Ok(None) => {
             println!("{vmid}: not managed by op-agent");
-            ExitCode::Ok.code()
+            Ok(ExitCode::Ok)
         }
         Ok(Some(r)) if r.drift.is_empty() => {
             println!(
                 "{vmid}: ok ({})",
                 if r.running { "running" } else { "stopped" }
             );
-            ExitCode::Ok.code()
+            Ok(ExitCode::Ok)
         }
         Ok(Some(r)) => {
             for d in &r.drift {
                 println!("{vmid} {}", d.line);
             }
-            ExitCode::Failed.code()
+            Ok(ExitCode::Failed)
         }
-        Err((code, msg)) => {
-            eprintln!("op-agent check: {vmid}: {msg}");
-            code.code()
-        }
+        Err((code, msg)) => Err(CliError::new(code, format!("{vmid}: {msg}"))),
     }
 }

@@ -9,6 +9,7 @@
 //! Output, one line per file: `ok <path>`, `ERROR <path>:<line>: <why>`, `ignored <path>: <why>`,
 //! then one line per vmid: `<vmid>: <winner> wins[, shadows <other>]: <summary>`.
 
+use super::{CliError, CommandResult};
 use crate::config::{self, AgentConfig};
 use crate::exit::ExitCode;
 use pve_integration::{paths, Vmid};
@@ -34,25 +35,27 @@ pub enum ConfigCommand {
     },
 }
 
-/// Runs the command; returns the process exit code.
-pub fn run(args: &ConfigArgs, config: Option<&Path>) -> i32 {
+/// Runs the command; returns `Ok` with the exit code of [`check`] (0 all valid, 78 any error,
+/// said in the report on stdout).
+///
+/// # Errors
+/// `Usage` (64): `--vmid` is not a vmid.
+pub fn run(args: &ConfigArgs, config: Option<&Path>) -> CommandResult {
     match &args.command {
         ConfigCommand::Check { vmid } => {
-            let only = match vmid.as_deref().map(str::parse::<Vmid>) {
-                None => None,
-                Some(Ok(v)) => Some(v),
-                Some(Err(e)) => {
-                    eprintln!("op-agent config check: {e}");
-                    return ExitCode::Usage.code();
-                }
-            };
-            check(config, only, &mut std::io::stdout())
+            let only = vmid
+                .as_deref()
+                .map(str::parse::<Vmid>)
+                .transpose()
+                .map_err(|e| CliError::wrap(ExitCode::Usage, e))?;
+            Ok(check(config, only, &mut std::io::stdout()))
         }
     }
 }
 
-/// Checks every file and writes the report to `out`; returns the exit code (0 or 78).
-pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> i32 {
+/// Checks every file (agent.toml at `config` first, loaded here: its errors are part of the
+/// report) and writes the report to `out`; returns the exit code (`Ok` or `Config`).
+pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> ExitCode {
     let mut errors = 0usize;
     let cfg = match AgentConfig::load(config) {
         Ok(c) => {
@@ -66,7 +69,7 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
         Err(e) => {
             let _ = writeln!(out, "ERROR {e}");
             let _ = writeln!(out, "1 error");
-            return ExitCode::Config.code();
+            return ExitCode::Config;
         }
     };
     let root = cfg.toml.pve.root.clone();
@@ -235,9 +238,9 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
     }
     if errors == 0 {
         let _ = writeln!(out, "no errors");
-        ExitCode::Ok.code()
+        ExitCode::Ok
     } else {
         let _ = writeln!(out, "{errors} error{}", if errors == 1 { "" } else { "s" });
-        ExitCode::Config.code()
+        ExitCode::Config
     }
 }

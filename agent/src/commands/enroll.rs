@@ -11,6 +11,7 @@
 //! The helpers [`render_container_toml`] and [`write_config_file`] are shared with
 //! `import-state`.
 
+use super::CliError;
 use crate::config::{self, AgentConfig, NetworkType, NicToml};
 use crate::exit::ExitCode;
 use pve_integration::pct::{self, HOOK_VOLID};
@@ -19,7 +20,8 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// Arguments of `op-agent enroll`.
+/// Arguments of `op-agent enroll` (their doc comments are clap's help text: `<vmid>` is literal).
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(Debug, Clone, clap::Args)]
 pub struct EnrollArgs {
     /// Container id (100..999999999) with a /etc/pve/lxc/<vmid>.conf on this node.
@@ -136,21 +138,14 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
 /// A refusal or failure: the exit code and the one-line reason.
 struct Fail(ExitCode, String);
 
-/// Runs the command; returns the process exit code (0 done, 64 bad flags, 69 no `pct` or
-/// snippet, 77 refused, 78 bad config, 1 `pct` failed).
-pub fn run(args: &EnrollArgs, config: Option<&Path>) -> i32 {
-    match enroll(args, config, &mut std::io::stdout()) {
-        Ok(()) => ExitCode::Ok.code(),
-        Err(Fail(code, msg)) => {
-            eprintln!("op-agent enroll: {msg}");
-            code.code()
-        }
-    }
-}
-
-fn enroll(args: &EnrollArgs, config: Option<&Path>, out: &mut dyn Write) -> Result<(), Fail> {
+/// Checks the arguments that need no config: the vmid (100..999999999) and `--net` (0..31).
+/// Returns the vmid.
+///
+/// # Errors
+/// `Usage` (64), saying which argument.
+pub fn check_args(args: &EnrollArgs) -> Result<Vmid, CliError> {
     let vmid: Vmid = args.vmid.parse().map_err(|_| {
-        Fail(
+        CliError::new(
             ExitCode::Usage,
             format!(
                 "vmid {:?} is not 100..999999999",
@@ -159,12 +154,30 @@ fn enroll(args: &EnrollArgs, config: Option<&Path>, out: &mut dyn Write) -> Resu
         )
     })?;
     if args.net > pve_integration::MAX_NET_INDEX {
-        return Err(Fail(
+        return Err(CliError::new(
             ExitCode::Usage,
             format!("--net {}: must be 0..31", args.net),
         ));
     }
-    let cfg = AgentConfig::load(config).map_err(|e| Fail(ExitCode::Config, e.to_string()))?;
+    Ok(vmid)
+}
+
+/// Enrolls `vmid` (from [`check_args`]) with the loaded agent.toml `cfg`, reporting on stdout.
+///
+/// # Errors
+/// 69 no `pct` or snippet, 77 refused, 78 bad config, 1 `pct` failed (the file written is
+/// restored or removed).
+pub fn run(args: &EnrollArgs, vmid: Vmid, cfg: &AgentConfig) -> Result<(), CliError> {
+    enroll(args, vmid, cfg, &mut std::io::stdout())
+        .map_err(|Fail(code, msg)| CliError::new(code, msg))
+}
+
+fn enroll(
+    args: &EnrollArgs,
+    vmid: Vmid,
+    cfg: &AgentConfig,
+    out: &mut dyn Write,
+) -> Result<(), Fail> {
     let root = cfg.toml.pve.root.clone();
 
     // The container's PVE conf: defaults for every NIC, and the current hookscript.

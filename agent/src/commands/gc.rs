@@ -1,8 +1,9 @@
-//! `op-agent gc [--dry-run]` (issue 5): removes Port rows op-agent owns
+//! `op-agent gc [--dry-run]`: removes Port rows op-agent owns
 //! (`external_ids:owner=op-agent`) whose container is not running or whose Interface reports
 //! an error. A row without the owner mark is never touched: every delete carries a `wait` guard
 //! on `owner=op-agent` ([`crate::ovsdb::DelGuard::OwnedBy`]).
 
+use super::{CliError, CommandResult};
 use crate::audit::{AuditLog, AuditOptions, Outcome};
 use crate::config::AgentConfig;
 use crate::exit::ExitCode;
@@ -12,7 +13,6 @@ use crate::plan::OWNER;
 use crate::report::Recorder;
 use pve_integration::Vmid;
 use serde_json::json;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Arguments of `op-agent gc`.
@@ -145,44 +145,27 @@ async fn remove(
     r
 }
 
-/// Runs the command; returns 0 when every stale row was removed (or none exists), else the
-/// code of the first failure (69 OVSDB unreachable, 75 lock/wait timeout, 74 audit).
-pub fn run(args: &GcArgs, config: Option<&Path>) -> i32 {
-    crate::logging::init("op-agent", log::LevelFilter::Warn, false);
-    let cfg = match AgentConfig::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("op-agent gc: {e}");
-            return e.exit_code().code();
-        }
-    };
-    let rt = match inspect::runtime() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("op-agent gc: {}", e.message);
-            return e.code.code();
-        }
-    };
+/// Runs the command with the loaded agent.toml `cfg`; returns `Ok` with the exit code: 0 when
+/// every stale row was removed (or none exists), else the code of the first failure (75
+/// lock/wait timeout, 74 audit, 1 OVSDB refused), each printed as it happens.
+///
+/// # Errors
+/// `Unavailable` (69) when OVSDB cannot be reached or listed; the runtime's error.
+pub fn run(args: &GcArgs, cfg: &AgentConfig) -> CommandResult {
+    let rt = inspect::runtime().map_err(|e| CliError::new(e.code, e.message))?;
     let timeout = Duration::from_millis(cfg.toml.ovsdb.timeout_ms);
     rt.block_on(async {
-        let client = match Client::connect(&cfg.toml.ovsdb.socket, timeout).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("op-agent gc: {e}");
-                return ExitCode::Unavailable.code();
-            }
-        };
-        let ports = match client.list_ports().await {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("op-agent gc: {e}");
-                return ExitCode::Unavailable.code();
-            }
-        };
+        let client = Client::connect(&cfg.toml.ovsdb.socket, timeout)
+            .await
+            .map_err(|e| CliError::wrap(ExitCode::Unavailable, e))?;
+        let ports = client
+            .list_ports()
+            .await
+            .map_err(|e| CliError::wrap(ExitCode::Unavailable, e))?;
         let mut code = ExitCode::Ok;
         let mut n = 0;
         for p in &ports {
-            let Some(reason) = stale_reason(&cfg, p) else {
+            let Some(reason) = stale_reason(cfg, p) else {
                 continue;
             };
             n += 1;
@@ -194,7 +177,7 @@ pub fn run(args: &GcArgs, config: Option<&Path>) -> i32 {
                 );
                 continue;
             }
-            match remove(&cfg, &client, &p.name, vmid_of(p)).await {
+            match remove(cfg, &client, &p.name, vmid_of(p)).await {
                 Ok(line) => println!("{line}"),
                 Err((c, m)) => {
                     eprintln!("op-agent gc: {}: {m}", p.name);
@@ -207,6 +190,6 @@ pub fn run(args: &GcArgs, config: Option<&Path>) -> i32 {
         if n == 0 {
             println!("nothing to remove");
         }
-        code.code()
+        Ok(code)
     })
 }

@@ -1,9 +1,9 @@
 //! `op-agent generate man|bash|zsh <dir>` (hidden): the man page `op-agent.8` and the shell
-//! completions, generated from the clap definitions in [`crate::cli::Cli`] with `clap_mangen`
-//! and `clap_complete`. `debian/rules` runs it at package build time.
+//! completions, generated from the clap definitions (`Cli::command()` of [`crate::cli::Cli`],
+//! passed in by the caller) with `clap_mangen` and `clap_complete`. `debian/rules` runs it at package build time.
 
+use super::CliError;
 use crate::exit::ExitCode;
-use clap::CommandFactory;
 use std::path::{Path, PathBuf};
 
 /// What to generate.
@@ -57,14 +57,14 @@ fn man_pages(
     Ok(out)
 }
 
-/// Writes the artifact into `dir`; returns the path written (for `man`, the main page; the
-/// subcommand pages are written beside it).
+/// Writes the artifact of the command tree `cmd` (`op-agent`'s, from `Cli::command()`) into
+/// `dir`; returns the path written (for `man`, the main page; the subcommand pages are
+/// written beside it).
 ///
 /// # Errors
 /// The I/O error, naming the path.
-pub fn generate(what: Artifact, dir: &Path) -> Result<PathBuf, String> {
+pub fn generate(mut cmd: clap::Command, what: Artifact, dir: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut cmd = crate::cli::Cli::command();
     let (name, bytes) = match what {
         Artifact::Man => {
             cmd.build();
@@ -90,16 +90,12 @@ pub fn generate(what: Artifact, dir: &Path) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// Runs the command; returns the process exit code.
-pub fn run(args: &GenerateArgs, _config: Option<&Path>) -> i32 {
-    match generate(args.what, &args.dir) {
-        Ok(p) => {
-            println!("wrote {}", p.display());
-            ExitCode::Ok.code()
-        }
-        Err(e) => {
-            eprintln!("op-agent generate: {e}");
-            ExitCode::Failed.code()
-        }
-    }
+/// Writes the artifact of `cmd` (`op-agent`'s command tree) and prints `wrote <path>`.
+///
+/// # Errors
+/// `Failed` (1): the file could not be rendered or written.
+pub fn run(args: &GenerateArgs, cmd: clap::Command) -> Result<(), CliError> {
+    let p = generate(cmd, args.what, &args.dir).map_err(|e| CliError::new(ExitCode::Failed, e))?;
+    println!("wrote {}", p.display());
+    Ok(())
 }

@@ -12,7 +12,8 @@
 //! as `skipped entry <i> (<id>): <why>`. Existing files are left alone unless `--force`.
 
 use super::enroll::{render_container_toml, write_config_file, ContainerSpec};
-use crate::config::{self, AgentConfig, NetworkType, NicToml};
+use super::{CliError, CommandResult};
+use crate::config::{self, NetworkType, NicToml};
 use crate::exit::ExitCode;
 use pve_integration::{IfName, NetIndex, Vmid};
 use serde_json::Value;
@@ -195,21 +196,15 @@ fn convert_entry(entry: &Value, source: &str, index: usize) -> Converted {
     }
 }
 
-/// Runs the command; returns the process exit code: 0 every entry converted (or already
-/// present), 1 some entries skipped or a file could not be written, 78 the state file is
-/// unreadable.
-pub fn run(args: &ImportStateArgs, config: Option<&Path>) -> i32 {
+/// Converts the state file into container TOML files in `out_dir` (`--out`, else the
+/// node-local `containers/` of agent.toml), reporting each entry on stdout; returns `Ok` with
+/// the exit code: 0 every entry converted (or already present), 1 some entries skipped or a
+/// file could not be written.
+///
+/// # Errors
+/// `Config` (78): the state file is unreadable ([`ImportError`]).
+pub fn run(args: &ImportStateArgs, out_dir: &Path) -> CommandResult {
     let mut out = std::io::stdout();
-    let out_dir = match &args.out {
-        Some(d) => d.clone(),
-        None => match AgentConfig::load(config) {
-            Ok(c) => c.containers_dir(),
-            Err(e) => {
-                eprintln!("op-agent import-state: {e}");
-                return ExitCode::Config.code();
-            }
-        },
-    };
     let path = args.state.display().to_string();
     let parsed = std::fs::read_to_string(&args.state)
         .map_err(|source| ImportError::Io {
@@ -223,13 +218,7 @@ pub fn run(args: &ImportStateArgs, config: Option<&Path>) -> i32 {
             })
         })
         .and_then(|v| convert(&v, &path));
-    let items = match parsed {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("op-agent import-state: {e}");
-            return ExitCode::Config.code();
-        }
-    };
+    let items = parsed.map_err(|e| CliError::wrap(ExitCode::Config, e))?;
     let mut failed = 0usize;
     let mut written = 0usize;
     for (i, item) in items.iter().enumerate() {
@@ -290,9 +279,9 @@ pub fn run(args: &ImportStateArgs, config: Option<&Path>) -> i32 {
         items.len()
     );
     if failed > 0 {
-        ExitCode::Failed.code()
+        Ok(ExitCode::Failed)
     } else {
-        ExitCode::Ok.code()
+        Ok(ExitCode::Ok)
     }
 }
 

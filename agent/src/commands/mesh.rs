@@ -1,15 +1,15 @@
-//! `op-agent mesh join` and `op-agent mesh status` (issue 4, netmaker host-mesh mode).
+//! `op-agent mesh join` and `op-agent mesh status` (netmaker host-mesh mode).
 //!
 //! `join` enrolls the host (not a container) into the netmaker mesh once, with the token from
 //! `netmaker.env` beside agent.toml; `status` shows the state of `[mesh] interface`.
 
+use super::{CliError, CommandResult};
 use crate::audit::{AuditLog, AuditOptions, Outcome};
 use crate::config::AgentConfig;
 use crate::exit::ExitCode;
 use crate::mesh::{self, JoinError, JoinOutcome};
 use crate::report::Recorder;
 use serde_json::json;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Arguments of `op-agent mesh`.
@@ -34,24 +34,18 @@ pub enum MeshCommand {
     },
 }
 
-/// Runs the command; returns the process exit code.
-pub fn run(args: &MeshArgs, config: Option<&Path>) -> i32 {
-    crate::logging::init("op-agent", log::LevelFilter::Warn, false);
-    let cfg = match AgentConfig::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("op-agent: {e}");
-            let code = if e.is_permission() {
-                ExitCode::Refused
-            } else {
-                ExitCode::Config
-            };
-            return code.code();
-        }
-    };
+/// Runs the command with the loaded agent.toml `cfg`; returns `Ok` with the exit code: 0
+/// done, else the code of the failure printed as it happened (`join`: 77 permission, 78
+/// token or env file, 69 netclient missing, 75 timeout, 1 netclient failed, 74 audit;
+/// `status`: 69 when the mesh is not usable, said on stdout).
+///
+/// # Errors
+/// `join`: `AuditIo` (74) when the audit database cannot be opened (nothing was run);
+/// `status`: `Internal` (70) without a tokio runtime.
+pub fn run(args: &MeshArgs, cfg: &AgentConfig) -> CommandResult {
     match &args.command {
-        MeshCommand::Join => join(&cfg).code(),
-        MeshCommand::Status { json } => status(&cfg, *json).code(),
+        MeshCommand::Join => join(cfg),
+        MeshCommand::Status { json } => status(cfg, *json),
     }
 }
 
@@ -60,7 +54,7 @@ pub fn env_file(cfg: &AgentConfig) -> std::path::PathBuf {
     cfg.dir.join("netmaker.env")
 }
 
-fn join(cfg: &AgentConfig) -> ExitCode {
+fn join(cfg: &AgentConfig) -> CommandResult {
     let started = Instant::now();
     let audit = match AuditLog::open(
         &cfg.toml.audit.database,
@@ -72,8 +66,8 @@ fn join(cfg: &AgentConfig) -> ExitCode {
     ) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("op-agent mesh join: {e}; nothing was run");
-            return ExitCode::AuditIo;
+            let msg = format!("{e}; nothing was run");
+            return Err(CliError::new(ExitCode::AuditIo, msg).caused_by(e));
         }
     };
     // Host-wide rows carry vmid 0.
@@ -120,21 +114,21 @@ fn join(cfg: &AgentConfig) -> ExitCode {
     if let Err(e) = rec.finish() {
         eprintln!("op-agent mesh join: audit: {e}");
         if code == ExitCode::Ok {
-            return ExitCode::AuditIo;
+            return Ok(ExitCode::AuditIo);
         }
     }
-    code
+    Ok(code)
 }
 
-fn status(cfg: &AgentConfig, as_json: bool) -> ExitCode {
+fn status(cfg: &AgentConfig, as_json: bool) -> CommandResult {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("op-agent mesh status: tokio runtime: {e}");
-            return ExitCode::Internal;
+            let msg = format!("tokio runtime: {e}");
+            return Err(CliError::new(ExitCode::Internal, msg).caused_by(e));
         }
     };
     let r = rt.block_on(async {
@@ -157,7 +151,7 @@ fn status(cfg: &AgentConfig, as_json: bool) -> ExitCode {
                     m.addresses.join(", ")
                 );
             }
-            ExitCode::Ok
+            Ok(ExitCode::Ok)
         }
         Err(msg) => {
             if as_json {
@@ -168,7 +162,7 @@ fn status(cfg: &AgentConfig, as_json: bool) -> ExitCode {
             } else {
                 println!("mesh not usable: {msg}");
             }
-            ExitCode::Unavailable
+            Ok(ExitCode::Unavailable)
         }
     }
 }

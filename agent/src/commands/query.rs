@@ -1,13 +1,13 @@
-//! `op-agent query --plugin lxc` (issue 5): JSON in the shape the old op-dbus query printed, so
+//! `op-agent query --plugin lxc`: JSON in the shape the old op-dbus query printed, so
 //! existing `jq` scripts keep working:
 //! `{"containers":[{"id":"100","veth":"vi100","bridge":"ovsbr0","running":true,
 //! "properties":{"network_type":"bridge"}}]}`.
 
+use super::CliError;
 use crate::config::AgentConfig;
 use crate::exit::ExitCode;
 use crate::inspect;
 use serde_json::{json, Value};
-use std::path::Path;
 
 /// Arguments of `op-agent query`.
 #[derive(Debug, Clone, clap::Args)]
@@ -46,23 +46,23 @@ pub fn containers(cfg: &AgentConfig) -> Vec<Value> {
         .collect()
 }
 
-/// Runs the command; returns 0, 64 for an unknown plugin, 78 for a bad agent.toml.
-pub fn run(args: &QueryArgs, config: Option<&Path>) -> i32 {
-    crate::logging::init("op-agent", log::LevelFilter::Warn, false);
+/// Refuses any `--plugin` but `lxc` (`Usage`, 64), before the config is loaded.
+pub fn check_plugin(args: &QueryArgs) -> Result<(), CliError> {
     if args.plugin != "lxc" {
-        eprintln!(
-            "op-agent query: unknown plugin {:?}: only \"lxc\" is supported",
-            args.plugin
-        );
-        return ExitCode::Usage.code();
+        return Err(CliError::new(
+            ExitCode::Usage,
+            format!(
+                "unknown plugin {:?}: only \"lxc\" is supported",
+                args.plugin
+            ),
+        ));
     }
-    let cfg = match AgentConfig::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("op-agent query: {e}");
-            return e.exit_code().code();
-        }
-    };
-    println!("{}", json!({ "containers": containers(&cfg) }));
-    ExitCode::Ok.code()
+    Ok(())
+}
+
+/// Prints `{"containers":[…]}` ([`containers`]) for the loaded agent.toml `cfg`. Never fails
+/// once the config is loaded.
+pub fn run(cfg: &AgentConfig) -> Result<(), CliError> {
+    println!("{}", json!({ "containers": containers(cfg) }));
+    Ok(())
 }

@@ -1,12 +1,12 @@
-//! `op-agent status [<vmid>] [--json]` (issue 5): one row per managed NIC with vmid, mode, NIC,
+//! `op-agent status [<vmid>] [--json]`: one row per managed NIC with vmid, mode, NIC,
 //! link name, bridge, tag, state (`ok` / `drift` / `down` / `mesh via <if>`) and the last audit
 //! seq of the container.
 
+use super::CliError;
 use crate::config::{AgentConfig, NetworkType};
 use crate::exit::ExitCode;
 use crate::inspect;
 use serde::Serialize;
-use std::path::Path;
 
 /// Arguments of `op-agent status`.
 #[derive(Debug, Clone, clap::Args)]
@@ -164,33 +164,21 @@ fn dash<T: ToString>(v: &Option<T>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// Runs the command; returns 0, or 64 (bad vmid), 78 (bad agent.toml), 70 (no runtime).
-pub fn run(args: &StatusArgs, config: Option<&Path>) -> i32 {
-    crate::logging::init("op-agent", log::LevelFilter::Warn, false);
-    let only = match args.vmid.as_deref().map(inspect::parse_vmid).transpose() {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("op-agent status: {e}");
-            return ExitCode::Usage.code();
-        }
-    };
-    let cfg = match AgentConfig::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("op-agent status: {e}");
-            return e.exit_code().code();
-        }
-    };
-    let list = match collect(&cfg, only) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("op-agent status: {e}");
-            return ExitCode::Internal.code();
-        }
-    };
-    if args.json {
+/// Prints the status of `only` (or every managed container) from the loaded agent.toml `cfg`:
+/// a table, or with `json` one JSON object. A malformed vmid (64) is refused before, by
+/// [`super::vmid_arg`].
+///
+/// # Errors
+/// `Internal` (70) when no tokio runtime can be built.
+pub fn run(
+    only: Option<pve_integration::Vmid>,
+    json: bool,
+    cfg: &AgentConfig,
+) -> Result<(), CliError> {
+    let list = collect(cfg, only).map_err(|e| CliError::new(ExitCode::Internal, e))?;
+    if json {
         println!("{}", serde_json::json!({ "containers": list }));
-        return ExitCode::Ok.code();
+        return Ok(());
     }
     println!(
         "{:<10} {:<9} {:<5} {:<15} {:<15} {:<5} {:<18} LAST-SEQ",
@@ -227,5 +215,5 @@ pub fn run(args: &StatusArgs, config: Option<&Path>) -> i32 {
             println!("  {}: {e}", c.vmid);
         }
     }
-    ExitCode::Ok.code()
+    Ok(())
 }

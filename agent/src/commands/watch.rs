@@ -1,4 +1,4 @@
-//! `op-agent watch` (issue 5): the long-running service; see [`crate::watch`].
+//! `op-agent watch`: the long-running service; see [`crate::watch`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,11 +14,13 @@ pub struct WatchArgs {
     pub probe_ms: u64,
 }
 
-/// Runs the service until SIGTERM; returns the process exit code (0 on a clean stop).
-pub fn run(args: &WatchArgs, config: Option<&Path>) -> i32 {
+/// Runs the service until SIGTERM with the agent.toml at `config` (loaded by the service,
+/// which reports its own errors to the journal); returns `Ok` with the exit code (0 on a
+/// clean stop).
+pub fn run(args: &WatchArgs, config: Option<&Path>) -> super::CommandResult {
     let opts = crate::watch::WatchOptions {
         plug_wait: Duration::from_millis(args.plug_wait_ms),
         probe: Duration::from_millis(args.probe_ms.max(10)),
     };
-    crate::watch::run(config, opts, false).code()
+    Ok(crate::watch::run(config, opts, false))
 }

@@ -1,0 +1,288 @@
+//! `op-agent audit …`: verify, log, head, export, init-key. Results go to `out` (JSON where
+//! asked); an error stops the command with exit code 2 ([`EXIT_UNREADABLE`]) and is printed
+//! once by the caller. `verify` ends with 0 when the chain is intact and 1
+//! ([`ExitCode::Failed`]) when it found tampering.
+
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use crate::audit::reader::{self, Rows};
+use crate::audit::verify::{self, VerifyOptions, VerifyReport};
+use crate::audit::{encoding, Head, ReadError};
+use crate::commands::{CliError, CommandResult};
+use crate::exit::ExitCode;
+use crate::time::{format_time_ms, parse_time_ms};
+
+/// Exit status when the input cannot be read (missing, not a database, bad export, bad
+/// arguments). `audit` keeps 0/1/2 (intact/tampered/unreadable), not the sysexits codes of
+/// [`ExitCode`].
+pub const EXIT_UNREADABLE: i32 = 2;
+
+/// The `op-agent audit` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Stream the whole chain and check every row, link, anchor and checkpoint.
+    /// Exit 0 intact, 1 tampered (names the first bad seq, the class and the last good
+    /// seq/hash), 2 cannot read.
+    Verify {
+        /// A head held outside this host (e.g. from the syslog collector), `SEQ:HASH`;
+        /// repeatable.
+        #[arg(long = "anchor", value_name = "SEQ:HASH")]
+        anchors: Vec<Head>,
+        /// The INITIAL key printed by `init-key` (64 hex digits, or a key file at epoch 0):
+        /// checks the HMAC of every checkpoint.
+        #[arg(long, value_name = "F")]
+        key_file: Option<PathBuf>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Verify an export file (from `audit export`) instead of the database, offline.
+        #[arg(long, value_name = "EXPORT")]
+        file: Option<PathBuf>,
+    },
+    /// Print rows in seq order, one per line (or JSON lines).
+    Log {
+        /// Only rows of this guest.
+        #[arg(long, value_name = "N")]
+        vmid: Option<u32>,
+        /// Only rows at or after TIME (UTC): `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS][Z]`, or
+        /// `@UNIX_SECONDS`.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// One JSON object per row.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the head as `SEQ:HASH` (`empty` for an empty log).
+    Head,
+    /// Print a header line with the head, then the rows with seq > N as JSON lines.
+    Export {
+        /// Export rows after this seq only.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        since_seq: i64,
+    },
+    /// Create the checkpoint key file (mode 0600) and print the initial key to keep off-host.
+    InitKey,
+}
+
+/// Runs `cmd` against the database `db` (and, for `init-key`, the key file `key_file`,
+/// normally `/etc/op-agent/audit.key`), writing results to `out`.
+///
+/// Returns `Ok(ExitCode::Ok)`, or `Ok(ExitCode::Failed)` (1) when `verify` found tampering.
+///
+/// # Errors
+/// A [`CliError`] with status [`EXIT_UNREADABLE`] when the input cannot be read or `out`
+/// fails; `verify` says `cannot read: …` (and, with `--json`, also writes
+/// `{"status":"unreadable",…}` to `out`).
+pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) -> CommandResult {
+    match cmd {
+        AuditCommand::Verify {
+            anchors,
+            key_file,
+            json,
+            file,
+        } => cmd_verify(
+            anchors,
+            key_file.as_deref(),
+            *json,
+            file.as_deref(),
+            db,
+            out,
+        ),
+        AuditCommand::Log { vmid, since, json } => {
+            cmd_log(db, *vmid, since.as_deref(), *json, out)?;
+            Ok(ExitCode::Ok)
+        }
+        AuditCommand::Head => {
+            cmd_head(db, out).map_err(unreadable)?;
+            Ok(ExitCode::Ok)
+        }
+        AuditCommand::Export { since_seq } => {
+            crate::audit::export::write_export(db, *since_seq, out).map_err(unreadable)?;
+            Ok(ExitCode::Ok)
+        }
+        AuditCommand::InitKey => {
+            cmd_init_key(key_file, out)?;
+            Ok(ExitCode::Ok)
+        }
+    }
+}
+
+/// `e` as the error of an `audit` command: status [`EXIT_UNREADABLE`], `e` as the message
+/// and the source.
+fn unreadable<E: std::error::Error + Send + Sync + 'static>(e: E) -> CliError {
+    CliError::with_status(EXIT_UNREADABLE, e.to_string()).caused_by(e)
+}
+
+fn cmd_verify(
+    anchors: &[Head],
+    key: Option<&Path>,
+    json: bool,
+    file: Option<&Path>,
+    db: &Path,
+    out: &mut dyn Write,
+) -> CommandResult {
+    let unreadable = |msg: String, out: &mut dyn Write| {
+        if json {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::json!({"status": "unreadable", "error": msg})
+            );
+        }
+        Err(CliError::with_status(
+            EXIT_UNREADABLE,
+            format!("cannot read: {msg}"),
+        ))
+    };
+    let mut opts = VerifyOptions {
+        anchors: anchors.to_vec(),
+        initial_key: None,
+    };
+    if let Some(k) = key {
+        match crate::audit::read_key_file(k) {
+            Ok((0, key)) => opts.initial_key = Some(key),
+            Ok((e, _)) => {
+                return unreadable(
+                    format!("{} holds the key of epoch {e}; verify needs the INITIAL key (epoch 0) printed by init-key", k.display()),
+                    out,
+                )
+            }
+            Err(e) => return unreadable(e.to_string(), out),
+        }
+    }
+    let res = match file {
+        Some(f) => match File::open(f) {
+            Ok(h) => {
+                verify::verify_export(&mut BufReader::new(h), f, &opts).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(format!("cannot open export {}: {e}", f.display())),
+        },
+        None => verify::verify_db(db, &opts).map_err(|e| e.to_string()),
+    };
+    let rep = match res {
+        Ok(r) => r,
+        Err(m) => return unreadable(m, out),
+    };
+    let code = if rep.tamper.is_some() {
+        ExitCode::Failed
+    } else {
+        ExitCode::Ok
+    };
+    let _ = if json {
+        writeln!(out, "{}", report_json(&rep))
+    } else {
+        writeln!(out, "{}", report_text(&rep))
+    };
+    Ok(code)
+}
+
+/// The JSON form of a verification report (`status` `intact` or `tampered`).
+pub fn report_json(rep: &VerifyReport) -> serde_json::Value {
+    let tamper = rep.tamper.as_ref().map(|t| {
+        serde_json::json!({
+            "class": t.class.as_str(),
+            "seq": t.seq,
+            "message": t.message,
+            "last_good": t.last_good.map(|h| h.to_string()),
+        })
+    });
+    serde_json::json!({
+        "status": if rep.tamper.is_some() { "tampered" } else { "intact" },
+        "rows": rep.rows,
+        "head": rep.head.map(|h| h.to_string()),
+        "checkpoints": rep.checkpoints,
+        "checkpoints_keyed": rep.checkpoints_keyed,
+        "unsealed_rows": rep.unsealed_rows,
+        "anchors_matched": rep.anchors_matched,
+        "tamper": tamper,
+    })
+}
+
+/// The one-line text form of a verification report.
+pub fn report_text(rep: &VerifyReport) -> String {
+    match &rep.tamper {
+        Some(t) => format!(
+            "TAMPERED: {} at seq {}: {}; last good: {}",
+            t.class.as_str(),
+            t.seq,
+            t.message,
+            t.last_good.map(|h| h.to_string()).unwrap_or_else(|| "none".into())
+        ),
+        None => format!(
+            "intact: {} rows, head {}, {} checkpoints ({}), {} rows after the last checkpoint, {} anchors matched",
+            rep.rows,
+            rep.head.map(|h| h.to_string()).unwrap_or_else(|| "empty".into()),
+            rep.checkpoints,
+            if rep.checkpoints_keyed { "HMAC verified" } else { "HMAC not checked: no --key-file" },
+            rep.unsealed_rows,
+            rep.anchors_matched
+        ),
+    }
+}
+
+fn cmd_log(
+    db: &Path,
+    vmid: Option<u32>,
+    since: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let since_ms = match since {
+        Some(s) => Some(parse_time_ms(s).ok_or_else(|| {
+            CliError::with_status(
+                EXIT_UNREADABLE,
+                format!(
+                    "--since {s:?}: expected YYYY-MM-DD[THH:MM[:SS]][Z] (UTC) or @UNIX_SECONDS"
+                ),
+            )
+        })?),
+        None => None,
+    };
+    let r = reader::open(db).map_err(unreadable)?;
+    let rows = Rows::Matching { vmid, since_ms };
+    reader::for_each_row(&r.conn, db, rows, &mut |row| {
+        let line = if json {
+            serde_json::to_string(row)?
+        } else {
+            format!(
+                "{} {} {} {} {} {} {} {} {}",
+                row.seq,
+                format_time_ms(row.ts),
+                row.host,
+                row.vmid,
+                row.phase,
+                row.run_id,
+                row.step,
+                row.outcome,
+                row.detail
+            )
+        };
+        writeln!(out, "{line}").map_err(ReadError::from)
+    })
+    .map_err(unreadable)
+}
+
+fn cmd_head(db: &Path, out: &mut dyn Write) -> Result<(), ReadError> {
+    let r = reader::open(db)?;
+    let h = reader::read_head(&r.conn, db)?;
+    writeln!(
+        out,
+        "{}",
+        h.map(|h| h.to_string()).unwrap_or_else(|| "empty".into())
+    )?;
+    Ok(())
+}
+
+fn cmd_init_key(key_file: &Path, out: &mut dyn Write) -> Result<(), CliError> {
+    let k = crate::audit::init_key(key_file).map_err(unreadable)?;
+    writeln!(
+        out,
+        "created {} (epoch 0, mode 0600)\n\
+         initial audit key; store it OFF this host, `op-agent audit verify --key-file FILE` needs it:\n{}",
+        key_file.display(),
+        encoding::hex(&k)
+    )
+    .map_err(unreadable)
+}
