@@ -64,7 +64,7 @@ pub struct Desired {
 
 /// The host veth name LXC gives `netN`: `veth<vmid>i<n>`, cut to 15 bytes. Only names that
 /// fit ever exist: LXC 5.0 `network_ifname()` refuses a longer `lxc.net.N.veth.pair` ("too
-/// long (>= 16)") and the start fails, so [`crate::plan::plan_pre_start`] refuses such a NIC
+/// long (>= 16)") and the start fails, so [`crate::engine::plan::plan_pre_start`] refuses such a NIC
 /// first (9-digit vmid with net10..net31).
 pub fn lxc_host_veth(vmid: Vmid, net: NetIndex) -> String {
     let mut n = pve_integration::pve_veth_name(vmid, net);

@@ -1,13 +1,12 @@
-//! `op-agent apply <vmid>` / `apply --all` (issue 5): converge running containers now, with the
-//! same steps and audit rows as post-start (audit `phase` = `apply`), under the per-vmid lock
-//! the hooks take.
+//! `op-agent apply <vmid>` / `apply --all` (like CNI's ADD on a running container): converge
+//! running containers now, with the same steps and audit rows as post-start (audit `phase` =
+//! `apply`), under the per-vmid lock the hooks take ([`crate::engine::converge`]).
 
 use crate::config::AgentConfig;
+use crate::engine::{self, Job, Phase, RunOptions};
 use crate::exit::ExitCode;
-use crate::hook::{self, HookOptions, Phase};
 use crate::inspect;
 use std::path::Path;
-use std::time::Instant;
 
 /// Arguments of `op-agent apply`.
 #[derive(Debug, Clone, clap::Args)]
@@ -35,14 +34,13 @@ pub fn run(args: &ApplyArgs, config: Option<&Path>) -> i32 {
             return e.exit_code().code();
         }
     };
-    let opts = HookOptions {
+    let opts = RunOptions {
         dry_run: args.dry_run,
-        timings: false,
     };
-    let vmids = if args.all {
-        inspect::managed(&cfg)
+    let managed = if args.all {
+        inspect::managed_all(&cfg)
             .into_iter()
-            .filter(|v| inspect::is_running(&cfg, *v))
+            .filter(|m| inspect::is_running(&cfg, m.vmid))
             .collect::<Vec<_>>()
     } else {
         let s = args.vmid.as_deref().unwrap_or("");
@@ -53,30 +51,49 @@ pub fn run(args: &ApplyArgs, config: Option<&Path>) -> i32 {
                 return ExitCode::Usage.code();
             }
         };
-        if !inspect::is_managed(&cfg, v) {
+        let Some(m) = inspect::managed_one(&cfg, v) else {
             eprintln!(
                 "op-agent apply: {v}: not managed by op-agent (no container TOML or no PVE conf)"
             );
             return ExitCode::Failed.code();
-        }
+        };
         if !inspect::is_running(&cfg, v) {
             eprintln!("op-agent apply: {v}: container is not running");
             return ExitCode::Failed.code();
         }
-        vec![v]
+        vec![m]
     };
+    let jobs: Vec<Job> = managed
+        .into_iter()
+        .map(|managed| Job {
+            managed,
+            phase: Phase::PostStart,
+            label: "apply".into(),
+            started: None,
+        })
+        .collect();
     let mut code = ExitCode::Ok;
-    for v in vmids {
-        match hook::run_locked(&cfg, v, Phase::PostStart, "apply", &opts, Instant::now()) {
+    for r in engine::converge(&cfg, &jobs, opts) {
+        let v = r.vmid;
+        for plan in &r.plans {
+            let lines = engine::plan::plan_lines(plan);
+            for l in &lines {
+                println!("{l}");
+            }
+            if lines.is_empty() {
+                println!("(nothing to do)");
+            }
+        }
+        match r.result {
             Ok(summary) => {
                 if !summary.is_empty() {
                     println!("{v}: {summary}");
                 }
             }
             Err(e) => {
-                eprintln!("op-agent apply: {v}: {}", e.message);
+                eprintln!("op-agent apply: {v}: {e}");
                 if code == ExitCode::Ok {
-                    code = e.code;
+                    code = e.code();
                 }
             }
         }

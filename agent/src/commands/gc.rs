@@ -5,10 +5,10 @@
 
 use crate::audit::{AuditLog, AuditOptions, Outcome};
 use crate::config::AgentConfig;
+use crate::engine::ownership::{self, DelGuard as Ownership};
 use crate::exit::ExitCode;
 use crate::inspect;
-use crate::ovsdb::{Client, DelGuard, PortRow};
-use crate::plan::OWNER;
+use crate::ovsdb::{Client, PortRow};
 use crate::report::Recorder;
 use pve_integration::Vmid;
 use serde_json::json;
@@ -25,7 +25,7 @@ pub struct GcArgs {
 
 /// Why an owned row is stale, or `None` when it is to be kept.
 pub fn stale_reason(cfg: &AgentConfig, p: &PortRow) -> Option<String> {
-    if p.external_ids.get("owner").map(String::as_str) != Some(OWNER) {
+    if !ownership::is_owned(&p.external_ids) {
         return None;
     }
     let vm = p
@@ -97,10 +97,7 @@ async fn remove(
         &json!({"plan": [format!("ovs.del-port {name} (owned only)")], "reason": reason}),
     )
     .map_err(|e| (ExitCode::AuditIo, format!("{e}; nothing was changed")))?;
-    let guard = DelGuard::OwnedBy {
-        key: "owner".into(),
-        value: OWNER.into(),
-    };
+    let guard = Ownership::Owned.to_ovsdb();
     let r = match client.del_port(name, guard).await {
         Ok(Some(next)) => match client.wait_cur_cfg(next, client.timeout()).await {
             Ok(_) => {
@@ -159,8 +156,8 @@ pub fn run(args: &GcArgs, config: Option<&Path>) -> i32 {
     let rt = match inspect::runtime() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("op-agent gc: {}", e.message);
-            return e.code.code();
+            eprintln!("op-agent gc: {e}");
+            return e.code().code();
         }
     };
     let timeout = Duration::from_millis(cfg.toml.ovsdb.timeout_ms);

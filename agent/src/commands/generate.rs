@@ -1,9 +1,9 @@
 //! `op-agent generate man|bash|zsh <dir>` (hidden): the man page `op-agent.8` and the shell
-//! completions, generated from the clap definitions in [`crate::cli::Cli`] with `clap_mangen`
-//! and `clap_complete`. `debian/rules` runs it at package build time.
+//! completions, generated with `clap_mangen` and `clap_complete` from the clap definitions
+//! (`crate::cli::Cli`, whose `clap::Command` the dispatcher passes in, so this module does
+//! not depend on `cli`). `debian/rules` runs it at package build time.
 
 use crate::exit::ExitCode;
-use clap::CommandFactory;
 use std::path::{Path, PathBuf};
 
 /// What to generate.
@@ -57,14 +57,13 @@ fn man_pages(
     Ok(out)
 }
 
-/// Writes the artifact into `dir`; returns the path written (for `man`, the main page; the
-/// subcommand pages are written beside it).
+/// Writes the artifact for the command line `cmd` (`Cli::command()`) into `dir`; returns the
+/// path written (for `man`, the main page; the subcommand pages are written beside it).
 ///
 /// # Errors
 /// The I/O error, naming the path.
-pub fn generate(what: Artifact, dir: &Path) -> Result<PathBuf, String> {
+pub fn generate(what: Artifact, mut cmd: clap::Command, dir: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut cmd = crate::cli::Cli::command();
     let (name, bytes) = match what {
         Artifact::Man => {
             cmd.build();
@@ -90,9 +89,10 @@ pub fn generate(what: Artifact, dir: &Path) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// Runs the command; returns the process exit code.
-pub fn run(args: &GenerateArgs, _config: Option<&Path>) -> i32 {
-    match generate(args.what, &args.dir) {
+/// Runs the command for the command line `cmd` (`Cli::command()`); returns the process exit
+/// code.
+pub fn run(args: &GenerateArgs, cmd: clap::Command) -> i32 {
+    match generate(args.what, cmd, &args.dir) {
         Ok(p) => {
             println!("wrote {}", p.display());
             ExitCode::Ok.code()

@@ -1,4 +1,4 @@
-//! `op-agent watch` (issue 5): the long-running service; see [`crate::watch`].
+//! `op-agent watch`: the long-running service; see [`crate::watch`].
 
 use std::path::Path;
 use std::time::Duration;
