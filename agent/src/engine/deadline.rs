@@ -3,6 +3,8 @@
 //! (pve-guest-common `PVE::GuestHelpers::exec_hookscript` passes none to `run_command`).
 
 use std::time::{Duration, Instant};
+// tokio's clock: the std clock in a normal build; a test can pause it (`tokio::time::pause`).
+use tokio::time::Instant as Clock;
 
 /// Which part of the deadline a wait for ovs-vswitchd may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +19,7 @@ pub enum Budget {
 /// When a run must be over: `started + length`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
-    started: Instant,
+    started: Clock,
     length: Duration,
 }
 
@@ -25,7 +27,19 @@ impl Deadline {
     /// A deadline of `length` counted from `started` (the hook process's start, or the start
     /// of the run for `apply`/`watch`).
     pub fn new(started: Instant, length: Duration) -> Deadline {
-        Deadline { started, length }
+        Deadline {
+            started: Clock::from_std(started),
+            length,
+        }
+    }
+
+    /// A deadline of `length` from now on tokio's clock (paused in tests).
+    #[cfg(test)]
+    pub fn from_now(length: Duration) -> Deadline {
+        Deadline {
+            started: Clock::now(),
+            length,
+        }
     }
 
     /// `[hook] deadline_ms` of `cfg`, from `started`.
@@ -35,7 +49,7 @@ impl Deadline {
 
     /// When the run started.
     pub fn started(&self) -> Instant {
-        self.started
+        self.started.into_std()
     }
 
     /// The whole deadline's length.
@@ -45,7 +59,7 @@ impl Deadline {
 
     /// What is left of it now (zero once it passed).
     pub fn remaining(&self) -> Duration {
-        self.length.saturating_sub(self.started.elapsed())
+        (self.started + self.length).saturating_duration_since(Clock::now())
     }
 
     /// The longest wait for the per-vmid lock: half of what is left.
