@@ -87,7 +87,8 @@ pub fn run(
     let run = RunOptions {
         dry_run: opts.dry_run,
     };
-    let Some(report) = engine::converge(&cfg, &[job], run).pop() else {
+    let jobs = [job];
+    let Some(report) = engine::converge(&cfg, &jobs, run).next() else {
         return ExitCode::Internal;
     };
     for plan in &report.plans {

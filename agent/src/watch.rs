@@ -143,8 +143,9 @@ fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>) {
                 label: "watch".into(),
                 started: None,
             };
-            let result = engine::converge(&cfg, &[job], opts)
-                .pop()
+            let jobs = [job];
+            let result = engine::converge(&cfg, &jobs, opts)
+                .next()
                 .map(|r| r.result)
                 .unwrap_or(Ok(String::new()));
             match result {

@@ -22,13 +22,21 @@ use std::time::Duration;
 /// A call kind, for choosing which call fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Op {
+    /// [`Links::set_down`].
     SetDown,
+    /// [`Links::set_up`].
     SetUp,
+    /// [`Links::rename`].
     Rename,
+    /// [`Vswitch::add_port`].
     AddPort,
+    /// [`Vswitch::del_port`].
     DelPort,
+    /// [`Vswitch::replace_port`].
     ReplacePort,
+    /// [`Vswitch::wait_cur_cfg`].
     WaitCurCfg,
+    /// [`Vswitch::interface_status`].
     InterfaceStatus,
 }
 
@@ -49,8 +57,9 @@ pub enum Fault {
     LoseOvsdb,
 }
 
-/// A link of the model.
+/// A link of the model (the fields of [`Link`] a test checks).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub struct FakeLink {
     pub index: u32,
     pub name: String,
@@ -61,8 +70,9 @@ pub struct FakeLink {
     pub mtu: Option<u32>,
 }
 
-/// A Port (with its one Interface) of the model.
+/// A Port (with its one Interface) of the model (the columns of [`PortRow`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[allow(missing_docs)]
 pub struct FakePort {
     pub name: String,
     pub bridge: String,

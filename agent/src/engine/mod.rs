@@ -56,7 +56,7 @@ pub struct Job {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     /// Stop after planning, change nothing, take no lock, write no audit row; the plan is in
-    /// [`Report::plan`].
+    /// [`Report::plans`].
     pub dry_run: bool,
 }
 
@@ -76,12 +76,16 @@ pub struct Report {
     pub result: Result<String, RunError>,
 }
 
-/// Converges `jobs`, one after another (each under its own lock and deadline), and returns one
-/// [`Report`] per job, in order. Every failed run leaves a `failed` audit row.
-pub fn converge(cfg: &AgentConfig, jobs: &[Job], opts: RunOptions) -> Vec<Report> {
-    jobs.iter()
-        .map(|job| converge_one(cfg, job, opts))
-        .collect()
+/// Converges `jobs`, one after another (each under its own lock and deadline), yielding one
+/// [`Report`] per job, in order. Lazy: a job runs when the iterator reaches it, so a caller
+/// prints each report as soon as its container is done. Every failed run leaves a `failed`
+/// audit row.
+pub fn converge<'a>(
+    cfg: &'a AgentConfig,
+    jobs: &'a [Job],
+    opts: RunOptions,
+) -> impl Iterator<Item = Report> + 'a {
+    jobs.iter().map(move |job| converge_one(cfg, job, opts))
 }
 
 /// One container: lock, audit log, load, then observe → plan → execute within its deadline.
