@@ -100,11 +100,11 @@ pub fn run(
             println!("(nothing to do)");
         }
     }
-    if opts.timings {
-        for (step, d) in &report.timings {
+    if let (true, Some((timings, total))) = (opts.timings, &report.timings) {
+        for (step, d) in timings {
             eprintln!("timing {step} {:.3} ms", d.as_secs_f64() * 1e3);
         }
-        eprintln!("timing total {:.3} ms", report.total.as_secs_f64() * 1e3);
+        eprintln!("timing total {:.3} ms", total.as_secs_f64() * 1e3);
     }
     match report.result {
         Err(e) => fail(vmid_arg, ph, e.code(), &e.to_string()),

@@ -68,10 +68,10 @@ pub struct Report {
     /// With `dry_run`: each plan made, in order (also the post-stop sweep made for a broken
     /// config, whose error is still in `result`). Print with [`plan::plan_lines`].
     pub plans: Vec<Vec<Planned>>,
-    /// `(step, elapsed)` in the order the steps ran, for `--timings`.
-    pub timings: Vec<(String, Duration)>,
-    /// From the job's start until its audit rows were written.
-    pub total: Duration,
+    /// For `--timings`: `(step, elapsed)` in the order the steps ran, and the time from the
+    /// job's start until its audit rows were written. `None` when the run stopped before it
+    /// loaded the config (lock or audit log not available, pre-stop).
+    pub timings: Option<(Vec<(String, Duration)>, Duration)>,
     /// The one-line summary (empty for pre-stop and dry runs), or why the run failed.
     pub result: Result<String, RunError>,
 }
@@ -102,15 +102,13 @@ fn converge_one(cfg: &AgentConfig, job: &Job, opts: RunOptions) -> Report {
             (Some(rec), r)
         }
     };
-    let (timings, total) = match rec {
-        Some(r) => (r.timings.clone(), started.elapsed()),
-        None => (Vec::new(), started.elapsed()),
-    };
+    let timings = rec
+        .filter(|_| job.phase != Phase::PreStop)
+        .map(|r| (r.timings.clone(), started.elapsed()));
     Report {
         vmid,
         plans,
         timings,
-        total,
         result,
     }
 }
