@@ -1,5 +1,4 @@
-//! The convergence engine: one flow for every caller (`hook`, `apply`, `watch`), per container
-//!
+//! The convergence engine: one flow for every caller (`hook`, `apply`, `watch`), per container:
 //! load (PVE conf + container TOML, [`load`]) → observe (netlink, OVSDB, [`observe`]) → plan
 //! (pure, [`plan`]) → execute ([`execute`], each outcome to the audit seam
 //! [`crate::report::Recorder`]) → rollback of PVE's plumbing on failure ([`rollback`]).
@@ -94,17 +93,18 @@ fn converge_one(cfg: &AgentConfig, job: &Job, opts: RunOptions) -> Report {
     let deadline = Deadline::of_config(cfg, started);
     let vmid = job.managed.vmid;
     let mut plans = Vec::new();
-    let (rec, result) = match open(cfg, job, deadline, opts) {
+    let (timings, result) = match open(cfg, job, deadline, opts) {
         Err(e) => (None, Err(e)),
         Ok((lock, mut rec)) => {
             let r = run_locked(cfg, job, deadline, opts, &mut rec, &mut plans);
+            let timings = (job.phase != Phase::PreStop)
+                .then(|| (std::mem::take(&mut rec.timings), started.elapsed()));
+            // The audit log is closed before the lock is released.
+            drop(rec);
             drop(lock);
-            (Some(rec), r)
+            (timings, r)
         }
     };
-    let timings = rec
-        .filter(|_| job.phase != Phase::PreStop)
-        .map(|r| (r.timings.clone(), started.elapsed()));
     Report {
         vmid,
         plans,
