@@ -1,31 +1,40 @@
 //! Read-only views of managed containers, shared by `check`, `status`, `query`, `gc`, `apply`
-//! and `watch`: which vmids are managed, their desired state, and a field-level comparison of
+//! and `watch`: which containers are managed, their desired state, and a field-level comparison of
 //! the observed links and OVSDB rows with it ([`drift`]). Nothing here changes the host.
 
-use crate::apply::{HookError, Target};
 use crate::config::{AgentConfig, ConfigError};
 use crate::desired::{Desired, NicMode};
-use crate::exit::ExitCode;
-use crate::plan::{self, Observed};
+use crate::engine::observe::{self, Observed};
+use crate::engine::{plan, Deadline, Host, Managed, RunError};
 use crate::report::Recorder;
 use pve_integration::Vmid;
 use std::path::Path;
 use std::time::Instant;
 
-/// True when op-agent manages `vmid`: a container TOML exists (either location) and so does
-/// `<pve root>/etc/pve/lxc/<vmid>.conf` (the same test as the hook's fast path).
-pub fn is_managed(cfg: &AgentConfig, vmid: Vmid) -> bool {
-    let pve = pve_integration::paths::lxc_conf_path(&cfg.toml.pve.root, vmid);
-    pve.exists() && cfg.container_candidates(vmid).iter().any(|p| p.exists())
+/// `vmid` when op-agent manages it: a container TOML exists (either location) and so does
+/// `<pve root>/etc/pve/lxc/<vmid>.conf` (the hook's fast path, [`Managed::find`]).
+pub fn managed_one(cfg: &AgentConfig, vmid: Vmid) -> Option<Managed> {
+    Managed::find(cfg, vmid).ok().flatten()
 }
 
-/// Every managed vmid, ascending ([`AgentConfig::managed_vmids`] filtered by [`is_managed`]).
-pub fn managed(cfg: &AgentConfig) -> Vec<Vmid> {
+/// True when op-agent manages `vmid` ([`managed_one`]).
+pub fn is_managed(cfg: &AgentConfig, vmid: Vmid) -> bool {
+    managed_one(cfg, vmid).is_some()
+}
+
+/// Every managed container, by ascending vmid ([`AgentConfig::managed_vmids`] that
+/// [`Managed::find`] finds managed).
+pub fn managed_all(cfg: &AgentConfig) -> Vec<Managed> {
     cfg.managed_vmids()
         .into_iter()
         .filter_map(Vmid::new)
-        .filter(|v| is_managed(cfg, *v))
+        .filter_map(|v| managed_one(cfg, v))
         .collect()
+}
+
+/// Every managed vmid, ascending ([`managed_all`]).
+pub fn managed(cfg: &AgentConfig) -> Vec<Vmid> {
+    managed_all(cfg).into_iter().map(|m| m.vmid).collect()
 }
 
 /// `pve_integration::running::is_running` under `[pve] root`.
@@ -41,19 +50,22 @@ pub fn parse_vmid(s: &str) -> Result<Vmid, String> {
 /// The desired state of `vmid` from its container TOML and PVE conf, or `None` when the guest
 /// is not managed. Errors name the file and line ([`ConfigError`]).
 pub fn load_desired(cfg: &AgentConfig, vmid: Vmid) -> Result<Option<Desired>, ConfigError> {
-    if !is_managed(cfg, vmid) {
-        return Ok(None);
+    match managed_one(cfg, vmid) {
+        Some(m) => m.load(),
+        None => Ok(None),
     }
-    crate::hook::load_desired(cfg, vmid)
 }
 
 /// Connects to netlink and OVSDB and observes `d` (with the owned-port sweep), writing no
 /// audit row. Must run inside a tokio runtime.
-pub async fn observe(cfg: &AgentConfig, d: &Desired) -> Result<(Target, Observed), HookError> {
-    let mut rec = Recorder::new(d.vmid.get(), "inspect", None, Instant::now());
-    let target = Target::connect(cfg, &mut rec).await?;
-    let obs = target.observe(d, true, &mut rec).await?;
-    Ok((target, obs))
+///
+/// Errors: those of [`Host::connect`] and [`observe::observe`].
+pub async fn observe(cfg: &AgentConfig, d: &Desired) -> Result<(Host, Observed), RunError> {
+    let started = Instant::now();
+    let mut rec = Recorder::new(d.vmid.get(), "inspect", None, started);
+    let host = Host::connect(cfg, Deadline::of_config(cfg, started), &mut rec).await?;
+    let obs = observe::observe(&host, d, true, &mut rec).await?;
+    Ok((host, obs))
 }
 
 /// One difference between the live state and the config.
@@ -256,9 +268,11 @@ pub fn last_audit_seq(db: &Path, vmid: u32) -> Option<i64> {
 }
 
 /// A current-thread tokio runtime for a command; the error is one line.
-pub fn runtime() -> Result<tokio::runtime::Runtime, HookError> {
+///
+/// Errors: [`RunError::Runtime`] (exit code 70).
+pub fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| HookError::new(ExitCode::Internal, format!("tokio runtime: {e}")))
+        .map_err(RunError::Runtime)
 }

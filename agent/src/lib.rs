@@ -1,20 +1,21 @@
 //! op-agent library: everything the `op-agent` binary does, one module per job.
 //!
-//! The flow of a hook is parse (PVE conf + TOML, [`config`], [`desired`]) → plan (a pure list of
-//! steps from config and observed state, [`plan`]) → apply (netlink, OVSDB, each outcome to the
-//! audit, [`audit`]).
+//! The flow of a hook ([`hook`], and of `apply` and `watch`) is the engine's ([`engine`]):
+//! load (PVE conf + TOML, [`config`], [`desired`]) → observe → plan (a pure list of steps from
+//! config and observed state, [`engine::plan`]) → execute (netlink, OVSDB, each outcome to the
+//! audit seam, [`report`]) → rollback on failure.
 
-// No unwrap/expect/panic on data from outside the process; tests may.
+// No unwrap/expect/panic on data from outside the process (bad input never panics); tests may.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
-pub mod apply;
 pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod desired;
+pub mod engine;
 pub mod exit;
 #[doc(hidden)]
 pub mod fuzz;
@@ -25,7 +26,6 @@ pub mod logging;
 pub mod mesh;
 pub mod netlink;
 pub mod ovsdb;
-pub mod plan;
 pub mod report;
 pub mod time;
 pub mod watch;

@@ -50,13 +50,9 @@ pub struct Link {
     pub mac: Option<String>,
     /// IFLA_MTU in bytes.
     pub mtu: Option<u32>,
-    /// IFLA_IFALIAS: op-agent marks the links it renamed with [`OWNER_ALIAS_PREFIX`].
+    /// IFLA_IFALIAS (free text set by whoever configured the link).
     pub alias: Option<String>,
 }
-
-/// Prefix of the IFLA_IFALIAS op-agent sets on a link it renamed (`op-agent vm-id=100 net=0`),
-/// so that a link of the same name that op-agent did not make is never touched.
-pub const OWNER_ALIAS_PREFIX: &str = "op-agent ";
 
 impl Link {
     fn from_message(m: &LinkMessage) -> Link {

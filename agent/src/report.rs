@@ -54,6 +54,9 @@ pub struct Recorder {
     failed: bool,
     /// `(step, elapsed)` in the order the steps ran; printed by `--timings`.
     pub timings: Vec<(String, Duration)>,
+    /// Every row reported, intent rows included, in order (unit tests read them).
+    #[cfg(test)]
+    seen: Vec<(String, Outcome, Value)>,
 }
 
 impl Recorder {
@@ -79,6 +82,8 @@ impl Recorder {
             started,
             failed: false,
             timings: Vec::new(),
+            #[cfg(test)]
+            seen: Vec::new(),
         }
     }
 
@@ -119,6 +124,9 @@ impl Recorder {
     /// (write-ahead). An error means nothing may be changed.
     pub fn intent(&mut self, step: &str, detail: &Value) -> Result<(), AuditError> {
         let t = Instant::now();
+        #[cfg(test)]
+        self.seen
+            .push((step.to_string(), Outcome::Intent, detail.clone()));
         let detail = detail.to_string();
         log::info!(
             "{} {} run {}: intent {step} {detail}",
@@ -146,6 +154,8 @@ impl Recorder {
 
     /// Reports the outcome of a step (buffered until [`Recorder::finish`]).
     pub fn outcome(&mut self, step: &str, outcome: Outcome, detail: Value) {
+        #[cfg(test)]
+        self.seen.push((step.to_string(), outcome, detail.clone()));
         let detail = detail.to_string();
         self.failed |= outcome == Outcome::Failed;
         match outcome {
@@ -232,6 +242,13 @@ impl Recorder {
             log::info!("audit head {h}");
         }
         Ok(head)
+    }
+
+    /// Every row reported so far (intent and outcomes, also those already appended), in
+    /// order: `(step, outcome, detail)`.
+    #[cfg(test)]
+    pub fn rows(&self) -> &[(String, Outcome, Value)] {
+        &self.seen
     }
 
     /// Time since the process started handling this run.

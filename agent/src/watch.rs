@@ -1,7 +1,8 @@
 //! The `op-agent watch` service: keeps managed containers converged between hooks.
 //!
-//! PVE calls no hook phase on an in-guest `reboot`, on NIC hotplug or after an OVS restart
-//! (pve-facts §1.5, §5), yet each of these recreates `veth<vmid>i<n>` or loses op-agent's rows.
+//! PVE calls no hook phase on an in-guest `reboot` (lxc-start's `reboot` restarts the container
+//! inside the same monitor, so pve-container's pre-start/post-stop hooks run, but no hookscript
+//! phase), on NIC hotplug (pve-container `PVE::LXC::update_net`) or after an OVS restart, yet each of these recreates `veth<vmid>i<n>` or loses op-agent's rows.
 //! The service:
 //! - subscribes to rtnetlink link events (`RTNLGRP_LINK`); when a link named `veth<vmid>i<n>`
 //!   appears (a new ifindex, or a link renamed to that name) for a managed vmid, it waits up to
@@ -11,7 +12,7 @@
 //!   comes back after a loss (probed with RFC 7047 §4.1.11 `echo` every `probe`), reconnecting
 //!   with exponential backoff (100 ms doubling to 2 s);
 //! - retries a failed container with backoff (250 ms doubling to 4 s, 6 attempts);
-//! - takes the per-vmid lock the hooks take ([`crate::hook::run_locked`]), so a hook and the
+//! - takes the per-vmid lock the hooks take ([`crate::engine::converge`]), so a hook and the
 //!   service never work on one container at once;
 //! - exits 0 on SIGTERM or SIGINT after the run in progress (itself bounded by
 //!   `[hook] deadline_ms`).
@@ -20,8 +21,8 @@
 //! the event loop runs on a current-thread tokio runtime.
 
 use crate::config::AgentConfig;
+use crate::engine::{self, Phase, RunOptions};
 use crate::exit::ExitCode;
-use crate::hook::{self, HookOptions, Phase};
 use crate::inspect;
 use crate::netlink::{Link, Netlink};
 use crate::ovsdb::Client;
@@ -72,7 +73,7 @@ struct Pending {
 /// The worker: runs post-start steps for due containers, one at a time, with retries.
 fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>) {
     let mut pending: BTreeMap<Vmid, Pending> = BTreeMap::new();
-    let opts = HookOptions::default();
+    let opts = RunOptions::default();
     loop {
         let now = Instant::now();
         let wait = pending
@@ -119,11 +120,25 @@ fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>) {
             let Some(p) = pending.remove(&v) else {
                 continue;
             };
-            if !inspect::is_managed(&cfg, v) || !inspect::is_running(&cfg, v) {
-                log::info!("watch: {v}: not managed or not running; nothing to do");
-                continue;
-            }
-            match hook::run_locked(&cfg, v, Phase::PostStart, "watch", &opts, Instant::now()) {
+            let managed = match inspect::managed_one(&cfg, v) {
+                Some(m) if inspect::is_running(&cfg, v) => m,
+                _ => {
+                    log::info!("watch: {v}: not managed or not running; nothing to do");
+                    continue;
+                }
+            };
+            let job = engine::Job {
+                managed,
+                phase: Phase::PostStart,
+                label: "watch".into(),
+                started: None,
+            };
+            let jobs = [job];
+            let result = engine::converge(&cfg, &jobs, opts)
+                .next()
+                .map(|r| r.result)
+                .unwrap_or(Ok(String::new()));
+            match result {
                 Ok(s) => log::info!("watch: {v} ({}): {s}", p.why),
                 Err(e) => {
                     let attempt = p.attempt + 1;
@@ -131,7 +146,7 @@ fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>) {
                         log::error!(
                             "watch: {v} ({}): {}; giving up after {attempt} attempts",
                             p.why,
-                            e.message
+                            e
                         );
                         continue;
                     }
@@ -139,7 +154,7 @@ fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>) {
                     log::warn!(
                         "watch: {v} ({}): {}; retry in {} ms",
                         p.why,
-                        e.message,
+                        e,
                         back.as_millis()
                     );
                     pending.entry(v).or_insert(Pending {
@@ -253,7 +268,7 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
         .name("op-agent-watch-worker".into())
         .spawn(move || worker(wcfg, rx))
         .map_err(|e| format!("cannot start the worker thread: {e}"))?;
-    let rt = inspect::runtime().map_err(|e| e.message)?;
+    let rt = inspect::runtime().map_err(|e| e.to_string())?;
     let r = rt.block_on(event_loop(&cfg, &opts, tx.clone()));
     let _ = tx.send(Job::Stop);
     drop(rt);

@@ -1,13 +1,12 @@
-//! `op-agent apply <vmid>` / `apply --all`: converge running containers now, with the
-//! same steps and audit rows as post-start (audit `phase` = `apply`), under the per-vmid lock
-//! the hooks take.
+//! `op-agent apply <vmid>` / `apply --all` (like CNI's ADD on a running container): converge
+//! running containers now, with the same steps and audit rows as post-start (audit `phase` =
+//! `apply`), under the per-vmid lock the hooks take ([`crate::engine::converge`]).
 
 use super::{CliError, CommandResult};
 use crate::config::AgentConfig;
+use crate::engine::{self, Job, Phase, RunOptions};
 use crate::exit::ExitCode;
-use crate::hook::{self, HookOptions, Phase};
 use crate::inspect;
-use std::time::Instant;
 
 /// Arguments of `op-agent apply`.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,43 +30,61 @@ pub struct ApplyArgs {
 /// `Usage` (64) for a malformed vmid; `Failed` (1) for a container that is not managed or not
 /// running when named explicitly.
 pub fn run(args: &ApplyArgs, cfg: AgentConfig) -> CommandResult {
-    let opts = HookOptions {
+    let opts = RunOptions {
         dry_run: args.dry_run,
-        timings: false,
     };
-    let vmids = if args.all {
-        inspect::managed(&cfg)
+    let managed = if args.all {
+        inspect::managed_all(&cfg)
             .into_iter()
-            .filter(|v| inspect::is_running(&cfg, *v))
+            .filter(|m| inspect::is_running(&cfg, m.vmid))
             .collect::<Vec<_>>()
     } else {
         let v = super::vmid_arg(args.vmid.as_deref().unwrap_or(""))?;
-        if !inspect::is_managed(&cfg, v) {
+        let Some(m) = inspect::managed_one(&cfg, v) else {
             return Err(CliError::new(
                 ExitCode::Failed,
                 format!("{v}: not managed by op-agent (no container TOML or no PVE conf)"),
             ));
-        }
+        };
         if !inspect::is_running(&cfg, v) {
             return Err(CliError::new(
                 ExitCode::Failed,
                 format!("{v}: container is not running"),
             ));
         }
-        vec![v]
+        vec![m]
     };
+    let jobs: Vec<Job> = managed
+        .into_iter()
+        .map(|managed| Job {
+            managed,
+            phase: Phase::PostStart,
+            label: "apply".into(),
+            started: None,
+        })
+        .collect();
     let mut code = ExitCode::Ok;
-    for v in vmids {
-        match hook::run_locked(&cfg, v, Phase::PostStart, "apply", &opts, Instant::now()) {
+    for r in engine::converge(&cfg, &jobs, opts) {
+        let v = r.vmid;
+        for plan in &r.plans {
+            let lines = engine::plan::plan_lines(plan);
+            for l in &lines {
+                println!("{l}");
+            }
+            if lines.is_empty() {
+                println!("(nothing to do)");
+            }
+        }
+        match r.result {
             Ok(summary) => {
                 if !summary.is_empty() {
                     println!("{v}: {summary}");
                 }
             }
             Err(e) => {
-                eprintln!("op-agent apply: {v}: {}", e.message);
+                eprintln!("op-agent apply: {v}: {e}");
                 if code == ExitCode::Ok {
-                    code = e.code;
+                    code = e.code();
                 }
             }
         }

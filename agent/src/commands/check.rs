@@ -35,11 +35,11 @@ pub fn check_vmid(
         Err(e) => return Err((e.exit_code(), e.to_string())),
     };
     let running = inspect::is_running(cfg, vmid);
-    let rt = inspect::runtime().map_err(|e| (e.code, e.message))?;
+    let rt = inspect::runtime().map_err(|e| (e.code(), e.to_string()))?;
     rt.block_on(async {
         let (target, obs) = inspect::observe(cfg, &d)
             .await
-            .map_err(|e| (e.code, e.message))?;
+            .map_err(|e| (e.code(), e.to_string()))?;
         let mut drift = Vec::new();
         if running {
             drift = inspect::drift(&d, &obs);

@@ -6,10 +6,10 @@
 use super::{CliError, CommandResult};
 use crate::audit::{AuditLog, AuditOptions, Outcome};
 use crate::config::AgentConfig;
+use crate::engine::ownership::{self, DelGuard as Ownership};
 use crate::exit::ExitCode;
 use crate::inspect;
-use crate::ovsdb::{Client, DelGuard, PortRow};
-use crate::plan::OWNER;
+use crate::ovsdb::{Client, PortRow};
 use crate::report::Recorder;
 use pve_integration::Vmid;
 use serde_json::json;
@@ -25,7 +25,7 @@ pub struct GcArgs {
 
 /// Why an owned row is stale, or `None` when it is to be kept.
 pub fn stale_reason(cfg: &AgentConfig, p: &PortRow) -> Option<String> {
-    if p.external_ids.get("owner").map(String::as_str) != Some(OWNER) {
+    if !ownership::is_owned(&p.external_ids) {
         return None;
     }
     let vm = p
@@ -97,10 +97,7 @@ async fn remove(
         &json!({"plan": [format!("ovs.del-port {name} (owned only)")], "reason": reason}),
     )
     .map_err(|e| (ExitCode::AuditIo, format!("{e}; nothing was changed")))?;
-    let guard = DelGuard::OwnedBy {
-        key: "owner".into(),
-        value: OWNER.into(),
-    };
+    let guard = Ownership::Owned.to_ovsdb();
     let r = match client.del_port(name, guard).await {
         Ok(Some(next)) => match client.wait_cur_cfg(next, client.timeout()).await {
             Ok(_) => {
@@ -152,7 +149,7 @@ async fn remove(
 /// # Errors
 /// `Unavailable` (69) when OVSDB cannot be reached or listed; the runtime's error.
 pub fn run(args: &GcArgs, cfg: &AgentConfig) -> CommandResult {
-    let rt = inspect::runtime().map_err(|e| CliError::new(e.code, e.message))?;
+    let rt = inspect::runtime().map_err(|e| CliError::wrap(e.code(), e))?;
     let timeout = Duration::from_millis(cfg.toml.ovsdb.timeout_ms);
     rt.block_on(async {
         let client = Client::connect(&cfg.toml.ovsdb.socket, timeout)

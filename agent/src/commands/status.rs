@@ -84,7 +84,7 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
             (Some(o), mesh)
         }
         Err(e) => {
-            st.error = Some(e.message);
+            st.error = Some(e.to_string());
             (None, None)
         }
     };
@@ -148,7 +148,7 @@ pub fn collect(
         Some(v) => vec![v],
         None => inspect::managed(cfg),
     };
-    let rt = inspect::runtime().map_err(|e| e.message)?;
+    let rt = inspect::runtime().map_err(|e| e.to_string())?;
     Ok(rt.block_on(async {
         let mut out = Vec::new();
         for v in vmids {

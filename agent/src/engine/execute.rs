@@ -1,0 +1,414 @@
+//! Execute step: runs a plan's steps against the host through [`Links`] and [`Vswitch`],
+//! reporting each outcome to the [`Recorder`]. A step that fails puts PVE's plumbing of its
+//! NIC back ([`rollback::restore_pve`]). Never sees `--dry-run`: the engine stops before it.
+//!
+//! Test builds with the `failpoints` feature read `OP_AGENT_FAILPOINT`: `<step>` kills the
+//! process (SIGKILL) right after that step, `panic:<step>` panics there, `fail:<step>` fails
+//! the step without running it.
+
+use crate::audit::Outcome;
+use crate::config::MeshSection;
+use crate::desired::{Desired, DesiredNic};
+use crate::engine::deadline::Budget;
+use crate::engine::error::RunError;
+use crate::engine::host::{Host, Links, Vswitch};
+use crate::engine::observe::Observed;
+use crate::engine::ownership::{self, DelGuard};
+use crate::engine::plan::{plan_lines, Planned, Step};
+use crate::engine::rollback::{self, Undo};
+use crate::report::Recorder;
+use serde_json::json;
+use std::time::Instant;
+
+/// Executes `steps` in order: the intent row first (write-ahead), then each step with its
+/// outcome row. Returns a one-line summary. On a failed step of a NIC, PVE's plumbing of that
+/// NIC is restored where op-agent had taken it apart, and the error is returned.
+///
+/// `mesh` is `[mesh]` of agent.toml (netmaker mode). Errors: [`RunError::AuditBefore`] when
+/// the intent row cannot be written (nothing was changed), else the failed step's error.
+pub async fn execute<L: Links, V: Vswitch>(
+    host: &Host<L, V>,
+    mesh: &MeshSection,
+    d: &Desired,
+    obs: &Observed,
+    steps: &[Planned],
+    rec: &mut Recorder,
+) -> Result<String, RunError> {
+    let changes = steps.iter().any(|p| {
+        !matches!(
+            p.step,
+            Step::Skip { .. }
+                | Step::ConfirmMesh
+                | Step::RecordMesh { .. }
+                | Step::CheckMaster { .. }
+        )
+    });
+    if changes {
+        rec.intent("run.intent", &json!({"plan": plan_lines(steps)}))
+            .map_err(RunError::AuditBefore)?;
+    }
+    let mut undo = Undos::default();
+    let mut summary = Vec::new();
+    for p in steps {
+        let t = Instant::now();
+        let res = match injected_failure(p.step.name()) {
+            Some(e) => {
+                rec.outcome(
+                    p.step.name(),
+                    Outcome::Failed,
+                    json!({"net": p.net.map(|n| n.get()), "error": e.to_string()}),
+                );
+                Err(e)
+            }
+            None => step(host, mesh, d, obs, p, rec, &mut undo).await,
+        };
+        rec.timing(p.step.name(), t.elapsed());
+        failpoint(p.step.name());
+        match res {
+            Ok(Some(s)) => summary.push(s),
+            Ok(None) => {}
+            Err(e) => {
+                if let Some(n) = p.net.map(|n| n.get()) {
+                    if let Some(u) = undo.take(n) {
+                        rollback::restore_pve(host, n, u, rec).await;
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    if !changes {
+        rec.outcome("run.converged", Outcome::Ok, json!({}));
+        if summary.is_empty() {
+            summary.push("nothing to change".into());
+        }
+    }
+    Ok(summary.join("; "))
+}
+
+/// Per-NIC [`Undo`] records, by `net` index.
+#[derive(Default)]
+struct Undos(Vec<(u8, Undo)>);
+
+impl Undos {
+    /// The record of `net`, made empty when there is none yet.
+    fn of(&mut self, net: u8) -> &mut Undo {
+        let i = match self.0.iter().position(|(x, _)| *x == net) {
+            Some(i) => i,
+            None => {
+                self.0.push((net, Undo::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    /// Removes and returns the record of `net`.
+    fn take(&mut self, net: u8) -> Option<Undo> {
+        let i = self.0.iter().position(|(x, _)| *x == net)?;
+        Some(self.0.remove(i).1)
+    }
+}
+
+/// Test builds only: `OP_AGENT_FAILPOINT=<step name>` kills the process right after that step
+/// (SIGKILL, like `kill -9`), to test that running the phase again converges;
+/// `OP_AGENT_FAILPOINT=panic:<step name>` panics there instead.
+fn failpoint(step: &str) {
+    #[cfg(feature = "failpoints")]
+    {
+        let fp = std::env::var("OP_AGENT_FAILPOINT").unwrap_or_default();
+        if fp == step {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+        // `panic:<step>`: a panic instead of a kill (tests the panic path of `lib::run`).
+        #[allow(clippy::panic)]
+        if fp.strip_prefix("panic:") == Some(step) {
+            panic!("failpoint panic after {step}");
+        }
+    }
+    let _ = step;
+}
+
+/// Test builds only: `OP_AGENT_FAILPOINT=fail:<step name>` makes that step fail without
+/// running (exit 1), to test the rollback of PVE's plumbing.
+fn injected_failure(step: &str) -> Option<RunError> {
+    #[cfg(feature = "failpoints")]
+    {
+        let fp = std::env::var("OP_AGENT_FAILPOINT").unwrap_or_default();
+        if fp.strip_prefix("fail:") == Some(step) {
+            return Some(RunError::Failpoint { step: step.into() });
+        }
+    }
+    let _ = step;
+    None
+}
+
+fn nic_of<'a>(d: &'a Desired, p: &Planned) -> Option<(usize, &'a DesiredNic)> {
+    let n = p.net?;
+    d.nics.iter().enumerate().find(|(_, x)| x.net == n)
+}
+
+/// Waits (within [`Budget::Forward`]) until ovs-vswitchd applied `next_cfg`; an `ovs.wait`
+/// row either way.
+async fn wait<L: Links, V: Vswitch>(
+    host: &Host<L, V>,
+    next_cfg: i64,
+    rec: &mut Recorder,
+    net: Option<u8>,
+) -> Result<(), RunError> {
+    let t = Instant::now();
+    let r = host
+        .ovs
+        .wait_cur_cfg(next_cfg, host.wait_budget(Budget::Forward))
+        .await;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    rec.timing("ovs.wait", t.elapsed());
+    match r {
+        Ok(cur) => {
+            rec.outcome(
+                "ovs.wait",
+                Outcome::Ok,
+                json!({"net": net, "next_cfg": next_cfg, "cur_cfg": cur, "ms": ms}),
+            );
+            Ok(())
+        }
+        Err(e) => {
+            rec.outcome(
+                "ovs.wait",
+                Outcome::Failed,
+                json!({"net": net, "next_cfg": next_cfg, "error": e.to_string()}),
+            );
+            Err(RunError::Ovsdb(e))
+        }
+    }
+}
+
+/// Runs one step and records its outcome; `Ok(Some(line))` adds to the run's summary.
+async fn step<L: Links, V: Vswitch>(
+    host: &Host<L, V>,
+    mesh: &MeshSection,
+    d: &Desired,
+    obs: &Observed,
+    p: &Planned,
+    rec: &mut Recorder,
+    undo: &mut Undos,
+) -> Result<Option<String>, RunError> {
+    let net = p.net.map(|n| n.get());
+    let name = p.step.name();
+    let failed = |rec: &mut Recorder, e: &RunError| {
+        rec.outcome(
+            name,
+            Outcome::Failed,
+            json!({"net": net, "error": e.to_string()}),
+        );
+    };
+    match &p.step {
+        Step::DelPort { port, guard } => {
+            match host.ovs.del_port(port, guard.to_ovsdb()).await {
+                Ok(Some(next)) => {
+                    rec.outcome(name, Outcome::Ok, json!({"net": net, "port": port}));
+                    if let (Some(n), Some((i, nic))) = (net, nic_of(d, p)) {
+                        if *port == nic.pve_veth {
+                            if let Some(o) = obs.nics.get(i) {
+                                undo.of(n).pve_port = o.pve_port.clone();
+                            }
+                        }
+                    }
+                    // ovs-vswitchd now releases the device: ~10 ms in the userspace datapath,
+                    // where closing its packet socket waits for an RCU grace period. The audit
+                    // WAL is folded meanwhile, when it is due.
+                    rec.idle();
+                    wait(host, next, rec, net).await?;
+                }
+                Ok(None) => rec.outcome(
+                    name,
+                    Outcome::Skipped,
+                    json!({"net": net, "port": port, "reason": "absent"}),
+                ),
+                Err(e) => {
+                    let e = RunError::Ovsdb(e);
+                    failed(rec, &e);
+                    return Err(e);
+                }
+            }
+            Ok(None)
+        }
+        Step::LinkDown { link } => {
+            let l = host
+                .require_link(link)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
+            host.nl
+                .set_down(&l)
+                .await
+                .map_err(RunError::Netlink)
+                .inspect_err(|e| failed(rec, e))?;
+            if let Some(n) = net {
+                undo.of(n).downed = Some(link.clone());
+            }
+            rec.outcome(name, Outcome::Ok, json!({"net": net, "link": link}));
+            Ok(None)
+        }
+        Step::LinkRename { from, to, up } => {
+            let l = host
+                .require_link(from)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
+            let alias = ownership::owner_alias(d.vmid.get(), net.unwrap_or(0));
+            host.nl
+                .rename(&l, to, &alias, *up)
+                .await
+                .map_err(RunError::Netlink)
+                .inspect_err(|e| failed(rec, e))?;
+            if let Some(n) = net {
+                undo.of(n).renamed = Some((from.clone(), to.clone()));
+            }
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "from": from, "to": to, "ifindex": l.index, "up": up}),
+            );
+            Ok(Some(format!("net{} {from} -> {to}", net.unwrap_or(0))))
+        }
+        Step::LinkUp { link } => {
+            let l = host
+                .require_link(link)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
+            host.nl
+                .set_up(&l)
+                .await
+                .map_err(RunError::Netlink)
+                .inspect_err(|e| failed(rec, e))?;
+            rec.outcome(name, Outcome::Ok, json!({"net": net, "link": link}));
+            Ok(None)
+        }
+        Step::AddPort(pp) | Step::ReplacePort(pp) => {
+            let r = if matches!(p.step, Step::ReplacePort(_)) {
+                host.ovs
+                    .replace_port(&pp.name, DelGuard::Owned.to_ovsdb(), pp)
+                    .await
+            } else {
+                host.ovs.add_port(pp).await
+            };
+            let next = r.map_err(RunError::Ovsdb).inspect_err(|e| failed(rec, e))?;
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "port": pp.name, "bridge": pp.bridge, "tag": pp.tag,
+                       "trunks": pp.trunks, "vlan_mode": pp.vlan_mode,
+                       "mtu_request": pp.mtu_request, "external_ids": pp.external_ids}),
+            );
+            wait(host, next, rec, net).await?;
+            let status = host
+                .ovs
+                .interface_status(&pp.name)
+                .await
+                .map_err(RunError::Ovsdb)?;
+            let (ofport, error) = status.unwrap_or((None, Some("Interface row missing".into())));
+            if ofport.unwrap_or(-1) <= 0 || error.is_some() {
+                let e = RunError::NotAttached {
+                    port: pp.name.clone(),
+                    bridge: pp.bridge.clone(),
+                    reason: error.clone().unwrap_or_else(|| "no ofport".into()),
+                };
+                rec.outcome(
+                    "ovs.check",
+                    Outcome::Failed,
+                    json!({"net": net, "port": pp.name, "ofport": ofport, "error": error}),
+                );
+                return Err(e);
+            }
+            rec.outcome(
+                "ovs.check",
+                Outcome::Ok,
+                json!({"net": net, "port": pp.name, "ofport": ofport}),
+            );
+            if let Some(n) = net {
+                undo.take(n);
+            }
+            let mut s = format!("on {}", pp.bridge);
+            if let Some(t) = pp.tag {
+                s.push_str(&format!(" tag {t}"));
+            }
+            s.push_str(&format!(" ofport {}", ofport.unwrap_or(-1)));
+            Ok(Some(s))
+        }
+        Step::CheckMaster { link, bridge } => {
+            let l = host
+                .require_link(link)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
+            let b = host
+                .require_link(bridge)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
+            if l.master != Some(b.index) {
+                let e = RunError::NotEnslaved {
+                    link: link.clone(),
+                    bridge: bridge.clone(),
+                };
+                failed(rec, &e);
+                return Err(e);
+            }
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "link": link, "master": bridge}),
+            );
+            Ok(Some(format!("{link} in {bridge}")))
+        }
+        Step::ConfirmMesh => match host.nl.confirm_mesh(mesh).await {
+            Ok(m) => {
+                rec.outcome(
+                    name,
+                    Outcome::Ok,
+                    json!({"interface": m.interface, "kind": m.kind, "addresses": m.addresses}),
+                );
+                Ok(Some(m.via()))
+            }
+            Err(msg) if d.require_mesh => {
+                let e = RunError::Mesh(msg);
+                failed(rec, &e);
+                Err(e)
+            }
+            Err(msg) => {
+                log::warn!("{msg}");
+                rec.outcome(name, Outcome::Skipped, json!({"warning": msg}));
+                Ok(None)
+            }
+        },
+        Step::RecordMesh { link } => {
+            let hwaddr = nic_of(d, p).and_then(|(_, n)| n.hwaddr.clone());
+            match host.nl.confirm_mesh(mesh).await {
+                Ok(m) => {
+                    rec.outcome(
+                        name,
+                        Outcome::Ok,
+                        json!({"net": net, "link": link, "hwaddr": hwaddr,
+                               "interface": m.interface, "kind": m.kind, "addresses": m.addresses}),
+                    );
+                    Ok(Some(format!("{link} {}", m.via())))
+                }
+                Err(msg) => {
+                    // post-start cannot abort the start any more: warn and record.
+                    log::warn!("{link}: {msg}");
+                    rec.outcome(
+                        name,
+                        Outcome::Skipped,
+                        json!({"net": net, "link": link, "warning": msg}),
+                    );
+                    Ok(Some(format!("{link} without mesh: {msg}")))
+                }
+            }
+        }
+        Step::Skip { reason } => {
+            rec.outcome(
+                name,
+                Outcome::Skipped,
+                json!({"net": net, "reason": reason}),
+            );
+            Ok(None)
+        }
+    }
+}

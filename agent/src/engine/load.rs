@@ -1,0 +1,74 @@
+//! Load step: is a guest managed by op-agent (answered once, as a [`Managed`] value passed on),
+//! and its desired state from the container TOML that wins and the PVE conf.
+
+use crate::config::{AgentConfig, ConfigError};
+use crate::desired::{self, Desired};
+use crate::engine::error::RunError;
+use pve_integration::Vmid;
+use std::path::PathBuf;
+
+/// A guest op-agent manages: a container TOML exists and so does its PVE CT conf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Managed {
+    /// The container.
+    pub vmid: Vmid,
+    /// The container TOML that wins ([`AgentConfig::container_candidates`], highest priority
+    /// first: the first one present).
+    pub ct_toml: PathBuf,
+    /// `<pve root>/etc/pve/lxc/<vmid>.conf`.
+    pub pve_conf: PathBuf,
+}
+
+impl Managed {
+    /// Finds out whether op-agent manages `vmid`: `Ok(None)` when no container TOML exists
+    /// (either location) or there is no PVE CT conf (e.g. a QEMU VM).
+    ///
+    /// Errors: [`RunError::PveRoot`] when a container TOML exists but `[pve] root` has no
+    /// `etc/pve` (silently doing nothing would switch op-agent off for every container).
+    pub fn find(cfg: &AgentConfig, vmid: Vmid) -> Result<Option<Managed>, RunError> {
+        let candidates = cfg.container_candidates(vmid);
+        if !candidates.iter().any(|p| p.exists()) {
+            return Ok(None);
+        }
+        let root = &cfg.toml.pve.root;
+        pve_integration::paths::check_pve_root(root).map_err(|source| RunError::PveRoot {
+            agent_toml: cfg.path.clone(),
+            source,
+        })?;
+        let pve_conf = pve_integration::paths::lxc_conf_path(root, vmid);
+        if !pve_conf.exists() {
+            return Ok(None);
+        }
+        // The first candidate that is there at all, as `read_checked` sees it: a dangling
+        // symlink is there (and refused when read).
+        let [first, second] = candidates;
+        let ct_toml = match std::fs::symlink_metadata(&first) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => second,
+            _ => first,
+        };
+        Ok(Some(Managed {
+            vmid,
+            ct_toml,
+            pve_conf,
+        }))
+    }
+
+    /// Parse step: the container TOML and the PVE conf, combined ([`desired::resolve`]);
+    /// `Ok(None)` when either file vanished since [`Managed::find`]. Errors name the file and
+    /// line.
+    pub fn load(&self) -> Result<Option<Desired>, ConfigError> {
+        let Some(text) = crate::config::read_checked(&self.ct_toml)? else {
+            return Ok(None);
+        };
+        let ct = crate::config::parse_container(&self.ct_toml, &text)?;
+        let Some(text) = crate::config::read_checked(&self.pve_conf)? else {
+            return Ok(None);
+        };
+        let path = &self.pve_conf;
+        let pve = pve_integration::parse_conf(text.as_bytes(), &path.display().to_string())
+            .map_err(|e| {
+                ConfigError::file(path, format!("{} ({})", e.kind, e.key)).at_line(e.line)
+            })?;
+        desired::resolve(self.vmid, &pve, path, &ct).map(Some)
+    }
+}

@@ -1,0 +1,299 @@
+//! The convergence engine: one flow for every caller (`hook`, `apply`, `watch`), per container:
+//! load (PVE conf + container TOML, [`load`]) → observe (netlink, OVSDB, [`observe`]) → plan
+//! (pure, [`plan`]) → execute ([`execute`], each outcome to the audit seam
+//! [`crate::report::Recorder`]) → rollback of PVE's plumbing on failure ([`rollback`]).
+//!
+//! Each container is run under its per-vmid lock, with its own audit log handle and recorder,
+//! within its own [`Deadline`] (`[hook] deadline_ms`; PVE's `exec_hookscript` has no timeout of
+//! its own). With `dry_run` the engine stops after planning and hands the plan back; the
+//! caller prints it.
+
+pub mod deadline;
+pub mod error;
+pub mod execute;
+pub mod host;
+pub mod load;
+pub mod observe;
+pub mod ownership;
+pub mod phase;
+pub mod plan;
+pub mod rollback;
+
+#[cfg(test)]
+mod fake;
+
+pub use deadline::{Budget, Deadline};
+pub use error::RunError;
+pub use host::{Host, Links, Vswitch};
+pub use load::Managed;
+pub use phase::{parse_phase, Phase, PhaseArg};
+
+use crate::audit::{AuditLog, AuditOptions, Outcome};
+use crate::config::{AgentConfig, ConfigError, NetworkType};
+use crate::desired::Desired;
+use crate::report::Recorder;
+use plan::Planned;
+use pve_integration::Vmid;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// One container to converge.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The container, found managed by the caller ([`Managed::find`]).
+    pub managed: Managed,
+    /// Which phase's steps to run (`apply` and `watch` run post-start's).
+    pub phase: Phase,
+    /// The audit rows' `phase`: `post-start`, `apply`, `watch`, ...
+    pub label: String,
+    /// When its deadline starts: the hook process's start, or `None` for when the engine
+    /// picks the job up.
+    pub started: Option<Instant>,
+}
+
+/// Options of a [`converge`] call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Stop after planning, change nothing, take no lock, write no audit row; the plan is in
+    /// [`Report::plans`].
+    pub dry_run: bool,
+}
+
+/// What became of one [`Job`].
+#[derive(Debug)]
+pub struct Report {
+    /// The container.
+    pub vmid: Vmid,
+    /// With `dry_run`: each plan made, in order (also the post-stop sweep made for a broken
+    /// config, whose error is still in `result`). Print with [`plan::plan_lines`].
+    pub plans: Vec<Vec<Planned>>,
+    /// For `--timings`: `(step, elapsed)` in the order the steps ran, and the time from the
+    /// job's start until its audit rows were written. `None` when the run stopped before it
+    /// loaded the config (lock or audit log not available, pre-stop).
+    pub timings: Option<(Vec<(String, Duration)>, Duration)>,
+    /// The one-line summary (empty for pre-stop and dry runs), or why the run failed.
+    pub result: Result<String, RunError>,
+}
+
+/// Converges `jobs`, one after another (each under its own lock and deadline), yielding one
+/// [`Report`] per job, in order. Lazy: a job runs when the iterator reaches it, so a caller
+/// prints each report as soon as its container is done. Every failed run leaves a `failed`
+/// audit row.
+pub fn converge<'a>(
+    cfg: &'a AgentConfig,
+    jobs: &'a [Job],
+    opts: RunOptions,
+) -> impl Iterator<Item = Report> + 'a {
+    jobs.iter().map(move |job| converge_one(cfg, job, opts))
+}
+
+/// One container: lock, audit log, load, then observe → plan → execute within its deadline.
+fn converge_one(cfg: &AgentConfig, job: &Job, opts: RunOptions) -> Report {
+    let started = job.started.unwrap_or_else(Instant::now);
+    let deadline = Deadline::of_config(cfg, started);
+    let vmid = job.managed.vmid;
+    let mut plans = Vec::new();
+    let (timings, result) = match open(cfg, job, deadline, opts) {
+        Err(e) => (None, Err(e)),
+        Ok((lock, mut rec)) => {
+            let r = run_locked(cfg, job, deadline, opts, &mut rec, &mut plans);
+            let timings = (job.phase != Phase::PreStop)
+                .then(|| (std::mem::take(&mut rec.timings), started.elapsed()));
+            // The audit log is closed before the lock is released.
+            drop(rec);
+            drop(lock);
+            (timings, r)
+        }
+    };
+    Report {
+        vmid,
+        plans,
+        timings,
+        result,
+    }
+}
+
+/// The per-vmid lock (not for a dry run) and the recorder on the audit log.
+fn open(
+    cfg: &AgentConfig,
+    job: &Job,
+    deadline: Deadline,
+    opts: RunOptions,
+) -> Result<(Option<crate::lock::VmidLock>, Recorder), RunError> {
+    let vmid = job.managed.vmid;
+    let lock = match opts.dry_run {
+        true => None,
+        false => Some(
+            crate::lock::lock_vmid(
+                &cfg.toml.pve.root.join("run/op-agent"),
+                vmid.get(),
+                deadline.lock_wait(),
+            )
+            .map_err(RunError::Lock)?,
+        ),
+    };
+    let audit = match opts.dry_run {
+        true => None,
+        false => {
+            let o = AuditOptions {
+                busy_timeout: deadline.audit_busy_timeout(),
+                key_file: Some(cfg.audit_key_file()),
+                ..AuditOptions::default()
+            };
+            Some(AuditLog::open(&cfg.toml.audit.database, &o).map_err(RunError::AuditBefore)?)
+        }
+    };
+    Ok((
+        lock,
+        Recorder::new(vmid.get(), &job.label, audit, deadline.started()),
+    ))
+}
+
+/// Under the lock: load, run, record the failure, write the audit rows.
+fn run_locked(
+    cfg: &AgentConfig,
+    job: &Job,
+    deadline: Deadline,
+    opts: RunOptions,
+    rec: &mut Recorder,
+    plans: &mut Vec<Vec<Planned>>,
+) -> Result<String, RunError> {
+    if job.phase == Phase::PreStop {
+        // Nothing to change, so nothing to validate (a config edited while the container ran
+        // must not make its stop fail).
+        rec.outcome("phase.noop", Outcome::Skipped, json!({}));
+        return rec.finish().map(|_| String::new()).map_err(RunError::Audit);
+    }
+    let loaded = job.managed.load().and_then(|d| {
+        d.ok_or_else(|| {
+            ConfigError::file(&job.managed.pve_conf, "container TOML or PVE conf vanished")
+        })
+    });
+    let result = match loaded {
+        Ok(d) => {
+            rec.outcome(
+                "config.validate",
+                Outcome::Ok,
+                json!({"nics": d.nics.len(), "network_type": d.network_type.as_str()}),
+            );
+            bounded(cfg, &d, job.phase, deadline, opts, rec, plans)
+        }
+        Err(e) => {
+            rec.outcome(
+                "config.validate",
+                Outcome::Failed,
+                json!({"error": e.to_string()}),
+            );
+            if job.phase == Phase::PostStop {
+                // The config broke while the container ran: still remove every row op-agent
+                // owns for it, then report the config error.
+                let d = Desired {
+                    vmid: job.managed.vmid,
+                    network_type: NetworkType::Bridge,
+                    require_mesh: false,
+                    nics: Vec::new(),
+                };
+                let _ = bounded(cfg, &d, job.phase, deadline, opts, rec, plans);
+            }
+            Err(RunError::Config(e))
+        }
+    };
+    // Every failed run leaves a `failed` row, also when it failed before any step did (a plan
+    // refusal such as a missing veth or a foreign link).
+    if let Err(e) = &result {
+        if !rec.has_failed() {
+            rec.outcome(
+                "run.failed",
+                Outcome::Failed,
+                json!({"error": e.to_string(), "exit": e.code().code()}),
+            );
+        }
+    }
+    let finished = rec.finish();
+    match (result, finished) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(RunError::Audit(e)),
+        (Ok(summary), Ok(_)) => Ok(summary),
+    }
+}
+
+/// Runs [`run_phase`] on a current-thread runtime, stopped at the deadline (a
+/// `hook.deadline failed` row and [`RunError::Deadline`]).
+fn bounded(
+    cfg: &AgentConfig,
+    d: &Desired,
+    phase: Phase,
+    deadline: Deadline,
+    opts: RunOptions,
+    rec: &mut Recorder,
+    plans: &mut Vec<Vec<Planned>>,
+) -> Result<String, RunError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    rt.block_on(within(deadline, rec, async |rec: &mut Recorder| {
+        run_phase(cfg, d, phase, deadline, opts, rec, plans).await
+    }))
+}
+
+/// `run(rec)`, stopped once `deadline` has passed: then a `hook.deadline failed` row and
+/// [`RunError::Deadline`]. Nothing is rolled back then: the waits of the plan end a quarter of
+/// the deadline early ([`Budget::Forward`]) so that a rollback fits before it.
+async fn within(
+    deadline: Deadline,
+    rec: &mut Recorder,
+    run: impl AsyncFnOnce(&mut Recorder) -> Result<String, RunError>,
+) -> Result<String, RunError> {
+    match tokio::time::timeout(deadline.remaining(), run(rec)).await {
+        Ok(r) => r,
+        Err(_) => {
+            let e = RunError::Deadline {
+                ms: deadline.length().as_millis(),
+            };
+            rec.outcome(
+                "hook.deadline",
+                Outcome::Failed,
+                json!({"error": e.to_string()}),
+            );
+            Err(e)
+        }
+    }
+}
+
+/// One phase, on a fresh connection to the host: observe → plan (the planner of `phase`) →
+/// execute. With `dry_run` the plan is pushed to `plans` instead of executed.
+async fn run_phase(
+    cfg: &AgentConfig,
+    d: &Desired,
+    phase: Phase,
+    deadline: Deadline,
+    opts: RunOptions,
+    rec: &mut Recorder,
+    plans: &mut Vec<Vec<Planned>>,
+) -> Result<String, RunError> {
+    let host = Host::connect(cfg, deadline, rec).await?;
+    // Post-stop removes every owned row, even while the kernel is still destroying the
+    // container's veths (asynchronously): a row left behind would capture the next device of
+    // that name (PVE bug #1232). Pre-start sweeps the stale ones.
+    let with_owned = phase != Phase::PostStart;
+    let mut obs = observe::observe(&host, d, with_owned, rec).await?;
+    let steps = match phase {
+        Phase::PreStart => {
+            observe::mark_live_ports(&host, &mut obs).await?;
+            plan::plan_pre_start(d, &obs)?
+        }
+        Phase::PostStart => plan::plan_post_start(d, &obs)?,
+        Phase::PostStop => plan::plan_post_stop(d, &obs),
+        // pre-stop never gets here: `run_locked` records it without loading the config.
+        Phase::PreStop => return Ok(String::new()),
+    };
+    if opts.dry_run {
+        plans.push(steps);
+        return Ok(String::new());
+    }
+    execute::execute(&host, &cfg.toml.mesh, d, &obs, &steps, rec).await
+}
+
+#[cfg(test)]
+mod tests;

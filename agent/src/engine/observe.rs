@@ -1,0 +1,238 @@
+//! Observe step: what the host looks like for one container, read through [`Links`] and
+//! [`Vswitch`] into plain values ([`Observed`]) the pure planner works on.
+
+use crate::audit::Outcome;
+use crate::desired::Desired;
+use crate::engine::error::RunError;
+use crate::engine::host::{Host, Links, Vswitch};
+use crate::engine::ownership::{self, AliasOwner};
+use crate::netlink::Link;
+use crate::ovsdb::PortRow;
+use crate::report::Recorder;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+/// A link as observed through netlink.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedLink {
+    /// ifindex.
+    pub index: u32,
+    /// IFLA_IFNAME.
+    pub name: String,
+    /// IFLA_INFO_KIND (`veth`, ...).
+    pub kind: Option<String>,
+    /// IFF_UP is set.
+    pub up: bool,
+    /// ifindex of the controller (bridge) holding it.
+    pub master: Option<u32>,
+    /// True when the link carries op-agent's IFLA_IFALIAS for this vmid and net.
+    pub ours: bool,
+    /// op-agent's alias when it marks the link as another container's or NIC's
+    /// (`op-agent vm-id=102 net=0`).
+    pub other_owner: Option<String>,
+}
+
+/// A Port (with its single Interface) as observed in OVSDB.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedPort {
+    /// `Port.name`.
+    pub name: String,
+    /// The Bridge whose `ports` holds it.
+    pub bridge: Option<String>,
+    /// `Port.tag`.
+    pub tag: Option<u16>,
+    /// `Port.trunks`, ascending.
+    pub trunks: Vec<u16>,
+    /// `Port.vlan_mode`.
+    pub vlan_mode: Option<String>,
+    /// Interface `mtu_request` (bytes).
+    pub mtu_request: Option<i64>,
+    /// Port `external_ids`.
+    pub external_ids: BTreeMap<String, String>,
+    /// Interface `ofport` (-1 or absent when not applied).
+    pub ofport: Option<i64>,
+    /// Interface `error`.
+    pub error: Option<String>,
+    /// A kernel link of the Port's name exists (its container is running): pre-start never
+    /// deletes such a row.
+    pub link_alive: bool,
+}
+
+impl ObservedPort {
+    /// `external_ids:owner=op-agent` ([`ownership::is_owned`]).
+    pub fn owned(&self) -> bool {
+        ownership::is_owned(&self.external_ids)
+    }
+}
+
+/// What was observed for one desired NIC (same order as `Desired::nics`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedNic {
+    /// The link `veth<vmid>i<n>`.
+    pub pve_link: Option<ObservedLink>,
+    /// The link with op-agent's name (`vi<vmid>`...).
+    pub target_link: Option<ObservedLink>,
+    /// The Port named `veth<vmid>i<n>`.
+    pub pve_port: Option<ObservedPort>,
+    /// The Port with op-agent's name.
+    pub target_port: Option<ObservedPort>,
+    /// Kind of the NIC's bridge as a kernel link (`bridge` for a Linux bridge), if it exists.
+    pub bridge_link_kind: Option<String>,
+    /// MTU of the bridge's kernel device (PVE `read_bridge_mtu`), bytes.
+    pub bridge_mtu: Option<u32>,
+}
+
+/// The observed host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// One entry per desired NIC, in `Desired::nics` order.
+    pub nics: Vec<ObservedNic>,
+    /// Names of the OVS Bridge rows.
+    pub ovs_bridges: BTreeSet<String>,
+    /// Ports with `owner=op-agent` and `vm-id=<vmid>` (filled for pre-start and post-stop).
+    pub owned_ports: Vec<ObservedPort>,
+}
+
+/// A Port row (first Interface only) as the planner sees it.
+pub fn port_of(row: PortRow) -> ObservedPort {
+    let iface = row.interfaces.into_iter().next();
+    ObservedPort {
+        name: row.name,
+        bridge: row.bridge,
+        tag: row.tag,
+        trunks: row.trunks,
+        vlan_mode: row.vlan_mode,
+        mtu_request: iface.as_ref().and_then(|i| i.mtu_request),
+        external_ids: row.external_ids,
+        ofport: iface.as_ref().and_then(|i| i.ofport),
+        error: iface.and_then(|i| i.error),
+        link_alive: false,
+    }
+}
+
+/// A link as the planner sees it, its alias read against `vmid`'s `net<net>`.
+pub fn link_of(l: Link, vmid: u32, net: u8) -> ObservedLink {
+    let (ours, other_owner) = match ownership::alias_owner(l.alias.as_deref(), vmid, net) {
+        AliasOwner::This => (true, None),
+        AliasOwner::Other(a) => (false, Some(a)),
+        AliasOwner::Foreign => (false, None),
+    };
+    ObservedLink {
+        other_owner,
+        ours,
+        index: l.index,
+        name: l.name,
+        kind: l.kind,
+        up: l.up,
+        master: l.master,
+    }
+}
+
+/// Reads what the plan needs: one OVSDB transaction (all bridge names and the Ports and
+/// Interfaces named `veth<vmid>i<n>` and op-agent's name for every NIC) with every netlink
+/// lookup (both link names and the bridge's device per NIC) in flight at the same time, so
+/// the whole read costs about one round trip. `with_owned` also lists every Port owned by
+/// op-agent for this vmid (pre-start and post-stop sweeps), pipelined on the same
+/// connection. A failed OVSDB read leaves an `ovs.observe failed` row.
+///
+/// Errors: [`RunError::Ovsdb`], [`RunError::Netlink`].
+pub async fn observe<L: Links, V: Vswitch>(
+    host: &Host<L, V>,
+    d: &Desired,
+    with_owned: bool,
+    rec: &mut Recorder,
+) -> Result<Observed, RunError> {
+    let t = Instant::now();
+    let vmid = d.vmid.get();
+    let names: Vec<&str> = d
+        .nics
+        .iter()
+        .flat_map(|n| [n.pve_veth.as_str(), n.name.as_str()])
+        .collect();
+    let ovs = async {
+        let owned = async {
+            match with_owned {
+                true => host.ovs.list_ports().await.map(Some),
+                false => Ok(None),
+            }
+        };
+        tokio::try_join!(host.ovs.snapshot(&names), owned)
+    };
+    let links = futures_util::future::try_join_all(d.nics.iter().map(|nic| async move {
+        let (pve, target, bridge) = tokio::try_join!(
+            host.link(&nic.pve_veth),
+            host.link(nic.name.as_str()),
+            async {
+                match &nic.bridge {
+                    Some(b) => host.link(b.as_str()).await,
+                    None => Ok(None),
+                }
+            }
+        )?;
+        Ok::<_, RunError>((pve, target, bridge))
+    }));
+    let (ovs, links) = tokio::join!(ovs, links);
+    let (snap, owned) = match ovs {
+        Ok(r) => r,
+        Err(e) => {
+            rec.outcome(
+                "ovs.observe",
+                Outcome::Failed,
+                json!({"error": e.to_string()}),
+            );
+            return Err(RunError::Ovsdb(e));
+        }
+    };
+    let links = links?;
+    let mut obs = Observed {
+        ovs_bridges: snap.bridges.into_iter().collect(),
+        ..Observed::default()
+    };
+    for (nic, (pve, target, bridge)) in d.nics.iter().zip(links) {
+        let n = nic.net.get();
+        let mut o = ObservedNic {
+            pve_link: pve.map(|l| link_of(l, vmid, n)),
+            target_link: target.map(|l| link_of(l, vmid, n)),
+            pve_port: snap.ports.get(&nic.pve_veth).cloned().map(port_of),
+            target_port: snap.ports.get(nic.name.as_str()).cloned().map(port_of),
+            ..Default::default()
+        };
+        if let Some(bl) = bridge {
+            o.bridge_link_kind = bl.kind;
+            o.bridge_mtu = bl.mtu;
+        }
+        obs.nics.push(o);
+    }
+    if let Some(ports) = owned {
+        obs.owned_ports = ports
+            .into_iter()
+            .filter(|p| ownership::is_owned_for(&p.external_ids, vmid))
+            .map(port_of)
+            .collect();
+    }
+    rec.timing("observe", t.elapsed());
+    Ok(obs)
+}
+
+/// Sets `link_alive` on every observed Port whose name is a kernel link; returns whether any
+/// is alive.
+///
+/// Errors: [`RunError::Netlink`].
+pub async fn mark_live_ports<L: Links, V: Vswitch>(
+    host: &Host<L, V>,
+    obs: &mut Observed,
+) -> Result<bool, RunError> {
+    let mut any = false;
+    for nic in &mut obs.nics {
+        if let Some(p) = nic.target_port.as_mut() {
+            p.link_alive = host.link(&p.name).await?.is_some();
+            any |= p.link_alive;
+        }
+    }
+    for p in &mut obs.owned_ports {
+        p.link_alive = host.link(&p.name).await?.is_some();
+        any |= p.link_alive;
+    }
+    Ok(any)
+}

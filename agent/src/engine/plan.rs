@@ -1,0 +1,454 @@
+//! Plan step of a hook: from the desired state ([`crate::desired`]) and the observed state of
+//! links and OVSDB rows, an ordered list of steps. Pure: no I/O, unit-tested on fixtures;
+//! `op-agent hook --dry-run` prints it.
+//!
+//! Order of a post-start re-plug: PVE has already plugged the veth (pve-common
+//! `PVE::Network::veth_create` and `tap_plug`, `ovs-vsctl add-port`), and a device
+//! ovs-vswitchd still holds must not be renamed (ovs-issues#284). So: delete PVE's Port for
+//! the veth and wait until ovs-vswitchd released it, delete a stale op-agent row of the new name, bring
+//! the veth down, rename it (and set it up in the same message), insert Interface+Port in one
+//! transaction, wait for `cur_cfg`, then check `ofport`/`error`.
+
+use crate::desired::{Desired, DesiredNic, NicMode};
+use crate::engine::observe::{Observed, ObservedLink, ObservedNic, ObservedPort};
+use crate::engine::ownership::{ownership_ids, DelGuard, OWNER};
+use pve_integration::NetIndex;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// The refusal for a link that holds a name op-agent needs: another op-agent NIC's, or one
+/// op-agent did not make.
+fn foreign(link: &ObservedLink, what: &str) -> PlanError {
+    PlanError::Refused(match &link.other_owner {
+        Some(o) => format!(
+            "{what}: link {} is already in use by another op-agent NIC ({o}); names must be unique on the host",
+            link.name
+        ),
+        None => format!(
+            "{what}: a link named {} exists that op-agent did not make; it is left alone",
+            link.name
+        ),
+    })
+}
+
+/// The Port+Interface op-agent inserts: the OVSDB layer's [`crate::ovsdb::PortSpec`]
+/// (`vlan_mode` is `native-untagged` when both tag and trunks are set, like PVE
+/// `$ovs_bridge_add_port`; `external_ids` go on Port and Interface).
+pub type PortPlan = crate::ovsdb::PortSpec;
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Delete a Port (bump `next_cfg`, wait for ovs-vswitchd).
+    DelPort { port: String, guard: DelGuard },
+    /// Clear IFF_UP.
+    LinkDown { link: String },
+    /// Rename (marking the link as op-agent's) and optionally set it up in the same message.
+    LinkRename { from: String, to: String, up: bool },
+    /// Set IFF_UP.
+    LinkUp { link: String },
+    /// Insert Interface+Port, wait for ovs-vswitchd, check `ofport`/`error`.
+    AddPort(PortPlan),
+    /// Replace op-agent's drifted Port of the same name in ONE transaction (delete guarded by
+    /// ownership, then the same insert as [`Step::AddPort`]), so a failure never leaves the NIC
+    /// without a port.
+    ReplacePort(PortPlan),
+    /// Check that the renamed link is still enslaved to its Linux bridge.
+    CheckMaster { link: String, bridge: String },
+    /// Confirm the host's mesh interface (netmaker mode, pre-start).
+    ConfirmMesh,
+    /// Record that the renamed `link` reaches the mesh through the host's mesh interface
+    /// (netmaker mode, post-start): audit row with interface, addresses and NIC. Never fatal.
+    RecordMesh { link: String },
+    /// Leave this NIC alone.
+    Skip { reason: String },
+}
+
+impl Step {
+    /// The audit `step` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::DelPort { .. } => "ovs.del-port",
+            Step::LinkDown { .. } => "link.down",
+            Step::LinkRename { .. } => "link.rename",
+            Step::LinkUp { .. } => "link.up",
+            Step::AddPort(_) => "ovs.add-port",
+            Step::ReplacePort(_) => "ovs.replace-port",
+            Step::CheckMaster { .. } => "link.check-master",
+            Step::ConfirmMesh => "mesh.confirm",
+            Step::RecordMesh { .. } => "mesh.via",
+            Step::Skip { .. } => "nic.skip",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::DelPort { port, guard } => write!(
+                f,
+                "ovs.del-port {port}{}",
+                if *guard == DelGuard::Owned {
+                    " (owned only)"
+                } else {
+                    ""
+                }
+            ),
+            Step::LinkDown { link } => write!(f, "link.down {link}"),
+            Step::LinkRename { from, to, up } => {
+                write!(
+                    f,
+                    "link.rename {from} -> {to}{}",
+                    if *up { " (up)" } else { "" }
+                )
+            }
+            Step::LinkUp { link } => write!(f, "link.up {link}"),
+            Step::AddPort(p) | Step::ReplacePort(p) => {
+                let verb = if matches!(self, Step::AddPort(_)) {
+                    "add-port"
+                } else {
+                    "replace-port"
+                };
+                write!(f, "ovs.{verb} {} {}", p.bridge, p.name)?;
+                if let Some(t) = p.tag {
+                    write!(f, " tag={t}")?;
+                }
+                if !p.trunks.is_empty() {
+                    let t: Vec<String> = p.trunks.iter().map(u16::to_string).collect();
+                    write!(f, " trunks={}", t.join(","))?;
+                }
+                if let Some(m) = &p.vlan_mode {
+                    write!(f, " vlan_mode={m}")?;
+                }
+                if let Some(m) = p.mtu_request {
+                    write!(f, " mtu_request={m}")?;
+                }
+                for (k, v) in &p.external_ids {
+                    write!(f, " external_ids:{k}={v}")?;
+                }
+                Ok(())
+            }
+            Step::CheckMaster { link, bridge } => write!(f, "link.check-master {link} in {bridge}"),
+            Step::ConfirmMesh => write!(f, "mesh.confirm"),
+            Step::RecordMesh { link } => write!(f, "mesh.via {link}"),
+            Step::Skip { reason } => write!(f, "nic.skip ({reason})"),
+        }
+    }
+}
+
+/// A step and the NIC it belongs to (`None` for container-wide steps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub net: Option<NetIndex>,
+    pub step: Step,
+}
+
+/// One line per step, as `--dry-run` prints them and the `run.intent` row records them:
+/// `net0: link.rename veth100i0 -> vi100 (up)`.
+pub fn plan_lines(steps: &[Planned]) -> Vec<String> {
+    steps
+        .iter()
+        .map(|p| match p.net {
+            Some(n) => format!("net{n}: {}", p.step),
+            None => p.step.to_string(),
+        })
+        .collect()
+}
+
+/// Why no plan could be made. Nothing has been changed when this is returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    /// A foreign link or port holds a name op-agent needs, or the veth is not a veth.
+    Refused(String),
+    /// A bridge does not exist in OVSDB.
+    Unavailable(String),
+    /// The veth LXC should have made is not there.
+    Missing(String),
+}
+
+impl std::error::Error for PlanError {}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::Refused(m) | PlanError::Unavailable(m) | PlanError::Missing(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+/// The Port op-agent wants for `nic`, or `None` when it is not to be on an OVS bridge.
+pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<PortPlan> {
+    if nic.link_down {
+        return None;
+    }
+    let (bridge, tag, trunks, pve_mtu) = match &nic.mode {
+        NicMode::Skip(_) => return None,
+        NicMode::Plug => (
+            nic.bridge.as_ref()?.to_string(),
+            nic.tag.map(|t| t.get()),
+            nic.trunks.iter().map(|t| t.get()).collect::<Vec<_>>(),
+            obs.pve_port.as_ref().and_then(|p| p.mtu_request),
+        ),
+        NicMode::KeepAttachment => match &obs.pve_port {
+            // PVE's own attachment: keep its bridge, tag, trunks and mtu.
+            Some(p) => (p.bridge.clone()?, p.tag, p.trunks.clone(), p.mtu_request),
+            None => {
+                let b = nic.bridge.as_ref()?.to_string();
+                if obs.bridge_link_kind.as_deref() == Some("bridge") {
+                    return None; // Linux bridge: the rename keeps the master.
+                }
+                (
+                    b,
+                    nic.tag.map(|t| t.get()),
+                    nic.trunks.iter().map(|t| t.get()).collect(),
+                    None,
+                )
+            }
+        },
+    };
+    let mtu_request = pve_mtu
+        .and_then(|m| u32::try_from(m).ok())
+        .or(obs.bridge_mtu);
+    Some(PortPlan {
+        name: nic.name.to_string(),
+        bridge,
+        vlan_mode: pve_integration::ovs_vlan_mode(tag, &trunks).map(str::to_string),
+        tag,
+        trunks,
+        mtu_request,
+        external_ids: ownership_ids(d, nic),
+    })
+}
+
+/// True when an existing Port already is what `want` describes and ovs-vswitchd applied it.
+pub fn port_matches(have: &ObservedPort, want: &PortPlan) -> bool {
+    have.bridge.as_deref() == Some(want.bridge.as_str())
+        && have.tag == want.tag
+        && have.trunks == want.trunks
+        && have.vlan_mode == want.vlan_mode
+        && (want.mtu_request.is_none() || have.mtu_request == want.mtu_request.map(i64::from))
+        && want
+            .external_ids
+            .iter()
+            .all(|(k, v)| have.external_ids.get(k) == Some(v))
+        && have.ofport.unwrap_or(-1) > 0
+        && have.error.is_none()
+}
+
+fn check_target_link(nic: &DesiredNic, obs: &ObservedNic) -> Result<(), PlanError> {
+    if let Some(t) = &obs.target_link {
+        let same = obs.pve_link.as_ref().map(|p| p.index) == Some(t.index);
+        if !t.ours && !same {
+            return Err(foreign(t, &format!("net{}", nic.net)));
+        }
+    }
+    Ok(())
+}
+
+fn foreign_port(nic: &DesiredNic, p: &ObservedPort) -> PlanError {
+    PlanError::Refused(format!(
+        "net{}: OVS port {} on bridge {} is not owned by op-agent (no external_ids:owner={OWNER}); it is left alone",
+        nic.net,
+        p.name,
+        p.bridge.as_deref().unwrap_or("?")
+    ))
+}
+
+/// pre-start: every bridge exists, no foreign link or port holds a name, stale op-agent rows
+/// of this container are removed (PVE bug #1232: a stale row captures the next device).
+pub fn plan_pre_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanError> {
+    let mut steps = Vec::new();
+    if d.network_type == crate::config::NetworkType::Netmaker {
+        steps.push(Planned {
+            net: None,
+            step: Step::ConfirmMesh,
+        });
+    }
+    for nic in &d.nics {
+        // PVE writes `lxc.net.N.veth.pair = veth<vmid>i<N>` unconditionally; LXC 5 refuses a
+        // name of 16 bytes or more and fails the start half-way (after it created and PVE
+        // plugged the earlier NICs, whose port rows then stay behind). Refuse before that.
+        if let Err(e) = pve_integration::HostVeth::new(d.vmid, nic.net) {
+            return Err(PlanError::Refused(e.to_string()));
+        }
+    }
+    for (nic, o) in d.nics.iter().zip(&obs.nics) {
+        if let NicMode::Skip(reason) = &nic.mode {
+            steps.push(Planned {
+                net: Some(nic.net),
+                step: Step::Skip {
+                    reason: reason.clone(),
+                },
+            });
+            continue;
+        }
+        if nic.mode == NicMode::Plug && !nic.link_down {
+            if let Some(b) = &nic.bridge {
+                if !obs.ovs_bridges.contains(b.as_str()) {
+                    return Err(PlanError::Unavailable(format!(
+                        "net{}: bridge {b} does not exist in OVSDB",
+                        nic.net
+                    )));
+                }
+            }
+        }
+        if let Some(t) = &o.target_link {
+            if !t.ours {
+                return Err(foreign(t, &format!("net{}", nic.net)));
+            }
+        }
+        if let Some(p) = &o.target_port {
+            if !p.owned() {
+                return Err(foreign_port(nic, p));
+            }
+        }
+    }
+    // A live port belongs to a running container (pre-start run by hand): left alone.
+    steps.extend(sweep_owned(d, obs, true));
+    Ok(steps)
+}
+
+/// Deletes of every Port op-agent owns for this container: the NICs' own names first, then
+/// the other owned rows with `vm-id=<vmid>`, each once; with `spare_live`, rows whose device
+/// still exists are kept.
+fn sweep_owned(d: &Desired, obs: &Observed, spare_live: bool) -> Vec<Planned> {
+    let nic_ports = d
+        .nics
+        .iter()
+        .zip(&obs.nics)
+        .filter(|(nic, _)| !matches!(nic.mode, NicMode::Skip(_)))
+        .filter_map(|(nic, o)| Some((Some(nic.net), o.target_port.as_ref()?)));
+    let others = obs.owned_ports.iter().map(|p| (None, p));
+    let mut seen = BTreeSet::new();
+    nic_ports
+        .chain(others)
+        .filter(|(_, p)| p.owned() && seen.insert(p.name.clone()) && !(spare_live && p.link_alive))
+        .map(|(net, p)| Planned {
+            net,
+            step: Step::DelPort {
+                port: p.name.clone(),
+                guard: DelGuard::Owned,
+            },
+        })
+        .collect()
+}
+
+/// post-start (and `apply`/`watch`): converge every NIC. Running it again on a converged host
+/// gives an empty plan.
+pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanError> {
+    let mut steps = Vec::new();
+    for (nic, o) in d.nics.iter().zip(&obs.nics) {
+        let net = Some(nic.net);
+        let mut push = |step: Step| steps.push(Planned { net, step });
+        if let NicMode::Skip(reason) = &nic.mode {
+            push(Step::Skip {
+                reason: reason.clone(),
+            });
+            continue;
+        }
+        check_target_link(nic, o)?;
+        let want = desired_port(d, nic, o);
+        if let Some(p) = &o.target_port {
+            if !p.owned() {
+                return Err(foreign_port(nic, p));
+            }
+        }
+        match (&o.pve_link, &o.target_link) {
+            (Some(l), t) => {
+                if l.kind.as_deref() != Some("veth") {
+                    return Err(PlanError::Refused(format!(
+                        "net{}: {} is a {} device, not a veth; it is left alone",
+                        nic.net,
+                        l.name,
+                        l.kind.as_deref().unwrap_or("kind-less")
+                    )));
+                }
+                if let Some(t) = t {
+                    if t.index != l.index {
+                        return Err(PlanError::Refused(format!(
+                            "net{}: both {} and {} exist; refusing to rename over an existing link",
+                            nic.net, l.name, nic.name
+                        )));
+                    }
+                }
+                if o.pve_port.is_some() {
+                    push(Step::DelPort {
+                        port: l.name.clone(),
+                        guard: DelGuard::Any,
+                    });
+                }
+                if o.target_port.is_some() {
+                    push(Step::DelPort {
+                        port: nic.name.to_string(),
+                        guard: DelGuard::Owned,
+                    });
+                }
+                push(Step::LinkDown {
+                    link: l.name.clone(),
+                });
+                push(Step::LinkRename {
+                    from: l.name.clone(),
+                    to: nic.name.to_string(),
+                    up: !nic.link_down,
+                });
+                if let Some(want) = want {
+                    push(Step::AddPort(want));
+                } else if let (NicMode::KeepAttachment, Some(b)) = (&nic.mode, &nic.bridge) {
+                    if !nic.link_down && o.bridge_link_kind.as_deref() == Some("bridge") {
+                        push(Step::CheckMaster {
+                            link: nic.name.to_string(),
+                            bridge: b.to_string(),
+                        });
+                    }
+                }
+                if nic.mode == NicMode::KeepAttachment {
+                    push(Step::RecordMesh {
+                        link: nic.name.to_string(),
+                    });
+                }
+            }
+            (None, Some(t)) => {
+                if let Some(p) = &o.pve_port {
+                    push(Step::DelPort {
+                        port: p.name.clone(),
+                        guard: DelGuard::Any,
+                    });
+                }
+                match (&want, &o.target_port) {
+                    (Some(w), Some(have)) if port_matches(have, w) => {}
+                    (Some(w), Some(_)) => push(Step::ReplacePort(w.clone())),
+                    (Some(w), None) => push(Step::AddPort(w.clone())),
+                    (None, Some(_)) if nic.link_down => push(Step::DelPort {
+                        port: nic.name.to_string(),
+                        guard: DelGuard::Owned,
+                    }),
+                    (None, _) => {}
+                }
+                if !t.up && !nic.link_down {
+                    push(Step::LinkUp {
+                        link: nic.name.to_string(),
+                    });
+                }
+            }
+            (None, None) => {
+                return Err(PlanError::Missing(format!(
+                    "net{}: neither {} nor {} exists; is the container running?",
+                    nic.net, nic.pve_veth, nic.name
+                )))
+            }
+        }
+    }
+    Ok(steps)
+}
+
+/// post-stop: delete every Port op-agent owns for this container (PVE only removes
+/// `veth<vmid>i<n>` rows, never ours), even while the kernel is still destroying the
+/// container's veths (it does so asynchronously): a row left behind is PVE bug #1232.
+pub fn plan_post_stop(d: &Desired, obs: &Observed) -> Vec<Planned> {
+    sweep_owned(d, obs, false)
+}
+
+#[cfg(test)]
+mod tests;

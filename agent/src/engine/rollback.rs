@@ -1,0 +1,126 @@
+//! Rollback: after a failed post-start step, PVE's own plumbing of that NIC is put back where
+//! op-agent had taken it apart: `veth<vmid>i<n>` renamed back (after ovs-vswitchd released
+//! op-agent's Port, ovs-issues#284), set up, and PVE's Port re-added with PVE's own
+//! tag/trunks/vlan_mode/mtu_request. Best effort: each action gets an audit row
+//! (`rollback.rename`, `rollback.link-up`, `rollback.add-port`, `ok` or `failed`).
+
+use crate::audit::Outcome;
+use crate::engine::deadline::Budget;
+use crate::engine::host::{Host, Links, Vswitch};
+use crate::engine::observe::ObservedPort;
+use crate::engine::ownership::DelGuard;
+use crate::ovsdb::PortSpec;
+use crate::report::Recorder;
+use serde_json::{json, Value};
+
+/// Per-NIC progress of a post-start, for putting PVE's plumbing back when a step fails.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Undo {
+    /// PVE's port op-agent deleted (re-added with PVE's values).
+    pub pve_port: Option<ObservedPort>,
+    /// PVE's veth op-agent set down (set up again, unless the rename back does it).
+    pub downed: Option<String>,
+    /// `(pve name, new name)` after a rename.
+    pub renamed: Option<(String, String)>,
+}
+
+/// The audit row of one rollback action: `detail`, plus `error` when it failed.
+pub fn record_rollback(rec: &mut Recorder, step: &str, r: Result<(), String>, mut detail: Value) {
+    match r {
+        Ok(()) => rec.outcome(step, Outcome::Ok, detail),
+        Err(e) => {
+            detail["error"] = json!(e);
+            rec.outcome(step, Outcome::Failed, detail)
+        }
+    }
+}
+
+/// Puts PVE's plumbing of `net` back after a failed step: delete op-agent's Port and wait for
+/// ovs-vswitchd to release the device, rename back (and up), or set PVE's veth up again when
+/// it was only set down, then re-add PVE's Port with PVE's own values. Each wait uses
+/// [`Budget::Rollback`]. Never fails: every action's outcome is an audit row.
+pub async fn restore_pve<L: Links, V: Vswitch>(
+    host: &Host<L, V>,
+    net: u8,
+    u: Undo,
+    rec: &mut Recorder,
+) {
+    let net_v = Some(net);
+    if let Some((pve, ours)) = &u.renamed {
+        // Our port first, and ovs-vswitchd must have released the device before it is renamed
+        // back (ovs-issues#284, as on the way forward).
+        let released = match host.ovs.del_port(ours, DelGuard::Owned.to_ovsdb()).await {
+            Ok(Some(next)) => host
+                .ovs
+                .wait_cur_cfg(next, host.wait_budget(Budget::Rollback))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("ovs-vswitchd did not release {ours}: {e}")),
+            Ok(None) => Ok(()),
+            // OVSDB unreachable: whether a row of ours exists cannot be known; PVE's name back
+            // is what gets the container its network again once OVS answers.
+            Err(_) => Ok(()),
+        };
+        let r = match (released, host.require_link(ours).await) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Ok(l)) => host
+                .nl
+                .rename(&l, pve, "", true)
+                .await
+                .map_err(|e| e.to_string()),
+            (Ok(()), Err(e)) => Err(e.to_string()),
+        };
+        record_rollback(
+            rec,
+            "rollback.rename",
+            r,
+            json!({"net": net_v, "from": ours, "to": pve}),
+        );
+    }
+    if let (None, Some(link)) = (&u.renamed, &u.downed) {
+        let r = match host.require_link(link).await {
+            Ok(l) => host.nl.set_up(&l).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        record_rollback(
+            rec,
+            "rollback.link-up",
+            r,
+            json!({"net": net_v, "link": link}),
+        );
+    }
+    if let Some(p) = u.pve_port {
+        let Some(bridge) = p.bridge.clone() else {
+            return;
+        };
+        let spec = PortSpec {
+            name: p.name.clone(),
+            bridge,
+            tag: p.tag,
+            trunks: p.trunks.clone(),
+            vlan_mode: p.vlan_mode.clone(),
+            mtu_request: p.mtu_request.and_then(|m| u32::try_from(m).ok()),
+            external_ids: Default::default(),
+        };
+        let r = match host.ovs.add_port(&spec).await {
+            Ok(next) => host
+                .ovs
+                .wait_cur_cfg(next, host.wait_budget(Budget::Rollback))
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    format!("the Port row is back, but ovs-vswitchd did not apply it: {e}")
+                }),
+            Err(e) => Err(e.to_string()),
+        };
+        record_rollback(
+            rec,
+            "rollback.add-port",
+            r,
+            json!({"net": net_v, "port": p.name}),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;
