@@ -4,7 +4,8 @@
 
 use crate::config::{AgentConfig, ConfigError};
 use crate::desired::{Desired, NicMode};
-use crate::engine::observe::{self, Observed};
+use crate::engine::observe;
+use crate::engine::observed::Observed;
 use crate::engine::{plan, Deadline, Host, Managed, RunError};
 use crate::report::Recorder;
 use pve_integration::Vmid;

@@ -12,7 +12,7 @@ use crate::desired::{Desired, DesiredNic};
 use crate::engine::deadline::Budget;
 use crate::engine::error::RunError;
 use crate::engine::host::{Host, Links, Vswitch};
-use crate::engine::observe::Observed;
+use crate::engine::observed::Observed;
 use crate::engine::ownership::{self, DelGuard};
 use crate::engine::plan::{plan_lines, Planned, Step};
 use crate::engine::rollback::{self, Undo};

@@ -14,6 +14,7 @@ pub mod execute;
 pub mod host;
 pub mod load;
 pub mod observe;
+pub mod observed;
 pub mod ownership;
 pub mod phase;
 pub mod plan;

@@ -5,94 +5,13 @@ use crate::audit::Outcome;
 use crate::desired::Desired;
 use crate::engine::error::RunError;
 use crate::engine::host::{Host, Links, Vswitch};
+use crate::engine::observed::{Observed, ObservedLink, ObservedNic, ObservedPort};
 use crate::engine::ownership::{self, AliasOwner};
 use crate::netlink::Link;
 use crate::ovsdb::PortRow;
 use crate::report::Recorder;
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
-
-/// A link as observed through netlink.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ObservedLink {
-    /// ifindex.
-    pub index: u32,
-    /// IFLA_IFNAME.
-    pub name: String,
-    /// IFLA_INFO_KIND (`veth`, ...).
-    pub kind: Option<String>,
-    /// IFF_UP is set.
-    pub up: bool,
-    /// ifindex of the controller (bridge) holding it.
-    pub master: Option<u32>,
-    /// True when the link carries op-agent's IFLA_IFALIAS for this vmid and net.
-    pub ours: bool,
-    /// op-agent's alias when it marks the link as another container's or NIC's
-    /// (`op-agent vm-id=102 net=0`).
-    pub other_owner: Option<String>,
-}
-
-/// A Port (with its single Interface) as observed in OVSDB.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ObservedPort {
-    /// `Port.name`.
-    pub name: String,
-    /// The Bridge whose `ports` holds it.
-    pub bridge: Option<String>,
-    /// `Port.tag`.
-    pub tag: Option<u16>,
-    /// `Port.trunks`, ascending.
-    pub trunks: Vec<u16>,
-    /// `Port.vlan_mode`.
-    pub vlan_mode: Option<String>,
-    /// Interface `mtu_request` (bytes).
-    pub mtu_request: Option<i64>,
-    /// Port `external_ids`.
-    pub external_ids: BTreeMap<String, String>,
-    /// Interface `ofport` (-1 or absent when not applied).
-    pub ofport: Option<i64>,
-    /// Interface `error`.
-    pub error: Option<String>,
-    /// A kernel link of the Port's name exists (its container is running): pre-start never
-    /// deletes such a row.
-    pub link_alive: bool,
-}
-
-impl ObservedPort {
-    /// `external_ids:owner=op-agent` ([`ownership::is_owned`]).
-    pub fn owned(&self) -> bool {
-        ownership::is_owned(&self.external_ids)
-    }
-}
-
-/// What was observed for one desired NIC (same order as `Desired::nics`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ObservedNic {
-    /// The link `veth<vmid>i<n>`.
-    pub pve_link: Option<ObservedLink>,
-    /// The link with op-agent's name (`vi<vmid>`...).
-    pub target_link: Option<ObservedLink>,
-    /// The Port named `veth<vmid>i<n>`.
-    pub pve_port: Option<ObservedPort>,
-    /// The Port with op-agent's name.
-    pub target_port: Option<ObservedPort>,
-    /// Kind of the NIC's bridge as a kernel link (`bridge` for a Linux bridge), if it exists.
-    pub bridge_link_kind: Option<String>,
-    /// MTU of the bridge's kernel device (PVE `read_bridge_mtu`), bytes.
-    pub bridge_mtu: Option<u32>,
-}
-
-/// The observed host.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Observed {
-    /// One entry per desired NIC, in `Desired::nics` order.
-    pub nics: Vec<ObservedNic>,
-    /// Names of the OVS Bridge rows.
-    pub ovs_bridges: BTreeSet<String>,
-    /// Ports with `owner=op-agent` and `vm-id=<vmid>` (filled for pre-start and post-stop).
-    pub owned_ports: Vec<ObservedPort>,
-}
 
 /// A Port row (first Interface only) as the planner sees it.
 pub fn port_of(row: PortRow) -> ObservedPort {

@@ -10,7 +10,7 @@
 //! transaction, wait for `cur_cfg`, then check `ofport`/`error`.
 
 use crate::desired::{Desired, DesiredNic, NicMode};
-use crate::engine::observe::{Observed, ObservedLink, ObservedNic, ObservedPort};
+use crate::engine::observed::{Observed, ObservedLink, ObservedNic, ObservedPort};
 use crate::engine::ownership::{ownership_ids, DelGuard, OWNER};
 use pve_integration::NetIndex;
 use std::collections::BTreeSet;

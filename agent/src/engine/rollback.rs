@@ -7,7 +7,7 @@
 use crate::audit::Outcome;
 use crate::engine::deadline::Budget;
 use crate::engine::host::{Host, Links, Vswitch};
-use crate::engine::observe::ObservedPort;
+use crate::engine::observed::ObservedPort;
 use crate::engine::ownership::DelGuard;
 use crate::ovsdb::PortSpec;
 use crate::report::Recorder;

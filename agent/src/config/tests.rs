@@ -1,0 +1,127 @@
+use super::*;
+
+fn p() -> PathBuf {
+    PathBuf::from("/etc/op-agent/containers/100.toml")
+}
+
+#[test]
+fn defaults_when_empty() {
+    let a: AgentToml = parse_toml(&p(), "").unwrap();
+    assert_eq!(a.ovsdb.socket, PathBuf::from("/run/openvswitch/db.sock"));
+    assert_eq!(a.ovsdb.timeout_ms, 5000);
+    assert_eq!(a.hook.deadline_ms, 10_000);
+    assert_eq!(
+        a.audit.database,
+        PathBuf::from("/var/lib/op-agent/audit.db")
+    );
+    assert_eq!(a.pve.root, PathBuf::from("/"));
+    assert_eq!(a.mesh.interface, "netmaker");
+}
+
+#[test]
+fn full_agent_toml() {
+    let text = "[ovsdb]\nsocket = \"/tmp/x.sock\"\ntimeout_ms = 100\n[hook]\ndeadline_ms = 2000\n\
+                [audit]\ndatabase = \"/tmp/a.db\"\n[pve]\nroot = \"/srv/pve\"\n[mesh]\ninterface = \"nm0\"\n";
+    let a: AgentToml = parse_toml(&p(), text).unwrap();
+    assert_eq!(a.ovsdb.timeout_ms, 100);
+    assert_eq!(a.hook.deadline_ms, 2000);
+    assert_eq!(a.pve.root, PathBuf::from("/srv/pve"));
+    assert_eq!(a.mesh.interface, "nm0");
+}
+
+#[test]
+fn container_toml_full() {
+    let text = "network_type = \"bridge\"\n[[nic]]\nnet = 0\nbridge = \"ovsbr0\"\ntag = 10\n\
+                trunks = [20, 30]\nname = \"vi100\"\n";
+    let c = parse_container(&p(), text).unwrap();
+    assert_eq!(c.toml.network_type, NetworkType::Bridge);
+    assert_eq!(c.toml.nic.len(), 1);
+    assert_eq!(c.toml.nic[0].trunks, Some(vec![20, 30]));
+    assert_eq!(c.nic_lines, vec![2]);
+}
+
+#[test]
+fn unknown_key_names_file_line_key() {
+    let text = "network_type = \"bridge\"\n[[nic]]\nnet = 0\ntagg = 10\n";
+    let e = parse_container(&p(), text).unwrap_err();
+    let s = e.to_string();
+    assert!(
+        s.starts_with("/etc/op-agent/containers/100.toml:4: "),
+        "{s}"
+    );
+    assert!(s.contains("tagg"), "{s}");
+}
+
+#[test]
+fn wrong_type_names_key() {
+    let text = "[[nic]]\nnet = 0\ntag = \"ten\"\n";
+    let e = parse_container(&p(), text).unwrap_err();
+    let s = e.to_string();
+    assert!(s.contains(":3: "), "{s}");
+    assert!(s.contains("tag"), "{s}");
+    let e = parse_toml::<AgentToml>(&p(), "[hook]\ndeadline_ms = -1\n").unwrap_err();
+    assert!(e.to_string().contains(":2: "), "{e}");
+    assert!(e.to_string().contains("deadline_ms"), "{e}");
+}
+
+#[test]
+fn bad_network_type() {
+    let e = parse_container(&p(), "network_type = \"vxlan\"\n").unwrap_err();
+    assert!(e.to_string().contains(":1: "), "{e}");
+    assert!(e.to_string().contains("network_type"), "{e}");
+}
+
+#[test]
+fn syntax_error_has_line() {
+    let e = parse_container(&p(), "network_type = \"bridge\"\n[[nic]\n").unwrap_err();
+    assert_eq!(e.line, Some(2), "{e}");
+}
+
+#[test]
+fn world_writable_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("100.toml");
+    std::fs::write(&f, "").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let e = read_checked(&f).unwrap_err();
+    assert!(e.is_permission(), "{e}");
+    assert!(e.to_string().contains("chmod go-w"), "{e}");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(read_checked(&f).unwrap(), Some(String::new()));
+    assert_eq!(read_checked(&dir.path().join("none.toml")).unwrap(), None);
+    // A folder others can write to: anyone could swap the file.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = read_checked(&f).unwrap_err();
+    assert!(
+        e.is_permission() && e.to_string().contains("its folder"),
+        "{e}"
+    );
+    // ... unless sticky (like /tmp): others cannot replace root's file there.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    assert!(read_checked(&f).is_ok());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn symlink_owned_by_another_user_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("181.toml");
+    std::fs::write(&target, "").unwrap();
+    let link = dir.path().join("100.toml");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert!(read_checked(&link).is_ok());
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        &link,
+        Some(nix::unistd::Uid::from_raw(65534)),
+        None,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    let e = read_checked(&link).unwrap_err();
+    assert!(
+        e.is_permission() && e.to_string().contains("symlink"),
+        "{e}"
+    );
+}
