@@ -180,6 +180,12 @@ impl Service {
         }
     }
 
+    /// The exit status if the service has ended by itself (without waiting); `None` while it
+    /// runs.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// The pid of the service (op-agent itself, also under `ip netns exec`).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
