@@ -2,7 +2,7 @@
 //! `pve-sim host-up`, op-agent's agent.toml in it, managed containers, PVE-plugged veths,
 //! and the end-state check.
 
-use crate::proc::{env_path, ip_batch, pid_cpu_ms, vsctl};
+use crate::proc::{env_path, ip_batch, pid_cpu_ms, run};
 use crate::{Res, BRIDGE, MTU, TAG};
 use op_testkit::{pve_mac, AgentCommand, AgentToml, Nic, Ovs, PveConf, PveRoot};
 use std::collections::HashMap;
@@ -102,7 +102,7 @@ impl Host {
             }
             ipl += &format!("link del vp{v}\nlink del vi{v}\nlink del veth{v}i0\n");
         }
-        vsctl(&del)?;
+        self.vsctl(&del)?;
         ip_batch(&ipl)?;
         let mut add = String::new();
         for v in vmids {
@@ -128,14 +128,14 @@ impl Host {
                 format!("mtu_request={MTU}"),
             ];
             if per_port {
-                let _ = vsctl(&["del-port".into(), p.clone()]);
-                vsctl(&plug)?;
+                let _ = self.vsctl(&["del-port".into(), p.clone()]);
+                self.vsctl(&plug)?;
             } else {
                 batch.extend(plug);
             }
         }
         if !per_port {
-            vsctl(&batch)?; // waits for ovs-vswitchd, like PVE's calls
+            self.vsctl(&batch)?; // waits for ovs-vswitchd, like PVE's calls
         }
         for v in vmids {
             if !Path::new(&format!("/sys/class/net/veth{v}i0")).exists() {
@@ -148,7 +148,7 @@ impl Host {
     /// Checks the end state of every vmid: link vi<vmid> up, Port vi<vmid> on ovsbr0 with
     /// tag 10 and no Port veth<vmid>i0 left. Returns the vmids that are wrong.
     pub(crate) fn check(&self, vmids: &[u32]) -> Res<Vec<u32>> {
-        let out = vsctl(&[
+        let out = self.vsctl(&[
             "--format=csv".into(),
             "--no-headings".into(),
             "--columns=name,tag".into(),
@@ -232,6 +232,12 @@ impl Host {
         ))
     }
 
+    /// `ovs-vsctl --timeout=20 ARGS` against the private OVS (waiting for ovs-vswitchd, as
+    /// PVE's own calls do); stdout.
+    pub(crate) fn vsctl(&self, args: &[String]) -> Res<String> {
+        run(self.ovs.command("ovs-vsctl").arg("--timeout=20").args(args))
+    }
+
     /// CPU time (user + system, ms) of the private ovs-vswitchd so far.
     pub(crate) fn vswitchd_cpu_ms(&self) -> Res<f64> {
         pid_cpu_ms(self.ovs.daemon_pid("ovs-vswitchd"))
@@ -267,15 +273,16 @@ impl Host {
     /// about once a second.
     pub(crate) fn ovs_counters(&self) -> Res<(i64, i64)> {
         std::thread::sleep(Duration::from_millis(1100));
-        let next: i64 = vsctl(&[
-            "get".into(),
-            "Open_vSwitch".into(),
-            ".".into(),
-            "next_cfg".into(),
-        ])?
-        .trim()
-        .parse()
-        .map_err(|e| format!("next_cfg: {e}"))?;
+        let next: i64 = self
+            .vsctl(&[
+                "get".into(),
+                "Open_vSwitch".into(),
+                ".".into(),
+                "next_cfg".into(),
+            ])?
+            .trim()
+            .parse()
+            .map_err(|e| format!("next_cfg: {e}"))?;
         let cov = self.ovs.appctl("ovs-vswitchd", &["coverage/show"]);
         let rec = cov
             .lines()

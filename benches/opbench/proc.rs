@@ -29,10 +29,6 @@ pub(crate) fn run(cmd: &mut Command) -> Res<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub(crate) fn vsctl(args: &[String]) -> Res<String> {
-    run(Command::new("ovs-vsctl").arg("--timeout=20").args(args))
-}
-
 pub(crate) fn ip_batch(lines: &str) -> Res<()> {
     use std::io::Write;
     let mut c = Command::new("ip")

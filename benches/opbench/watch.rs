@@ -3,9 +3,9 @@
 use crate::host::Host;
 use crate::proc::ip_batch;
 use crate::Res;
+use op_testkit::AgentCommand;
 use std::fs;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// `VmRSS`/`VmHWM` of `pid` in KiB, from `/proc/<pid>/status`.
@@ -45,30 +45,26 @@ pub(crate) fn watch_mem(root: &Path, n: usize, rounds: usize) -> Res<()> {
         socks.push(std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|e| e.to_string())?);
     }
     h.fresh(&vmids, false)?;
-    let mut child = h
-        .agent_cmd()
-        .args(["watch"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("watch: {e}"))?;
-    let pid = child.id();
-    let settle = |what: &str, child: &mut std::process::Child| -> Res<(f64, Vec<u32>)> {
+    let mut service = AgentCommand::new(&["watch"])
+        .bin(&h.agent)
+        .config_env(h.agent_toml())
+        .spawn(&root.join("watch-mem.log"));
+    let pid = service.pid().ok_or("watch: not started")?;
+    let settle = |what: &str, service: &mut op_testkit::Service| -> Res<(f64, Vec<u32>)> {
         let t = Instant::now();
         loop {
             let bad = h.check(&vmids)?;
             if bad.is_empty() || t.elapsed() > Duration::from_secs(120) {
                 return Ok((t.elapsed().as_secs_f64(), bad));
             }
-            if let Ok(Some(st)) = child.try_wait() {
+            if let Some(st) = service.try_wait() {
                 return Err(format!("watch exited {st} during {what}"));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
     };
     let mut lines = vec![];
-    let (s, bad) = settle("start-up", &mut child)?;
+    let (s, bad) = settle("start-up", &mut service)?;
     let (rss, hwm) = rss_of(pid)?;
     lines.push(format!(
         "| start-up reconcile of {n} | {s:.1} | {} | {rss} | {hwm} |",
@@ -84,16 +80,16 @@ pub(crate) fn watch_mem(root: &Path, n: usize, rounds: usize) -> Res<()> {
         ip_batch(&del)?;
         h.fresh(&vmids, false)?;
         events += n;
-        let (s, bad) = settle(&format!("round {r}"), &mut child)?;
+        let (s, bad) = settle(&format!("round {r}"), &mut service)?;
         let (rss, hwm) = rss_of(pid)?;
         lines.push(format!(
             "| round {r}: {n} veths re-created ({events} new `veth<vmid>i0` links so far) | {s:.1} | {} | {rss} | {hwm} |",
             bad.len()
         ));
     }
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    let st = child.wait().map_err(|e| e.to_string())?;
+    let st = service
+        .stop()
+        .ok_or("watch did not exit within 15 s of SIGTERM")?;
     drop(socks);
     println!("#### `op-agent watch`, {n} managed running containers\n");
     println!("Each new `veth<vmid>i0` is one link event the service acts on (RTM_NEWLINK; the deletes, renames and up/down it also sees are not counted). Exit on SIGTERM: {st}.\n");
