@@ -1,23 +1,21 @@
-//! Issue 3 on the hook side: the write-ahead rule on real containers. A run appends its intent
+//! The audit log on the hook side: the write-ahead rule on real containers. A run appends its intent
 //! before it changes anything; when the audit log cannot be written the hook changes nothing.
 
-mod support;
+use op_testkit::{target_bin, AuditRow, Nic, PveConf, TestHost};
 
-use support::TestHost;
-
-fn conf(vmid: u32) -> String {
-    format!(
-        "hookscript: local:snippets/op-hook\n\
-         net0: name=eth0,bridge=ovsbr0,hwaddr=BC:24:11:00:02:{:02x},ip=10.20.0.{}/24,tag=10,type=veth\n",
-        vmid % 256,
-        vmid % 200
+fn conf(vmid: u32) -> PveConf {
+    PveConf::op_hook(vmid).minimal().nic(
+        Nic::new(0, "ovsbr0")
+            .hwaddr(&format!("BC:24:11:00:02:{:02x}", vmid % 256))
+            .ip(&format!("10.20.0.{}/24", vmid % 200))
+            .tag(10),
     )
 }
 
 #[test]
 fn intent_row_comes_before_every_change_and_the_chain_verifies() {
     let host = TestHost::new("awal");
-    host.write_pve_conf(110, &conf(110));
+    host.write_pve_conf(110, conf(110));
     host.manage(110, "network_type = \"bridge\"\n");
     // A stand-in syslog socket: the head of the chain is logged after each run (the anchor).
     let sock_path = host.root().join("syslog.sock");
@@ -39,7 +37,7 @@ fn intent_row_comes_before_every_change_and_the_chain_verifies() {
     });
     let sp = sock_path.display().to_string();
     let env = [("OP_AGENT_SYSLOG_SOCKET", sp.as_str())];
-    let sim = support::pve_sim_bin().display().to_string();
+    let sim = target_bin("pve-sim").display().to_string();
     let root = host.root().display().to_string();
     for cmd in ["start", "stop"] {
         let out = host.run_env(&[&sim, "--root", &root, cmd, "110"], &env);
@@ -60,19 +58,18 @@ fn intent_row_comes_before_every_change_and_the_chain_verifies() {
     let rows = host.audit_rows();
     let mut seqs = std::collections::BTreeSet::new();
     for r in &rows {
-        assert!(seqs.insert(r["seq"].as_i64().unwrap()), "duplicate seq");
+        assert!(seqs.insert(r.seq), "duplicate seq");
     }
     let n = rows.len() as i64;
     assert_eq!(seqs, (1..=n).collect(), "seq 1..n without gaps");
     // For each run that changed something, the intent precedes every change row.
-    let runs: std::collections::BTreeSet<&str> =
-        rows.iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    let runs: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.run_id.as_str()).collect();
     let mut changing_runs = 0;
     for run in runs {
-        let rr: Vec<&serde_json::Value> = rows.iter().filter(|r| r["run_id"] == run).collect();
-        let intent = rr.iter().position(|r| r["outcome"] == "intent");
+        let rr: Vec<&AuditRow> = rows.iter().filter(|r| r.run_id == run).collect();
+        let intent = rr.iter().position(|r| r.outcome == "intent");
         let first_change = rr.iter().position(|r| {
-            let s = r["step"].as_str().unwrap();
+            let s = r.step.as_str();
             s.starts_with("ovs.del-port") || s.starts_with("link.") || s.starts_with("ovs.add-port")
         });
         if let Some(c) = first_change {
@@ -111,7 +108,7 @@ fn unwritable_audit_log_changes_nothing() {
     let blocker = host.root().join("not-a-dir");
     std::fs::write(&blocker, "").unwrap();
     let db = blocker.join("audit.db");
-    host.write_pve_conf(111, &conf(111));
+    host.write_pve_conf(111, conf(111));
     host.manage(111, "network_type = \"bridge\"\n");
     let agent_toml = host.agent_toml();
     let good = std::fs::read_to_string(&agent_toml).unwrap();
@@ -159,7 +156,7 @@ fn unwritable_audit_log_changes_nothing() {
 #[test]
 fn keyed_checkpoints_seal_runs_and_a_key_mismatch_never_fails_a_finished_run() {
     let host = TestHost::new("akey");
-    host.write_pve_conf(112, &conf(112));
+    host.write_pve_conf(112, conf(112));
     host.manage(112, "network_type = \"bridge\"\n");
     let out = host.agent(&["audit", "init-key"]);
     assert!(
@@ -176,10 +173,7 @@ fn keyed_checkpoints_seal_runs_and_a_key_mismatch_never_fails_a_finished_run() {
 
     host.sim_ok(&["start", "112"]);
     let rows = host.audit_rows();
-    let seals = rows
-        .iter()
-        .filter(|r| r["step"] == "audit.checkpoint")
-        .count();
+    let seals = rows.iter().filter(|r| r.step == "audit.checkpoint").count();
     assert!(seals >= 2, "one checkpoint per run: {seals}");
     let v = host.agent(&["audit", "verify", "--key-file", &kc]);
     assert_eq!(
@@ -210,7 +204,7 @@ fn keyed_checkpoints_seal_runs_and_a_key_mismatch_never_fails_a_finished_run() {
     let rows = host.audit_rows();
     assert!(rows
         .iter()
-        .any(|r| r["step"] == "audit.checkpoint" && r["outcome"] == "failed"));
+        .any(|r| r.step == "audit.checkpoint" && r.outcome == "failed"));
     let v = host.agent(&["audit", "verify", "--key-file", &kc]);
     assert_eq!(
         v.status.code(),

@@ -1,29 +1,30 @@
-//! End-to-end tests of `op-agent apply/check/status/query/gc` (issue 5) through `pve-sim` with
+//! End-to-end tests of `op-agent apply/check/status/query/gc` through `pve-sim` with
 //! real LXC and a private OVS. Root only (fails, never skips).
 //! Run: `cargo build -p pve-integration && cargo test --test commands_e2e`.
 
-mod support;
-#[path = "watch_agent/mod.rs"]
-mod watch_agent;
-
+use op_testkit::{PveConf, TestHost};
 use serde_json::Value;
 use std::time::Duration;
-use support::TestHost;
-use watch_agent::Agent;
 
-fn check(a: &Agent, vmid: &str) -> (i32, Vec<String>) {
-    let (code, out, err) = a.op_out(&["check", vmid]);
+/// `op-agent --config CFG ARGS` in the host: (exit code, stdout, stderr).
+fn op_out(host: &TestHost, args: &[&str]) -> (i32, String, String) {
+    let o = host.agent_cmd(args).config(host.agent_toml()).run();
+    (o.code().unwrap_or(-1), o.stdout_text(), o.stderr_text())
+}
+
+fn check(host: &TestHost, vmid: &str) -> (i32, Vec<String>) {
+    let (code, out, err) = op_out(host, &["check", vmid]);
     assert!(code == 0 || code == 1, "check {vmid}: {code} {out}{err}");
     (code, out.lines().map(str::to_string).collect())
 }
 
-fn apply(a: &Agent, vmid: &str) {
-    let (code, out, err) = a.op_out(&["apply", vmid]);
+fn apply(host: &TestHost, vmid: &str) {
+    let (code, out, err) = op_out(host, &["apply", vmid]);
     assert_eq!(code, 0, "apply {vmid}: {out}{err}");
 }
 
-fn status_json(a: &Agent) -> Value {
-    let (code, out, err) = a.op_out(&["status", "--json"]);
+fn status_json(host: &TestHost) -> Value {
+    let (code, out, err) = op_out(host, &["status", "--json"]);
     assert_eq!(code, 0, "status: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out}"))
 }
@@ -40,14 +41,13 @@ fn container(v: &Value, id: u64) -> &Value {
 #[test]
 fn check_reports_each_kind_of_drift_and_apply_repairs_it() {
     let host = TestHost::new("c-drift");
-    let a = Agent::new(&host);
-    a.enroll(100, 10);
-    a.enroll(102, 20); // managed, never started
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.manage_bridged(102, PveConf::bridged(102, 20)); // managed, never started
     host.sim_ok(&["start", "100"]);
-    a.wait_converged(100, "vi100", 10, Duration::from_secs(1));
-    assert_eq!(check(&a, "100").0, 0);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(1));
+    assert_eq!(check(&host, "100").0, 0);
 
-    let st = status_json(&a);
+    let st = status_json(&host);
     let c = container(&st, 100);
     assert_eq!(c["mode"], "bridge");
     assert_eq!(c["running"], true);
@@ -69,34 +69,34 @@ fn check_reports_each_kind_of_drift_and_apply_repairs_it() {
 
     // 1. Tag changed behind op-agent's back.
     host.vsctl_ok(&["set", "Port", "vi100", "tag=20"]);
-    let (code, lines) = check(&a, "100");
+    let (code, lines) = check(&host, "100");
     assert_eq!(code, 1);
     assert!(
         lines.iter().any(|l| l.contains("tag is 20, want 10")),
         "{lines:?}"
     );
-    let st = status_json(&a);
+    let st = status_json(&host);
     assert_eq!(container(&st, 100)["nics"][0]["state"], "drift");
-    apply(&a, "100");
-    a.converged(100, "vi100", 10).unwrap();
-    assert_eq!(check(&a, "100").0, 0);
+    apply(&host, "100");
+    host.converged(100, "vi100", 10).unwrap();
+    assert_eq!(check(&host, "100").0, 0);
 
     // 2. Port deleted.
     host.vsctl_ok(&["del-port", "vi100"]);
-    let (code, lines) = check(&a, "100");
+    let (code, lines) = check(&host, "100");
     assert_eq!(code, 1);
     assert!(
         lines.iter().any(|l| l.contains("no OVS port vi100")),
         "{lines:?}"
     );
-    apply(&a, "100");
-    a.converged(100, "vi100", 10).unwrap();
+    apply(&host, "100");
+    host.converged(100, "vi100", 10).unwrap();
 
     // 3. Link renamed back to PVE's name.
     host.run_ok(&["ip", "link", "set", "vi100", "down"]);
     host.run_ok(&["ip", "link", "set", "vi100", "name", "veth100i0"]);
     host.run_ok(&["ip", "link", "set", "veth100i0", "up"]);
-    let (code, lines) = check(&a, "100");
+    let (code, lines) = check(&host, "100");
     assert_eq!(code, 1);
     assert!(
         lines
@@ -104,16 +104,16 @@ fn check_reports_each_kind_of_drift_and_apply_repairs_it() {
             .any(|l| l.contains("link is named veth100i0") && l.contains("want vi100")),
         "{lines:?}"
     );
-    apply(&a, "100");
-    a.converged(100, "vi100", 10).unwrap();
-    assert_eq!(check(&a, "100").0, 0);
+    apply(&host, "100");
+    host.converged(100, "vi100", 10).unwrap();
+    assert_eq!(check(&host, "100").0, 0);
 
     // 4. Trunks and an external_id changed. (Not mtu_request: OVS lowers the netdev bridge's
     // own MTU to its smallest port's, and the wanted mtu_request follows the bridge MTU as
     // PVE's read_bridge_mtu does.)
     host.vsctl_ok(&["set", "Port", "vi100", "trunks=30"]);
     host.vsctl_ok(&["set", "Port", "vi100", "external_ids:vm-id=999"]);
-    let (_, lines) = check(&a, "100");
+    let (_, lines) = check(&host, "100");
     assert!(
         lines.iter().any(|l| l.contains("trunks are [30], want []")),
         "{lines:?}"
@@ -123,22 +123,24 @@ fn check_reports_each_kind_of_drift_and_apply_repairs_it() {
         "{lines:?}"
     );
 
-    let rows = a.audit_rows();
+    let rows = host.audit_rows();
     assert!(
         rows.iter()
             .filter(|r| {
-                r.1 == "apply"
-                    && (r.2 == "ovs.add-port" || r.2 == "ovs.replace-port")
-                    && r.3 == "ok"
+                r.phase == "apply"
+                    && (r.step == "ovs.add-port" || r.step == "ovs.replace-port")
+                    && r.outcome == "ok"
             })
             .count()
             >= 3,
         "{rows:?}"
     );
     // check and status change nothing: no rows of theirs.
-    assert!(rows.iter().all(|r| r.1 != "check" && r.1 != "status"));
+    assert!(rows
+        .iter()
+        .all(|r| r.phase != "check" && r.phase != "status"));
     // apply on a container that is not running refuses.
-    let (code, _, err) = a.op_out(&["apply", "102"]);
+    let (code, _, err) = op_out(&host, &["apply", "102"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not running"), "{err}");
 }
@@ -146,11 +148,10 @@ fn check_reports_each_kind_of_drift_and_apply_repairs_it() {
 #[test]
 fn gc_removes_only_owned_stale_rows_and_query_parses() {
     let host = TestHost::new("c-gc");
-    let a = Agent::new(&host);
-    a.enroll(100, 10);
-    a.enroll(103, 10); // managed, not running
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.manage_bridged(103, PveConf::bridged(103, 10)); // managed, not running
     host.sim_ok(&["start", "100"]);
-    a.wait_converged(100, "vi100", 10, Duration::from_secs(1));
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(1));
 
     // Foreign rows: one working (internal), one whose device is missing (error).
     host.vsctl_ok(&[
@@ -198,7 +199,7 @@ fn gc_removes_only_owned_stale_rows_and_query_parses() {
     }
     assert_ne!(host.ovs_get("Interface", "ghost0", "error"), "[]");
 
-    let (code, out, err) = a.op_out(&["gc", "--dry-run"]);
+    let (code, out, err) = op_out(&host, &["gc", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("vi103: would remove") && out.contains("vi100i7: would remove"),
@@ -210,7 +211,7 @@ fn gc_removes_only_owned_stale_rows_and_query_parses() {
     );
     assert_eq!(host.ports("ovsbr0"), before, "dry run changes nothing");
 
-    let (code, out, err) = a.op_out(&["gc"]);
+    let (code, out, err) = op_out(&host, &["gc"]);
     assert_eq!(code, 0, "{out}{err}");
     let after = host.ports("ovsbr0");
     for p in ["foreign0", "ghost0", "vi100"] {
@@ -219,18 +220,18 @@ fn gc_removes_only_owned_stale_rows_and_query_parses() {
     for p in ["vi103", "vi100i7"] {
         assert!(!after.contains(&p.to_string()), "{p} removed: {after:?}");
     }
-    a.converged(100, "vi100", 10).unwrap();
-    let rows = a.audit_rows();
+    host.converged(100, "vi100", 10).unwrap();
+    let rows = host.audit_rows();
     assert_eq!(
         rows.iter()
-            .filter(|r| r.1 == "gc" && r.2 == "ovs.del-port" && r.3 == "ok")
+            .filter(|r| r.phase == "gc" && r.step == "ovs.del-port" && r.outcome == "ok")
             .count(),
         2,
         "{rows:?}"
     );
 
     // query --plugin lxc, parsed.
-    let (code, out, err) = a.op_out(&["query", "--plugin", "lxc"]);
+    let (code, out, err) = op_out(&host, &["query", "--plugin", "lxc"]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let cs = v["containers"].as_array().unwrap();
@@ -242,6 +243,6 @@ fn gc_removes_only_owned_stale_rows_and_query_parses() {
     );
     assert_eq!(cs[1]["id"], "103");
     assert_eq!(cs[1]["running"], false);
-    let (code, _, _) = a.op_out(&["query", "--plugin", "kvm"]);
+    let (code, _, _) = op_out(&host, &["query", "--plugin", "kvm"]);
     assert_eq!(code, 64);
 }

@@ -1,62 +1,45 @@
-//! The admin's path (issue 6): `op-agent enroll` (dry run, with a stand-in `pct` that records its
+//! The admin's path: `op-agent enroll` (dry run, with a stand-in `pct` that records its
 //! arguments, refusals), `op-agent import-state` on the seed-style `config/state.json`, and
 //! `op-agent config check` saying which file wins. No root needed: every file lives under a
 //! temporary PVE root named by `[pve] root`.
 
+use op_testkit::{AgentCommand, AgentToml, CmdOutput, PveRoot};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_op-agent");
 
 /// A temporary PVE root with agent.toml, one container conf, the snippet and a `pct` stand-in.
 struct Host {
-    dir: tempfile::TempDir,
+    root: PveRoot,
 }
 
 impl Host {
     fn new(conf: &str) -> Host {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("op-agent-enroll-{}-", std::process::id()))
-            .tempdir()
-            .unwrap();
-        let h = Host { dir };
-        for d in [
-            "etc/pve/lxc",
-            "etc/op-agent/containers",
-            "var/lib/vz/snippets",
-            "bin",
-            "empty-bin",
-        ] {
+        let h = Host {
+            root: PveRoot::temp(&format!("op-agent-enroll-{}-", std::process::id())),
+        };
+        for d in ["etc/op-agent/containers", "bin", "empty-bin"] {
             std::fs::create_dir_all(h.root().join(d)).unwrap();
         }
-        std::fs::write(
-            h.agent_toml(),
-            format!("[pve]\nroot = \"{}\"\n", h.root().display()),
-        )
-        .unwrap();
-        std::fs::write(h.root().join("etc/pve/lxc/100.conf"), conf).unwrap();
-        let snippet = h.root().join("var/lib/vz/snippets/op-hook");
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("hookscript/op-hook"),
-            &snippet,
-        )
-        .unwrap();
-        std::fs::set_permissions(&snippet, std::fs::Permissions::from_mode(0o755)).unwrap();
+        h.root.write_agent_toml(&AgentToml {
+            pve_root: Some(h.root().to_path_buf()),
+            ..AgentToml::default()
+        });
+        h.root.write_pve_conf(100, conf);
+        h.root.install_op_hook();
         h.set_pct(0);
         h
     }
 
     fn root(&self) -> &Path {
-        self.dir.path()
+        self.root.path()
     }
 
     fn agent_toml(&self) -> PathBuf {
-        self.root().join("etc/op-agent/agent.toml")
+        self.root.agent_toml()
     }
 
     fn local_toml(&self) -> PathBuf {
-        self.root().join("etc/op-agent/containers/100.toml")
+        self.root.container_toml(100)
     }
 
     fn pct_log(&self) -> PathBuf {
@@ -78,7 +61,7 @@ impl Host {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
-    fn run(&self, with_pct: bool, args: &[&str]) -> Output {
+    fn run(&self, with_pct: bool, args: &[&str]) -> CmdOutput {
         let bin = if with_pct { "bin" } else { "empty-bin" };
         let path = format!("{}:/usr/bin:/bin", self.root().join(bin).display());
         let path = if with_pct {
@@ -87,14 +70,11 @@ impl Host {
             // No pct anywhere: only the empty folder.
             self.root().join(bin).display().to_string()
         };
-        Command::new(BIN)
-            .arg("--config")
-            .arg(self.agent_toml())
-            .args(args)
+        AgentCommand::new(args)
+            .config(self.agent_toml())
             .env("PATH", path)
             .env_remove("OP_AGENT_CONFIG")
-            .output()
-            .unwrap()
+            .run()
     }
 
     fn pct_calls(&self) -> String {

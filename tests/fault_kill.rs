@@ -1,20 +1,16 @@
-//! Issue 8: `kill -9` after each post-start step (the `failpoints` feature, which `make test`
+//! `kill -9` after each post-start step (the `failpoints` feature, which `make test`
 //! builds with), then the phase again converges to the uninterrupted end state and the audit
 //! shows the interrupted run; two hooks for one vmid at once are serialised by the per-vmid
 //! lock; a lock file left by a dead holder does not block.
 
-mod fault_common;
-mod support;
-
-use fault_common::*;
+use op_testkit::{AgentToml, AuditRow, PveConf, TestHost};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::TestHost;
 
 /// The end state of an uninterrupted post-start of 100.
 fn assert_converged(host: &TestHost, ctx: &str) {
-    assert!(has_link(host, "vi100"), "{ctx}: vi100");
-    assert!(!has_link(host, "veth100i0"), "{ctx}: veth100i0 gone");
+    assert!(host.has_link("vi100"), "{ctx}: vi100");
+    assert!(!host.has_link("veth100i0"), "{ctx}: veth100i0 gone");
     assert_eq!(host.ports("ovsbr0"), vec!["vi100"], "{ctx}");
     assert_eq!(host.ovs_get("Port", "vi100", "tag"), "10", "{ctx}");
     let ids = host.ovs_get("Port", "vi100", "external_ids");
@@ -37,24 +33,25 @@ fn reset(host: &TestHost) {
         host.vsctl_ok(&["del-port", "ovsbr0", &p]);
     }
     for l in ["vi100", "veth100i0"] {
-        if has_link(host, l) {
+        if host.has_link(l) {
             host.run_ok(&["ip", "link", "del", l]);
         }
     }
-    plug_like_pve(host, 100);
+    host.plug_like_pve(100);
 }
 
 #[test]
 fn kill_9_after_each_step_then_rerun_converges() {
-    let host = failpoint_host("f-kill");
-    let (code, err, _) = hook(&host, 100, "post-start", &[]);
+    let host = TestHost::plugged_for_failpoints("f-kill", cfg!(feature = "failpoints"));
+    let (code, err, _) = host.hook(100, "post-start").run().exit_stderr_took();
     assert_eq!(code, Some(0), "{err}");
     assert_converged(&host, "uninterrupted");
     // The steps of a clean run, in order, as the audit names them.
-    let clean = rows(&host, 100);
-    let run = clean.last().unwrap().0.clone();
+    let clean = host.audit_rows_for(100);
+    let run = clean.last().unwrap().run_id.clone();
     let mut steps: Vec<String> = Vec::new();
-    for (r, s, o) in &clean {
+    for row in &clean {
+        let (r, s, o) = (&row.run_id, &row.step, &row.outcome);
         // Failpoints fire after a plan step (ovs.wait and ovs.check are parts of ovs.del-port /
         // ovs.add-port).
         let plan_step = !["config.validate", "ovs.wait", "ovs.check"].contains(&s.as_str());
@@ -66,20 +63,30 @@ fn kill_9_after_each_step_then_rerun_converges() {
     eprintln!("observed: plan steps of a clean post-start: {steps:?}");
     for step in &steps {
         reset(&host);
-        let before: Vec<String> = rows(&host, 100).into_iter().map(|r| r.0).collect();
-        let (code, err, _) = hook(&host, 100, "post-start", &[("OP_AGENT_FAILPOINT", step)]);
+        let before: Vec<String> = host
+            .audit_rows_for(100)
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        let (code, err, _) = host
+            .hook(100, "post-start")
+            .envs(&[("OP_AGENT_FAILPOINT", step)])
+            .run()
+            .exit_stderr_took();
         // Killed by SIGKILL: no exit code. A step the plan does not reach leaves a normal run.
         if code.is_some() {
             panic!("failpoint {step} did not fire: exit {code:?}: {err}");
         }
-        let after = rows(&host, 100);
-        let new: Vec<&(String, String, String)> =
-            after.iter().filter(|r| !before.contains(&r.0)).collect();
-        let killed_run = new.first().map(|r| r.0.clone()).unwrap_or_default();
+        let after = host.audit_rows_for(100);
+        let new: Vec<&AuditRow> = after
+            .iter()
+            .filter(|r| !before.contains(&r.run_id))
+            .collect();
+        let killed_run = new.first().map(|r| r.run_id.clone()).unwrap_or_default();
         let killed: Vec<String> = new
             .iter()
-            .filter(|r| r.0 == killed_run)
-            .map(|r| format!("{} {}", r.1, r.2))
+            .filter(|r| r.run_id == killed_run)
+            .map(|r| format!("{} {}", r.step, r.outcome))
             .collect();
         assert!(
             killed.contains(&"run.intent intent".to_string()),
@@ -89,7 +96,7 @@ fn kill_9_after_each_step_then_rerun_converges() {
             !killed.iter().any(|s| s.starts_with("ovs.check")),
             "{step}: no outcome after the kill: {killed:?}"
         );
-        let (code, err, took) = hook(&host, 100, "post-start", &[]);
+        let (code, err, took) = host.hook(100, "post-start").run().exit_stderr_took();
         assert_eq!(code, Some(0), "re-run after kill at {step}: {err}");
         assert!(
             took < Duration::from_secs(5),
@@ -103,12 +110,12 @@ fn kill_9_after_each_step_then_rerun_converges() {
 #[test]
 fn two_hooks_for_one_vmid_are_serialised() {
     let host = TestHost::new("f-two");
-    manage(&host, 100);
-    plug_like_pve(&host, 100);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
     let h = &host;
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| hook(h, 100, "post-start", &[]));
-        let b = s.spawn(|| hook(h, 100, "post-start", &[]));
+        let a = s.spawn(|| h.hook(100, "post-start").run().exit_stderr_took());
+        let b = s.spawn(|| h.hook(100, "post-start").run().exit_stderr_took());
         (a.join().unwrap(), b.join().unwrap())
     });
     assert_eq!(a.0, Some(0), "{}", a.1);
@@ -116,9 +123,9 @@ fn two_hooks_for_one_vmid_are_serialised() {
     assert_converged(&host, "two at once");
     // Each run's rows are contiguous (one run never interleaves with the other), exactly one
     // run renamed the link, and the other found nothing to change.
-    let r = rows(&host, 100);
+    let r = host.audit_rows_for(100);
     let mut seen: Vec<String> = Vec::new();
-    for (run, _, _) in &r {
+    for run in r.iter().map(|x| &x.run_id) {
         if seen.last() != Some(run) {
             assert!(!seen.contains(run), "runs interleaved: {r:?}");
             seen.push(run.clone());
@@ -131,8 +138,8 @@ fn two_hooks_for_one_vmid_are_serialised() {
             (
                 run,
                 r.iter()
-                    .filter(|x| &x.0 == run)
-                    .map(|x| x.1.as_str())
+                    .filter(|x| &x.run_id == run)
+                    .map(|x| x.step.as_str())
                     .collect(),
             )
         })
@@ -151,9 +158,14 @@ fn two_hooks_for_one_vmid_are_serialised() {
 #[test]
 fn lock_held_by_live_process_times_out_and_dead_one_does_not_block() {
     let host = TestHost::new("f-lock");
-    manage(&host, 100);
-    plug_like_pve(&host, 100);
-    agent_toml(&host, &host.ovsdb_socket(), 2000, 2000);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
+    host.set_config(&AgentToml {
+        ovsdb_socket: Some(host.ovsdb_socket()),
+        ovsdb_timeout_ms: Some(2000),
+        hook_deadline_ms: Some(2000),
+        ..host.config()
+    });
     let lock = host.root().join("run/op-agent/100.lock");
     std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
     // A live holder (flock(1) keeps the lock while sleep runs): the hook waits, then gives up
@@ -163,11 +175,11 @@ fn lock_held_by_live_process_times_out_and_dead_one_does_not_block() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let (code, err, took) = hook(&host, 100, "post-start", &[]);
+    let (code, err, took) = host.hook(100, "post-start").run().exit_stderr_took();
     assert_eq!(code, Some(75), "{err}");
     assert!(err.contains("100.lock"), "{err}");
     assert!(took < Duration::from_millis(2000 + 1500), "{took:?}");
-    assert!(has_link(&host, "veth100i0"), "nothing changed");
+    assert!(host.has_link("veth100i0"), "nothing changed");
     // The holder dies (kill -9 of flock and its sleep): the lock file stays, the lock does not.
     let _ = std::process::Command::new("pkill")
         .args(["-9", "-P", &holder.id().to_string()])
@@ -176,41 +188,20 @@ fn lock_held_by_live_process_times_out_and_dead_one_does_not_block() {
     let _ = holder.wait();
     std::thread::sleep(Duration::from_millis(100));
     assert!(lock.exists());
-    let (code, err, took) = hook(&host, 100, "post-start", &[]);
+    let (code, err, took) = host.hook(100, "post-start").run().exit_stderr_took();
     assert_eq!(code, Some(0), "{err}");
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert_converged(&host, "after dead holder");
-}
-
-/// `op-agent watch` in the host's namespace, killed (by pid) on drop.
-struct Watch(std::process::Child);
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
 fn hook_and_watch_on_one_vmid_are_serialised() {
     // The service acts on running containers only: a real one through pve-sim.
     let host = TestHost::new("f-hw");
-    manage(&host, 100);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
     host.sim_ok(&["start", "100"]);
     assert_converged(&host, "after start");
-    let rundir = host.ovs_rundir();
-    let child = std::process::Command::new("ip")
-        .args(["netns", "exec", host.netns()])
-        .arg(support::op_agent_bin())
-        .args(["watch", "--plug-wait-ms", "300"])
-        .env("OP_AGENT_CONFIG", host.agent_toml())
-        .env("OVS_RUNDIR", &rundir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _w = Watch(child);
+    let _w = host.spawn_watch(&["--plug-wait-ms", "300"]);
     std::thread::sleep(Duration::from_millis(800));
     for round in 0..2 {
         // An in-guest reboot recreates veth100i0 (no hook phase: the service converges it)
@@ -219,7 +210,7 @@ fn hook_and_watch_on_one_vmid_are_serialised() {
         std::thread::scope(|s| {
             let r = s.spawn(|| h.sim_ok(&["reboot", "100"]));
             for _ in 0..5 {
-                let (code, err, _) = hook(h, 100, "post-start", &[]);
+                let (code, err, _) = h.hook(100, "post-start").run().exit_stderr_took();
                 assert!(
                     matches!(code, Some(0) | Some(1)),
                     "round {round}: hook during reboot: {err}"
@@ -229,14 +220,14 @@ fn hook_and_watch_on_one_vmid_are_serialised() {
             r.join().unwrap();
         });
         let t = std::time::Instant::now();
-        while !(has_link(&host, "vi100") && host.ports("ovsbr0") == vec!["vi100"]) {
+        while !(host.has_link("vi100") && host.ports("ovsbr0") == vec!["vi100"]) {
             assert!(
                 t.elapsed() < Duration::from_secs(5),
                 "round {round}: not converged"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let (code, err, _) = hook(&host, 100, "post-start", &[]);
+        let (code, err, _) = host.hook(100, "post-start").run().exit_stderr_took();
         assert_eq!(code, Some(0), "round {round}: {err}");
         assert_converged(&host, &format!("hook+watch round {round}"));
     }
@@ -244,13 +235,13 @@ fn hook_and_watch_on_one_vmid_are_serialised() {
     let watch_rows = host
         .audit_rows()
         .into_iter()
-        .filter(|r| r["vmid"] == 100 && r["phase"] == "watch")
+        .filter(|r| r.vmid == 100 && r.phase == "watch")
         .count();
     eprintln!("observed: {watch_rows} watch rows for 100");
     assert!(watch_rows > 0, "op-agent watch never ran for 100");
-    let r = rows(&host, 100);
+    let r = host.audit_rows_for(100);
     let mut seen: Vec<String> = Vec::new();
-    for (run, _, _) in &r {
+    for run in r.iter().map(|x| &x.run_id) {
         if seen.last() != Some(run) {
             assert!(!seen.contains(run), "runs interleaved: {r:?}");
             seen.push(run.clone());

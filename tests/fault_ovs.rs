@@ -1,24 +1,21 @@
-//! Issue 8, OVS faults: ovsdb-server down at pre-start / post-start / mid-transaction,
+//! OVS faults: ovsdb-server down at pre-start / post-start / mid-transaction,
 //! ovs-vswitchd down (cur_cfg wait times out, nothing after it runs), and the hook deadline
 //! holding while a daemon is frozen (SIGSTOP). Each test asserts the end state.
 
-mod fault_common;
-mod support;
-
-use fault_common::*;
+use nix::sys::signal::Signal;
+use op_testkit::{AgentToml, PveConf, TestHost};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::TestHost;
 
 #[test]
 fn ovsdb_server_down_at_pre_start_aborts_with_one_line() {
     let host = TestHost::new("f-dbpre");
-    manage(&host, 100);
-    kill_daemon(&host, "ovsdb-server");
-    let (code, err, took) = hook(&host, 100, "pre-start", &[]);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.ovs().kill_daemon("ovsdb-server");
+    let (code, err, took) = host.hook(100, "pre-start").run().exit_stderr_took();
     assert_eq!(code, Some(69), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(
@@ -26,10 +23,10 @@ fn ovsdb_server_down_at_pre_start_aborts_with_one_line() {
         "{err}"
     );
     assert!(took < Duration::from_secs(10), "{took:?}");
-    let r = rows(&host, 100);
+    let r = host.audit_rows_for(100);
     assert!(
         r.iter()
-            .any(|(_, s, o)| s == "ovs.connect" && o == "failed"),
+            .any(|r| r.step == "ovs.connect" && r.outcome == "failed"),
         "{r:?}"
     );
 }
@@ -37,10 +34,10 @@ fn ovsdb_server_down_at_pre_start_aborts_with_one_line() {
 #[test]
 fn ovsdb_server_down_at_post_start_leaves_pve_plumbing() {
     let host = TestHost::new("f-dbpost");
-    manage(&host, 100);
-    plug_like_pve(&host, 100);
-    kill_daemon(&host, "ovsdb-server");
-    let (code, err, took) = hook(&host, 100, "post-start", &[]);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
+    host.ovs().kill_daemon("ovsdb-server");
+    let (code, err, took) = host.hook(100, "post-start").run().exit_stderr_took();
     assert_eq!(code, Some(69), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -49,20 +46,20 @@ fn ovsdb_server_down_at_post_start_leaves_pve_plumbing() {
     );
     // PVE's plumbing untouched: the veth keeps its name and stays up (and, in the kernel's
     // netdev datapath, in ovs-vswitchd, which is still running).
-    assert!(has_link(&host, "veth100i0"));
-    assert!(!has_link(&host, "vi100"));
+    assert!(host.has_link("veth100i0"));
+    assert!(!host.has_link("vi100"));
     let l = host.link("veth100i0").unwrap();
     assert!(
         l["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
         "{l}"
     );
-    let r = rows(&host, 100);
+    let r = host.audit_rows_for(100);
     assert!(
         r.iter()
-            .any(|(_, s, o)| s == "ovs.connect" && o == "failed"),
+            .any(|r| r.step == "ovs.connect" && r.outcome == "failed"),
         "{r:?}"
     );
-    assert!(!r.iter().any(|(_, s, _)| s == "link.rename"), "{r:?}");
+    assert!(!r.iter().any(|r| r.step == "link.rename"), "{r:?}");
 }
 
 /// A unix-socket proxy to the real ovsdb-server that drops both connections as soon as the
@@ -118,13 +115,18 @@ fn cutting_proxy(
 #[test]
 fn ovsdb_server_gone_mid_transaction_fails_then_rerun_converges() {
     let host = TestHost::new("f-dbmid");
-    manage(&host, 100);
-    plug_like_pve(&host, 100);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
     let proxy = host.root().join("run/proxy.sock");
     // The insert of our Port is the transaction that never reaches the server.
     let cut = cutting_proxy(&proxy, host.ovsdb_socket(), "\"insert\"");
-    agent_toml(&host, &proxy, 3000, 8000);
-    let (code, err, took) = hook(&host, 100, "post-start", &[]);
+    host.set_config(&AgentToml {
+        ovsdb_socket: Some(proxy.clone()),
+        ovsdb_timeout_ms: Some(3000),
+        hook_deadline_ms: Some(8000),
+        ..host.config()
+    });
+    let (code, err, took) = host.hook(100, "post-start").run().exit_stderr_took();
     assert!(
         cut.load(Ordering::SeqCst),
         "the proxy must have cut the insert"
@@ -132,25 +134,31 @@ fn ovsdb_server_gone_mid_transaction_fails_then_rerun_converges() {
     assert_ne!(code, Some(0), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(took < Duration::from_secs(9), "{took:?}");
-    let r = rows(&host, 100);
+    let r = host.audit_rows_for(100);
     assert!(
-        r.iter().any(|(_, s, o)| s == "run.intent" && o == "intent"),
+        r.iter()
+            .any(|r| r.step == "run.intent" && r.outcome == "intent"),
         "{r:?}"
     );
     assert!(
         r.iter()
-            .any(|(_, s, o)| s == "ovs.add-port" && o == "failed"),
+            .any(|r| r.step == "ovs.add-port" && r.outcome == "failed"),
         "{r:?}"
     );
     // The rename was rolled back: the kernel link has PVE's name again; no row of ours exists.
-    assert!(has_link(&host, "veth100i0"), "rolled back to veth100i0");
-    assert!(!has_link(&host, "vi100"));
+    assert!(host.has_link("veth100i0"), "rolled back to veth100i0");
+    assert!(!host.has_link("vi100"));
     assert!(!host.ports("ovsbr0").contains(&"vi100".to_string()));
     // The server is back (direct socket): post-start again converges to the normal end state.
-    agent_toml(&host, &host.ovsdb_socket(), 5000, 10000);
-    let (code, err, _) = hook(&host, 100, "post-start", &[]);
+    host.set_config(&AgentToml {
+        ovsdb_socket: Some(host.ovsdb_socket()),
+        ovsdb_timeout_ms: Some(5000),
+        hook_deadline_ms: Some(10000),
+        ..host.config()
+    });
+    let (code, err, _) = host.hook(100, "post-start").run().exit_stderr_took();
     assert_eq!(code, Some(0), "{err}");
-    assert!(has_link(&host, "vi100") && !has_link(&host, "veth100i0"));
+    assert!(host.has_link("vi100") && !host.has_link("veth100i0"));
     assert_eq!(host.ports("ovsbr0"), vec!["vi100"]);
     assert_eq!(host.ovs_get("Port", "vi100", "tag"), "10");
     let ofport: i64 = host
@@ -164,11 +172,16 @@ fn ovsdb_server_gone_mid_transaction_fails_then_rerun_converges() {
 #[test]
 fn vswitchd_down_wait_times_out_and_no_later_step_runs() {
     let host = TestHost::new("f-vsd");
-    manage(&host, 100);
-    plug_like_pve(&host, 100);
-    kill_daemon(&host, "ovs-vswitchd");
-    agent_toml(&host, &host.ovsdb_socket(), 800, 10000);
-    let (code, err, took) = hook(&host, 100, "post-start", &[]);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
+    host.ovs().kill_daemon("ovs-vswitchd");
+    host.set_config(&AgentToml {
+        ovsdb_socket: Some(host.ovsdb_socket()),
+        ovsdb_timeout_ms: Some(800),
+        hook_deadline_ms: Some(10000),
+        ..host.config()
+    });
+    let (code, err, took) = host.hook(100, "post-start").run().exit_stderr_took();
     assert_eq!(code, Some(75), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -176,8 +189,11 @@ fn vswitchd_down_wait_times_out_and_no_later_step_runs() {
         "{err}"
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
-    let r = rows(&host, 100);
-    let steps: Vec<String> = r.iter().map(|(_, s, o)| format!("{s} {o}")).collect();
+    let r = host.audit_rows_for(100);
+    let steps: Vec<String> = r
+        .iter()
+        .map(|r| format!("{} {}", r.step, r.outcome))
+        .collect();
     assert!(steps.contains(&"ovs.wait failed".to_string()), "{steps:?}");
     for later in ["link.down", "link.rename", "ovs.add-port", "ovs.check"] {
         assert!(
@@ -186,7 +202,7 @@ fn vswitchd_down_wait_times_out_and_no_later_step_runs() {
         );
     }
     // Nothing renamed; PVE's Port row was put back.
-    assert!(has_link(&host, "veth100i0") && !has_link(&host, "vi100"));
+    assert!(host.has_link("veth100i0") && !host.has_link("vi100"));
     assert_eq!(host.ports("ovsbr0"), vec!["veth100i0"]);
     assert_eq!(host.ovs_get("Port", "veth100i0", "tag"), "10");
 }
@@ -196,12 +212,17 @@ fn vswitchd_down_wait_times_out_and_no_later_step_runs() {
 /// daemon thawed) and the hook's stderr.
 fn frozen_post_start(daemon: &str) -> (TestHost, String) {
     let host = TestHost::new(&format!("f-dl{}", &daemon[4..7]));
-    manage(&host, 100);
-    plug_like_pve(&host, 100);
-    agent_toml(&host, &host.ovsdb_socket(), 5000, 1500);
-    signal_daemon(&host, daemon, "STOP");
-    let (code, err, took) = hook(&host, 100, "post-start", &[]);
-    signal_daemon(&host, daemon, "CONT");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
+    host.set_config(&AgentToml {
+        ovsdb_socket: Some(host.ovsdb_socket()),
+        ovsdb_timeout_ms: Some(5000),
+        hook_deadline_ms: Some(1500),
+        ..host.config()
+    });
+    host.ovs().signal(daemon, Signal::SIGSTOP);
+    let (code, err, took) = host.hook(100, "post-start").run().exit_stderr_took();
+    host.ovs().signal(daemon, Signal::SIGCONT);
     assert_eq!(code, Some(75), "{daemon} frozen: {err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -216,14 +237,14 @@ fn deadline_holds_with_ovs_vswitchd_stopped_and_pve_port_comes_back() {
     let (host, err) = frozen_post_start("ovs-vswitchd");
     // The wait ends a quarter of the deadline early, so the rollback and its rows still fit.
     assert!(err.contains("next_cfg"), "{err}");
-    let r = rows(&host, 100);
+    let r = host.audit_rows_for(100);
     assert!(
-        r.iter().any(|(_, s, _)| s == "rollback.add-port"),
+        r.iter().any(|r| r.step == "rollback.add-port"),
         "the rollback ran within the deadline: {r:?}"
     );
-    assert!(!r.iter().any(|(_, s, _)| s == "hook.deadline"), "{r:?}");
+    assert!(!r.iter().any(|r| r.step == "hook.deadline"), "{r:?}");
     // Thawed, ovs-vswitchd applies PVE's Port again: the container is back on its VLAN.
-    assert!(has_link(&host, "veth100i0") && !has_link(&host, "vi100"));
+    assert!(host.has_link("veth100i0") && !host.has_link("vi100"));
     assert_eq!(host.ports("ovsbr0"), vec!["veth100i0"]);
     assert_eq!(host.ovs_get("Port", "veth100i0", "tag"), "10");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -243,16 +264,16 @@ fn deadline_holds_with_ovsdb_server_stopped() {
     let (host, err) = frozen_post_start("ovsdb-server");
     assert!(err.contains("deadline"), "{err}");
     // Nothing was changed: the frozen server never committed anything.
-    assert!(has_link(&host, "veth100i0") && !has_link(&host, "vi100"));
+    assert!(host.has_link("veth100i0") && !host.has_link("vi100"));
     assert_eq!(host.ports("ovsbr0"), vec!["veth100i0"]);
 }
 
 #[test]
 fn bridge_name_with_quotes_is_json_encoded() {
     let host = TestHost::new("f-quote");
-    manage(&host, 100);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
     host.manage(100, "[[nic]]\nnet = 0\nbridge = 'br\"}],\"x'\n");
-    let (code, err, _) = hook(&host, 100, "pre-start", &[]);
+    let (code, err, _) = host.hook(100, "pre-start").run().exit_stderr_took();
     assert_eq!(code, Some(69), "{err}");
     assert!(
         err.contains("br\"}],\"x"),
@@ -265,19 +286,18 @@ fn bridge_name_with_quotes_is_json_encoded() {
 
 #[test]
 fn failed_rename_restores_pve_port_and_link_up() {
-    let host = failpoint_host("f-renfail");
+    let host = TestHost::plugged_for_failpoints("f-renfail", cfg!(feature = "failpoints"));
     // The rename fails after PVE's port was deleted and the veth was set down.
-    let (code, err, _) = hook(
-        &host,
-        100,
-        "post-start",
-        &[("OP_AGENT_FAILPOINT", "fail:link.rename")],
-    );
+    let (code, err, _) = host
+        .hook(100, "post-start")
+        .envs(&[("OP_AGENT_FAILPOINT", "fail:link.rename")])
+        .run()
+        .exit_stderr_took();
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     // What the admin had is back: the veth under PVE's name, UP, on PVE's port with its tag.
-    assert!(has_link(&host, "veth100i0"));
-    assert!(!has_link(&host, "vi100"));
+    assert!(host.has_link("veth100i0"));
+    assert!(!host.has_link("vi100"));
     let l = host.link("veth100i0").unwrap();
     assert!(
         l["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
@@ -285,21 +305,21 @@ fn failed_rename_restores_pve_port_and_link_up() {
     );
     assert_eq!(host.ports("ovsbr0"), vec!["veth100i0"]);
     assert_eq!(host.ovs_get("Port", "veth100i0", "tag"), "10");
-    let r = rows(&host, 100);
+    let r = host.audit_rows_for(100);
     for step in ["link.down", "rollback.link-up", "rollback.add-port"] {
         assert!(
-            r.iter().any(|(_, s, o)| s == step && (o == "ok")),
+            r.iter().any(|r| r.step == *step && (r.outcome == "ok")),
             "{step} ok: {r:?}"
         );
     }
     assert!(
         r.iter()
-            .any(|(_, s, o)| s == "link.rename" && o == "failed"),
+            .any(|r| r.step == "link.rename" && r.outcome == "failed"),
         "{r:?}"
     );
     // And the phase again converges.
-    let (code, err, _) = hook(&host, 100, "post-start", &[]);
+    let (code, err, _) = host.hook(100, "post-start").run().exit_stderr_took();
     assert_eq!(code, Some(0), "{err}");
-    assert!(has_link(&host, "vi100"));
+    assert!(host.has_link("vi100"));
     assert_eq!(host.ports("ovsbr0"), vec!["vi100"]);
 }

@@ -1,40 +1,36 @@
-//! Issue 8, refusals: veth missing at post-start, a foreign link or a foreign OVS port holding
+//! refusals: veth missing at post-start, a foreign link or a foreign OVS port holding
 //! op-agent's name (refused, never renamed or deleted), bad interface names, unsafe config
 //! file ownership/modes, and arguments validated before anything is read.
 
-mod fault_common;
-mod support;
-
-use fault_common::*;
+use op_testkit::{AgentToml, Nic, PveConf, PveRoot, TestHost};
 use std::os::unix::fs::PermissionsExt;
-use support::TestHost;
 
 #[test]
 fn veth_missing_at_post_start_fails_with_a_row() {
     let host = TestHost::new("f-noveth");
-    manage(&host, 100);
-    let (code, err, _) = hook(&host, 100, "post-start", &[]);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    let (code, err, _) = host.hook(100, "post-start").run().exit_stderr_took();
     assert_ne!(code, Some(0), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("veth100i0"), "{err}");
     assert!(host.ports("ovsbr0").is_empty());
-    assert!(!has_link(&host, "vi100"));
-    let r = rows(&host, 100);
-    assert!(r.iter().any(|(_, _, o)| o == "failed"), "{r:?}");
+    assert!(!host.has_link("vi100"));
+    let r = host.audit_rows_for(100);
+    assert!(r.iter().any(|r| r.outcome == "failed"), "{r:?}");
 }
 
 #[test]
 fn foreign_link_with_target_name_is_refused_and_kept() {
     let host = TestHost::new("f-flink");
-    manage(&host, 100);
-    plug_like_pve(&host, 100);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
     // A link op-agent did not make (no owner alias), of the same kind as ours.
     host.run_ok(&[
         "ip", "link", "add", "vi100", "type", "veth", "peer", "name", "fx100",
     ]);
     let before = host.link("vi100").unwrap()["ifindex"].clone();
     for phase in ["pre-start", "post-start"] {
-        let (code, err, _) = hook(&host, 100, phase, &[]);
+        let (code, err, _) = host.hook(100, phase).run().exit_stderr_took();
         assert_eq!(code, Some(77), "{phase}: {err}");
         assert!(err.contains("vi100"), "{err}");
     }
@@ -42,15 +38,15 @@ fn foreign_link_with_target_name_is_refused_and_kept() {
     let l = host.link("vi100").expect("foreign vi100 kept");
     assert_eq!(l["ifindex"], before);
     assert_eq!(l["linkinfo"]["info_kind"], "veth");
-    assert!(has_link(&host, "fx100"));
-    assert!(has_link(&host, "veth100i0"));
+    assert!(host.has_link("fx100"));
+    assert!(host.has_link("veth100i0"));
     assert_eq!(host.ports("ovsbr0"), vec!["veth100i0"]);
 }
 
 #[test]
 fn foreign_ovs_port_with_our_name_is_refused_not_deleted() {
     let host = TestHost::new("f-fport");
-    manage(&host, 100);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
     host.vsctl_ok(&[
         "add-port",
         "ovsbr0",
@@ -62,51 +58,36 @@ fn foreign_ovs_port_with_our_name_is_refused_not_deleted() {
         "type=internal",
     ]);
     let uuid = host.ovs_get("Port", "vi100", "_uuid");
-    let (code, err, _) = hook(&host, 100, "pre-start", &[]);
+    let (code, err, _) = host.hook(100, "pre-start").run().exit_stderr_took();
     assert_eq!(code, Some(77), "{err}");
     assert!(err.contains("vi100"), "{err}");
-    plug_like_pve(&host, 100);
-    let (code, err, _) = hook(&host, 100, "post-start", &[]);
+    host.plug_like_pve(100);
+    let (code, err, _) = host.hook(100, "post-start").run().exit_stderr_took();
     assert_eq!(code, Some(77), "{err}");
     assert_eq!(host.ovs_get("Port", "vi100", "_uuid"), uuid, "not deleted");
-    assert!(has_link(&host, "veth100i0"), "PVE's veth not renamed");
+    assert!(host.has_link("veth100i0"), "PVE's veth not renamed");
     let ports = host.ports("ovsbr0");
     assert!(ports.contains(&"veth100i0".to_string()), "{ports:?}");
 }
 
 /// A PVE root with container 100 managed by `toml`, no OVS (these fail before connecting).
-fn offline_root(toml: &str) -> tempfile::TempDir {
-    let r = tempfile::tempdir().unwrap();
-    let p = r.path();
-    std::fs::create_dir_all(p.join("etc/pve/lxc")).unwrap();
-    std::fs::create_dir_all(p.join("etc/op-agent/containers")).unwrap();
-    std::fs::write(p.join("etc/pve/lxc/100.conf"), pve_conf(100)).unwrap();
-    std::fs::write(p.join("etc/op-agent/containers/100.toml"), toml).unwrap();
-    std::fs::write(
-        p.join("etc/op-agent/agent.toml"),
-        format!(
-            "[ovsdb]\nsocket = \"{0}/nosock\"\n[audit]\ndatabase = \"{0}/audit.db\"\n[pve]\nroot = \"{0}\"\n",
-            p.display()
-        ),
-    )
-    .unwrap();
+fn offline_root(toml: &str) -> PveRoot {
+    let r = PveRoot::temp("opa-offline-");
+    r.write_pve_conf(100, PveConf::bridged(100, 10));
+    r.manage(100, toml);
+    r.write_agent_toml(&AgentToml {
+        ovsdb_socket: Some(r.join("nosock")),
+        audit_db: Some(r.join("audit.db")),
+        pve_root: Some(r.path().to_path_buf()),
+        ..AgentToml::default()
+    });
     r
 }
 
-fn offline_hook(r: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(support::op_agent_bin())
-        .args(args)
-        .env("OP_AGENT_CONFIG", r.join("etc/op-agent/agent.toml"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    eprintln!(
-        "observed: {args:?} -> {:?}: {}",
-        out.status.code(),
-        err.trim()
-    );
-    (out.status.code(), err)
+/// `op-agent ARGS` on `r` (outside any namespace): (exit code, stderr).
+fn offline_hook(r: &PveRoot, args: &[&str]) -> (Option<i32>, String) {
+    let out = r.agent_cmd(args).run();
+    (out.code(), out.stderr_text())
 }
 
 #[test]
@@ -120,7 +101,7 @@ fn bad_names_are_refused_at_pre_start() {
         ("''", "empty"),
     ] {
         let r = offline_root(&format!("[[nic]]\nnet = 0\nname = {name}\n"));
-        let (code, err) = offline_hook(r.path(), &["hook", "100", "pre-start"]);
+        let (code, err) = offline_hook(&r, &["hook", "100", "pre-start"]);
         assert_eq!(code, Some(78), "{why}: {err}");
         assert_eq!(err.lines().count(), 1, "{why}: {err}");
         // The line of the `[[nic]]` table that holds the name.
@@ -131,13 +112,10 @@ fn bad_names_are_refused_at_pre_start() {
         assert!(!r.path().join("nosock").exists());
     }
     // Two NICs with the same name collide.
-    let conf = pve_conf(100).replace(
-        "ostype",
-        "net1: name=eth1,bridge=ovsbr0,hwaddr=BC:24:11:00:01:01,type=veth\nostype",
-    );
+    let conf = PveConf::bridged(100, 10).nic(Nic::new(1, "ovsbr0").hwaddr("BC:24:11:00:01:01"));
     let r = offline_root("[[nic]]\nnet = 0\nname = 'ct1'\n[[nic]]\nnet = 1\nname = 'ct1'\n");
-    std::fs::write(r.path().join("etc/pve/lxc/100.conf"), conf).unwrap();
-    let (code, err) = offline_hook(r.path(), &["hook", "100", "pre-start"]);
+    r.write_pve_conf(100, conf);
+    let (code, err) = offline_hook(&r, &["hook", "100", "pre-start"]);
     assert_eq!(code, Some(78), "collision: {err}");
     assert!(err.contains("ct1"), "{err}");
 }
@@ -154,7 +132,7 @@ fn unsafe_config_files_are_refused_with_file_and_fix() {
             _ => std::os::unix::fs::chown(file, Some(1000), Some(1000)),
         }
         .unwrap();
-        let (code, err) = offline_hook(r.path(), &["hook", "100", "pre-start"]);
+        let (code, err) = offline_hook(&r, &["hook", "100", "pre-start"]);
         assert_eq!(code, Some(77), "{how}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(
@@ -171,7 +149,7 @@ fn unsafe_config_files_are_refused_with_file_and_fix() {
     // The PVE conf is read with the same check.
     let pve = r.path().join("etc/pve/lxc/100.conf");
     std::fs::set_permissions(&pve, std::fs::Permissions::from_mode(0o646)).unwrap();
-    let (code, err) = offline_hook(r.path(), &["hook", "100", "pre-start"]);
+    let (code, err) = offline_hook(&r, &["hook", "100", "pre-start"]);
     assert_eq!(code, Some(77), "{err}");
     assert!(err.contains("100.conf"), "{err}");
 }
@@ -191,7 +169,7 @@ fn vmid_and_phase_are_validated_before_anything_is_read() {
         ("100", "../../x"),
         ("1e3", "pre-start"),
     ] {
-        let (code, err) = offline_hook(r.path(), &["hook", vmid, phase]);
+        let (code, err) = offline_hook(&r, &["hook", vmid, phase]);
         assert_eq!(code, Some(64), "{vmid:?} {phase:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
         // The argument is shown as given, control characters escaped.
@@ -214,7 +192,7 @@ fn unsafe_netmaker_env_is_refused_with_file_and_fix() {
             _ => std::os::unix::fs::chown(&env, Some(1000), Some(1000)),
         }
         .unwrap();
-        let (code, err) = offline_hook(r.path(), &["mesh", "join"]);
+        let (code, err) = offline_hook(&r, &["mesh", "join"]);
         assert_eq!(code, Some(77), "{how}: {err}");
         assert!(
             err.contains(&env.display().to_string()),

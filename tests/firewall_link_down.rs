@@ -4,40 +4,30 @@
 //! other NIC is handled, and `link_down=1` is renamed but left down and unplugged.
 //! Root only; run: `cargo build --workspace && cargo test --test firewall_link_down`.
 
-#[path = "netmaker_support/mod.rs"]
-mod agent;
-mod support;
-
-use agent::{net_line, pve_conf, text, Agent};
+use op_testkit::{Nic, PveConf, TestHost};
 
 /// Container 100 with net0 on VLAN 10 carrying PVE's `net0_flag` (`firewall=1`, `link_down=1`)
 /// and a plain net1 on VLAN 20, plus `toml` as its op-agent TOML.
-fn ct_with_net0_flag(a: &Agent, net0_flag: &str, toml: &str) {
-    a.host.write_pve_conf(
+fn ct_with_net0_flag(host: &TestHost, net0_flag: &str, toml: &str) {
+    host.write_pve_conf(
         100,
-        &pve_conf(
-            100,
-            &[
-                net_line(
-                    0,
-                    "ovsbr0",
-                    100,
-                    Some("10.0.0.101/24"),
-                    &format!(",tag=10,{net0_flag}"),
-                ),
-                net_line(1, "ovsbr0", 100, Some("10.0.1.101/24"), ",tag=20"),
-            ],
-        ),
+        PveConf::op_hook(100).nics([
+            Nic::with_id(0, "ovsbr0", 100)
+                .ip("10.0.0.101/24")
+                .tag(10)
+                .flag(net0_flag),
+            Nic::with_id(1, "ovsbr0", 100).ip("10.0.1.101/24").tag(20),
+        ]),
     );
-    a.ct_toml(100, toml);
+    host.manage(100, toml);
 }
 
 #[test]
 fn firewall_nic_is_refused_at_pre_start() {
-    let a = Agent::new("fw-refuse", &["ovsbr0"], &[], "");
-    ct_with_net0_flag(&a, "firewall=1", "network_type = \"bridge\"\n");
-    let out = a.sim(&["start", "100"]);
-    let t = text(&out);
+    let host = TestHost::with_bridges("fw-refuse", &["ovsbr0"], &[]);
+    ct_with_net0_flag(&host, "firewall=1", "network_type = \"bridge\"\n");
+    let out = host.sim(&["start", "100"]);
+    let t = out.text();
     assert!(!out.status.success(), "{t}");
     // The one-line reason (without a syslog socket the log line goes to stderr too).
     let lines: Vec<&str> = t
@@ -53,77 +43,74 @@ fn firewall_nic_is_refused_at_pre_start() {
         "{}",
         lines[0]
     );
-    assert_eq!(a.status(100), "stopped");
-    assert!(a.host.ports("ovsbr0").is_empty());
+    assert_eq!(host.ct_status(100), "stopped");
+    assert!(host.ports("ovsbr0").is_empty());
     // Netmaker mode refuses the same way.
-    a.ct_toml(100, "network_type = \"netmaker\"\n");
-    let out = a.sim(&["start", "100"]);
+    host.manage(100, "network_type = \"netmaker\"\n");
+    let out = host.sim(&["start", "100"]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("net0 has firewall=1"), "{}", text(&out));
+    assert!(out.text().contains("net0 has firewall=1"), "{}", out.text());
 }
 
 #[test]
 fn on_firewall_skip_leaves_the_nic_in_its_fwbr() {
-    let a = Agent::new("fw-skip", &["ovsbr0"], &[], "");
-    ct_with_net0_flag(&a, "firewall=1", "on_firewall = \"skip\"\n");
-    a.sim_ok(&["start", "100"]);
+    let host = TestHost::with_bridges("fw-skip", &["ovsbr0"], &[]);
+    ct_with_net0_flag(&host, "firewall=1", "on_firewall = \"skip\"\n");
+    host.sim_ok_text(&["start", "100"]);
     // net0: PVE's firewall plumbing untouched.
-    let veth = a.link("veth100i0").expect("veth100i0 kept its name");
+    let veth = host.link("veth100i0").expect("veth100i0 kept its name");
     assert_eq!(veth["master"], "fwbr100i0", "{veth}");
-    assert!(a.link("vi100").is_none());
-    let ports = a.host.ports("ovsbr0");
+    assert!(host.link("vi100").is_none());
+    let ports = host.ports("ovsbr0");
     assert!(ports.contains(&"fwln100o0".to_string()), "{ports:?}");
-    assert_eq!(a.host.ovs_get("Port", "fwln100o0", "tag"), "10");
+    assert_eq!(host.ovs_get("Port", "fwln100o0", "tag"), "10");
     // net1: renamed and re-plugged.
-    assert!(a.link("veth100i1").is_none());
-    assert_eq!(a.host.vsctl_ok(&["port-to-br", "vi100i1"]), "ovsbr0");
-    assert_eq!(a.host.ovs_get("Port", "vi100i1", "tag"), "20");
-    let skipped: Vec<_> = a
-        .rows_of(100, "nic.skip")
+    assert!(host.link("veth100i1").is_none());
+    assert_eq!(host.vsctl_ok(&["port-to-br", "vi100i1"]), "ovsbr0");
+    assert_eq!(host.ovs_get("Port", "vi100i1", "tag"), "20");
+    let skipped: Vec<_> = host
+        .audit_step_rows(100, "nic.skip")
         .into_iter()
-        .filter(|r| r["phase"] == "post-start")
+        .filter(|r| r.phase == "post-start")
         .collect();
     assert_eq!(skipped.len(), 1, "{skipped:?}");
-    assert_eq!(skipped[0]["outcome"], "skipped");
-    assert!(skipped[0]["detail"]
-        .as_str()
-        .unwrap()
-        .contains("firewall=1"));
+    assert_eq!(skipped[0].outcome, "skipped");
+    assert!(skipped[0].detail.contains("firewall=1"));
     // Stop: PVE's fw plumbing is PVE's to clean up; our net1 row is gone.
-    a.sim_ok(&["stop", "100"]);
-    let ports = a.host.ports("ovsbr0");
+    host.sim_ok_text(&["stop", "100"]);
+    let ports = host.ports("ovsbr0");
     assert!(!ports.iter().any(|p| p.starts_with("vi100")), "{ports:?}");
 }
 
 #[test]
 fn link_down_is_renamed_but_left_down_and_unplugged() {
-    let a = Agent::new("link-down", &["ovsbr0"], &[], "");
-    ct_with_net0_flag(&a, "link_down=1", "");
-    a.sim_ok(&["start", "100"]);
-    assert!(a.link("veth100i0").is_none());
-    let l = a.link("vi100").expect("vi100");
-    assert!(!a.is_up("vi100"), "{l}");
+    let host = TestHost::with_bridges("link-down", &["ovsbr0"], &[]);
+    ct_with_net0_flag(&host, "link_down=1", "");
+    host.sim_ok_text(&["start", "100"]);
+    assert!(host.link("veth100i0").is_none());
+    let l = host.link("vi100").expect("vi100");
+    assert!(!host.is_up("vi100"), "{l}");
     assert!(l.get("master").is_none(), "{l}");
-    let ports = a.host.ports("ovsbr0");
+    let ports = host.ports("ovsbr0");
     assert!(
         !ports.iter().any(|p| p == "vi100" || p == "veth100i0"),
         "{ports:?}"
     );
     assert!(ports.contains(&"vi100i1".to_string()), "{ports:?}");
-    assert!(a.is_up("vi100i1"));
+    assert!(host.is_up("vi100i1"));
     // Converged: a second post-start changes nothing and keeps it down.
-    let again = a.agent(&[], &["hook", "100", "post-start"]);
-    assert!(again.status.success(), "{}", text(&again));
+    let again = host.agent(&["hook", "100", "post-start"]);
+    assert!(again.status.success(), "{}", again.text());
     assert!(
-        text(&again).contains("nothing to change"),
+        again.text().contains("nothing to change"),
         "{}",
-        text(&again)
+        again.text()
     );
-    assert!(!a.is_up("vi100"));
-    a.sim_ok(&["stop", "100"]);
+    assert!(!host.is_up("vi100"));
+    host.sim_ok_text(&["stop", "100"]);
     assert!(
-        a.host.ports("ovsbr0").is_empty(),
+        host.ports("ovsbr0").is_empty(),
         "{:?}",
-        a.host.ports("ovsbr0")
+        host.ports("ovsbr0")
     );
 }

@@ -1,48 +1,39 @@
-//! Issue 2 end to end: `pve-sim start` (standing in for `pct start`) runs op-hook, op-agent
+//! The main job end to end: `pve-sim start` (standing in for `pct start`) runs op-hook, op-agent
 //! renames `veth<vmid>i0` to `vi<vmid>` and re-plugs it into a private Open vSwitch, on real LXC
 //! containers. Every assertion is what an admin would check: links, OVSDB rows, pings, audit.
 
-mod support;
+use op_testkit::{AuditRow, Nic, PveConf, TestHost};
 
-use support::TestHost;
-
-fn conf(vmid: u32, net0: &str) -> String {
-    format!(
-        "arch: amd64\nhostname: ct{vmid}\nhookscript: local:snippets/op-hook\nmemory: 128\n\
-         net0: name=eth0,{net0},type=veth\nostype: unmanaged\n"
-    )
+/// Container `vmid` with op-hook and `net0` on ovsbr0.
+fn conf(vmid: u32, net0: Nic) -> PveConf {
+    PveConf::op_hook(vmid).nic(net0).line("ostype: unmanaged")
 }
 
-fn rows_for(host: &TestHost, vmid: u64, phase: &str) -> Vec<serde_json::Value> {
-    host.audit_rows()
+/// net0 on ovsbr0 with PVE MAC `BC:24:11:00:01:<vmid-100>`, `ip` and VLAN `tag`.
+fn net0(vmid: u32, ip: Option<&str>, tag: u16) -> Nic {
+    let nic = Nic::new(0, "ovsbr0").hwaddr(&format!("BC:24:11:00:01:{:02}", vmid - 100));
+    match ip {
+        Some(ip) => nic.ip(ip),
+        None => nic,
+    }
+    .tag(tag)
+}
+
+fn rows_for(host: &TestHost, vmid: u32, phase: &str) -> Vec<AuditRow> {
+    host.audit_rows_for(vmid)
         .into_iter()
-        .filter(|r| r["vmid"].as_u64() == Some(vmid) && r["phase"] == phase)
+        .filter(|r| r.phase == phase)
         .collect()
 }
 
 #[test]
 fn start_renames_plugs_isolates_vlans_and_stop_cleans_up() {
     let host = TestHost::new("main");
-    host.write_pve_conf(
-        100,
-        &conf(
-            100,
-            "bridge=ovsbr0,hwaddr=BC:24:11:00:01:00,ip=10.10.0.100/24,tag=10",
-        ),
-    );
-    host.write_pve_conf(
-        101,
-        &conf(
-            101,
-            "bridge=ovsbr0,hwaddr=BC:24:11:00:01:01,ip=10.10.0.101/24,tag=10",
-        ),
-    );
+    host.write_pve_conf(100, conf(100, net0(100, Some("10.10.0.100/24"), 10)));
+    host.write_pve_conf(101, conf(101, net0(101, Some("10.10.0.101/24"), 10)));
     host.write_pve_conf(
         102,
-        &conf(
-            102,
-            "bridge=ovsbr0,hwaddr=BC:24:11:00:01:02,ip=10.10.0.102/24,tag=20,trunks=20;30",
-        ),
+        conf(102, net0(102, Some("10.10.0.102/24"), 20).trunks("20;30")),
     );
     for v in [100, 101, 102] {
         host.manage(v, "network_type = \"bridge\"\n");
@@ -131,19 +122,13 @@ fn start_renames_plugs_isolates_vlans_and_stop_cleans_up() {
     assert_eq!(host.ovs_get("Port", "vi100", "_uuid"), uuid);
     assert_eq!(host.link("vi100").unwrap()["ifindex"], ifindex);
     let last = rows_for(&host, 100, "post-start");
-    assert_eq!(last.last().unwrap()["step"], "run.converged");
+    assert_eq!(last.last().unwrap().step, "run.converged");
 
     // Audit rows of the first post-start: intent first, then each step ok.
     let rows = rows_for(&host, 100, "post-start");
     let steps: Vec<String> = rows
         .iter()
-        .map(|r| {
-            format!(
-                "{} {}",
-                r["step"].as_str().unwrap(),
-                r["outcome"].as_str().unwrap()
-            )
-        })
+        .map(|r| format!("{} {}", r.step, r.outcome))
         .collect();
     for want in [
         "run.intent intent",
@@ -184,13 +169,7 @@ fn start_renames_plugs_isolates_vlans_and_stop_cleans_up() {
 #[test]
 fn unmanaged_container_ends_as_without_the_hook() {
     let host = TestHost::new("unmanaged");
-    host.write_pve_conf(
-        103,
-        &conf(
-            103,
-            "bridge=ovsbr0,hwaddr=BC:24:11:00:01:03,ip=10.10.0.103/24,tag=10",
-        ),
-    );
+    host.write_pve_conf(103, conf(103, net0(103, Some("10.10.0.103/24"), 10)));
     let out = host.sim_ok(&["start", "103"]);
     assert!(!out.contains("op-agent"), "{out}");
     let links = host.links();
@@ -210,13 +189,7 @@ fn unmanaged_container_ends_as_without_the_hook() {
 #[test]
 fn pre_start_with_missing_bridge_aborts_the_start() {
     let host = TestHost::new("nobridge");
-    host.write_pve_conf(
-        104,
-        &conf(
-            104,
-            "bridge=ovsbr0,hwaddr=BC:24:11:00:01:04,ip=10.10.0.104/24,tag=10",
-        ),
-    );
+    host.write_pve_conf(104, conf(104, net0(104, Some("10.10.0.104/24"), 10)));
     host.manage(104, "[[nic]]\nnet = 0\nbridge = \"ovsbr9\"\n");
     let out = host.sim(&["start", "104"]);
     assert!(!out.status.success(), "start must be aborted");
@@ -235,19 +208,13 @@ fn pre_start_with_missing_bridge_aborts_the_start() {
     let rows = rows_for(&host, 104, "pre-start");
     assert!(rows
         .iter()
-        .any(|r| r["outcome"] == "failed" || r["step"] == "config.validate"));
+        .any(|r| r.outcome == "failed" || r.step == "config.validate"));
 }
 
 #[test]
 fn toml_overrides_name_tag_and_trunks() {
     let host = TestHost::with_bridges("override", &["ovsbr0", "ovsbr1"], &[]);
-    host.write_pve_conf(
-        105,
-        &conf(
-            105,
-            "bridge=ovsbr0,hwaddr=BC:24:11:00:01:05,ip=10.10.0.105/24,tag=10",
-        ),
-    );
+    host.write_pve_conf(105, conf(105, net0(105, Some("10.10.0.105/24"), 10)));
     host.manage(
         105,
         "[[nic]]\nnet = 0\nbridge = \"ovsbr1\"\ntag = 30\ntrunks = [40, 50]\nname = \"ct105\"\n",
@@ -289,10 +256,7 @@ fn bad_arguments_and_unknown_phases() {
         }
     }
     // Bad TOML: one line naming file, line and key; an audit row; distinct exit code 78.
-    host.write_pve_conf(
-        106,
-        &conf(106, "bridge=ovsbr0,hwaddr=BC:24:11:00:01:06,tag=10"),
-    );
+    host.write_pve_conf(106, conf(106, net0(106, None, 10)));
     host.manage(
         106,
         "network_type = \"bridge\"\n[[nic]]\nnet = 0\ntagg = 5\n",
@@ -305,5 +269,5 @@ fn bad_arguments_and_unknown_phases() {
     let rows = rows_for(&host, 106, "pre-start");
     assert!(rows
         .iter()
-        .any(|r| r["step"] == "config.validate" && r["outcome"] == "failed"));
+        .any(|r| r.step == "config.validate" && r.outcome == "failed"));
 }

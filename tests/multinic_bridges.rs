@@ -3,50 +3,35 @@
 //! `netN` refused at pre-start, and a 9-digit vmid with net31 (name lengths).
 //! Root only; run: `cargo build --workspace && cargo test --test multinic_bridges`.
 
-#[path = "netmaker_support/mod.rs"]
-mod agent;
-mod support;
+use op_testkit::{Nic, PveConf, TestHost};
 
-use agent::{net_line, pve_conf, text, Agent};
-
-fn two_nic_ct(a: &Agent, vmid: u32, tag0: u16, tag1: u16) {
-    let host = vmid % 200 + 1;
-    a.host.write_pve_conf(
+fn two_nic_ct(host: &TestHost, vmid: u32, tag0: u16, tag1: u16) {
+    let h = vmid % 200 + 1;
+    host.write_pve_conf(
         vmid,
-        &pve_conf(
-            vmid,
-            &[
-                net_line(
-                    0,
-                    "ovsbr0",
-                    vmid as u16,
-                    Some(&format!("10.0.0.{host}/24")),
-                    &format!(",tag={tag0}"),
-                ),
-                net_line(
-                    1,
-                    "ovsbr1",
-                    vmid as u16,
-                    Some(&format!("10.0.1.{host}/24")),
-                    &format!(",tag={tag1}"),
-                ),
-            ],
-        ),
+        PveConf::op_hook(vmid).nics([
+            Nic::with_id(0, "ovsbr0", vmid as u16)
+                .ip(&format!("10.0.0.{h}/24"))
+                .tag(tag0),
+            Nic::with_id(1, "ovsbr1", vmid as u16)
+                .ip(&format!("10.0.1.{h}/24"))
+                .tag(tag1),
+        ]),
     );
-    a.ct_toml(vmid, "network_type = \"bridge\"\n");
+    host.manage(vmid, "network_type = \"bridge\"\n");
 }
 
 #[test]
 fn two_nics_on_two_bridges_and_vlans_carry_traffic() {
-    let a = Agent::new("mn-two", &["ovsbr0", "ovsbr1"], &[], "");
-    two_nic_ct(&a, 100, 10, 20);
-    two_nic_ct(&a, 101, 10, 20);
+    let host = TestHost::with_bridges("mn-two", &["ovsbr0", "ovsbr1"], &[]);
+    two_nic_ct(&host, 100, 10, 20);
+    two_nic_ct(&host, 101, 10, 20);
     // 102: net1 on another VLAN of ovsbr1: must not be reachable there.
-    two_nic_ct(&a, 102, 10, 21);
+    two_nic_ct(&host, 102, 10, 21);
     for v in ["100", "101", "102"] {
-        a.sim_ok(&["start", v]);
+        host.sim_ok_text(&["start", v]);
     }
-    let links = a.host.links();
+    let links = host.links();
     for v in [100, 101, 102] {
         for (name, old) in [
             (format!("vi{v}"), format!("veth{v}i0")),
@@ -56,50 +41,46 @@ fn two_nics_on_two_bridges_and_vlans_carry_traffic() {
             assert!(!links.contains(&old), "{old} left: {links:?}");
         }
     }
-    assert_eq!(a.host.vsctl_ok(&["port-to-br", "vi100"]), "ovsbr0");
-    assert_eq!(a.host.vsctl_ok(&["port-to-br", "vi100i1"]), "ovsbr1");
-    assert_eq!(a.host.ovs_get("Port", "vi100", "tag"), "10");
-    assert_eq!(a.host.ovs_get("Port", "vi100i1", "tag"), "20");
-    assert_eq!(a.host.ovs_get("Port", "vi102i1", "tag"), "21");
+    assert_eq!(host.vsctl_ok(&["port-to-br", "vi100"]), "ovsbr0");
+    assert_eq!(host.vsctl_ok(&["port-to-br", "vi100i1"]), "ovsbr1");
+    assert_eq!(host.ovs_get("Port", "vi100", "tag"), "10");
+    assert_eq!(host.ovs_get("Port", "vi100i1", "tag"), "20");
+    assert_eq!(host.ovs_get("Port", "vi102i1", "tag"), "21");
     assert_eq!(
-        a.host.ovs_get("Port", "vi100i1", "external_ids:pve-net"),
+        host.ovs_get("Port", "vi100i1", "external_ids:pve-net"),
         "net1"
     );
     assert_eq!(
-        a.host
-            .ovs_get("Port", "vi100i1", "external_ids:attached-mac"),
+        host.ovs_get("Port", "vi100i1", "external_ids:attached-mac"),
         "\"bc:24:11:01:00:64\""
     );
     for p in ["vi100", "vi100i1"] {
-        let ofport: i64 = a.host.ovs_get("Interface", p, "ofport").parse().unwrap();
+        let ofport: i64 = host.ovs_get("Interface", p, "ofport").parse().unwrap();
         assert!(ofport > 0, "{p} ofport {ofport}");
     }
     assert!(
-        a.host.ping(100, "10.0.0.102"),
+        host.ping(100, "10.0.0.102"),
         "net0: 100 -> 101 on ovsbr0 VLAN 10"
     );
     assert!(
-        a.host.ping(100, "10.0.1.102"),
+        host.ping(100, "10.0.1.102"),
         "net1: 100 -> 101 on ovsbr1 VLAN 20"
     );
+    assert!(host.ping(100, "10.0.0.103"), "net0: 100 -> 102 on VLAN 10");
     assert!(
-        a.host.ping(100, "10.0.0.103"),
-        "net0: 100 -> 102 on VLAN 10"
-    );
-    assert!(
-        !a.host.ping(100, "10.0.1.103"),
+        !host.ping(100, "10.0.1.103"),
         "net1: 100 -> 102 across VLANs 20/21 must not answer"
     );
-    let again = a.agent(&[], &["hook", "100", "post-start"]);
+    let again = host.agent(&["hook", "100", "post-start"]);
     assert!(
-        text(&again).contains("nothing to change"),
+        again.text().contains("nothing to change"),
         "{}",
-        text(&again)
+        again.text()
     );
 
-    a.sim_ok(&["stop", "100"]);
+    host.sim_ok_text(&["stop", "100"]);
     for b in ["ovsbr0", "ovsbr1"] {
-        let ports = a.host.ports(b);
+        let ports = host.ports(b);
         assert!(
             !ports.iter().any(|p| p.starts_with("vi100")),
             "{b}: {ports:?}"
@@ -109,17 +90,17 @@ fn two_nics_on_two_bridges_and_vlans_carry_traffic() {
 
 #[test]
 fn nic_table_for_a_missing_net_is_refused_at_pre_start() {
-    let a = Agent::new("mn-miss", &["ovsbr0"], &[], "");
-    a.host.write_pve_conf(
+    let host = TestHost::with_bridges("mn-miss", &["ovsbr0"], &[]);
+    host.write_pve_conf(
         100,
-        &pve_conf(100, &[net_line(0, "ovsbr0", 100, None, ",tag=10")]),
+        PveConf::op_hook(100).nics([Nic::with_id(0, "ovsbr0", 100).tag(10)]),
     );
-    a.ct_toml(
+    host.manage(
         100,
         "network_type = \"bridge\"\n\n[[nic]]\nnet = 3\ntag = 30\n",
     );
-    let out = a.sim(&["start", "100"]);
-    let t = text(&out);
+    let out = host.sim(&["start", "100"]);
+    let t = out.text();
     assert!(!out.status.success(), "{t}");
     let line = t
         .lines()
@@ -129,7 +110,7 @@ fn nic_table_for_a_missing_net_is_refused_at_pre_start() {
         line.contains("containers/100.toml:3: [[nic]] net = 3: no net3 in"),
         "{line}"
     );
-    assert_eq!(a.status(100), "stopped");
+    assert_eq!(host.ct_status(100), "stopped");
 }
 
 /// 9-digit vmid: op-agent's names fit (`vi999999999i31` is 14 bytes, unit-tested in plan.rs),
@@ -139,21 +120,21 @@ fn nic_table_for_a_missing_net_is_refused_at_pre_start() {
 /// 9-digit vmid works with net0..net9 (`vi999999999i9`).
 #[test]
 fn nine_digit_vmid_with_net31() {
-    let a = Agent::new("mn-long", &["ovsbr0"], &[], "");
+    let host = TestHost::with_bridges("mn-long", &["ovsbr0"], &[]);
     let v: u32 = 999_999_999;
     let mut nets = vec![
-        net_line(0, "ovsbr0", 1, Some("10.0.0.1/24"), ",tag=10"),
-        net_line(9, "ovsbr0", 2, Some("10.0.9.1/24"), ",tag=9"),
+        Nic::with_id(0, "ovsbr0", 1).ip("10.0.0.1/24").tag(10),
+        Nic::with_id(9, "ovsbr0", 2).ip("10.0.9.1/24").tag(9),
     ];
     let with31 = [
         nets.clone(),
-        vec![net_line(31, "ovsbr0", 3, Some("10.0.31.1/24"), ",tag=31")],
+        vec![Nic::with_id(31, "ovsbr0", 3).ip("10.0.31.1/24").tag(31)],
     ]
     .concat();
-    a.host.write_pve_conf(v, &pve_conf(v, &with31));
-    a.ct_toml(v, "");
-    let out = a.sim(&["start", "999999999"]);
-    let t = text(&out);
+    host.write_pve_conf(v, PveConf::op_hook(v).nics(with31.iter().cloned()));
+    host.manage(v, "");
+    let out = host.sim(&["start", "999999999"]);
+    let t = out.text();
     assert!(!out.status.success(), "{t}");
     let line = t
         .lines()
@@ -164,32 +145,31 @@ fn nine_digit_vmid_with_net31() {
         "{line}"
     );
     assert!(
-        a.host.ports("ovsbr0").is_empty(),
+        host.ports("ovsbr0").is_empty(),
         "{:?}",
-        a.host.ports("ovsbr0")
+        host.ports("ovsbr0")
     );
-    assert!(!a.host.links().iter().any(|l| l.contains("999999999")));
+    assert!(!host.links().iter().any(|l| l.contains("999999999")));
 
     nets.truncate(2);
-    a.host.write_pve_conf(v, &pve_conf(v, &nets));
-    let out = a.sim_ok(&["start", "999999999"]);
-    let links = a.host.links();
+    host.write_pve_conf(v, PveConf::op_hook(v).nics(nets.iter().cloned()));
+    let out = host.sim_ok_text(&["start", "999999999"]);
+    let links = host.links();
     for l in ["vi999999999", "vi999999999i9"] {
         assert!(links.contains(&l.to_string()), "{l}: {out}\n{links:?}");
-        let ofport: i64 = a.host.ovs_get("Interface", l, "ofport").parse().unwrap();
+        let ofport: i64 = host.ovs_get("Interface", l, "ofport").parse().unwrap();
         assert!(ofport > 0, "{l} ofport {ofport}");
     }
     assert!(!links.iter().any(|l| l.starts_with("veth999")), "{links:?}");
-    assert_eq!(a.host.ovs_get("Port", "vi999999999i9", "tag"), "9");
+    assert_eq!(host.ovs_get("Port", "vi999999999i9", "tag"), "9");
     assert_eq!(
-        a.host
-            .ovs_get("Port", "vi999999999i9", "external_ids:pve-net"),
+        host.ovs_get("Port", "vi999999999i9", "external_ids:pve-net"),
         "net9"
     );
-    a.sim_ok(&["stop", "999999999"]);
+    host.sim_ok_text(&["stop", "999999999"]);
     assert!(
-        a.host.ports("ovsbr0").is_empty(),
+        host.ports("ovsbr0").is_empty(),
         "{:?}",
-        a.host.ports("ovsbr0")
+        host.ports("ovsbr0")
     );
 }

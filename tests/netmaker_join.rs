@@ -4,36 +4,31 @@
 //! unless root-owned and 0600; without netclient the error says how to install it.
 //! Root only (the env file must be root's); run: `cargo test --test netmaker_join`.
 
-mod support;
-
-use std::os::unix::fs::PermissionsExt;
+use op_testkit::{write_file_mode, AgentCommand, AgentToml, CmdOutput, PveRoot};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static N: AtomicUsize = AtomicUsize::new(0);
 const TOKEN: &str = "eyJzZWNyZXQtdG9rZW4tNDI0Mi1kby1ub3QtbGVhayJ9";
 
 struct Env {
-    dir: tempfile::TempDir,
+    root: PveRoot,
 }
 
 impl Env {
     fn new() -> Env {
-        support::assert_root();
+        op_testkit::assert_root();
         let n = N.fetch_add(1, Ordering::SeqCst);
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("opa-join-{}-{n}-", std::process::id()))
-            .tempdir()
-            .unwrap();
-        let e = Env { dir };
-        std::fs::create_dir_all(e.path("etc")).unwrap();
+        let e = Env {
+            root: PveRoot::temp(&format!("opa-join-{}-{n}-", std::process::id())),
+        };
         std::fs::create_dir_all(e.path("bin")).unwrap();
-        let r = e.dir.path().display();
-        std::fs::write(
-            e.path("etc/agent.toml"),
-            format!("[audit]\ndatabase = \"{r}/audit.db\"\n[pve]\nroot = \"{r}\"\n"),
-        )
+        AgentToml {
+            audit_db: Some(e.path("audit.db")),
+            pve_root: Some(e.root.path().to_path_buf()),
+            ..AgentToml::default()
+        }
+        .write(&e.path("etc/agent.toml"))
         .unwrap();
         e.env_file(
             &format!("# host enrollment\nNETMAKER_TOKEN={TOKEN}\n"),
@@ -43,13 +38,11 @@ impl Env {
     }
 
     fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+        self.root.join(p)
     }
 
     fn env_file(&self, text: &str, mode: u32) {
-        let f = self.path("etc/netmaker.env");
-        std::fs::write(&f, text).unwrap();
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        write_file_mode(&self.path("etc/netmaker.env"), text, mode);
     }
 
     /// Stand-in netclient: appends its argv to `calls`; `list` prints `list_output`.
@@ -62,9 +55,7 @@ impl Env {
              exit 2\n",
             calls.display()
         );
-        let p = self.path("bin/netclient");
-        std::fs::write(&p, script).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_file_mode(&self.path("bin/netclient"), &script, 0o755);
     }
 
     fn calls(&self) -> Vec<String> {
@@ -75,19 +66,17 @@ impl Env {
             .collect()
     }
 
-    fn op_agent(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_op-agent"))
-            .args(args)
-            .env("OP_AGENT_CONFIG", self.path("etc/agent.toml"))
+    fn op_agent(&self, args: &[&str]) -> CmdOutput {
+        AgentCommand::new(args)
+            .config_env(self.path("etc/agent.toml"))
             .env(
                 "PATH",
                 format!("{}:/usr/bin:/bin", self.path("bin").display()),
             )
-            .output()
-            .unwrap()
+            .run()
     }
 
-    fn join(&self) -> Output {
+    fn join(&self) -> CmdOutput {
         self.op_agent(&["mesh", "join"])
     }
 
@@ -95,8 +84,8 @@ impl Env {
     /// `audit log --json`.
     fn audit_text(&self) -> String {
         let out = self.op_agent(&["audit", "log", "--json"]);
-        assert!(out.status.success(), "{}", all(&out));
-        let mut s = all(&out);
+        assert!(out.status.success(), "{}", out.text());
+        let mut s = out.text();
         for f in ["audit.db", "audit.db-wal"] {
             if let Ok(b) = std::fs::read(self.path(f)) {
                 s.push_str(&String::from_utf8_lossy(&b));
@@ -106,20 +95,12 @@ impl Env {
     }
 }
 
-fn all(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn join_passes_the_token_to_netclient_only() {
     let e = Env::new();
     e.netclient("", 0);
     let out = e.join();
-    let t = all(&out);
+    let t = out.text();
     assert!(out.status.success(), "{t}");
     assert_eq!(
         e.calls(),
@@ -144,9 +125,9 @@ fn already_joined_runs_no_join() {
         0,
     );
     let out = e.join();
-    assert!(out.status.success(), "{}", all(&out));
+    assert!(out.status.success(), "{}", out.text());
     assert_eq!(e.calls(), vec!["list".to_string()]);
-    assert!(all(&out).contains("already joined"), "{}", all(&out));
+    assert!(out.text().contains("already joined"), "{}", out.text());
 }
 
 #[test]
@@ -154,7 +135,7 @@ fn failed_join_is_reported_without_the_token() {
     let e = Env::new();
     e.netclient("", 1);
     let out = e.join();
-    let t = all(&out);
+    let t = out.text();
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("netclient join failed"), "{t}");
     assert!(!t.contains(TOKEN), "{t}");
@@ -168,7 +149,7 @@ fn env_file_must_be_root_0600() {
     for mode in [0o644, 0o640, 0o660] {
         e.env_file(&format!("NETMAKER_TOKEN={TOKEN}\n"), mode);
         let out = e.join();
-        let t = all(&out);
+        let t = out.text();
         assert_eq!(out.status.code(), Some(77), "mode {mode:o}: {t}");
         assert!(t.contains("must be 0600"), "{t}");
         assert!(!t.contains(TOKEN), "{t}");
@@ -176,24 +157,24 @@ fn env_file_must_be_root_0600() {
     e.env_file(&format!("NETMAKER_TOKEN={TOKEN}\n"), 0o600);
     std::os::unix::fs::chown(e.path("etc/netmaker.env"), Some(65534), None).unwrap();
     let out = e.join();
-    assert_eq!(out.status.code(), Some(77), "{}", all(&out));
-    assert!(all(&out).contains("not root"), "{}", all(&out));
+    assert_eq!(out.status.code(), Some(77), "{}", out.text());
+    assert!(out.text().contains("not root"), "{}", out.text());
     assert!(e.calls().is_empty(), "netclient never ran: {:?}", e.calls());
 
     std::fs::remove_file(e.path("etc/netmaker.env")).unwrap();
     let out = e.join();
-    assert_eq!(out.status.code(), Some(78), "{}", all(&out));
-    assert!(all(&out).contains("netmaker.env"), "{}", all(&out));
+    assert_eq!(out.status.code(), Some(78), "{}", out.text());
+    assert!(out.text().contains("netmaker.env"), "{}", out.text());
     e.env_file("OTHER=1\n", 0o600);
     let out = e.join();
-    assert!(all(&out).contains("no NETMAKER_TOKEN"), "{}", all(&out));
+    assert!(out.text().contains("no NETMAKER_TOKEN"), "{}", out.text());
 }
 
 #[test]
 fn without_netclient_says_how_to_install_it() {
     let e = Env::new();
     let out = e.join();
-    let t = all(&out);
+    let t = out.text();
     assert_eq!(out.status.code(), Some(69), "{t}");
     assert!(t.contains("netclient is not installed"), "{t}");
     assert!(t.contains("apt install netclient"), "{t}");

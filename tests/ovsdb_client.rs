@@ -4,207 +4,16 @@
 //! Run: `cargo test --test ovsdb_client` (add `-- --nocapture` for the timing printout).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use op_agent::ovsdb::{Client, DelGuard, OvsdbError, PortSpec, VSWITCH_DB};
+use op_testkit::{run_bounded, PrivateOvs};
 use serde_json::{json, Value};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
 const T: Duration = Duration::from_secs(10);
 
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "tests/ovsdb_client.rs needs root: it starts ovsdb-server/ovs-vswitchd and network namespaces"
-    );
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn pid_alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.contains(") Z "))
-            .unwrap_or(true)
-}
-
-/// A private OVS in a temp dir: ovsdb-server always; ovs-vswitchd in its own netns on demand.
-struct Ovs {
-    dir: tempfile::TempDir,
-    ns: Option<String>,
-}
-
-impl Ovs {
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-
-    fn sock(&self) -> PathBuf {
-        self.path("db.sock")
-    }
-
-    fn env(&self, cmd: &mut Command) {
-        for v in ["OVS_RUNDIR", "OVS_LOGDIR", "OVS_DBDIR"] {
-            cmd.env(v, self.dir.path());
-        }
-    }
-
-    /// ovsdb-server only (cur_cfg never moves).
-    fn db_only() -> Ovs {
-        require_root();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("opa-ovsdb-{}-{n}-", std::process::id()))
-            .tempdir()
-            .unwrap();
-        let ovs = Ovs { dir, ns: None };
-        let db = ovs.path("conf.db");
-        run(Command::new("ovsdb-tool")
-            .arg("create")
-            .arg(&db)
-            .arg("/usr/share/openvswitch/vswitch.ovsschema"));
-        let mut c = Command::new("ovsdb-server");
-        ovs.env(&mut c);
-        c.arg(&db)
-            .arg(format!("--remote=punix:{}", ovs.sock().display()))
-            .arg("--remote=db:Open_vSwitch,Open_vSwitch,manager_options")
-            .arg(format!("--unixctl={}", ovs.path("ovsdb.ctl").display()))
-            .arg(format!("--pidfile={}", ovs.path("ovsdb.pid").display()))
-            .arg(format!("--log-file={}", ovs.path("ovsdb.log").display()))
-            .arg("--detach");
-        run(&mut c);
-        ovs.vsctl(&["init"]);
-        ovs
-    }
-
-    /// ovsdb-server + ovs-vswitchd (in netns `opa-ovsdb-<pid>-<n>`) + bridge ovsbr0 (netdev).
-    fn with_vswitchd() -> Ovs {
-        let mut ovs = Ovs::db_only();
-        let ns = format!(
-            "opa-ovsdb-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        run(Command::new("ip").args(["netns", "add", &ns]));
-        ovs.ns = Some(ns.clone());
-        let mut c = Command::new("ip");
-        ovs.env(&mut c);
-        c.args(["netns", "exec", &ns, "ovs-vswitchd"])
-            .arg(format!("unix:{}", ovs.sock().display()))
-            .arg(format!("--unixctl={}", ovs.path("vswitchd.ctl").display()))
-            .arg(format!("--pidfile={}", ovs.path("vswitchd.pid").display()))
-            .arg(format!("--log-file={}", ovs.path("vswitchd.log").display()))
-            .arg("--detach");
-        run(&mut c);
-        run(Command::new("ovs-vsctl")
-            .arg(format!("--db=unix:{}", ovs.sock().display()))
-            .args([
-                "--timeout=20",
-                "add-br",
-                "ovsbr0",
-                "--",
-                "set",
-                "Bridge",
-                "ovsbr0",
-                "datapath_type=netdev",
-            ]));
-        ovs
-    }
-
-    /// `ovs-vsctl --no-wait` against this private database; stdout trimmed.
-    fn vsctl(&self, args: &[&str]) -> String {
-        run(Command::new("ovs-vsctl")
-            .arg(format!("--db=unix:{}", self.sock().display()))
-            .args(["--no-wait", "--timeout=10"])
-            .args(args))
-    }
-
-    /// `ovs-vsctl get TABLE REC COL` with surrounding quotes removed.
-    fn get(&self, table: &str, rec: &str, col: &str) -> String {
-        self.vsctl(&["get", table, rec, col])
-            .trim_matches('"')
-            .to_string()
-    }
-
-    /// A veth pair `name`/`name`p, both up, inside the netns.
-    fn veth(&self, name: &str) {
-        let ns = self.ns.as_deref().expect("veth needs the vswitchd fixture");
-        let peer = format!("{name}p");
-        run(Command::new("ip").args([
-            "-n", ns, "link", "add", name, "type", "veth", "peer", "name", &peer,
-        ]));
-        run(Command::new("ip").args(["-n", ns, "link", "set", name, "up"]));
-        run(Command::new("ip").args(["-n", ns, "link", "set", &peer, "up"]));
-    }
-
-    fn ovsdb_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.path("ovsdb.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect(&self.sock(), T).await.unwrap()
-    }
-}
-
-impl Drop for Ovs {
-    fn drop(&mut self) {
-        if self.ns.is_some() {
-            let _ = Command::new("ovs-appctl")
-                .arg("-t")
-                .arg(self.path("vswitchd.ctl"))
-                .args(["--timeout=5", "exit", "--cleanup"])
-                .output();
-            if let Some(pid) = std::fs::read_to_string(self.path("vswitchd.pid"))
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                for _ in 0..50 {
-                    if !pid_alive(pid) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                if pid_alive(pid) {
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-        }
-        if let Some(pid) = self.ovsdb_pid() {
-            if pid_alive(pid) {
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-                for _ in 0..100 {
-                    if !pid_alive(pid) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                if pid_alive(pid) {
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-        }
-        if let Some(ns) = &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
+async fn client(ovs: &PrivateOvs) -> Client {
+    Client::connect(&ovs.socket(), T).await.unwrap()
 }
 
 fn ids(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -233,9 +42,9 @@ fn median(v: &mut [Duration]) -> (Duration, Duration) {
 
 #[tokio::test]
 async fn add_port_real_veth_applied_and_rows_visible() {
-    let ovs = Ovs::with_vswitchd();
+    let ovs = PrivateOvs::with_vswitchd();
     ovs.veth("vt0");
-    let c = ovs.client().await;
+    let c = client(&ovs).await;
     assert!(c.bridge_exists("ovsbr0").await.unwrap());
     assert!(!c.bridge_exists("nobr").await.unwrap());
     assert_eq!(c.bridge_names().await.unwrap(), vec!["ovsbr0".to_string()]);
@@ -245,18 +54,24 @@ async fn add_port_real_veth_applied_and_rows_visible() {
     assert!(cur >= cfg);
 
     // What a user checks with ovs-vsctl.
-    assert_eq!(ovs.vsctl(&["port-to-br", "vt0"]), "ovsbr0");
-    assert_eq!(ovs.get("Port", "vt0", "tag"), "10");
-    assert_eq!(ovs.get("Port", "vt0", "trunks"), "[20, 30]");
-    assert_eq!(ovs.get("Port", "vt0", "vlan_mode"), "native-untagged");
-    assert_eq!(ovs.get("Interface", "vt0", "mtu_request"), "1400");
+    assert_eq!(ovs.vsctl_ok(&["port-to-br", "vt0"]), "ovsbr0");
+    assert_eq!(ovs.get_unquoted("Port", "vt0", "tag"), "10");
+    assert_eq!(ovs.get_unquoted("Port", "vt0", "trunks"), "[20, 30]");
+    assert_eq!(
+        ovs.get_unquoted("Port", "vt0", "vlan_mode"),
+        "native-untagged"
+    );
+    assert_eq!(ovs.get_unquoted("Interface", "vt0", "mtu_request"), "1400");
     for t in ["Port", "Interface"] {
-        assert_eq!(ovs.get(t, "vt0", "external_ids:owner"), "op-agent");
-        assert_eq!(ovs.get(t, "vt0", "external_ids:vm-id"), "100");
+        assert_eq!(ovs.get_unquoted(t, "vt0", "external_ids:owner"), "op-agent");
+        assert_eq!(ovs.get_unquoted(t, "vt0", "external_ids:vm-id"), "100");
     }
-    let ofport: i64 = ovs.get("Interface", "vt0", "ofport").parse().unwrap();
+    let ofport: i64 = ovs
+        .get_unquoted("Interface", "vt0", "ofport")
+        .parse()
+        .unwrap();
     assert!(ofport > 0, "ofport {ofport}");
-    assert_eq!(ovs.get("Interface", "vt0", "error"), "[]");
+    assert_eq!(ovs.get_unquoted("Interface", "vt0", "error"), "[]");
 
     let (of, err) = c.interface_status("vt0").await.unwrap().unwrap();
     assert_eq!((of, err), (Some(ofport), None));
@@ -284,16 +99,21 @@ async fn add_port_real_veth_applied_and_rows_visible() {
     assert_eq!(all[1], row);
 
     // Others bumping next_cfg meanwhile do not confuse the >= wait.
-    ovs.vsctl(&["set", "Open_vSwitch", ".", "external_ids:x=1"]);
-    run(Command::new("ovs-vsctl")
-        .arg(format!("--db=unix:{}", ovs.sock().display()))
-        .args([
-            "--timeout=10",
-            "set",
-            "Open_vSwitch",
-            ".",
-            "external_ids:x=2",
-        ]));
+    ovs.vsctl_ok(&["set", "Open_vSwitch", ".", "external_ids:x=1"]);
+    // This one waits for ovs-vswitchd (no --no-wait).
+    let out = run_bounded(
+        ovs.command("ovs-vsctl")
+            .arg(format!("--db=unix:{}", ovs.socket().display()))
+            .args([
+                "--timeout=10",
+                "set",
+                "Open_vSwitch",
+                ".",
+                "external_ids:x=2",
+            ]),
+        T,
+    );
+    assert!(out.status.success(), "{out:?}");
     c.wait_cur_cfg(cfg, T).await.unwrap();
 
     let dcfg = c
@@ -309,9 +129,9 @@ async fn add_port_real_veth_applied_and_rows_visible() {
         .expect("port was present");
     assert!(dcfg > cfg);
     c.wait_cur_cfg(dcfg, T).await.unwrap();
-    assert_eq!(ovs.vsctl(&["list-ports", "ovsbr0"]), "");
+    assert_eq!(ovs.vsctl_ok(&["list-ports", "ovsbr0"]), "");
     assert_eq!(
-        ovs.vsctl(&["--columns=name", "find", "Interface", "name=vt0"]),
+        ovs.vsctl_ok(&["--columns=name", "find", "Interface", "name=vt0"]),
         ""
     );
     assert_eq!(c.del_port("vt0", DelGuard::Any).await.unwrap(), None);
@@ -319,15 +139,15 @@ async fn add_port_real_veth_applied_and_rows_visible() {
 
 #[tokio::test]
 async fn guards_abort_with_nothing_changed() {
-    let ovs = Ovs::db_only();
-    ovs.vsctl(&["add-br", "ovsbr0"]);
-    let c = ovs.client().await;
+    let ovs = PrivateOvs::db_only();
+    ovs.vsctl_ok(&["add-br", "ovsbr0"]);
+    let c = client(&ovs).await;
     let snapshot = || {
         (
-            ovs.vsctl(&["--format=json", "list", "Port"]),
-            ovs.vsctl(&["--format=json", "list", "Interface"]),
-            ovs.vsctl(&["--format=json", "list", "Bridge"]),
-            ovs.get("Open_vSwitch", ".", "next_cfg"),
+            ovs.vsctl_ok(&["--format=json", "list", "Port"]),
+            ovs.vsctl_ok(&["--format=json", "list", "Interface"]),
+            ovs.vsctl_ok(&["--format=json", "list", "Bridge"]),
+            ovs.get_unquoted("Open_vSwitch", ".", "next_cfg"),
         )
     };
 
@@ -350,7 +170,7 @@ async fn guards_abort_with_nothing_changed() {
         other => panic!("expected PortExists, got {other:?}"),
     }
     // An Interface of that name under another Port name is caught too.
-    ovs.vsctl(&["add-bond", "ovsbr0", "bond0", "i1", "i2"]);
+    ovs.vsctl_ok(&["add-bond", "ovsbr0", "bond0", "i1", "i2"]);
     let before2 = snapshot();
     match c.add_port(&spec("i1", "ovsbr0")).await {
         Err(OvsdbError::PortExists { port }) => assert_eq!(port, "i1"),
@@ -358,7 +178,7 @@ async fn guards_abort_with_nothing_changed() {
     }
     assert_eq!(snapshot(), before2);
     assert_ne!(before, before2);
-    assert_eq!(ovs.get("Port", "p1", "tag"), "10");
+    assert_eq!(ovs.get_unquoted("Port", "p1", "tag"), "10");
     // The bond's interfaces are not named like the port: get_port fetches them by uuid.
     let bond = c.get_port("bond0").await.unwrap().unwrap();
     let mut inames: Vec<String> = bond.interfaces.iter().map(|i| i.name.clone()).collect();
@@ -386,9 +206,9 @@ async fn guards_abort_with_nothing_changed() {
 
 #[tokio::test]
 async fn del_port_owned_by_refuses_foreign_row() {
-    let ovs = Ovs::db_only();
-    ovs.vsctl(&["add-br", "ovsbr0"]);
-    ovs.vsctl(&[
+    let ovs = PrivateOvs::db_only();
+    ovs.vsctl_ok(&["add-br", "ovsbr0"]);
+    ovs.vsctl_ok(&[
         "add-port",
         "ovsbr0",
         "foreign",
@@ -398,8 +218,8 @@ async fn del_port_owned_by_refuses_foreign_row() {
         "foreign",
         "external_ids:owner=someone",
     ]);
-    ovs.vsctl(&["add-port", "ovsbr0", "plain"]);
-    let c = ovs.client().await;
+    ovs.vsctl_ok(&["add-port", "ovsbr0", "plain"]);
+    let c = client(&ovs).await;
     let owned = || DelGuard::OwnedBy {
         key: "owner".into(),
         value: "op-agent".into(),
@@ -410,7 +230,7 @@ async fn del_port_owned_by_refuses_foreign_row() {
             other => panic!("expected NotOwned for {name}, got {other:?}"),
         }
     }
-    assert_eq!(ovs.vsctl(&["list-ports", "ovsbr0"]), "foreign\nplain");
+    assert_eq!(ovs.vsctl_ok(&["list-ports", "ovsbr0"]), "foreign\nplain");
     assert_eq!(c.del_port("absent", owned()).await.unwrap(), None);
 
     // replace_port with the same guard refuses too, and adds nothing.
@@ -421,27 +241,30 @@ async fn del_port_owned_by_refuses_foreign_row() {
         Err(OvsdbError::NotOwned { .. }) => {}
         other => panic!("expected NotOwned, got {other:?}"),
     }
-    assert_eq!(ovs.vsctl(&["list-ports", "ovsbr0"]), "foreign\nplain");
+    assert_eq!(ovs.vsctl_ok(&["list-ports", "ovsbr0"]), "foreign\nplain");
     // With Any it goes; replace_port swaps in one transaction.
     let cfg = c
         .replace_port("plain", DelGuard::Any, &spec("new0", "ovsbr0"))
         .await
         .unwrap();
-    assert_eq!(ovs.vsctl(&["list-ports", "ovsbr0"]), "foreign\nnew0");
-    assert_eq!(ovs.get("Open_vSwitch", ".", "next_cfg"), cfg.to_string());
+    assert_eq!(ovs.vsctl_ok(&["list-ports", "ovsbr0"]), "foreign\nnew0");
+    assert_eq!(
+        ovs.get_unquoted("Open_vSwitch", ".", "next_cfg"),
+        cfg.to_string()
+    );
     assert!(c
         .del_port("foreign", DelGuard::Any)
         .await
         .unwrap()
         .is_some());
-    assert_eq!(ovs.vsctl(&["list-ports", "ovsbr0"]), "new0");
+    assert_eq!(ovs.vsctl_ok(&["list-ports", "ovsbr0"]), "new0");
 }
 
 #[tokio::test]
 async fn wait_cur_cfg_times_out_without_vswitchd() {
-    let ovs = Ovs::db_only();
-    ovs.vsctl(&["add-br", "ovsbr0"]);
-    let c = ovs.client().await;
+    let ovs = PrivateOvs::db_only();
+    ovs.vsctl_ok(&["add-br", "ovsbr0"]);
+    let c = client(&ovs).await;
     let cfg = c.add_port(&spec("p1", "ovsbr0")).await.unwrap();
     let t0 = Instant::now();
     let e = c
@@ -466,7 +289,7 @@ async fn wait_cur_cfg_times_out_without_vswitchd() {
     );
     // A request timeout: the server holds a `wait` op for 5 s; the client gives up at 300 ms and
     // the connection stays usable (the late reply is dropped).
-    let short = Client::connect(&ovs.sock(), Duration::from_millis(300))
+    let short = Client::connect(&ovs.socket(), Duration::from_millis(300))
         .await
         .unwrap();
     let t0 = Instant::now();
@@ -485,13 +308,13 @@ async fn wait_cur_cfg_times_out_without_vswitchd() {
 
 #[tokio::test]
 async fn fifty_pipelined_transacts_all_answered() {
-    let ovs = Ovs::db_only();
+    let ovs = PrivateOvs::db_only();
     let mut args: Vec<String> = Vec::new();
     for i in 0..50 {
         args.extend(["--".into(), "add-br".into(), format!("b{i}")]);
     }
-    ovs.vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let c = ovs.client().await;
+    ovs.vsctl_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let c = client(&ovs).await;
     let calls = (0..50).map(|i| {
         let c = &c;
         async move {
@@ -520,10 +343,10 @@ async fn fifty_pipelined_transacts_all_answered() {
 
 #[tokio::test]
 async fn quotes_and_braces_round_trip() {
-    let ovs = Ovs::db_only();
+    let ovs = PrivateOvs::db_only();
     let br = r#"a"}b"#;
-    ovs.vsctl(&["add-br", br]);
-    let c = ovs.client().await;
+    ovs.vsctl_ok(&["add-br", br]);
+    let c = client(&ovs).await;
     assert!(c.bridge_exists(br).await.unwrap());
     assert_eq!(c.bridge_names().await.unwrap(), vec![br.to_string()]);
     let name = r#"p"}{\'x"#;
@@ -536,7 +359,7 @@ async fn quotes_and_braces_round_trip() {
     assert_eq!(row.interfaces[0].external_ids, s.external_ids);
     // What ovs-vsctl sees, as JSON.
     let listed: Value =
-        serde_json::from_str(&ovs.vsctl(&["--format=json", "--columns=name", "list", "Port"]))
+        serde_json::from_str(&ovs.vsctl_ok(&["--format=json", "--columns=name", "list", "Port"]))
             .unwrap();
     let mut data = listed["data"].as_array().unwrap().clone();
     data.sort_by_key(|v| v.to_string());
@@ -553,10 +376,10 @@ async fn quotes_and_braces_round_trip() {
 
 #[tokio::test]
 async fn server_echo_is_answered() {
-    let ovs = Ovs::db_only();
-    let mgr = ovs.path("mgr.sock");
+    let ovs = PrivateOvs::db_only();
+    let mgr = ovs.file("mgr.sock");
     let target = format!("target=\"punix:{}\"", mgr.display());
-    ovs.vsctl(&[
+    ovs.vsctl_ok(&[
         "--",
         "--id=@m",
         "create",
@@ -603,13 +426,13 @@ async fn server_echo_is_answered() {
 
 #[tokio::test]
 async fn server_killed_mid_call_fails_pending_calls() {
-    let ovs = Ovs::db_only();
-    ovs.vsctl(&["add-br", "ovsbr0"]);
-    let c = Client::connect(&ovs.sock(), Duration::from_secs(30))
+    let ovs = PrivateOvs::db_only();
+    ovs.vsctl_ok(&["add-br", "ovsbr0"]);
+    let c = Client::connect(&ovs.socket(), Duration::from_secs(30))
         .await
         .unwrap();
     c.monitor_cur_cfg().await.unwrap();
-    let pid = ovs.ovsdb_pid().unwrap();
+    let pid = ovs.daemon_pid("ovsdb-server");
     let held = c.transact(VSWITCH_DB, vec![json!({"op": "wait", "table": "Bridge", "timeout": 20000,
         "where": [["name", "==", "never"]], "columns": ["name"], "until": "==", "rows": [{"name": "never"}]})]);
     let waiting = c.wait_cur_cfg(1000, Duration::from_secs(30));
@@ -643,9 +466,9 @@ async fn server_killed_mid_call_fails_pending_calls() {
 
 #[tokio::test]
 async fn measure_add_del_with_real_veth() {
-    let ovs = Ovs::with_vswitchd();
+    let ovs = PrivateOvs::with_vswitchd();
     ovs.veth("vm0");
-    let c = ovs.client().await;
+    let c = client(&ovs).await;
     let owned = || DelGuard::OwnedBy {
         key: "owner".into(),
         value: "op-agent".into(),
@@ -675,7 +498,7 @@ async fn measure_add_del_with_real_veth() {
         println!("{what:28} n=100 median {m:?} p90 {p90:?}");
     }
     // replace_port vs del+add on the same connection (fake device names, no netdev).
-    ovs.vsctl(&["add-port", "ovsbr0", "r0"]);
+    ovs.vsctl_ok(&["add-port", "ovsbr0", "r0"]);
     let (mut sep, mut one) = (vec![], vec![]);
     let (a, b) = ("r0", "r1");
     for _ in 0..50 {
@@ -699,7 +522,7 @@ async fn measure_add_del_with_real_veth() {
 
 #[tokio::test]
 async fn measure_list_ports_1000() {
-    let ovs = Ovs::db_only();
+    let ovs = PrivateOvs::db_only();
     let mut args: Vec<String> = vec!["add-br".into(), "ovsbr0".into()];
     for i in 0..1000 {
         args.extend([
@@ -711,8 +534,8 @@ async fn measure_list_ports_1000() {
         args.extend(["--".into(), "set".into(), "Port".into(), format!("lp{i}")]);
         args.push("external_ids:owner=op-agent".into());
     }
-    ovs.vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let c = ovs.client().await;
+    ovs.vsctl_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let c = client(&ovs).await;
     let mut v = vec![];
     for _ in 0..10 {
         let t0 = Instant::now();
@@ -730,10 +553,10 @@ async fn measure_list_ports_1000() {
 /// port re-created, or replaced by a foreign one, or removed) never deletes the wrong row.
 #[tokio::test]
 async fn snapshot_and_del_port_by_stale_uuid_hint() {
-    let ovs = Ovs::db_only();
-    ovs.vsctl(&["add-br", "ovsbr0"]);
-    ovs.vsctl(&["add-br", "ovsbr1"]);
-    let c = ovs.client().await;
+    let ovs = PrivateOvs::db_only();
+    ovs.vsctl_ok(&["add-br", "ovsbr0"]);
+    ovs.vsctl_ok(&["add-br", "ovsbr1"]);
+    let c = client(&ovs).await;
     let owned = DelGuard::OwnedBy {
         key: "owner".into(),
         value: "op-agent".into(),
@@ -741,7 +564,7 @@ async fn snapshot_and_del_port_by_stale_uuid_hint() {
     let mut s = spec("p1", "ovsbr0");
     s.external_ids = ids(&[("owner", "op-agent")]);
     c.add_port(&s).await.unwrap();
-    ovs.vsctl(&["add-bond", "ovsbr1", "bond0", "i1", "i2"]);
+    ovs.vsctl_ok(&["add-bond", "ovsbr1", "bond0", "i1", "i2"]);
 
     let snap = c.snapshot(&["p1", "absent", "bond0", "p1"]).await.unwrap();
     assert_eq!(snap.bridges, vec!["ovsbr0", "ovsbr1"]);
@@ -754,8 +577,8 @@ async fn snapshot_and_del_port_by_stale_uuid_hint() {
 
     // Re-created by someone else (new row UUID, still owned): the hint fails its wait, the
     // port is read afresh and the current row is deleted.
-    ovs.vsctl(&["del-port", "p1"]);
-    ovs.vsctl(&[
+    ovs.vsctl_ok(&["del-port", "p1"]);
+    ovs.vsctl_ok(&[
         "add-port",
         "ovsbr0",
         "p1",
@@ -766,26 +589,32 @@ async fn snapshot_and_del_port_by_stale_uuid_hint() {
         "external_ids:owner=op-agent",
     ]);
     assert!(c.del_port("p1", owned.clone()).await.unwrap().is_some());
-    assert_eq!(ovs.vsctl(&["--if-exists", "get", "Port", "p1", "name"]), "");
+    assert_eq!(
+        ovs.vsctl_ok(&["--if-exists", "get", "Port", "p1", "name"]),
+        ""
+    );
 
     // Re-created as a foreign port: never deleted through the stale hint.
     c.add_port(&s).await.unwrap();
     c.snapshot(&["p1"]).await.unwrap();
-    ovs.vsctl(&["del-port", "p1"]);
-    ovs.vsctl(&["add-port", "ovsbr0", "p1"]);
+    ovs.vsctl_ok(&["del-port", "p1"]);
+    ovs.vsctl_ok(&["add-port", "ovsbr0", "p1"]);
     match c.del_port("p1", owned.clone()).await {
         Err(OvsdbError::NotOwned { port, .. }) => assert_eq!(port, "p1"),
         other => panic!("expected NotOwned, got {other:?}"),
     }
-    assert_eq!(ovs.get("Port", "p1", "name"), "p1");
+    assert_eq!(ovs.get_unquoted("Port", "p1", "name"), "p1");
 
     // Hint for a port that is gone: nothing to delete.
     c.snapshot(&["p1"]).await.unwrap();
-    ovs.vsctl(&["del-port", "p1"]);
+    ovs.vsctl_ok(&["del-port", "p1"]);
     assert_eq!(c.del_port("p1", DelGuard::Any).await.unwrap(), None);
     // A fresh hint: deleted in one transaction.
     c.add_port(&s).await.unwrap();
     c.snapshot(&["p1"]).await.unwrap();
     assert!(c.del_port("p1", DelGuard::Any).await.unwrap().is_some());
-    assert_eq!(ovs.vsctl(&["--if-exists", "get", "Port", "p1", "name"]), "");
+    assert_eq!(
+        ovs.vsctl_ok(&["--if-exists", "get", "Port", "p1", "name"]),
+        ""
+    );
 }

@@ -2,9 +2,7 @@
 //! hookscript that records each call. Root only (they fail, never skip, without root).
 //! Run: `cargo build -p pve-integration && cargo test --test pve_sim`.
 
-mod support;
-
-use support::TestHost;
+use op_testkit::{pve_mac, run_bounded, target_bin, Nic, PveConf, TestHost, CMD_TIMEOUT};
 
 /// A stand-in hookscript: appends `$1 $2 LC_ALL=.. PATH=.. stdin-eof|stdin-data` to `LOG`,
 /// and fails pre-start (exit 1) when `FAIL` exists.
@@ -38,20 +36,21 @@ fn expected_call(vmid: u32, phase: &str) -> String {
     format!("{vmid} {phase} LC_ALL=C PATH=/sbin:/bin:/usr/sbin:/usr/bin stdin-eof")
 }
 
-/// `net0` (and more) for a container on 10.0.0.<vmid % 200>/24 with a unique MAC.
-fn conf(vmid: u32, with_hook: bool, net0_extra: &str, more: &str) -> String {
-    let hook = if with_hook {
-        "hookscript: local:snippets/hook\n"
+/// `net0` on ovsbr0 for a container on 10.0.0.<vmid % 200 + 1>/24 with a unique MAC, the
+/// stand-in hookscript when `with_hook`, and `more` NICs.
+fn conf(vmid: u32, with_hook: bool, net0: impl FnOnce(Nic) -> Nic, more: &[Nic]) -> PveConf {
+    let c = PveConf::new(vmid);
+    let c = if with_hook {
+        c.hookscript("local:snippets/hook")
     } else {
-        ""
+        c
     };
-    format!(
-        "arch: amd64\n{hook}hostname: ct{vmid}\nmemory: 128\n\
-         net0: name=eth0,bridge=ovsbr0,hwaddr=BC:24:11:00:{:02X}:{:02X},ip={}/24,type=veth{net0_extra}\n{more}",
-        (vmid >> 8) & 0xff,
-        vmid & 0xff,
-        ip_of(vmid)
-    )
+    c.nic(net0(
+        Nic::new(0, "ovsbr0")
+            .hwaddr(&pve_mac(vmid))
+            .ip(&format!("{}/24", ip_of(vmid))),
+    ))
+    .nics(more.iter().cloned())
 }
 
 fn ip_of(vmid: u32) -> String {
@@ -85,11 +84,14 @@ fn start_runs_hooks_in_order_and_plugs_like_tap_plug_then_stop_cleans_up() {
     host.install_snippet("hook", &hook_script(&host));
     host.write_pve_conf(
         100,
-        &conf(
+        conf(
             100,
             true,
-            ",tag=10",
-            "net1: name=eth1,bridge=ovsbr0,hwaddr=BC:24:11:01:00:64,tag=5,trunks=20;30,type=veth\n",
+            |n| n.tag(10),
+            &[Nic::new(1, "ovsbr0")
+                .hwaddr("BC:24:11:01:00:64")
+                .tag(5)
+                .trunks("20;30")],
         ),
     );
 
@@ -164,9 +166,9 @@ fn start_runs_hooks_in_order_and_plugs_like_tap_plug_then_stop_cleans_up() {
 #[test]
 fn ping_works_within_a_vlan_and_not_across() {
     let host = TestHost::new("sim-ping");
-    host.write_pve_conf(100, &conf(100, false, ",tag=10", ""));
-    host.write_pve_conf(101, &conf(101, false, ",tag=10", ""));
-    host.write_pve_conf(102, &conf(102, false, ",tag=20", ""));
+    host.write_pve_conf(100, conf(100, false, |n| n.tag(10), &[]));
+    host.write_pve_conf(101, conf(101, false, |n| n.tag(10), &[]));
+    host.write_pve_conf(102, conf(102, false, |n| n.tag(20), &[]));
     for v in ["100", "101", "102"] {
         host.sim_ok(&["start", v]);
     }
@@ -189,7 +191,7 @@ fn failing_pre_start_hook_aborts_the_start() {
     let host = TestHost::new("sim-prefail");
     let hook = host.install_snippet("hook", &hook_script(&host));
     std::fs::write(host.root().join("hook.fail"), "").unwrap();
-    host.write_pve_conf(100, &conf(100, true, ",tag=10", ""));
+    host.write_pve_conf(100, conf(100, true, |n| n.tag(10), &[]));
 
     let out = host.sim(&["start", "100"]);
     assert!(!out.status.success());
@@ -226,8 +228,8 @@ fn failing_pre_start_hook_aborts_the_start() {
 fn in_guest_reboot_calls_no_hook_and_replugs_the_veth() {
     let host = TestHost::with_bridges("sim-reboot", &["ovsbr0"], &["vmbr0"]);
     host.install_snippet("hook", &hook_script(&host));
-    host.write_pve_conf(100, &conf(100, true, ",tag=10", ""));
-    host.write_pve_conf(101, &conf(101, false, ",tag=10", ""));
+    host.write_pve_conf(100, conf(100, true, |n| n.tag(10), &[]));
+    host.write_pve_conf(101, conf(101, false, |n| n.tag(10), &[]));
     // A container on a Linux bridge: the veth is enslaved, no OVS port.
     host.write_pve_conf(
         103,
@@ -272,8 +274,8 @@ fn in_guest_reboot_calls_no_hook_and_replugs_the_veth() {
 #[test]
 fn firewall_builds_fwbr_and_internal_fwln_port() {
     let host = TestHost::new("sim-fw");
-    host.write_pve_conf(100, &conf(100, false, ",tag=10,firewall=1", ""));
-    host.write_pve_conf(101, &conf(101, false, ",tag=10", ""));
+    host.write_pve_conf(100, conf(100, false, |n| n.tag(10).flag("firewall=1"), &[]));
+    host.write_pve_conf(101, conf(101, false, |n| n.tag(10), &[]));
     host.sim_ok(&["start", "100"]);
     host.sim_ok(&["start", "101"]);
     let links = host.links();
@@ -307,7 +309,7 @@ fn bad_input_gives_one_line_errors() {
     let host = TestHost::new("sim-bad");
     // MTU above the bridge MTU dies like update_lxc_config, before any hook.
     host.install_snippet("hook", &hook_script(&host));
-    host.write_pve_conf(100, &conf(100, true, ",mtu=9000", ""));
+    host.write_pve_conf(100, conf(100, true, |n| n.flag("mtu=9000"), &[]));
     let out = host.sim(&["start", "100"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -339,14 +341,14 @@ fn bad_input_gives_one_line_errors() {
 
 #[test]
 fn host_up_refuses_the_initial_network_namespace() {
-    support::assert_root();
+    op_testkit::assert_root();
     let root = tempfile::tempdir().unwrap();
-    let out = support::run_bounded(
-        std::process::Command::new(support::pve_sim_bin())
+    let out = run_bounded(
+        std::process::Command::new(target_bin("pve-sim"))
             .arg("--root")
             .arg(root.path())
             .args(["host-up", "--bridge", "ovsbr0"]),
-        support::CMD_TIMEOUT,
+        CMD_TIMEOUT,
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("initial network namespace"));

@@ -1,23 +1,18 @@
-//! End-to-end tests of `op-agent watch` (issue 5) through `pve-sim` with real LXC and a private
+//! End-to-end tests of `op-agent watch` through `pve-sim` with real LXC and a private
 //! OVS: in-guest reboot, OVS restart, hook/watch races. Root only (fails, never skips).
 //! Run: `cargo build -p pve-integration && cargo test --test watch_e2e`.
 
-mod support;
-#[path = "watch_agent/mod.rs"]
-mod watch_agent;
-
+use op_testkit::{bridged_ip, PveConf, TestHost};
 use std::time::{Duration, Instant};
-use support::TestHost;
-use watch_agent::Agent;
 
 /// Waits until the audit log has a `watch` row for `vmid` (the start-up reconcile ran).
-fn wait_watch_row(a: &Agent, vmid: i64, after: usize, limit: Duration) {
+fn wait_watch_row(host: &TestHost, vmid: i64, after: usize, limit: Duration) {
     let t = Instant::now();
     while t.elapsed() < limit {
-        let rows = a.audit_rows();
+        let rows = host.audit_rows();
         if rows[after.min(rows.len())..]
             .iter()
-            .any(|r| r.0 == vmid && r.1 == "watch")
+            .any(|r| r.vmid == vmid && r.phase == "watch")
         {
             return;
         }
@@ -29,20 +24,19 @@ fn wait_watch_row(a: &Agent, vmid: i64, after: usize, limit: Duration) {
 #[test]
 fn in_guest_reboot_with_watch_running_brings_vi100_back_within_2s() {
     let host = TestHost::new("w-reboot");
-    let a = Agent::new(&host);
-    a.enroll(100, 10);
-    a.enroll(101, 10);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.manage_bridged(101, PveConf::bridged(101, 10));
     host.sim_ok(&["start", "100"]);
     host.sim_ok(&["start", "101"]);
-    a.wait_converged(100, "vi100", 10, Duration::from_secs(1));
-    let mut w = a.spawn_watch();
-    wait_watch_row(&a, 100, 0, Duration::from_secs(10));
-    wait_watch_row(&a, 101, 0, Duration::from_secs(10));
-    let before = a.audit_rows().len();
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(1));
+    let mut w = host.spawn_watch(&[]);
+    wait_watch_row(&host, 100, 0, Duration::from_secs(10));
+    wait_watch_row(&host, 101, 0, Duration::from_secs(10));
+    let before = host.audit_rows().len();
     let ifindex = host.link("vi100").unwrap()["ifindex"].clone();
 
     host.sim_ok(&["reboot", "100"]);
-    let took = a.wait_converged(100, "vi100", 10, Duration::from_secs(2));
+    let took = host.wait_converged(100, "vi100", 10, Duration::from_secs(2));
     eprintln!(
         "vi100 back {} ms after pve-sim reboot returned",
         took.as_millis()
@@ -52,18 +46,20 @@ fn in_guest_reboot_with_watch_running_brings_vi100_back_within_2s() {
         ifindex,
         "a new link"
     );
-    let rows = a.audit_rows();
+    let rows = host.audit_rows();
     let new = &rows[before..];
     assert!(
-        new.iter()
-            .any(|r| r.0 == 100 && r.1 == "watch" && r.2 == "link.rename" && r.3 == "ok"),
+        new.iter().any(|r| r.vmid == 100
+            && r.phase == "watch"
+            && r.step == "link.rename"
+            && r.outcome == "ok"),
         "audit rows after the reboot: {new:?}"
     );
     assert!(
-        new.iter().all(|r| r.1 == "watch"),
+        new.iter().all(|r| r.phase == "watch"),
         "no hook phase runs on an in-guest reboot: {new:?}"
     );
-    assert!(host.ping(100, &watch_agent::ip_of(101)), "traffic flows");
+    assert!(host.ping(100, &bridged_ip(101)), "traffic flows");
     let st = w.stop().expect("watch exits on SIGTERM");
     assert!(st.success(), "watch exit status {st:?}: {}", w.log_text());
 }
@@ -71,22 +67,21 @@ fn in_guest_reboot_with_watch_running_brings_vi100_back_within_2s() {
 #[test]
 fn ovs_restart_watch_reconnects_and_replugs_within_5s() {
     let host = TestHost::new("w-ovs");
-    let a = Agent::new(&host);
-    a.enroll(100, 10);
-    a.enroll(101, 20);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.manage_bridged(101, PveConf::bridged(101, 20));
     host.sim_ok(&["start", "100"]);
     host.sim_ok(&["start", "101"]);
-    let mut w = a.spawn_watch();
-    wait_watch_row(&a, 101, 0, Duration::from_secs(10));
+    let mut w = host.spawn_watch(&[]);
+    wait_watch_row(&host, 101, 0, Duration::from_secs(10));
 
-    watch_agent::restart_ovs_fresh(&host);
+    host.ovs().restart_fresh(&["ovsbr0"]);
     assert!(
         !host.ports("ovsbr0").contains(&"vi100".to_string()),
         "the fresh database has no op-agent rows"
     );
     let t = Instant::now();
-    a.wait_converged(100, "vi100", 10, Duration::from_secs(5));
-    a.wait_converged(
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
+    host.wait_converged(
         101,
         "vi101",
         20,
@@ -108,9 +103,8 @@ fn ovs_restart_watch_reconnects_and_replugs_within_5s() {
 #[test]
 fn hook_and_watch_racing_end_in_one_correct_state() {
     let host = TestHost::new("w-race");
-    let a = Agent::new(&host);
-    a.enroll(100, 10);
-    let _w = a.spawn_watch();
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    let _w = host.spawn_watch(&[]);
     std::thread::sleep(Duration::from_millis(300));
     for i in 0..6 {
         // Start: the veth appears (watch reacts) while pve-sim runs the post-start hook.
@@ -120,17 +114,21 @@ fn hook_and_watch_racing_end_in_one_correct_state() {
             "round {i}: start: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        a.wait_converged(100, "vi100", 10, Duration::from_secs(3));
+        host.wait_converged(100, "vi100", 10, Duration::from_secs(3));
         // Let any late watch run finish, then the state must still be the one correct state.
         std::thread::sleep(Duration::from_millis(300));
-        a.converged(100, "vi100", 10)
+        host.converged(100, "vi100", 10)
             .unwrap_or_else(|e| panic!("round {i}: {e}"));
-        let (code, out, err) = a.op_out(&["check", "100"]);
+        let o = host
+            .agent_cmd(&["check", "100"])
+            .config(host.agent_toml())
+            .run();
+        let (code, out, err) = (o.code().unwrap_or(-1), o.stdout_text(), o.stderr_text());
         assert_eq!(code, 0, "round {i}: check: {out}{err}");
         if i % 2 == 1 {
             // In-guest reboot: only watch acts, with a hook-less restart racing nothing.
             host.sim_ok(&["reboot", "100"]);
-            a.wait_converged(100, "vi100", 10, Duration::from_secs(3));
+            host.wait_converged(100, "vi100", 10, Duration::from_secs(3));
         }
         host.sim_ok(&["stop", "100"]);
         let owned = host.vsctl_ok(&[
@@ -144,7 +142,7 @@ fn hook_and_watch_racing_end_in_one_correct_state() {
             "round {i}: owned rows after stop: {owned}"
         );
     }
-    let rows = a.audit_rows();
-    assert!(rows.iter().any(|r| r.1 == "post-start"));
-    assert!(rows.iter().any(|r| r.1 == "watch"));
+    let rows = host.audit_rows();
+    assert!(rows.iter().any(|r| r.phase == "post-start"));
+    assert!(rows.iter().any(|r| r.phase == "watch"));
 }

@@ -1,8 +1,7 @@
 //! Failure paths: locked past busy_timeout, read-only database, corrupt file, bad input,
 //! key file repair; plus export → offline verify and the read-only CLI commands.
 
-mod audit_common;
-use audit_common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::Command;
@@ -104,10 +103,14 @@ fn read_only_database_refuses_append_with_a_clear_error() {
     }
     let st = Command::new("unshare")
         .args(["-m", "--propagation", "private", "--", "sh", "-c"])
-        .arg(r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$2" --exact read_only_database_refuses_append_with_a_clear_error --nocapture --test-threads=1"#)
+        .arg(r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$2" --exact "$3" --nocapture --test-threads=1"#)
         .arg("sh")
         .arg(d.path())
         .arg(std::env::current_exe().unwrap())
+        .arg(crate::test_name(
+            module_path!(),
+            "read_only_database_refuses_append_with_a_clear_error",
+        ))
         .env(RO_CHILD, &db)
         .status()
         .unwrap();

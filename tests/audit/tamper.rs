@@ -1,8 +1,7 @@
-//! Every tamper class of issue 3 on a real database file edited behind the library's back
+//! Every tamper class on a real database file edited behind the library's back
 //! (triggers dropped, as an attacker would). Each test asserts the class and first bad seq.
 
-mod audit_common;
-use audit_common::*;
+use crate::common::*;
 
 use op_agent::audit::encoding;
 use op_agent::audit::verify::TamperClass;

@@ -1,6 +1,5 @@
 //! Helpers shared by the audit integration tests: a temp database, filling it through the
 //! library, and an "attacker" connection that edits the file behind the library's back.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! Many processes appending at once, and appenders killed with SIGKILL mid-way. The child
 //! processes are this test binary itself, re-executed with `OP_AUDIT_CHILD` set.
 
-mod audit_common;
-use audit_common::*;
+use crate::common::*;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -51,8 +50,9 @@ fn child_mode() {
 }
 
 fn spawn_child(test: &str, db: &Path, n: usize, key: Option<&Path>) -> std::process::Child {
+    let test = crate::test_name(module_path!(), test);
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", test, "--nocapture", "--test-threads=1"])
+    c.args(["--exact", &test, "--nocapture", "--test-threads=1"])
         .env(CHILD, db)
         .env("OP_AUDIT_N", n.to_string())
         .stdout(Stdio::null());
