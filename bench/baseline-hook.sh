@@ -1,5 +1,5 @@
 #!/bin/bash
-# baseline-hook.sh: the bash hookscript an admin would write instead of op-agent (issue 7).
+# baseline-hook.sh: the bash hookscript an admin would write instead of op-agent.
 #   baseline-hook.sh <vmid> <phase>
 # post-start, for every netN of /etc/pve/lxc/<vmid>.conf on an OVS bridge: take PVE's
 # veth<vmid>i<N> off OVS, rename it to vi<vmid> (netN, N>=1: vi<vmid>i<N>) with three `ip link`

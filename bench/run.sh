@@ -1,5 +1,5 @@
 #!/bin/bash
-# `make bench` (issue 7): op-agent against the bash hookscript an admin would write, on the same
+# `make bench`: op-agent against the bash hookscript an admin would write, on the same
 # machine in the same run. Needs root. Everything runs in a network namespace of its own with a
 # private ovsdb-server/ovs-vswitchd (pve-sim host-up) under a temp root; all of it is removed on
 # exit, also on failure. Writes bench/report.md and prints it.
