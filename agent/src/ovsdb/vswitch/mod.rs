@@ -1,9 +1,10 @@
 //! The `Open_vSwitch` database (`vswitch.ovsschema` 8.x) session: bridges, ports and
 //! interfaces, each change one transaction with `wait` guards so it is all-or-nothing
 //! ([`ops`]), rows read back ([`rows`](mod@rows)), the `cur_cfg` monitor that tells when
-//! ovs-vswitchd applied a change, and the remembered Port UUIDs. Generic: no Proxmox names or
-//! vmids here.
+//! ovs-vswitchd applied a change, the table [`monitor`] of Bridge/Port/Interface, and the
+//! remembered Port UUIDs. Generic: no Proxmox names or vmids here.
 
+pub mod monitor;
 pub mod ops;
 pub mod rows;
 
