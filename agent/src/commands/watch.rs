@@ -9,8 +9,8 @@ pub struct WatchArgs {
     /// Longest wait (ms) for PVE to plug a new `veth<vmid>i<n>` before converging anyway.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub plug_wait_ms: u64,
-    /// Interval (ms) of the OVSDB liveness probe (`echo`).
-    #[arg(long, default_value_t = 500, value_name = "MS")]
+    /// Interval (ms) of the OVSDB liveness probe (`echo`); 0 disables it.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
     pub probe_ms: u64,
 }
 
@@ -20,7 +20,10 @@ pub struct WatchArgs {
 pub fn run(args: &WatchArgs, config: Option<&Path>) -> super::CommandResult {
     let opts = crate::watch::WatchOptions {
         plug_wait: Duration::from_millis(args.plug_wait_ms),
-        probe: Duration::from_millis(args.probe_ms.max(10)),
+        probe: Duration::from_millis(match args.probe_ms {
+            0 => 0,
+            ms => ms.max(10),
+        }),
     };
     Ok(crate::watch::run(config, opts, false))
 }

@@ -52,6 +52,18 @@ pub struct Job {
     pub started: Option<Instant>,
 }
 
+/// An audit row a caller hands the run to record first, under the run's lock and with its
+/// `run_id` (e.g. what `watch` found changed before it converged the container).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    /// The audit `step` (`watch.drift`, ...).
+    pub step: String,
+    /// The row's outcome.
+    pub outcome: Outcome,
+    /// The row's `detail`.
+    pub detail: serde_json::Value,
+}
+
 /// Options of a [`converge`] call.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -85,11 +97,17 @@ pub fn converge<'a>(
     jobs: &'a [Job],
     opts: RunOptions,
 ) -> impl Iterator<Item = Report> + 'a {
-    jobs.iter().map(move |job| converge_one(cfg, job, opts))
+    jobs.iter()
+        .map(move |job| converge_one(cfg, job, &[], opts))
+}
+
+/// [`converge`] of one job whose run records `notes` (not in a dry run) before its own rows.
+pub fn converge_noted(cfg: &AgentConfig, job: &Job, notes: &[Note], opts: RunOptions) -> Report {
+    converge_one(cfg, job, notes, opts)
 }
 
 /// One container: lock, audit log, load, then observe → plan → execute within its deadline.
-fn converge_one(cfg: &AgentConfig, job: &Job, opts: RunOptions) -> Report {
+fn converge_one(cfg: &AgentConfig, job: &Job, notes: &[Note], opts: RunOptions) -> Report {
     let started = job.started.unwrap_or_else(Instant::now);
     let deadline = Deadline::of_config(cfg, started);
     let vmid = job.managed.vmid;
@@ -97,6 +115,9 @@ fn converge_one(cfg: &AgentConfig, job: &Job, opts: RunOptions) -> Report {
     let (timings, result) = match open(cfg, job, deadline, opts) {
         Err(e) => (None, Err(e)),
         Ok((lock, mut rec)) => {
+            for n in notes {
+                rec.outcome(&n.step, n.outcome, n.detail.clone());
+            }
             let r = run_locked(cfg, job, deadline, opts, &mut rec, &mut plans);
             let timings = (job.phase != Phase::PreStop)
                 .then(|| (std::mem::take(&mut rec.timings), started.elapsed()));

@@ -1,0 +1,213 @@
+//! What the OVSDB monitor's changes mean for managed containers. Pure: works on the
+//! [`Tables`] replica, the [`Change`]s of one coalescing window and the desired state; the
+//! caller does the I/O (config reads, netlink checks) and schedules the runs.
+//!
+//! Loop avoidance lives here: a container is due only when the replica differs from its
+//! desired state (a row missing, or tag/trunks/vlan_mode/bridge not what the config says),
+//! never merely because one of its rows changed. The rows op-agent's own runs write are the
+//! desired ones, so they never make a container due again.
+
+use crate::desired::{Desired, NicMode};
+use crate::engine::ownership;
+use crate::ovsdb::vswitch::monitor::{Change, Row, Tables};
+use pve_integration::{HostVeth, Vmid};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// The Port op-agent keeps for one NIC, as far as the config decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantPort {
+    /// PVE `netN` index.
+    pub net: u32,
+    /// `Port.name` (`vi<vmid>`, ...).
+    pub name: String,
+    /// The Bridge that must hold it.
+    pub bridge: String,
+    /// `Port.tag`.
+    pub tag: Option<u16>,
+    /// `Port.trunks`, ascending.
+    pub trunks: Vec<u16>,
+    /// `Port.vlan_mode` (`native-untagged` with both tag and trunks, like PVE).
+    pub vlan_mode: Option<String>,
+}
+
+/// The Ports the config asks for: every NIC that is not skipped, not `link_down` and has a
+/// bridge. (Whether that bridge is an OVS bridge is read from the replica.)
+pub fn wanted_ports(d: &Desired) -> Vec<WantPort> {
+    d.nics
+        .iter()
+        .filter(|n| !matches!(n.mode, NicMode::Skip(_)) && !n.link_down)
+        .filter_map(|n| {
+            let tag = n.tag.map(|t| t.get());
+            let trunks: Vec<u16> = n.trunks.iter().map(|t| t.get()).collect();
+            Some(WantPort {
+                net: u32::from(n.net.get()),
+                name: n.name.to_string(),
+                bridge: n.bridge.as_ref()?.to_string(),
+                vlan_mode: pve_integration::ovs_vlan_mode(tag, &trunks).map(str::to_string),
+                tag,
+                trunks,
+            })
+        })
+        .collect()
+}
+
+/// How an owned Port differs from what the config asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// No Port of that name.
+    Missing,
+    /// Columns that differ: `(column, want, found)`.
+    Changed(Vec<(&'static str, Value, Value)>),
+}
+
+/// One NIC's Port found not as wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// The wanted port.
+    pub want: WantPort,
+    /// What was found.
+    pub found: Found,
+}
+
+impl Drift {
+    /// The `watch.drift` audit detail: `{"port", "net", "found": "missing"}` or
+    /// `{"port", "net", "found": "changed", "changes": [{"column", "want", "found"}]}`.
+    pub fn detail(&self) -> Value {
+        let mut d = json!({"port": self.want.name, "net": format!("net{}", self.want.net)});
+        match &self.found {
+            Found::Missing => d["found"] = json!("missing"),
+            Found::Changed(c) => {
+                d["found"] = json!("changed");
+                d["changes"] = c
+                    .iter()
+                    .map(|(col, w, f)| json!({"column": col, "want": w, "found": f}))
+                    .collect();
+            }
+        }
+        d
+    }
+}
+
+/// The drifts of `wants` in `t`. A NIC whose bridge is not in the replica is not due (the
+/// bridge's return converges it); a Port of that name without op-agent's mark is not ours
+/// (the run would refuse it), so it is not due either.
+pub fn drifts(wants: &[WantPort], t: &Tables) -> Vec<Drift> {
+    let mut out = Vec::new();
+    for w in wants.iter().filter(|w| t.has_bridge(&w.bridge)) {
+        let Some((uuid, p)) = t.port_by_name(&w.name) else {
+            out.push(Drift {
+                want: w.clone(),
+                found: Found::Missing,
+            });
+            continue;
+        };
+        if !ownership::is_owned(&p.external_ids) {
+            continue;
+        }
+        let mut c = Vec::new();
+        let bridge = t.bridge_of(uuid);
+        if bridge != Some(w.bridge.as_str()) {
+            c.push(("bridge", json!(w.bridge), json!(bridge)));
+        }
+        if p.tag != w.tag {
+            c.push(("tag", json!(w.tag), json!(p.tag)));
+        }
+        if p.trunks != w.trunks {
+            c.push(("trunks", json!(w.trunks), json!(p.trunks)));
+        }
+        if p.vlan_mode != w.vlan_mode {
+            c.push(("vlan_mode", json!(w.vlan_mode), json!(p.vlan_mode)));
+        }
+        if !c.is_empty() {
+            out.push(Drift {
+                want: w.clone(),
+                found: Found::Changed(c),
+            });
+        }
+    }
+    out
+}
+
+/// What one window's changes touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Containers one of whose owned Ports (`external_ids:owner=op-agent`, `vm-id`) was
+    /// inserted, deleted, changed or moved between bridges.
+    pub owned: BTreeSet<Vmid>,
+    /// PVE-named Ports (`veth<vmid>i<n>`) inserted or changed, or whose Interface changed.
+    pub veth_ports: BTreeSet<String>,
+    /// Names of Bridge rows inserted.
+    pub new_bridges: BTreeSet<String>,
+}
+
+fn owner_vmid(ids: &std::collections::BTreeMap<String, String>) -> Option<Vmid> {
+    if !ownership::is_owned(ids) {
+        return None;
+    }
+    ids.get("vm-id")?.parse().ok()
+}
+
+/// Sorts `changes` (applied to `t`, which is the state after them) into [`Touched`].
+pub fn touched(changes: &[Change], t: &Tables) -> Touched {
+    let mut out = Touched::default();
+    let mut moved: BTreeSet<&str> = BTreeSet::new();
+    for c in changes {
+        match (&c.old, &c.new) {
+            (None, Some(Row::Bridge(b))) => {
+                out.new_bridges.insert(b.name.clone());
+            }
+            (Some(Row::Bridge(o)), Some(Row::Bridge(n))) => {
+                let (a, b): (BTreeSet<&str>, BTreeSet<&str>) = (
+                    o.ports.iter().map(String::as_str).collect(),
+                    n.ports.iter().map(String::as_str).collect(),
+                );
+                moved.extend(a.symmetric_difference(&b));
+            }
+            _ => {}
+        }
+        for row in [&c.old, &c.new].into_iter().flatten() {
+            if let Row::Port(p) = row {
+                out.owned.extend(owner_vmid(&p.external_ids));
+                if c.new.is_some() && HostVeth::parse(&p.name).is_some() {
+                    out.veth_ports.insert(p.name.clone());
+                }
+            }
+        }
+        if let Some(Row::Interface(i)) = &c.new {
+            if HostVeth::parse(&i.name).is_some() {
+                out.veth_ports.insert(i.name.clone());
+            }
+        }
+    }
+    for u in moved {
+        if let Some(p) = t.ports.get(u) {
+            out.owned.extend(owner_vmid(&p.external_ids));
+        }
+    }
+    out
+}
+
+/// When Port `name` exists and one of its Interfaces failed (`error` set or `ofport` -1:
+/// ovs-vswitchd could not open the device), the error text (`ofport -1` when none).
+pub fn dead_port(t: &Tables, name: &str) -> Option<String> {
+    let (_, p) = t.port_by_name(name)?;
+    t.interfaces_of(p)
+        .find(|i| i.error.is_some() || i.ofport == Some(-1))
+        .map(|i| i.error.clone().unwrap_or_else(|| "ofport -1".into()))
+}
+
+/// The one log line for a dead `veth<vmid>i<n>` row of a failed live edit.
+pub fn dead_port_line(vmid: Vmid, net: u32, port: &str, link: &str, error: &str) -> String {
+    format!(
+        "watch: {vmid}: PVE's live edit of net{net} failed: op-agent renamed {port} to {link}, so PVE \
+         could not plug it and left a dead OVS port {port} ({error}); removing that row, {link} keeps \
+         its network. To change net{net} of a running container, edit its op-agent container TOML \
+         and run `op-agent apply {vmid}`, or stop the container, `pct set {vmid} -net{net} ...`, \
+         and start it"
+    )
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -1,0 +1,173 @@
+//! The `op-agent watch` service: keeps managed containers converged between hooks, from three
+//! event sources, without polling while nothing happens.
+//!
+//! PVE calls no hook phase on an in-guest `reboot` (lxc-start's `reboot` restarts the container
+//! inside the same monitor, so pve-container's pre-start/post-stop hooks run, but no hookscript
+//! phase), on NIC hotplug (pve-container `PVE::LXC::update_net`) or after an OVS restart, yet
+//! each of these recreates `veth<vmid>i<n>` or loses op-agent's rows; `ifreload -a` (ifupdown2
+//! `addons/openvswitch.py`) deletes every port of a bridge that its stanza does not list, and a
+//! failed live `pct set -netN` leaves a dead `veth<vmid>i<n>` Port row. The service:
+//! - [`links`]: subscribes to rtnetlink link events (`RTNLGRP_LINK`); when a link named
+//!   `veth<vmid>i<n>` appears (a new ifindex, or a link renamed to that name) for a managed
+//!   vmid, it waits up to `plug_wait` until PVE has plugged it (an OVS Port of that name that
+//!   ovs-vswitchd has processed, or a master), then converges the container;
+//! - [`ovsdb_monitor`]: keeps a `monitor` (RFC 7047 §4.1.5) of the Bridge, Port and Interface
+//!   tables; every (re)connect reconciles every managed running container (reconnecting with
+//!   exponential backoff, 100 ms doubling to 2 s); an owned Port deleted or changed by someone
+//!   else, a dead PVE-named row next to op-agent's link, or a bridge that appears makes the
+//!   containers concerned due ([`decide`]);
+//! - [`worker`]: converges due containers one at a time through the engine (post-start steps,
+//!   audit `phase` = `watch`), retrying a failed container with backoff (250 ms doubling to
+//!   4 s, 6 attempts); it takes the per-vmid lock the hooks take ([`crate::engine::converge`]),
+//!   so a hook and the service never work on one container at once;
+//! - exits 0 on SIGTERM or SIGINT after the run in progress (itself bounded by
+//!   `[hook] deadline_ms`).
+//!
+//! Runs are executed on the worker thread (each builds its own runtime, like a hook); the event
+//! loop runs on a current-thread tokio runtime.
+
+pub mod decide;
+pub mod links;
+pub mod ovsdb_monitor;
+pub mod worker;
+
+use crate::config::AgentConfig;
+use crate::exit::ExitCode;
+use crate::inspect;
+use crate::netlink::{Link, Netlink};
+use futures_util::StreamExt;
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use worker::Job;
+
+/// Tunables of the service.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Longest wait for PVE to plug a new veth before converging anyway (default 2000 ms).
+    pub plug_wait: Duration,
+    /// Interval of the OVSDB `echo` probe (RFC 7047 §4.1.11) that detects a server that stopped
+    /// answering (a closed connection is noticed at once without it); zero disables it
+    /// (default 5000 ms).
+    pub probe: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            plug_wait: Duration::from_millis(2000),
+            probe: Duration::from_millis(5000),
+        }
+    }
+}
+
+/// Runs the service until SIGTERM/SIGINT. Returns `Ok` on a clean stop; errors (no netlink
+/// socket, no signal handler, no runtime) are one line.
+pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let wcfg = cfg.clone();
+    let worker = std::thread::Builder::new()
+        .name("op-agent-watch-worker".into())
+        .spawn(move || worker::worker(wcfg, rx))
+        .map_err(|e| format!("cannot start the worker thread: {e}"))?;
+    let rt = inspect::runtime().map_err(|e| e.to_string())?;
+    let r = rt.block_on(event_loop(&cfg, &opts, tx.clone()));
+    let _ = tx.send(Job::Stop);
+    drop(rt);
+    // The run in progress is bounded by [hook] deadline_ms; wait that long plus a margin.
+    let limit = Duration::from_millis(cfg.toml.hook.deadline_ms) + Duration::from_secs(2);
+    let t = Instant::now();
+    while !worker.is_finished() && t.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !worker.is_finished() {
+        log::error!(
+            "watch: the worker did not stop within {} ms",
+            limit.as_millis()
+        );
+    }
+    r
+}
+
+async fn event_loop(
+    cfg: &AgentConfig,
+    opts: &WatchOptions,
+    tx: mpsc::Sender<Job>,
+) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    let (conn, _handle, mut events) =
+        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+            .map_err(|e| format!("netlink link-event socket: {e}"))?;
+    tokio::spawn(conn);
+    let nl = Netlink::connect().map_err(|e| format!("netlink socket: {e}"))?;
+    // Links that exist now are covered by the start-up reconcile.
+    let mut known: HashMap<u32, String> = HashMap::new();
+    match nl.links().await {
+        Ok(ls) => {
+            for l in ls {
+                if pve_integration::HostVeth::parse(&l.name).is_some() {
+                    known.insert(l.index, l.name);
+                }
+            }
+        }
+        Err(e) => log::warn!("watch: cannot list links: {e}"),
+    }
+    let sup = tokio::spawn(ovsdb_monitor::supervise(
+        cfg.clone(),
+        nl.clone(),
+        opts.probe,
+        tx.clone(),
+    ));
+    log::info!(
+        "watch: running (plug wait {} ms)",
+        opts.plug_wait.as_millis()
+    );
+    let result = loop {
+        tokio::select! {
+            _ = term.recv() => { log::info!("watch: SIGTERM, stopping"); break Ok(()); }
+            _ = int.recv() => { log::info!("watch: SIGINT, stopping"); break Ok(()); }
+            ev = events.next() => {
+                let Some((msg, _)) = ev else {
+                    break Err("netlink link-event socket closed".to_string());
+                };
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+                        let l = Link::from_notification(&m);
+                        links::on_new_link(cfg, opts, &nl, &mut known, l, &tx);
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
+                        known.remove(&m.header.index);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    sup.abort();
+    result
+}
+
+/// `op-agent watch` with `config` (`--config`): loads agent.toml, logs to syslog (stderr at
+/// info level when syslog is unreachable) and serves until SIGTERM. Exit 0 on a clean stop,
+/// 78 for a bad agent.toml, 70 when the service cannot start.
+pub fn run(config: Option<&std::path::Path>, opts: WatchOptions, verbose: bool) -> ExitCode {
+    crate::logging::init("op-agent", log::LevelFilter::Info, verbose);
+    let cfg = match AgentConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("op-agent watch: {e}");
+            return e.exit_code();
+        }
+    };
+    match serve(cfg, opts) {
+        Ok(()) => ExitCode::Ok,
+        Err(e) => {
+            eprintln!("op-agent watch: {e}");
+            ExitCode::Internal
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The worker thread: converges due containers one at a time through the engine
+//! ([`engine::converge`]), retrying a failed run with backoff, and gating the monitor's
+//! repairs (a dry run first: a drift that is already gone, e.g. one seen between two
+//! transactions of op-agent's own run, costs no run and no audit row; and at most
+//! [`REPAIR_BUDGET`] repairs per container per [`REPAIR_PERIOD`], so two writers fighting over
+//! a row cannot make the service spin).
+
+use crate::config::AgentConfig;
+use crate::engine::plan::Step;
+use crate::engine::{self, Note, Phase, RunOptions};
+use crate::inspect;
+use pve_integration::Vmid;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A repair the OVSDB monitor asks for.
+#[derive(Debug, Clone)]
+pub struct Repair {
+    /// The container.
+    pub vmid: Vmid,
+    /// Why, for the log (`ovsdb drift`, `dead port`, `bridge appeared`).
+    pub why: &'static str,
+    /// Audit rows recorded first in the run (what was found).
+    pub notes: Vec<Note>,
+}
+
+/// Work for the worker thread.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// Converge one container (a link event).
+    One(Vmid, &'static str),
+    /// Converge every managed running container (start-up, OVSDB back).
+    All(&'static str),
+    /// Converge one container the monitor found drifted, if a dry run still finds work.
+    Repair(Repair),
+    /// Stop after the run in progress.
+    Stop,
+}
+
+const MAX_ATTEMPTS: u32 = 6;
+
+/// Repairs allowed per container within [`REPAIR_PERIOD`].
+pub const REPAIR_BUDGET: usize = 10;
+
+/// The window of [`REPAIR_BUDGET`].
+pub const REPAIR_PERIOD: Duration = Duration::from_secs(60);
+
+struct Pending {
+    due: Instant,
+    attempt: u32,
+    why: &'static str,
+    notes: Vec<Note>,
+    /// Dry-run first (a monitor repair); false once any other event asked for a run.
+    gate: bool,
+}
+
+impl Pending {
+    fn now(why: &'static str) -> Pending {
+        Pending {
+            due: Instant::now(),
+            attempt: 0,
+            why,
+            notes: Vec::new(),
+            gate: false,
+        }
+    }
+}
+
+/// Whether a dry run's plans change anything (skips and checks only: nothing to do).
+fn has_work(plans: &[Vec<engine::plan::Planned>]) -> bool {
+    plans.iter().flatten().any(|p| {
+        !matches!(
+            p.step,
+            Step::Skip { .. } | Step::RecordMesh { .. } | Step::CheckMaster { .. }
+        )
+    })
+}
+
+/// Per-container repair budget.
+#[derive(Default)]
+struct Budget {
+    runs: HashMap<Vmid, VecDeque<Instant>>,
+}
+
+impl Budget {
+    /// Takes one repair for `v`; false when its budget is spent.
+    fn take(&mut self, v: Vmid, now: Instant) -> bool {
+        let q = self.runs.entry(v).or_default();
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= REPAIR_PERIOD)
+        {
+            q.pop_front();
+        }
+        if q.len() >= REPAIR_BUDGET {
+            return false;
+        }
+        q.push_back(now);
+        true
+    }
+}
+
+fn add(pending: &mut BTreeMap<Vmid, Pending>, v: Vmid, why: &'static str) {
+    let p = pending.entry(v).or_insert_with(|| Pending::now(why));
+    p.due = Instant::now();
+    p.attempt = 0;
+    p.why = why;
+    p.gate = false;
+}
+
+/// The worker loop: runs post-start steps (audit `phase` = `watch`) for due containers, one at a
+/// time, with retries (250 ms doubling to 4 s, 6 attempts), until [`Job::Stop`].
+pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>) {
+    let mut pending: BTreeMap<Vmid, Pending> = BTreeMap::new();
+    let mut budget = Budget::default();
+    loop {
+        let now = Instant::now();
+        let wait = pending
+            .values()
+            .map(|p| p.due.saturating_duration_since(now))
+            .min()
+            .unwrap_or(Duration::from_secs(3600));
+        match rx.recv_timeout(wait) {
+            Ok(Job::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Ok(Job::One(v, why)) => add(&mut pending, v, why),
+            Ok(Job::All(why)) => {
+                for v in inspect::managed(&cfg) {
+                    if inspect::is_running(&cfg, v) {
+                        add(&mut pending, v, why);
+                    }
+                }
+                log::info!("watch: reconcile all ({why}): {} running", pending.len());
+            }
+            Ok(Job::Repair(r)) => {
+                let p = pending.entry(r.vmid).or_insert_with(|| Pending {
+                    gate: true,
+                    ..Pending::now(r.why)
+                });
+                p.notes.extend(r.notes);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let now = Instant::now();
+        let due: Vec<Vmid> = pending
+            .iter()
+            .filter(|(_, p)| p.due <= now)
+            .map(|(v, _)| *v)
+            .collect();
+        for v in due {
+            if let Some(p) = pending.remove(&v) {
+                if let Some(retry) = run_one(&cfg, v, p, &mut budget) {
+                    pending.entry(v).or_insert(retry);
+                }
+            }
+        }
+    }
+}
+
+/// One run for `v`; the retry to schedule when it failed.
+fn run_one(cfg: &AgentConfig, v: Vmid, p: Pending, budget: &mut Budget) -> Option<Pending> {
+    let managed = match inspect::managed_one(cfg, v) {
+        Some(m) if inspect::is_running(cfg, v) => m,
+        _ => {
+            log::info!("watch: {v}: not managed or not running; nothing to do");
+            return None;
+        }
+    };
+    let job = engine::Job {
+        managed,
+        phase: Phase::PostStart,
+        label: "watch".into(),
+        started: None,
+    };
+    if p.gate {
+        let dry = engine::converge_noted(cfg, &job, &[], RunOptions { dry_run: true });
+        if dry.result.is_ok() && !has_work(&dry.plans) {
+            log::debug!("watch: {v} ({}): already converged", p.why);
+            return None;
+        }
+        if !budget.take(v, Instant::now()) {
+            log::error!(
+                "watch: {v} ({}): more than {REPAIR_BUDGET} repairs within {} s; someone keeps \
+                 changing its OVS rows; leaving it until the next event",
+                p.why,
+                REPAIR_PERIOD.as_secs()
+            );
+            return None;
+        }
+    }
+    let report = engine::converge_noted(cfg, &job, &p.notes, RunOptions::default());
+    match report.result {
+        Ok(s) => {
+            log::info!("watch: {v} ({}): {s}", p.why);
+            None
+        }
+        Err(e) => {
+            let attempt = p.attempt + 1;
+            if attempt >= MAX_ATTEMPTS {
+                log::error!(
+                    "watch: {v} ({}): {e}; giving up after {attempt} attempts",
+                    p.why
+                );
+                return None;
+            }
+            let back = Duration::from_millis(250u64 << (attempt - 1).min(4));
+            log::warn!(
+                "watch: {v} ({}): {e}; retry in {} ms",
+                p.why,
+                back.as_millis()
+            );
+            Some(Pending {
+                due: Instant::now() + back,
+                attempt,
+                why: p.why,
+                notes: Vec::new(),
+                gate: false,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::Planned;
+
+    #[test]
+    fn the_repair_budget_refills_after_the_period() {
+        let mut b = Budget::default();
+        let v: Vmid = "100".parse().unwrap();
+        let t = Instant::now();
+        for _ in 0..REPAIR_BUDGET {
+            assert!(b.take(v, t));
+        }
+        assert!(!b.take(v, t), "spent");
+        assert!(b.take("101".parse().unwrap(), t), "per container");
+        assert!(b.take(v, t + REPAIR_PERIOD), "refilled");
+    }
+
+    #[test]
+    fn only_changing_steps_are_work() {
+        let skip = Planned {
+            net: None,
+            step: Step::Skip { reason: "x".into() },
+        };
+        assert!(!has_work(&[vec![skip.clone()]]));
+        assert!(!has_work(&[]));
+        let up = Planned {
+            net: None,
+            step: Step::LinkUp {
+                link: "vi100".into(),
+            },
+        };
+        assert!(has_work(&[vec![skip, up]]));
+    }
+}
