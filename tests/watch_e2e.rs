@@ -1,9 +1,135 @@
 //! End-to-end tests of `op-agent watch` through `pve-sim` with real LXC and a private
-//! OVS: in-guest reboot, OVS restart, hook/watch races. Root only (fails, never skips).
+//! OVS: in-guest reboot, OVS restart, hook/watch races, and the OVSDB monitor (ports deleted
+//! as `ifreload` does, a tag changed by hand, the dead row of a failed live edit, ovsdb-server
+//! restarted, a bridge deleted and re-created). Root only (fails, never skips).
 //! Run: `cargo build -p pve-integration && cargo test --test watch_e2e`.
 
 use op_testkit::{bridged_ip, PveConf, TestHost};
 use std::time::{Duration, Instant};
+
+/// Waits until the audit log has, after row `after`, a `watch` row of `step` for each of
+/// `vmids`; returns those rows.
+fn wait_step_rows(
+    host: &TestHost,
+    vmids: &[u32],
+    step: &str,
+    after: usize,
+    limit: Duration,
+) -> Vec<op_testkit::AuditRow> {
+    let t = Instant::now();
+    loop {
+        let rows = host.audit_rows();
+        let new: Vec<_> = rows[after.min(rows.len())..]
+            .iter()
+            .filter(|r| r.phase == "watch" && r.step == step)
+            .cloned()
+            .collect();
+        if vmids
+            .iter()
+            .all(|v| new.iter().any(|r| r.vmid == i64::from(*v)))
+        {
+            return new;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "no {step} row for each of {vmids:?} within {limit:?}: {new:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `Ok` when every `vi<vmid>` is a port of `ovsbr0` with `tag` and an ofport > 0 (three
+/// `ovs-vsctl` calls for all of them).
+fn all_plugged(host: &TestHost, vmids: &[u32], tag: u16) -> Result<(), String> {
+    let csv = |table: &str, cols: &str| -> Vec<(String, String)> {
+        let out = host.vsctl(&[
+            "--format=csv",
+            "--data=bare",
+            "--no-headings",
+            &format!("--columns={cols}"),
+            "list",
+            table,
+        ]);
+        out.stdout_text()
+            .lines()
+            .filter_map(|l| l.split_once(','))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let on_bridge = host.ports("ovsbr0");
+    let tags = csv("Port", "name,tag");
+    let ofports = csv("Interface", "name,ofport");
+    for v in vmids {
+        let name = format!("vi{v}");
+        if !on_bridge.contains(&name) {
+            return Err(format!("{name} not on ovsbr0"));
+        }
+        let tg = tags
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.as_str());
+        if tg != Some(tag.to_string().as_str()) {
+            return Err(format!("{name} tag {tg:?}"));
+        }
+        let of = ofports
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, o)| o.parse::<i64>().ok());
+        if of.is_none_or(|o| o <= 0) {
+            return Err(format!("{name} ofport {of:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Polls [`all_plugged`] until `limit` (from `since`); returns the time since `since`.
+fn wait_all_plugged(
+    host: &TestHost,
+    vmids: &[u32],
+    tag: u16,
+    since: Instant,
+    limit: Duration,
+) -> Duration {
+    loop {
+        match all_plugged(host, vmids, tag) {
+            Ok(()) => return since.elapsed(),
+            Err(e) => assert!(
+                since.elapsed() < limit,
+                "not all back within {limit:?}: {e}\nwatch log:\n{}",
+                std::fs::read_to_string(host.watch_log()).unwrap_or_default()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One of three `ping -c1 -W1` from `from` to `to`'s address answered.
+fn pings(host: &TestHost, from: u32, to: u32) -> bool {
+    (0..3).any(|_| host.ping(from, &bridged_ip(to)))
+}
+
+/// CPU time (user + system, clock ticks) of process `pid`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/pid/stat");
+    // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// `n` managed running containers 100.. on `ovsbr0` with tag 10, and `op-agent watch` running
+/// after its start-up reconcile.
+fn running(host: &TestHost, n: u32) -> (Vec<u32>, op_testkit::Service) {
+    let vmids: Vec<u32> = (100..100 + n).collect();
+    for v in &vmids {
+        host.manage_bridged(*v, PveConf::bridged(*v, 10));
+        host.sim_ok(&["start", &v.to_string()]);
+    }
+    wait_all_plugged(host, &vmids, 10, Instant::now(), Duration::from_secs(10));
+    let w = host.spawn_watch(&[]);
+    wait_step_rows(host, &vmids, "config.validate", 0, Duration::from_secs(20));
+    (vmids, w)
+}
 
 /// Waits until the audit log has a `watch` row for `vmid` (the start-up reconcile ran).
 fn wait_watch_row(host: &TestHost, vmid: i64, after: usize, limit: Duration) {
@@ -74,11 +200,10 @@ fn ovs_restart_watch_reconnects_and_replugs_within_5s() {
     let mut w = host.spawn_watch(&[]);
     wait_watch_row(&host, 101, 0, Duration::from_secs(10));
 
+    let old_row = host.ovs_get("Port", "vi100", "_uuid");
+    // The monitor notices the lost connection at once and the bridge's return re-converges,
+    // so vi100 may be back before restart_fresh returns: a new row in the fresh database.
     host.ovs().restart_fresh(&["ovsbr0"]);
-    assert!(
-        !host.ports("ovsbr0").contains(&"vi100".to_string()),
-        "the fresh database has no op-agent rows"
-    );
     let t = Instant::now();
     host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
     host.wait_converged(
@@ -90,6 +215,11 @@ fn ovs_restart_watch_reconnects_and_replugs_within_5s() {
     eprintln!(
         "both ports right {} ms after OVS came back",
         t.elapsed().as_millis()
+    );
+    assert_ne!(
+        host.ovs_get("Port", "vi100", "_uuid"),
+        old_row,
+        "vi100 was re-added in the fresh database"
     );
     assert!(
         w.log_text().contains("ovsdb reconnected"),
@@ -145,4 +275,196 @@ fn hook_and_watch_racing_end_in_one_correct_state() {
     let rows = host.audit_rows();
     assert!(rows.iter().any(|r| r.phase == "post-start"));
     assert!(rows.iter().any(|r| r.phase == "watch"));
+}
+
+#[test]
+fn ifreload_deleting_every_owned_port_of_10_containers_restores_all_within_2s() {
+    let host = TestHost::new("w-ifreload");
+    let (vmids, mut w) = running(&host, 10);
+    let before = host.audit_rows().len();
+    let t = Instant::now();
+    // What ifupdown2's openvswitch addon runs for ports its stanza does not list.
+    for v in &vmids {
+        host.vsctl_ok(&["--if-exists", "del-port", "ovsbr0", &format!("vi{v}")]);
+    }
+    let deleting = t.elapsed();
+    let last = Instant::now();
+    let took = wait_all_plugged(&host, &vmids, 10, last, Duration::from_secs(2));
+    eprintln!(
+        "10 ports deleted in {} ms; all back {} ms after the last delete ({} ms after the first)",
+        deleting.as_millis(),
+        took.as_millis(),
+        t.elapsed().as_millis()
+    );
+    for (i, v) in vmids.iter().enumerate() {
+        let to = vmids[(i + 1) % vmids.len()];
+        assert!(pings(&host, *v, to), "{v} -> {to}");
+    }
+    let rows = wait_step_rows(&host, &vmids, "watch.drift", before, Duration::from_secs(2));
+    for v in &vmids {
+        let r = rows.iter().find(|r| r.vmid == i64::from(*v)).unwrap();
+        let d = r.detail_json();
+        assert_eq!(d["port"], format!("vi{v}"), "{d}");
+        assert_eq!(d["found"], "missing", "{d}");
+    }
+    // Idle: no CPU between events (the 5 s echo probe at most).
+    let pid = w.pid().expect("watch pid");
+    std::thread::sleep(Duration::from_millis(500));
+    let c0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(pid) - c0;
+    eprintln!("idle watch: {used} ticks of CPU in 3 s");
+    assert!(used <= 2, "idle watch used {used} ticks in 3 s");
+    host.assert_audit_intact("after the repairs");
+    let st = w.stop().expect("watch exits on SIGTERM");
+    assert!(st.success(), "watch exit status {st:?}");
+}
+
+#[test]
+fn a_tag_changed_by_hand_is_restored_within_1s() {
+    let host = TestHost::new("w-tag");
+    let (_, mut w) = running(&host, 2);
+    let before = host.audit_rows().len();
+    let t = Instant::now();
+    host.vsctl_ok(&["set", "Port", "vi100", "tag=99"]);
+    loop {
+        if host.ovs_get("Port", "vi100", "tag") == "10" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "tag not restored: {}",
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "tag restored {} ms after ovs-vsctl set",
+        t.elapsed().as_millis()
+    );
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(1));
+    assert!(pings(&host, 100, 101));
+    let rows = wait_step_rows(&host, &[100], "watch.drift", before, Duration::from_secs(1));
+    let d = rows[0].detail_json();
+    assert_eq!(d["found"], "changed", "{d}");
+    assert_eq!(d["changes"][0]["column"], "tag", "{d}");
+    assert_eq!(
+        (
+            d["changes"][0]["want"].clone(),
+            d["changes"][0]["found"].clone()
+        ),
+        (10.into(), 99.into()),
+        "{d}"
+    );
+    // Our own repair does not make the container due again.
+    std::thread::sleep(Duration::from_millis(500));
+    let n = host.audit_step_rows(100, "watch.drift").len();
+    assert_eq!(n, 1, "one drift, one repair: {}", w.log_text());
+    let st = w.stop().expect("watch exits on SIGTERM");
+    assert!(st.success(), "watch exit status {st:?}");
+}
+
+#[test]
+fn the_dead_veth_row_of_a_failed_live_edit_is_removed_within_1s() {
+    let host = TestHost::new("w-dead");
+    let (_, mut w) = running(&host, 2);
+    let before = host.audit_rows().len();
+    let t = Instant::now();
+    // What PVE's tap_plug leaves when `pct set 100 -net0 ...,tag=20` finds no veth100i0
+    // (OVS 3.1 commits the row and only reports the error).
+    let _ = host.vsctl(&["add-port", "ovsbr0", "veth100i0", "tag=20"]);
+    loop {
+        if !host.ports("ovsbr0").contains(&"veth100i0".to_string()) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "dead row still there: {}",
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "dead row gone {} ms after ovs-vsctl add-port",
+        t.elapsed().as_millis()
+    );
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(1));
+    assert!(pings(&host, 100, 101), "the container keeps its network");
+    let rows = wait_step_rows(
+        &host,
+        &[100],
+        "watch.dead-port",
+        before,
+        Duration::from_secs(1),
+    );
+    let d = rows[0].detail_json();
+    assert_eq!(
+        (d["port"].as_str(), d["link"].as_str()),
+        (Some("veth100i0"), Some("vi100")),
+        "{d}"
+    );
+    let log = w.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("live edit of net0 failed"))
+        .unwrap_or_else(|| panic!("no log line: {log}"));
+    assert!(
+        line.contains("op-agent apply 100") && line.contains("stop the container"),
+        "{line}"
+    );
+    let st = w.stop().expect("watch exits on SIGTERM");
+    assert!(st.success(), "watch exit status {st:?}");
+}
+
+#[test]
+fn ovsdb_server_restart_is_a_full_reconcile_and_the_monitor_comes_back() {
+    let host = TestHost::new("w-dbrestart");
+    let (vmids, mut w) = running(&host, 3);
+    let before = host.audit_rows().len();
+    host.ovs().restart_ovsdb_server();
+    wait_step_rows(
+        &host,
+        &vmids,
+        "config.validate",
+        before,
+        Duration::from_secs(5),
+    );
+    assert!(
+        w.log_text().contains("ovsdb reconnected"),
+        "{}",
+        w.log_text()
+    );
+    // The new monitor sees the next change.
+    let before = host.audit_rows().len();
+    let t = Instant::now();
+    host.vsctl_ok(&["--if-exists", "del-port", "ovsbr0", "vi101"]);
+    wait_all_plugged(&host, &vmids, 10, t, Duration::from_secs(2));
+    wait_step_rows(&host, &[101], "watch.drift", before, Duration::from_secs(1));
+    let st = w.stop().expect("watch exits on SIGTERM");
+    assert!(st.success(), "watch exit status {st:?}");
+}
+
+#[test]
+fn a_bridge_deleted_and_recreated_gets_its_containers_back() {
+    let host = TestHost::new("w-delbr");
+    let (vmids, mut w) = running(&host, 2);
+    let before = host.audit_rows().len();
+    host.vsctl_ok(&["del-br", "ovsbr0"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    host.ovs().add_bridge("ovsbr0");
+    let took = wait_all_plugged(&host, &vmids, 10, t, Duration::from_secs(3));
+    eprintln!("both ports back {} ms after add-br", took.as_millis());
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(1));
+    assert!(pings(&host, 100, 101));
+    let rows = wait_step_rows(
+        &host,
+        &vmids,
+        "watch.bridge",
+        before,
+        Duration::from_secs(1),
+    );
+    assert_eq!(rows[0].detail_json()["bridge"], "ovsbr0");
+    let st = w.stop().expect("watch exits on SIGTERM");
+    assert!(st.success(), "watch exit status {st:?}");
 }

@@ -179,15 +179,7 @@ impl Ovs {
                     .args(["create", &db, VSWITCH_SCHEMA]),
             );
         }
-        self.run_ok(self.command("ovsdb-server").args([
-            db.as_str(),
-            &format!("--remote=punix:{}", r("db.sock")),
-            "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
-            &format!("--unixctl={}", r("ovsdb-server.ctl")),
-            &format!("--pidfile={}", r("ovsdb-server.pid")),
-            &format!("--log-file={}", r("ovsdb-server.log")),
-            "--detach",
-        ]));
+        self.start_ovsdb_server();
         self.run_ok(self.command("ovs-vsctl").args([
             &format!("--db=unix:{}", r("db.sock")),
             "--no-wait",
@@ -203,6 +195,33 @@ impl Ovs {
                 "--detach",
             ]));
         }
+    }
+
+    /// Starts ovsdb-server on the existing `conf.db` (listening on `db.sock` and on the
+    /// `Manager` rows of the database).
+    fn start_ovsdb_server(&self) {
+        let r = |f: &str| self.file(f).display().to_string();
+        self.run_ok(self.command("ovsdb-server").args([
+            r("conf.db").as_str(),
+            &format!("--remote=punix:{}", r("db.sock")),
+            "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
+            &format!("--unixctl={}", r("ovsdb-server.ctl")),
+            &format!("--pidfile={}", r("ovsdb-server.pid")),
+            &format!("--log-file={}", r("ovsdb-server.log")),
+            "--detach",
+        ]));
+    }
+
+    /// Stops ovsdb-server (SIGTERM) and starts it again on the same database: every client
+    /// loses its connection, no row changes (ovs-vswitchd reconnects by itself).
+    pub fn restart_ovsdb_server(&self) {
+        let pid = self.daemon_pid("ovsdb-server");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
+        assert!(
+            wait_gone(pid, Duration::from_secs(10)),
+            "ovsdb-server did not exit"
+        );
+        self.start_ovsdb_server();
     }
 
     /// Adds bridge `name` with `datapath_type=netdev` (waiting for ovs-vswitchd) and sets its
