@@ -499,3 +499,32 @@ fn idle_watch_uses_no_cpu_over_60s() {
     let st = w.stop().expect("watch exits on SIGTERM");
     assert!(st.success(), "watch exit status {st:?}");
 }
+
+#[test]
+fn a_stop_with_watch_running_is_not_taken_for_drift() {
+    let host = TestHost::new("w-stop");
+    let (_, mut w) = running(&host, 2);
+    for round in 0..3 {
+        let before = host.audit_rows().len();
+        host.sim_ok(&["stop", "100"]);
+        // Let the monitor see post-stop's deletes and any run it would schedule end.
+        std::thread::sleep(Duration::from_millis(1500));
+        let rows = host.audit_rows();
+        let watch: Vec<_> = rows[before..]
+            .iter()
+            .filter(|r| r.vmid == 100 && r.phase == "watch")
+            .collect();
+        assert!(
+            watch.is_empty(),
+            "round {round}: watch ran for a stopped container: {watch:?}\n{}",
+            w.log_text()
+        );
+        let owned = host.vsctl_ok(&["--columns=name", "find", "Port", "external_ids:vm-id=100"]);
+        assert!(owned.is_empty(), "round {round}: rows after stop: {owned}");
+        host.sim_ok(&["start", "100"]);
+        host.wait_converged(100, "vi100", 10, Duration::from_secs(2));
+    }
+    assert!(pings(&host, 100, 101));
+    let st = w.stop().expect("watch exits on SIGTERM");
+    assert!(st.success(), "watch exit status {st:?}");
+}

@@ -1,7 +1,8 @@
 //! The worker thread: converges due containers one at a time through the engine
 //! ([`engine::converge`]), retrying a failed run with backoff, and gating the monitor's
 //! repairs (a dry run first: a drift that is already gone, e.g. one seen between two
-//! transactions of op-agent's own run, costs no run and no audit row; and at most
+//! transactions of op-agent's own run, or one that cannot be planned, e.g. the rows post-stop
+//! deleted, costs no run and no audit row; and at most
 //! [`REPAIR_BUDGET`] repairs per container per [`REPAIR_PERIOD`], so two writers fighting over
 //! a row cannot make the service spin).
 
@@ -174,9 +175,18 @@ fn run_one(cfg: &AgentConfig, v: Vmid, p: Pending, budget: &mut Budget) -> Optio
     };
     if p.gate {
         let dry = engine::converge_noted(cfg, &job, &[], RunOptions { dry_run: true });
-        if dry.result.is_ok() && !has_work(&dry.plans) {
-            log::debug!("watch: {v} ({}): already converged", p.why);
-            return None;
+        match &dry.result {
+            Ok(_) if !has_work(&dry.plans) => {
+                log::debug!("watch: {v} ({}): already converged", p.why);
+                return None;
+            }
+            Ok(_) => {}
+            // E.g. its links are gone: the container is stopping (post-stop deletes its rows
+            // while lxc's monitor still runs). A run would fail the same way.
+            Err(e) => {
+                log::info!("watch: {v} ({}): not repaired: {e}", p.why);
+                return None;
+            }
         }
         if !budget.take(v, Instant::now()) {
             log::error!(
