@@ -2,10 +2,11 @@
 //! [`Tables`] replica, the [`Change`]s of one coalescing window and the desired state; the
 //! caller does the I/O (config reads, netlink checks) and schedules the runs.
 //!
-//! Loop avoidance lives here: a container is due only when the replica differs from its
+//! Loop avoidance, first half: a container is due only when the replica differs from its
 //! desired state (a row missing, or tag/trunks/vlan_mode/bridge not what the config says),
 //! never merely because one of its rows changed. The rows op-agent's own runs write are the
-//! desired ones, so they never make a container due again.
+//! desired ones, so they never make a container due again. (Second half: the worker's dry run
+//! drops a drift seen between two transactions of one of op-agent's own runs.)
 
 use crate::desired::{Desired, NicMode};
 use crate::engine::ownership;
