@@ -15,6 +15,8 @@
 //!   `check_pve_root` under a root.
 //! - [`pct`]: `pct set <vmid> --hookscript`, [`pct::HOOK_VOLID`].
 //! - [`running::is_running`]: PVE `check_running`.
+//! - [`ifupdown`]: the host's `/etc/network/interfaces` as ifupdown2 reads it, and which bridge
+//!   ports `ifreload -a` removes.
 
 // No unwrap/expect/panic on data from outside the process; tests may.
 #![cfg_attr(
@@ -24,6 +26,7 @@
 
 pub mod conf;
 pub mod ids;
+pub mod ifupdown;
 mod lxc_network;
 pub mod names;
 pub mod net;

@@ -8,6 +8,15 @@
 //!
 //! Output, one line per file: `ok <path>`, `ERROR <path>:<line>: <why>`, `ignored <path>: <why>`,
 //! then one line per vmid: `<vmid>: <winner> wins[, shadows <other>]: <summary>`.
+//!
+//! Then the host's `<pve root>/etc/network/interfaces` (and what it sources), read as
+//! ifupdown2 reads it ([`pve_integration::ifupdown`]): for every bridge a managed NIC is
+//! plugged into whose stanza lists ports (`ovs_ports`, `bridge-ports`), a
+//! `WARNING <file>:<line>: …` when its condone regex does not cover op-agent's name for that
+//! NIC: `ifreload -a` (PVE's *Apply Configuration*, SDN apply, `systemctl reload networking`)
+//! would delete the port (`openvswitch._addbridge`) or un-enslave it and set it down
+//! (`bridge._add_ports`). The warning names the one line to add; nothing is edited. Warnings
+//! do not change the exit code; an absent interfaces file is not reported.
 
 use super::{CliError, CommandResult};
 use crate::config::{self, AgentConfig};
@@ -122,6 +131,8 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
     }
     // Host link names must be unique across containers: name -> "<vmid> net<n>".
     let mut taken: std::collections::BTreeMap<String, String> = Default::default();
+    // Bridge -> (link name, "<vmid> net<n>") of every NIC op-agent plugs into it.
+    let mut on_bridge: BridgeUse = Default::default();
     for raw in vmids {
         let Some(vmid) = Vmid::new(raw) else {
             continue;
@@ -184,6 +195,14 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
                     Ok(d) => {
                         for n in &d.nics {
                             let me = format!("{vmid} net{}", n.net);
+                            let plugged =
+                                !n.link_down && !matches!(n.mode, crate::desired::NicMode::Skip(_));
+                            if let (Some(b), true) = (&n.bridge, plugged) {
+                                on_bridge
+                                    .entry(b.to_string())
+                                    .or_default()
+                                    .push((n.name.to_string(), me.clone()));
+                            }
                             if let Some(other) = taken.insert(n.name.to_string(), me.clone()) {
                                 errors += 1;
                                 let _ = writeln!(
@@ -236,11 +255,99 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
         };
         let _ = writeln!(out, "{vmid}: {} wins{shadows}: {summary}", winner.display());
     }
+    let warnings = interfaces_warnings(&root, &on_bridge, out);
+    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    let tail = match warnings {
+        0 => String::new(),
+        n => format!(", {}", plural(n, "warning")),
+    };
     if errors == 0 {
-        let _ = writeln!(out, "no errors");
+        let _ = writeln!(out, "no errors{tail}");
         ExitCode::Ok
     } else {
-        let _ = writeln!(out, "{errors} error{}", if errors == 1 { "" } else { "s" });
+        let _ = writeln!(out, "{}{tail}", plural(errors, "error"));
         ExitCode::Config
     }
+}
+
+/// Bridge name -> (link name, `<vmid> net<n>`) of the NICs op-agent plugs into it.
+type BridgeUse = std::collections::BTreeMap<String, Vec<(String, String)>>;
+
+/// The `WARNING` lines for `<root>/etc/network/interfaces` (module doc); returns how many.
+fn interfaces_warnings(root: &Path, on_bridge: &BridgeUse, out: &mut dyn Write) -> usize {
+    use pve_integration::ifupdown::{self, BridgeKind};
+    let conf = match ifupdown::read(root) {
+        Ok(Some(c)) => c,
+        Ok(None) => return 0,
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "WARNING {e}: cannot tell whether ifreload removes op-agent's ports"
+            );
+            return 1;
+        }
+    };
+    let mut warnings = 0;
+    let path = root.join("etc/network/interfaces");
+    let _ = writeln!(out, "ok {}", path.display());
+    for d in &conf.diagnostics {
+        warnings += 1;
+        let _ = writeln!(out, "WARNING {d} (ifupdown2 reports this too)");
+    }
+    for (bridge, nics) in on_bridge {
+        for b in conf.bridge_stanzas(bridge) {
+            let opt = b.kind.condone_option();
+            let what = match b.kind {
+                BridgeKind::Ovs => "deletes",
+                BridgeKind::Linux => "un-enslaves and sets down",
+            };
+            let origin = match b.condone.set_at {
+                Some(l) => format!("line {l}"),
+                None => "Proxmox's default".into(),
+            };
+            let mut hit: Vec<&(String, String)> = Vec::new();
+            let mut unknown = None;
+            for nic in nics {
+                match b.removes(&nic.0) {
+                    Ok(true) => hit.push(nic),
+                    Ok(false) => {}
+                    Err(e) => unknown = Some(e),
+                }
+            }
+            if let Some(e) = unknown {
+                warnings += 1;
+                let e = e.to_string().replace('\n', " ");
+                let _ = writeln!(
+                    out,
+                    "WARNING {}: {} {bridge}: cannot evaluate {opt} {} ({origin}): {e}; make sure it matches {}",
+                    b.stanza.at,
+                    b.kind,
+                    b.condone.pattern,
+                    nics.iter().map(|n| n.0.as_str()).collect::<Vec<_>>().join(", ")
+                );
+                continue;
+            }
+            if hit.is_empty() {
+                continue;
+            }
+            warnings += 1;
+            let ports: Vec<String> = hit.iter().map(|(n, who)| format!("{n} ({who})")).collect();
+            let names: Vec<&str> = nics.iter().map(|n| n.0.as_str()).collect();
+            let fix = match (b.condone.widened(&names), b.condone.set_at) {
+                (Some(p), None) => format!("add to the iface {bridge} stanza: {opt} {p}"),
+                (Some(p), Some(l)) => format!("replace line {l} with: {opt} {p}"),
+                (None, _) => format!("give it a {opt} that matches {}", names.join(", ")),
+            };
+            let _ = writeln!(
+                out,
+                "WARNING {}: ifreload -a (Apply Configuration, SDN apply, systemctl reload networking) {what} {} from {} {bridge}: {} does not list it and {opt} {} ({origin}) does not match; {fix}",
+                b.stanza.at,
+                ports.join(", "),
+                b.kind,
+                b.kind.ports_option(),
+                b.condone.pattern,
+            );
+        }
+    }
+    warnings
 }

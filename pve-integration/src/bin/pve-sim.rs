@@ -63,6 +63,9 @@ enum Cmd {
     },
     /// List the containers of R (from R/etc/pve/lxc/*.conf) with their status.
     List,
+    /// ifupdown2 `ifreload -a` on R/etc/network/interfaces: removes the bridge ports that
+    /// ovs_ports / bridge-ports do not list and the condone regex does not cover.
+    Ifreload,
     /// LXC `script.up` step (PVE lxcnetaddbr): argv `<vmid> net up veth <iface>`.
     #[command(hide = true)]
     Lxcnetaddbr {
@@ -121,6 +124,7 @@ fn run(cli: Cli) -> Res<()> {
             Ok(())
         }
         Cmd::List => sim.list(),
+        Cmd::Ifreload => sim.ifreload(),
         Cmd::Lxcnetaddbr { args } => sim.lxcnetaddbr(&args),
         Cmd::Poststop { args } => sim.poststop(&args),
     }

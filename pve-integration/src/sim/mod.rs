@@ -6,7 +6,8 @@
 //! `vm_start` / `vm_stop` (hookscript phases around `lxc-start` / `lxc-stop`, `lifecycle.rs`,
 //! `hookscript.rs`), `lxcnetaddbr` + `net_tap_plug` + pve-common `tap_plug` (the plug step, run
 //! by LXC as `script.up`, `network.rs`) and `lxc-pve-poststop-hook` (`veth_delete` +
-//! `del-port`, then the post-stop hookscript, `poststop.rs`). Unlike op-agent it may call `ip`,
+//! `del-port`, then the post-stop hookscript, `poststop.rs`) and ifupdown2's `ifreload -a` port
+//! removal on the host's bridges (`ifreload.rs`). Unlike op-agent it may call `ip`,
 //! `bridge`, `ovs-vsctl` and `lxc-*`: it stands for Proxmox. `host.rs` runs the private OVS
 //! daemons.
 //!
@@ -25,6 +26,7 @@ use exec::{check, run_bounded, Out};
 mod exec;
 mod hookscript;
 mod host;
+mod ifreload;
 mod lifecycle;
 mod lxc_config;
 mod network;
