@@ -31,9 +31,7 @@ fn key_value(line: &str) -> Option<(&str, &str)> {
     let mut chars = k.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
     let name_end = k.trim_end_matches(|c: char| c.is_ascii_digit());
-    let body_ok = name_end
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c == '_');
+    let body_ok = name_end.chars().all(|c| c.is_ascii_lowercase() || c == '_');
     (first_ok && body_ok && !v.trim().is_empty()).then(|| (k, v.trim()))
 }
 
@@ -113,7 +111,7 @@ impl ConfFile {
     /// Removes `key` from the main section (`delete $conf->{$opt}`).
     pub(crate) fn remove(&mut self, key: &str) {
         self.main
-            .retain(|l| !key_value(l).is_some_and(|(k, _)| k == key));
+            .retain(|l| key_value(l).is_none_or(|(k, _)| k != key));
     }
 
     /// The `[pve:pending]` value of `key`.
@@ -241,7 +239,10 @@ impl ConfFile {
             .map_err(|e| format!("unable to open file '{}' - {e}", tmp.display()))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            format!("close (rename) atomic file '{}' failed: {e}", self.path.display())
+            format!(
+                "close (rename) atomic file '{}' failed: {e}",
+                self.path.display()
+            )
         })
     }
 }

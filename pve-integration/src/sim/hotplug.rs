@@ -20,12 +20,15 @@ use crate::net::NetConf;
 /// to ours, and a failure is `command '<shown>' failed: exit code N` (`shown` is the command
 /// line PVE runs, e.g. without the simulator's `-P <lxcpath>`).
 pub(crate) fn run_command(cmd: &mut Command, shown: &str) -> Res<()> {
-    let r = run_bounded(cmd, SHORT, Out::PassThrough)
-        .map_err(|e| e.replace(&describe(cmd), shown))?;
+    let r =
+        run_bounded(cmd, SHORT, Out::PassThrough).map_err(|e| e.replace(&describe(cmd), shown))?;
     if r.status.success() {
         Ok(())
     } else {
-        Err(format!("command '{shown}' failed: {}", status_text(r.status)))
+        Err(format!(
+            "command '{shown}' failed: {}",
+            status_text(r.status)
+        ))
     }
 }
 
@@ -199,10 +202,7 @@ impl Sim {
         self.veth_create(&veth, &peer, newnet)?;
         self.live_net_tap_plug(&veth, newnet)?;
         // "attach peer in container"
-        run_command(
-            self.lxc("lxc-device", vmid).args(["add", &peer, eth]),
-            &format!("lxc-device -n {vmid} add {peer} {eth}"),
-        )?;
+        self.lxc_device_add(vmid, &peer, eth)?;
         // "link up peer in container"
         let up = ["/sbin/ip", "link", "set", eth, "up"];
         run_command(
@@ -219,6 +219,40 @@ impl Sim {
         done.link_down = newnet.link_down;
         conf.set(opt, &print_lxc_network(&done));
         conf.write()
+    }
+
+    /// `lxc-device -n <vmid> add <dev> <name>`, done as lxc's `do_lxcapi_attach_interface`
+    /// (`src/lxc/lxccontainer.c`) does it: the device down if up, then one RTM_NEWLINK that
+    /// moves it into the netns of the container's init and renames it
+    /// (`lxc_netdev_move_by_name`). The `lxc-device` tool itself cannot be used here: it looks
+    /// for the device in the network namespace of PID 1 (`is_interface(dev, 1)`), and the
+    /// simulator runs in a private one.
+    ///
+    /// # Errors
+    /// `command 'lxc-device -n <vmid> add <dev> <name>' failed: exit code 1`, the tool's exit.
+    fn lxc_device_add(&self, vmid: Vmid, dev: &str, name: &str) -> Res<()> {
+        let shown = format!("lxc-device -n {vmid} add {dev} {name}");
+        let fail = |why: String| {
+            eprintln!("lxc-device: {vmid}: {why}");
+            format!("command '{shown}' failed: exit code 1")
+        };
+        if sys_exists(dev, "") && self.is_up(dev) {
+            sbin_ip(&["link", "set", "dev", dev, "down"]).map_err(fail)?;
+        }
+        let pid = self
+            .state(vmid)
+            .1
+            .ok_or_else(|| fail("Failed to get init pid".into()))?
+            .to_string();
+        sbin_ip(&["link", "set", "dev", dev, "netns", &pid, "name", name]).map_err(fail)
+    }
+
+    /// IFF_UP of host device `dev` (`/sys/class/net/<dev>/flags`).
+    fn is_up(&self, dev: &str) -> bool {
+        std::fs::read_to_string(format!("/sys/class/net/{dev}/flags"))
+            .ok()
+            .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+            .is_some_and(|f| f & 1 != 0)
     }
 
     /// pve-container `update_ipconfig`, static addresses only: for IPv4 then IPv6, when the
@@ -254,9 +288,19 @@ impl Sim {
             let mut optdata = parse_net(netid, &cur)?;
             let fam = if v6 { "-6" } else { "-4" };
             let (newip, newgw, oldip, oldgw) = if v6 {
-                (&newnet.ip6, &newnet.gw6, optdata.ip6.clone(), optdata.gw6.clone())
+                (
+                    &newnet.ip6,
+                    &newnet.gw6,
+                    optdata.ip6.clone(),
+                    optdata.gw6.clone(),
+                )
             } else {
-                (&newnet.ip, &newnet.gw, optdata.ip.clone(), optdata.gw.clone())
+                (
+                    &newnet.ip,
+                    &newnet.gw,
+                    optdata.ip.clone(),
+                    optdata.gw.clone(),
+                )
             };
             let change_ip = *newip != oldip;
             let change_gw = *newgw != oldgw;

@@ -74,12 +74,16 @@ fn random_mac() -> MacAddr {
     MacAddr::new([0xbc, 0x24, 0x11, b[0], b[1], b[2]])
 }
 
+/// The options of one `pct set`: `netN` values in command-line order, and the options to
+/// delete.
+pub type SetArgs = (Vec<(String, String)>, Vec<String>);
+
 /// The arguments of `pct set <vmid>`: `-netN <value>` / `--netN <value>` pairs and
 /// `-delete` / `--delete <opt[,opt]…>` (pve-common `PVE::JSONSchema::get_options`).
 ///
 /// # Errors
 /// [`SetError::Param`] for an option outside the simulated ones or a missing value.
-pub fn parse_set_args(args: &[String]) -> Result<(Vec<(String, String)>, Vec<String>), SetError> {
+pub fn parse_set_args(args: &[String]) -> Result<SetArgs, SetError> {
     let mut params = Vec::new();
     let mut delete = Vec::new();
     let mut it = args.iter();
@@ -140,7 +144,10 @@ impl Sim {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(TryLockError::WouldBlock) => {
-                    return Err(format!("can't lock file '{}' - got timeout", path.display()))
+                    return Err(format!(
+                        "can't lock file '{}' - got timeout",
+                        path.display()
+                    ))
                 }
                 Err(TryLockError::Error(e)) => {
                     return Err(format!("can't lock file '{}' - {e}", path.display()))
