@@ -672,3 +672,53 @@ fn with_op_agents_rename_a_tag_change_fails_writes_nothing_and_leaves_a_dead_por
     // op-agent's port is untouched.
     assert_eq!(host.ovs_get("Port", "vi100", "tag"), "10");
 }
+
+#[test]
+fn live_name_change_deletes_the_nic_and_hotplugs_it_again() {
+    let host = TestHost::new("sim-rename-eth");
+    host.write_pve_conf(100, conf(100, false, |n| n.tag(10), &[]));
+    host.write_pve_conf(101, one_nic(101, 20, "10.0.2.2/24"));
+    host.sim_ok(&["start", "100"]);
+    host.sim_ok(&["start", "101"]);
+    host.sim_ok(&["set", "100", "-net1", NET1]);
+    let ifindex = host.link("veth100i1").unwrap()["ifindex"].clone();
+    let eth2 = NET1.replace("name=eth1", "name=eth2");
+    let out = host.sim(&["set", "100", "-net1", &eth2]);
+    assert!(out.status.success(), "{}", out.text());
+    assert_ne!(
+        host.link("veth100i1").unwrap()["ifindex"],
+        ifindex,
+        "veth_delete + hotplug_net made a new pair"
+    );
+    assert_plugged(&host, "veth100i1", "ovsbr0", "20");
+    assert!(!ct_has_link(&host, 100, "eth1"));
+    assert!(ct_has_link(&host, 100, "eth2"));
+    assert!(host.ping(100, "10.0.2.2"), "the address moved to eth2");
+    assert_eq!(
+        conf_value(&host, 100, "net1").as_deref(),
+        Some(eth2.as_str())
+    );
+    assert!(!conf_text(&host, 100).contains("[pve:pending]"));
+}
+
+#[test]
+fn with_op_agents_rename_a_name_change_gives_the_container_a_second_nic() {
+    let host = TestHost::new("sim-set-name-renamed");
+    renamed_by_op_agent(&host);
+    let net1 = conf_value(&host, 100, "net1").unwrap();
+    let out = host.sim(&[
+        "set",
+        "100",
+        "-net1",
+        &net1.replace("name=eth1", "name=eth2"),
+    ]);
+    // veth_delete("veth100i1") finds nothing; hotplug_net adds a new pair: success.
+    assert!(out.status.success(), "{}", out.text());
+    // Today's behaviour: the old NIC stays (op-agent's port), the new one is PVE's.
+    assert!(ct_has_link(&host, 100, "eth1") && ct_has_link(&host, 100, "eth2"));
+    assert_eq!(host.ovs_get("Port", "vi100i1", "tag"), "20");
+    assert_plugged(&host, "veth100i1", "ovsbr0", "20");
+    assert!(conf_value(&host, 100, "net1")
+        .unwrap()
+        .starts_with("name=eth2,"));
+}

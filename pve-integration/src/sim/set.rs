@@ -181,8 +181,9 @@ impl Sim {
             return Err(SetError::Param(bad));
         }
         let _lock = self.lock_config(vmid)?;
+        // load_config: a missing conf or one that does not parse is refused.
+        self.conf(vmid)?;
         let mut conf = ConfFile::load(paths::lxc_conf_path(&self.root, vmid))?;
-        self.conf(vmid)?; // load_config: a conf that does not parse is refused.
         if let Some(lock) = conf.get("lock") {
             // pve-guest-common `check_lock`.
             return Err(SetError::Die(format!("CT {vmid} is locked ({lock})")));
