@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pve_integration::sim::{one_line, Res, Sim, PVE_PATH};
+use pve_integration::sim::{one_line, parse_set_args, Res, SetError, Sim, PVE_PATH};
 use pve_integration::{running, Vmid};
 
 /// Proxmox VE stand-in on real LXC and a private Open vSwitch.
@@ -61,6 +61,16 @@ enum Cmd {
         /// Container id.
         vmid: Vmid,
     },
+    /// `pct set`: `-netN <property string>` (repeatable) and `--delete netN[,netM]`, on a
+    /// stopped or running container, under PVE's config lock. Errors print as PVE's CLI does
+    /// (`400 Parameter verification failed.` …) with exit code 255.
+    Set {
+        /// Container id.
+        vmid: Vmid,
+        /// `-netN <value>` / `--delete <opts>` pairs.
+        #[arg(allow_hyphen_values = true, num_args = 0.., trailing_var_arg = true)]
+        args: Vec<String>,
+    },
     /// List the containers of R (from R/etc/pve/lxc/*.conf) with their status.
     List,
     /// ifupdown2 `ifreload -a` on R/etc/network/interfaces: removes the bridge ports that
@@ -90,6 +100,9 @@ fn main() -> ExitCode {
         format!("{path}:/usr/local/sbin:/usr/local/bin:{PVE_PATH}"),
     );
     let cli = Cli::parse();
+    if let Cmd::Set { vmid, args } = &cli.cmd {
+        return set(&cli.root, *vmid, args);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -99,11 +112,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Res<()> {
-    let root = std::fs::canonicalize(&cli.root)
-        .map_err(|e| format!("root '{}': {e}", cli.root.display()))?;
+fn sim_at(root: &std::path::Path) -> Res<Sim> {
+    let root =
+        std::fs::canonicalize(root).map_err(|e| format!("root '{}': {e}", root.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let sim = Sim::new(root, exe);
+    Ok(Sim::new(root, exe))
+}
+
+/// `pve-sim set`: the error as PVE's CLI prints it, exit code 255 (Perl's `die`).
+fn set(root: &std::path::Path, vmid: Vmid, args: &[String]) -> ExitCode {
+    let r = sim_at(root).map_err(SetError::Die).and_then(|sim| {
+        let (params, delete) = parse_set_args(args)?;
+        sim.set(vmid, &params, &delete)
+    });
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprint!("{}", e.render());
+            ExitCode::from(255)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Res<()> {
+    let sim = sim_at(&cli.root)?;
     match cli.cmd {
         Cmd::HostUp {
             bridges,
@@ -123,6 +155,7 @@ fn run(cli: Cli) -> Res<()> {
             println!("status: {s}");
             Ok(())
         }
+        Cmd::Set { .. } => Err("set is handled before".into()),
         Cmd::List => sim.list(),
         Cmd::Ifreload => sim.ifreload(),
         Cmd::Lxcnetaddbr { args } => sim.lxcnetaddbr(&args),

@@ -6,8 +6,10 @@
 //! `vm_start` / `vm_stop` (hookscript phases around `lxc-start` / `lxc-stop`, `lifecycle.rs`,
 //! `hookscript.rs`), `lxcnetaddbr` + `net_tap_plug` + pve-common `tap_plug` (the plug step, run
 //! by LXC as `script.up`, `network.rs`) and `lxc-pve-poststop-hook` (`veth_delete` +
-//! `del-port`, then the post-stop hookscript, `poststop.rs`) and ifupdown2's `ifreload -a` port
-//! removal on the host's bridges (`ifreload.rs`). Unlike op-agent it may call `ip`,
+//! `del-port`, then the post-stop hookscript, `poststop.rs`), and `pct set` of `netN` on a
+//! stopped or running container (`update_vm`, `vmconfig_hotplug_pending`, `update_net`,
+//! `hotplug_net`: `set.rs`, `hotplug.rs`, `conf_file.rs`), and ifupdown2's
+//! `ifreload -a` port removal on the host's bridges (`ifreload.rs`). Unlike op-agent it may call `ip`,
 //! `bridge`, `ovs-vsctl` and `lxc-*`: it stands for Proxmox. `host.rs` runs the private OVS
 //! daemons.
 //!
@@ -23,14 +25,19 @@ use crate::names::HostVeth;
 use crate::paths;
 use exec::{check, run_bounded, Out};
 
+mod conf_file;
 mod exec;
 mod hookscript;
 mod host;
+mod hotplug;
 mod ifreload;
 mod lifecycle;
 mod lxc_config;
 mod network;
 mod poststop;
+mod set;
+
+pub use set::{parse_set_args, SetError};
 
 /// Bound for one `ovs-vsctl` call (also passed as `--timeout`), seconds.
 const VSCTL_TIMEOUT_S: u64 = 10;

@@ -75,7 +75,8 @@ impl Sim {
         self.net_tap_plug(iface, net, bridge, bridge_mtu)
     }
 
-    /// pve-container `net_tap_plug` → pve-common `tap_plug`.
+    /// pve-container `net_tap_plug`: `link_down` → `ip link set dev <iface> down` only;
+    /// otherwise [`Sim::tap_plug`] and `ip link set dev <iface> up`.
     pub(crate) fn net_tap_plug(
         &self,
         iface: &str,
@@ -88,6 +89,15 @@ impl Sim {
             ip(&["link", "set", "dev", iface, "down"])?;
             return Ok(());
         }
+        self.tap_plug(iface, net, bridge, mtu)?;
+        ip(&["link", "set", "dev", iface, "up"])?;
+        Ok(())
+    }
+
+    /// pve-common `src/PVE/Network.pm` `tap_plug`: `del-port`, then the Linux bridge
+    /// (`$bridge_add_interface`, fwbr when needed) or OVS (`$ovs_bridge_add_port`) attach.
+    /// `rate` is not applied (`tap_rate_limit` is not simulated).
+    pub(crate) fn tap_plug(&self, iface: &str, net: &NetConf, bridge: &str, mtu: u32) -> Res<()> {
         // "cleanup old port config from any openvswitch bridge"
         self.vsctl_quiet(&["del-port", iface]);
         let trunks = net
@@ -191,7 +201,6 @@ impl Sim {
                 "bridge '{bridge}' is neither a linux nor an OVS bridge!"
             ));
         }
-        ip(&["link", "set", "dev", iface, "up"])?;
         Ok(())
     }
 
