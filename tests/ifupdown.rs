@@ -192,3 +192,73 @@ fn linux_bridge_ifreload_unenslaves_and_downs_vi_keeps_veth() {
         reload.text()
     );
 }
+
+/// `ifreload -a` (GUI *Apply Configuration*) with PVE's default condone regex while
+/// `op-agent watch` runs: pve-sim's ifreload deletes the `vi<vmid>` Port of each of 10 running
+/// containers, and the watch's OVSDB monitor puts every one back within 2 s, with a
+/// `watch.drift` row each; the containers ping each other again.
+#[test]
+fn ifreload_with_watch_running_gets_10_containers_back_within_2s() {
+    use std::time::{Duration, Instant};
+    let host = TestHost::new("if-watch");
+    write_interfaces(&host, &interfaces(""));
+    let vmids: Vec<u32> = (100..110).collect();
+    for v in &vmids {
+        host.manage_bridged(*v, PveConf::bridged(*v, 10));
+        host.sim_ok(&["start", &v.to_string()]);
+    }
+    for v in &vmids {
+        host.wait_converged(*v, &format!("vi{v}"), 10, Duration::from_secs(10));
+    }
+    let started = host.audit_rows().len();
+    let mut watch = host.spawn_watch(&[]);
+    // The start-up reconcile has looked at every container: its monitor is up.
+    let t = Instant::now();
+    while !vmids.iter().all(|v| {
+        host.audit_rows()[started..]
+            .iter()
+            .any(|r| r.vmid == i64::from(*v) && r.phase == "watch")
+    }) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no start-up reconcile"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = host.audit_rows().len();
+    let reload = host.sim(&["ifreload"]);
+    assert_eq!(reload.code(), Some(0), "{}", reload.text());
+    let reloaded = Instant::now();
+    let limit = Duration::from_secs(2);
+    for v in &vmids {
+        let left = limit.saturating_sub(reloaded.elapsed());
+        host.wait_converged(*v, &format!("vi{v}"), 10, left);
+    }
+    eprintln!(
+        "all 10 back {} ms after ifreload returned",
+        reloaded.elapsed().as_millis()
+    );
+    for (i, v) in vmids.iter().enumerate() {
+        let to = vmids[(i + 1) % vmids.len()];
+        assert!(
+            (0..3).any(|_| host.ping(*v, &op_testkit::bridged_ip(to))),
+            "{v} -> {to}"
+        );
+    }
+    let rows = host.audit_rows();
+    for v in &vmids {
+        let r = rows[before..]
+            .iter()
+            .find(|r| r.vmid == i64::from(*v) && r.step == "watch.drift")
+            .unwrap_or_else(|| panic!("no watch.drift row for {v}"));
+        let d = r.detail_json();
+        assert_eq!(
+            (d["port"].as_str(), d["found"].as_str()),
+            (Some(&*format!("vi{v}")), Some("missing")),
+            "{d}"
+        );
+    }
+    host.assert_audit_intact("after ifreload and the repairs");
+    let st = watch.stop().expect("watch exits on SIGTERM");
+    assert!(st.success(), "watch exit status {st:?}");
+}
