@@ -14,6 +14,7 @@
 //! - [`paths`]: `lxc_conf_path`, `resolve_volume`, `lxcpath`, `cluster_container_toml`,
 //!   `check_pve_root` under a root.
 //! - [`pct`]: `pct set <vmid> --hookscript`, [`pct::HOOK_VOLID`].
+//! - [`Rate`]: `rate=` as `PVE::Network::tap_rate_limit` applies it ([`rate`]).
 //! - [`running::is_running`]: PVE `check_running`.
 //! - [`ifupdown`]: the host's `/etc/network/interfaces` as ifupdown2 reads it, and which bridge
 //!   ports `ifreload -a` removes.
@@ -32,6 +33,7 @@ pub mod names;
 pub mod net;
 pub mod paths;
 pub mod pct;
+pub mod rate;
 pub mod running;
 pub mod sim;
 
@@ -41,3 +43,4 @@ pub use names::{is_pve_device_name, FwNames, HostVeth, VethTooLong};
 pub use net::{
     ovs_vlan_mode, IfName, IfNameError, MacAddr, MacAddrError, NetConf, VlanTag, IFNAME_MAX,
 };
+pub use rate::{Rate, RATE_BURST_BYTES};

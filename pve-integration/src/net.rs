@@ -201,7 +201,7 @@ pub struct NetConf {
     pub ip6: Option<String>,
     /// `gw6=`: IPv6 address.
     pub gw6: Option<String>,
-    /// `rate=`: limit in MB/s (a non-negative number, kept as written).
+    /// `rate=`: limit in MB/s (a non-negative number, kept as written; [`crate::Rate`]).
     pub rate: Option<String>,
     /// `host-managed=`: boolean, false when absent.
     pub host_managed: bool,
