@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use op_agent::ovsdb::vswitch::{ops, PortRate};
 use op_agent::ovsdb::{Client, DelGuard, OvsdbError, PortSpec, VSWITCH_DB};
 use op_testkit::{run_bounded, PrivateOvs};
 use serde_json::{json, Value};
@@ -32,6 +33,7 @@ fn spec(name: &str, bridge: &str) -> PortSpec {
         vlan_mode: Some("native-untagged".into()),
         mtu_request: Some(1400),
         external_ids: ids(&[("owner", "op-agent"), ("vm-id", "100")]),
+        rate: None,
     }
 }
 
@@ -617,4 +619,79 @@ async fn snapshot_and_del_port_by_stale_uuid_hint() {
         ovs.vsctl_ok(&["--if-exists", "get", "Port", "p1", "name"]),
         ""
     );
+}
+
+/// A port with a rate gets its linux-htb QoS with queue 0 and its policing in the one insert
+/// transaction; the owner-marked deletes of `del_qos_ops`, run with the port's delete, leave
+/// no QoS or Queue row behind, and never touch another port's or owner's rows.
+#[tokio::test]
+async fn rate_rows_inserted_with_the_port_and_deleted_with_it() {
+    let ovs = PrivateOvs::db_only();
+    ovs.vsctl_ok(&["add-br", "ovsbr0"]);
+    let c = client(&ovs).await;
+    let rate = PortRate {
+        max_rate_bits: 8_388_608,
+        burst_bits: 8_388_608,
+        policing_kbits: 8_388,
+        policing_burst_kbits: 8_388,
+    };
+    for name in ["vi100", "vi101"] {
+        let s = PortSpec {
+            rate: Some(rate),
+            ..spec(name, "ovsbr0")
+        };
+        c.add_port(&s).await.unwrap();
+    }
+    ovs.vsctl_ok(&[
+        "--",
+        "--id=@q",
+        "create",
+        "QoS",
+        "type=linux-htb",
+        "external_ids:owner=someone",
+        "external_ids:port=vi100",
+    ]);
+    let qos = ovs.vsctl_ok(&["get", "Port", "vi100", "qos"]);
+    assert_eq!(ovs.vsctl_ok(&["get", "QoS", &qos, "type"]), "linux-htb");
+    assert_eq!(
+        ovs.vsctl_ok(&["get", "QoS", &qos, "other_config:max-rate"]),
+        "\"8388608\""
+    );
+    let queue = ovs.vsctl_ok(&["get", "QoS", &qos, "queues:0"]);
+    assert_eq!(
+        ovs.vsctl_ok(&["get", "Queue", &queue, "other_config:burst"]),
+        "\"8388608\""
+    );
+    assert_eq!(
+        ovs.vsctl_ok(&["get", "Queue", &queue, "external_ids:port"]),
+        "vi100"
+    );
+    assert_eq!(
+        ovs.vsctl_ok(&["get", "Interface", "vi100", "ingress_policing_rate"]),
+        "8388"
+    );
+    assert_eq!(
+        ovs.vsctl_ok(&["get", "Interface", "vi100", "ingress_policing_burst"]),
+        "8388"
+    );
+    let uuid = c.get_port("vi100").await.unwrap().unwrap().uuid;
+    let owned = DelGuard::OwnedBy {
+        key: "owner".into(),
+        value: "op-agent".into(),
+    };
+    let mut del = ops::del_port("vi100", &uuid, &owned);
+    let at = ops::cfg_index(&del) - 1;
+    let qos_ops = ops::del_qos_ops("vi100", &uuid, "owner", "op-agent");
+    del.splice(at..at, qos_ops);
+    let wire: Vec<Value> = del.iter().map(|o| o.to_json()).collect();
+    c.transact(VSWITCH_DB, wire).await.unwrap();
+    assert_eq!(ovs.vsctl_ok(&["list-ports", "ovsbr0"]), "vi101");
+    // vi101's rows and the foreign row stay; vi100's are gone.
+    let ports = ovs.vsctl_ok(&["--columns=external_ids", "list", "QoS"]);
+    assert!(ports.contains("port=vi101"), "{ports}");
+    assert!(ports.contains("owner=someone"), "{ports}");
+    assert_eq!(ports.matches("owner=op-agent").count(), 1, "{ports}");
+    let queues = ovs.vsctl_ok(&["--columns=external_ids", "list", "Queue"]);
+    assert_eq!(queues.matches("port=vi").count(), 1, "{queues}");
+    assert!(queues.contains("port=vi101"), "{queues}");
 }

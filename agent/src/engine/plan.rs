@@ -219,6 +219,7 @@ pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<
         trunks,
         mtu_request,
         external_ids: ownership_ids(d, nic),
+        rate: None,
     })
 }
 

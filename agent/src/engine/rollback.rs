@@ -101,6 +101,7 @@ pub async fn restore_pve<L: Links, V: Vswitch>(
             vlan_mode: p.vlan_mode.clone(),
             mtu_request: p.mtu_request.and_then(|m| u32::try_from(m).ok()),
             external_ids: Default::default(),
+            rate: None,
         };
         let r = match host.ovs.add_port(&spec).await {
             Ok(next) => host

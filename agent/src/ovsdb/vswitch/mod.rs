@@ -45,6 +45,24 @@ pub struct PortSpec {
     pub mtu_request: Option<u32>,
     /// `external_ids`, written on BOTH the Port and the Interface row.
     pub external_ids: BTreeMap<String, String>,
+    /// A bandwidth limit in both directions; `None` adds no QoS/Queue row and no policing.
+    pub rate: Option<PortRate>,
+}
+
+/// A bandwidth limit on a port, in the units of the `vswitch.ovsschema` columns that carry it:
+/// a `QoS` row of `type` `linux-htb` (referenced from `Port.qos`) with one `Queue` 0 shapes
+/// what ovs-vswitchd sends out of the device; `Interface.ingress_policing_*` polices what the
+/// device sends in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRate {
+    /// `QoS` and `Queue` `other_config:max-rate`, bit/s.
+    pub max_rate_bits: u64,
+    /// `Queue` `other_config:burst`, bits.
+    pub burst_bits: u64,
+    /// `Interface.ingress_policing_rate`, kbit/s (1000 bit/s).
+    pub policing_kbits: u64,
+    /// `Interface.ingress_policing_burst`, kbit.
+    pub policing_burst_kbits: u64,
 }
 
 /// What [`Client::del_port`] must check before deleting.

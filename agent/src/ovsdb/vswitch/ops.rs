@@ -14,7 +14,7 @@ use crate::ovsdb::proto::{
 use crate::ovsdb::OvsdbError;
 
 use super::rows::{IFACE_COLS, PORT_COLS};
-use super::{DelGuard, PortSpec};
+use super::{DelGuard, PortRate, PortSpec};
 
 /// What a guard `wait` of a change checks; its failure aborts the whole transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,6 +264,13 @@ fn add_port_ops(spec: &PortSpec) -> Vec<VsOp> {
     if let Some(m) = spec.mtu_request {
         iface.insert("mtu_request".into(), i64::from(m).into());
     }
+    if let Some(r) = &spec.rate {
+        iface.insert("ingress_policing_rate".into(), int(r.policing_kbits).into());
+        iface.insert(
+            "ingress_policing_burst".into(),
+            int(r.policing_burst_kbits).into(),
+        );
+    }
     let mut port = name_row(name);
     port.insert("interfaces".into(), NamedUuid("iface".into()).into());
     port.insert("external_ids".into(), ext);
@@ -277,8 +284,11 @@ fn add_port_ops(spec: &PortSpec) -> Vec<VsOp> {
     if let Some(m) = &spec.vlan_mode {
         port.insert("vlan_mode".into(), m.as_str().into());
     }
+    if spec.rate.is_some() {
+        port.insert("qos".into(), NamedUuid("qos".into()).into());
+    }
     let bridge = spec.bridge.as_str();
-    vec![
+    let mut ops = vec![
         wait_names(
             "Bridge",
             vec![Cond::eq("name", bridge)],
@@ -297,19 +307,113 @@ fn add_port_ops(spec: &PortSpec) -> Vec<VsOp> {
             row: iface,
             uuid_name: Some("iface".into()),
         },
+    ];
+    if let Some(r) = &spec.rate {
+        ops.extend(qos_inserts(spec, r));
+    }
+    ops.push(Op::Insert {
+        table: "Port".into(),
+        row: port,
+        uuid_name: Some("port".into()),
+    });
+    ops.push(Op::Mutate {
+        table: "Bridge".into(),
+        conds: vec![Cond::eq("name", bridge)],
+        mutations: vec![Mutation::new(
+            "ports",
+            Mutator::Insert,
+            Datum::Set(vec![NamedUuid("port".into()).into()]),
+        )],
+    });
+    ops
+}
+
+/// `external_ids` key naming, on a `QoS` or `Queue` row, the port it was made for.
+pub const QOS_PORT_KEY: &str = "port";
+
+/// An OVSDB integer (RFC 7047 §5.1) of `n`, saturated at `i64::MAX`.
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The `external_ids` of the QoS and Queue rows of `spec`: the port's own plus
+/// [`QOS_PORT_KEY`]`=<port name>`.
+fn qos_ids(spec: &PortSpec) -> Datum {
+    let mut ids = spec.external_ids.clone();
+    ids.insert(QOS_PORT_KEY.to_string(), spec.name.clone());
+    Datum::string_map(&ids)
+}
+
+/// Inserts `Queue` 0 (`other_config:max-rate`, `burst`; named `queue`) and a `linux-htb`
+/// `QoS` (`other_config:max-rate`, `queues` `{0: queue}`; named `qos`, which `Port.qos`
+/// references). Without queue 0, htb's default class does not exist and nothing is shaped
+/// (OVS `vswitch.xml`, QoS type `linux-htb`). Both tables are roots of `vswitch.ovsschema`:
+/// nothing deletes these rows but [`del_qos_ops`].
+fn qos_inserts(spec: &PortSpec, r: &PortRate) -> [VsOp; 2] {
+    let ids = qos_ids(spec);
+    let max = r.max_rate_bits.to_string();
+    let queue = Row::from([
+        (
+            "other_config".to_string(),
+            Datum::Map(vec![
+                ("burst".into(), r.burst_bits.to_string().into()),
+                ("max-rate".into(), max.as_str().into()),
+            ]),
+        ),
+        ("external_ids".to_string(), ids.clone()),
+    ]);
+    let qos = Row::from([
+        ("type".to_string(), Datum::from("linux-htb")),
+        (
+            "other_config".to_string(),
+            Datum::Map(vec![("max-rate".into(), max.as_str().into())]),
+        ),
+        (
+            "queues".to_string(),
+            Datum::Map(vec![(0i64.into(), NamedUuid("queue".into()).into())]),
+        ),
+        ("external_ids".to_string(), ids),
+    ]);
+    [
         Op::Insert {
-            table: "Port".into(),
-            row: port,
-            uuid_name: Some("port".into()),
+            table: "Queue".into(),
+            row: queue,
+            uuid_name: Some("queue".into()),
         },
-        Op::Mutate {
-            table: "Bridge".into(),
-            conds: vec![Cond::eq("name", bridge)],
-            mutations: vec![Mutation::new(
-                "ports",
-                Mutator::Insert,
-                Datum::Set(vec![NamedUuid("port".into()).into()]),
-            )],
+        Op::Insert {
+            table: "QoS".into(),
+            row: qos,
+            uuid_name: Some("qos".into()),
+        },
+    ]
+}
+
+/// Deletes the `QoS` and `Queue` rows made for port `name` (row `port_uuid`): clears that
+/// Port's `qos`, then deletes the rows whose `external_ids` include `key=value` (the owner
+/// mark) and [`QOS_PORT_KEY`]`=name`, so rows of another owner or port are never touched
+/// (RFC 7047 §5.2.5 `delete` with an `includes` condition). The `qos` is cleared first because
+/// ovsdb-server checks referential integrity before it garbage-collects the Port that a
+/// `Bridge.ports delete` left unreferenced: a still-referenced QoS row aborts the commit.
+pub fn del_qos_ops(name: &str, port_uuid: &str, key: &str, value: &str) -> [VsOp; 3] {
+    let mark = || {
+        Datum::Map(vec![
+            (key.into(), value.into()),
+            (QOS_PORT_KEY.into(), name.into()),
+        ])
+    };
+    [
+        Op::Update {
+            table: "Port".into(),
+            conds: vec![Cond::eq("_uuid", Uuid(port_uuid.to_string()))],
+            row: Row::from([("qos".to_string(), Datum::Set(vec![]))]),
+        },
+        Op::Delete {
+            table: "QoS".into(),
+            conds: vec![Cond::includes("external_ids", mark())],
+        },
+        Op::Delete {
+            table: "Queue".into(),
+            conds: vec![Cond::includes("external_ids", mark())],
         },
     ]
 }

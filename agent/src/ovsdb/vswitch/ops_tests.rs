@@ -24,6 +24,7 @@ fn full_spec() -> PortSpec {
             ("owner".to_string(), "op-agent".to_string()),
             ("site".to_string(), "a \"b\"".to_string()),
         ]),
+        rate: None,
     }
 }
 
@@ -106,6 +107,60 @@ fn add_port_without_options_golden() {
     assert_eq!(
         wire(&add_port(&one))[5]["row"]["trunks"],
         json!(["set", [7]])
+    );
+}
+
+#[test]
+fn add_port_with_rate_golden() {
+    let spec = PortSpec {
+        rate: Some(PortRate {
+            max_rate_bits: 8_388_608,
+            burst_bits: 8_388_608,
+            policing_kbits: 8_388,
+            policing_burst_kbits: 8_388,
+        }),
+        ..full_spec()
+    };
+    let ext = json!(["map", [["owner", "op-agent"], ["site", "a \"b\""]]]);
+    let qos_ext = json!([
+        "map",
+        [["owner", "op-agent"], ["port", "p1"], ["site", "a \"b\""]]
+    ]);
+    let mut want = vec![json!({"op": "comment", "comment": "op-agent: add-port br0 p1"})];
+    let mut insert = full_insert();
+    insert[3] = json!({"op": "insert", "table": "Interface", "uuid-name": "iface",
+        "row": {"name": "p1", "external_ids": ext, "mtu_request": 9000,
+                "ingress_policing_rate": 8388, "ingress_policing_burst": 8388}});
+    insert[4]["row"]["qos"] = json!(["named-uuid", "qos"]);
+    insert.splice(
+        4..4,
+        [
+            json!({"op": "insert", "table": "Queue", "uuid-name": "queue",
+                   "row": {"other_config": ["map", [["burst", "8388608"], ["max-rate", "8388608"]]],
+                           "external_ids": qos_ext}}),
+            json!({"op": "insert", "table": "QoS", "uuid-name": "qos",
+                   "row": {"type": "linux-htb",
+                           "other_config": ["map", [["max-rate", "8388608"]]],
+                           "queues": ["map", [[0, ["named-uuid", "queue"]]]],
+                           "external_ids": qos_ext}}),
+        ],
+    );
+    want.extend(insert);
+    want.extend(bump());
+    assert_eq!(wire(&add_port(&spec)), Value::Array(want));
+}
+
+#[test]
+fn del_qos_golden() {
+    let mark = json!(["map", [["owner", "op-agent"], ["port", "vi100"]]]);
+    assert_eq!(
+        wire(&del_qos_ops("vi100", "u-1", "owner", "op-agent")),
+        json!([
+            {"op": "update", "table": "Port", "where": [["_uuid", "==", ["uuid", "u-1"]]],
+             "row": {"qos": ["set", []]}},
+            {"op": "delete", "table": "QoS", "where": [["external_ids", "includes", mark]]},
+            {"op": "delete", "table": "Queue", "where": [["external_ids", "includes", mark]]},
+        ])
     );
 }
 
