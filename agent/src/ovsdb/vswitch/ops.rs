@@ -346,9 +346,11 @@ fn qos_ids(spec: &PortSpec) -> Datum {
 
 /// Inserts `Queue` 0 (`other_config:max-rate`, `burst`; named `queue`) and a `linux-htb`
 /// `QoS` (`other_config:max-rate`, `queues` `{0: queue}`; named `qos`, which `Port.qos`
-/// references). Without queue 0, htb's default class does not exist and nothing is shaped
-/// (OVS `vswitch.xml`, QoS type `linux-htb`). Both tables are roots of `vswitch.ovsschema`:
-/// nothing deletes these rows but [`del_qos_ops`].
+/// references). ovs-vswitchd makes htb class `1:1` (queue 0, the qdisc's default) from the
+/// Queue row; without one (OVS 3.1) it still makes that class, capped at the QoS `max-rate` but
+/// with a burst of one MTU: the Queue carries PVE's 1 MiB burst (OVS `vswitch.xml`, QoS type
+/// `linux-htb`). Both tables are roots of `vswitch.ovsschema`: nothing deletes these rows but
+/// [`del_qos_ops`].
 fn qos_inserts(spec: &PortSpec, r: &PortRate) -> [VsOp; 2] {
     let ids = qos_ids(spec);
     let max = r.max_rate_bits.to_string();
