@@ -4,7 +4,7 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-DEB_PACKAGES := openvswitch-switch lxc busybox-static iproute2 sqlite3 hyperfine
+DEB_PACKAGES := openvswitch-switch lxc busybox-static iproute2 ethtool sqlite3 hyperfine
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all deps build demo test unit e2e lint bench clean
