@@ -28,6 +28,8 @@ pub enum Op {
     SetUp,
     /// [`Links::rename`].
     Rename,
+    /// [`Links::delete`].
+    DelLink,
     /// [`Vswitch::add_port`].
     AddPort,
     /// [`Vswitch::del_port`].
@@ -375,6 +377,23 @@ impl Links for Fake {
             .calls
             .push(format!("link_by_name {name}"));
         Ok(self.link(name).map(|l| l.link()))
+    }
+
+    /// Not recorded in the calls (every post-start observe makes it).
+    async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+        Ok(self.0.borrow().links.iter().map(FakeLink::link).collect())
+    }
+
+    async fn delete(&self, link: &Link) -> Result<(), NetlinkError> {
+        self.nl_enter(Op::DelLink, format!("delete {}", link.name), &link.name)
+            .await?;
+        let mut m = self.0.borrow_mut();
+        let before = m.links.len();
+        m.links.retain(|l| l.index != link.index);
+        if m.links.len() == before {
+            return Err(nl_err("delete", &link.name));
+        }
+        Ok(())
     }
 
     async fn set_down(&self, link: &Link) -> Result<(), NetlinkError> {
