@@ -195,6 +195,19 @@ impl Fake {
         self.0.borrow_mut().unattachable.insert(name.into());
     }
 
+    /// Adds a link as is.
+    pub fn add_link(&self, l: FakeLink) {
+        self.0.borrow_mut().links.push(l);
+    }
+
+    /// Sets the alias of the link called `name`.
+    pub fn set_alias(&self, name: &str, alias: Option<&str>) {
+        let mut m = self.0.borrow_mut();
+        if let Some(l) = m.links.iter_mut().find(|l| l.name == name) {
+            l.alias = alias.map(str::to_string);
+        }
+    }
+
     /// Adds a Port row as is.
     pub fn add_row(&self, p: FakePort) {
         self.0.borrow_mut().ports.insert(p.name.clone(), p);
