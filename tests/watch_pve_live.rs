@@ -348,3 +348,35 @@ fn a_conf_change_waits_for_pves_config_lock_and_is_applied_after_it() {
     eprintln!("lock released: applied {} ms later", took.as_millis());
     stop(w);
 }
+
+#[test]
+fn a_link_event_while_pves_config_lock_is_held_is_retried_after_it() {
+    let host = TestHost::new("wl-lock-link");
+    let w = one_nic(&host, &[]);
+    let dir = host.root().join("run/lock/lxc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("pve-config-100.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    // An in-guest reboot makes a new veth100i0: a link event, no conf change.
+    host.sim_ok(&["reboot", "100"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        host.has_link("veth100i0"),
+        "not converged under a held lock"
+    );
+    let t = Instant::now();
+    drop(lock);
+    let took = wait_until(&host, t, Duration::from_secs(5), || {
+        host.converged(100, "vi100", 20)
+    });
+    eprintln!(
+        "link event, lock released: converged {} ms later",
+        took.as_millis()
+    );
+    assert!(host.ping(100, &bridged_ip(101)));
+    stop(w);
+}

@@ -115,7 +115,8 @@ fn add(pending: &mut BTreeMap<Vmid, Pending>, v: Vmid, why: &'static str) {
 
 /// The worker loop: runs post-start steps (audit `phase` = `watch`) for due containers, one at a
 /// time, with retries (250 ms doubling to 4 s, 6 attempts), until [`Job::Stop`]. Each run holds
-/// PVE's config lock of the container (waited for up to `pve_lock`), so it never reads the
+/// PVE's config lock of the container (waited for up to `pve_lock`, at most 250 ms, then
+/// retried with the same backoff, up to 60 times), so it never reads the
 /// conf in the middle of a `pct set` (pve-container `update_net` writes it more than once,
 /// e.g. without the `netN` between deleting the old pair and hotplugging the new one).
 pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>, pve_lock: Duration) {
@@ -167,6 +168,11 @@ pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>, pve_lock: Duration) {
 /// Retries of a run whose PVE config lock stayed held (a `pct` operation of many seconds).
 const MAX_LOCK_ATTEMPTS: u32 = 60;
 
+/// Longest wait of the worker for PVE's config lock per attempt: PVE holds it through a whole
+/// `pct start` (pve-container `vm_start` under `lock_config`, post-start hookscript included),
+/// and the worker serves every container, so it backs off instead of waiting long.
+const WORKER_LOCK_WAIT: Duration = Duration::from_millis(250);
+
 /// PVE's config lock of `v` (pve-guest-common `lock_config_full` → pve-common
 /// `lock_file_full`, exclusive), waited for up to `timeout`.
 pub fn pve_config_lock(
@@ -194,7 +200,7 @@ fn run_one(
             return None;
         }
     };
-    let _pve = match pve_config_lock(cfg, v, pve_lock) {
+    let _pve = match pve_config_lock(cfg, v, pve_lock.min(WORKER_LOCK_WAIT)) {
         Ok(l) => l,
         Err(e) => {
             // Not a failed run: PVE is changing the container; retried, not counted.
