@@ -380,3 +380,22 @@ fn a_link_event_while_pves_config_lock_is_held_is_retried_after_it() {
     assert!(host.ping(100, &bridged_ip(101)));
     stop(w);
 }
+
+#[test]
+fn a_container_toml_change_is_applied_within_1s() {
+    let host = TestHost::new("wl-toml");
+    let w = one_nic(&host, &[]);
+    let t = Instant::now();
+    host.manage(
+        100,
+        "network_type = \"bridge\"\n[[nic]]\nnet = 0\ntag = 30\n",
+    );
+    let took = wait_until(&host, t, Duration::from_secs(1), || {
+        host.converged(100, "vi100", 30)
+    });
+    eprintln!(
+        "container TOML tag override applied {} ms after the write",
+        took.as_millis()
+    );
+    stop(w);
+}
