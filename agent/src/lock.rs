@@ -25,12 +25,36 @@ pub enum LockError {
     },
     #[error("lock {path}: still held by another op-agent after {ms} ms")]
     Timeout { path: PathBuf, ms: u64 },
+    #[error("lock {path}: still held by another process after {ms} ms")]
+    Held { path: PathBuf, ms: u64 },
 }
 
 /// Takes the exclusive lock for `vmid` under `dir` (created 0700), polling every 5 ms until
 /// `timeout`.
 pub fn lock_vmid(dir: &Path, vmid: u32, timeout: Duration) -> Result<VmidLock, LockError> {
     let path = dir.join(format!("{vmid}.lock"));
+    lock_path(dir, path, timeout)?.map_err(|path| LockError::Timeout {
+        path,
+        ms: timeout.as_millis() as u64,
+    })
+}
+
+/// Takes an exclusive flock on `path` (in `dir`, created if missing), polling every 5 ms until
+/// `timeout`, as pve-common `PVE::Tools::lock_file_full` does with `$shared` = 0 (the mode of
+/// pve-guest-common `lock_config_full`).
+pub fn lock_file(dir: &Path, path: &Path, timeout: Duration) -> Result<VmidLock, LockError> {
+    lock_path(dir, path.to_path_buf(), timeout)?.map_err(|path| LockError::Held {
+        path,
+        ms: timeout.as_millis() as u64,
+    })
+}
+
+/// The lock, or `Ok(Err(path))` on timeout.
+fn lock_path(
+    dir: &Path,
+    path: PathBuf,
+    timeout: Duration,
+) -> Result<Result<VmidLock, PathBuf>, LockError> {
     let io = |source| LockError::Io {
         path: path.clone(),
         source,
@@ -46,13 +70,10 @@ pub fn lock_vmid(dir: &Path, vmid: u32, timeout: Duration) -> Result<VmidLock, L
     let start = Instant::now();
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(VmidLock { _lock: lock, path }),
+            Ok(lock) => return Ok(Ok(VmidLock { _lock: lock, path })),
             Err((f, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
                 if start.elapsed() >= timeout {
-                    return Err(LockError::Timeout {
-                        path,
-                        ms: timeout.as_millis() as u64,
-                    });
+                    return Ok(Err(path));
                 }
                 file = f;
                 std::thread::sleep(Duration::from_millis(5));

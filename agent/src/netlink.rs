@@ -164,6 +164,21 @@ impl Netlink {
         }
     }
 
+    /// Deletes `link` (`RTM_DELLINK` by ifindex); deleting one end of a veth pair deletes both,
+    /// as pve-common `PVE::Network::veth_delete` (`ip link delete dev <veth>`) does.
+    pub async fn delete(&self, link: &Link) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .del(link.index)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError {
+                op: "delete",
+                link: link.name.clone(),
+                source: e,
+            })
+    }
+
     /// Clears IFF_UP on `link`.
     pub async fn set_down(&self, link: &Link) -> Result<(), NetlinkError> {
         self.set_flag(link, false).await

@@ -12,6 +12,16 @@ pub struct WatchArgs {
     /// Interval (ms) of the OVSDB liveness probe (`echo`); 0 disables it.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     pub probe_ms: u64,
+    /// Period (ms) of the scan of PVE confs and container TOMLs that catches what inotify does
+    /// not report (changes replicated from other nodes); at least 100.
+    #[arg(long, default_value_t = 10000, value_name = "MS")]
+    pub conf_poll_ms: u64,
+    /// Longest wait (ms) for PVE's config lock before a conf is read (retried after it).
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub conf_lock_ms: u64,
+    /// Do not use inotify: the scan alone follows the confs.
+    #[arg(long)]
+    pub no_inotify: bool,
 }
 
 /// Runs the service until SIGTERM with the agent.toml at `config` (loaded by the service,
@@ -24,6 +34,11 @@ pub fn run(args: &WatchArgs, config: Option<&Path>) -> super::CommandResult {
             0 => 0,
             ms => ms.max(10),
         }),
+        conf: crate::watch::conf::ConfOptions {
+            inotify: !args.no_inotify,
+            poll: Duration::from_millis(args.conf_poll_ms.max(100)),
+            lock_timeout: Duration::from_millis(args.conf_lock_ms),
+        },
     };
     Ok(crate::watch::run(config, opts, false))
 }

@@ -14,7 +14,7 @@ use crate::engine::error::RunError;
 use crate::engine::host::{Host, Links, Vswitch};
 use crate::engine::observed::Observed;
 use crate::engine::ownership::{self, DelGuard};
-use crate::engine::plan::{plan_lines, Planned, Step};
+use crate::engine::plan::{plan_lines, PlanError, Planned, Step};
 use crate::engine::rollback::{self, Undo};
 use crate::report::Recorder;
 use serde_json::json;
@@ -232,6 +232,38 @@ async fn step<L: Links, V: Vswitch>(
                 }
             }
             Ok(None)
+        }
+        Step::DelLink { link, why } => {
+            let reason = why.describe().1;
+            let Some(l) = host.link(link).await.inspect_err(|e| failed(rec, e))? else {
+                rec.outcome(
+                    name,
+                    Outcome::Skipped,
+                    json!({"net": net, "link": link, "reason": "absent"}),
+                );
+                return Ok(None);
+            };
+            // The guard: only a link carrying op-agent's alias for this vmid and net.
+            if net.is_none() || ownership::alias_net(l.alias.as_deref(), d.vmid.get()) != net {
+                let e = RunError::Plan(PlanError::Refused(format!(
+                    "{link}: not deleted: its alias {:?} is not op-agent's for net{}",
+                    l.alias,
+                    net.unwrap_or(0)
+                )));
+                failed(rec, &e);
+                return Err(e);
+            }
+            host.nl
+                .delete(&l)
+                .await
+                .map_err(RunError::Netlink)
+                .inspect_err(|e| failed(rec, e))?;
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "link": link, "ifindex": l.index, "reason": reason}),
+            );
+            Ok(Some(format!("net{} {link} deleted", net.unwrap_or(0))))
         }
         Step::LinkDown { link } => {
             let l = host

@@ -28,6 +28,8 @@ pub enum Op {
     SetUp,
     /// [`Links::rename`].
     Rename,
+    /// [`Links::delete`].
+    DelLink,
     /// [`Vswitch::add_port`].
     AddPort,
     /// [`Vswitch::del_port`].
@@ -191,6 +193,19 @@ impl Fake {
     /// ovs-vswitchd cannot open a device of this name (ofport -1).
     pub fn unattachable(&self, name: &str) {
         self.0.borrow_mut().unattachable.insert(name.into());
+    }
+
+    /// Adds a link as is.
+    pub fn add_link(&self, l: FakeLink) {
+        self.0.borrow_mut().links.push(l);
+    }
+
+    /// Sets the alias of the link called `name`.
+    pub fn set_alias(&self, name: &str, alias: Option<&str>) {
+        let mut m = self.0.borrow_mut();
+        if let Some(l) = m.links.iter_mut().find(|l| l.name == name) {
+            l.alias = alias.map(str::to_string);
+        }
     }
 
     /// Adds a Port row as is.
@@ -375,6 +390,23 @@ impl Links for Fake {
             .calls
             .push(format!("link_by_name {name}"));
         Ok(self.link(name).map(|l| l.link()))
+    }
+
+    /// Not recorded in the calls (every post-start observe makes it).
+    async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+        Ok(self.0.borrow().links.iter().map(FakeLink::link).collect())
+    }
+
+    async fn delete(&self, link: &Link) -> Result<(), NetlinkError> {
+        self.nl_enter(Op::DelLink, format!("delete {}", link.name), &link.name)
+            .await?;
+        let mut m = self.0.borrow_mut();
+        let before = m.links.len();
+        m.links.retain(|l| l.index != link.index);
+        if m.links.len() == before {
+            return Err(nl_err("delete", &link.name));
+        }
+        Ok(())
     }
 
     async fn set_down(&self, link: &Link) -> Result<(), NetlinkError> {

@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 pub trait Links {
     /// The link called `name`, `None` when there is none (ENODEV).
     async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetlinkError>;
+    /// Every link of the namespace (one `RTM_GETLINK` dump, [`Netlink::links`]).
+    async fn links(&self) -> Result<Vec<Link>, NetlinkError>;
+    /// Deletes the link (`RTM_DELLINK`, [`Netlink::delete`]).
+    async fn delete(&self, link: &Link) -> Result<(), NetlinkError>;
     /// Clears IFF_UP.
     async fn set_down(&self, link: &Link) -> Result<(), NetlinkError>;
     /// Sets IFF_UP.
@@ -71,6 +75,12 @@ pub trait Vswitch {
 impl Links for Netlink {
     async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
         Netlink::link_by_name(self, name).await
+    }
+    async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+        Netlink::links(self).await
+    }
+    async fn delete(&self, link: &Link) -> Result<(), NetlinkError> {
+        Netlink::delete(self, link).await
     }
     async fn set_down(&self, link: &Link) -> Result<(), NetlinkError> {
         Netlink::set_down(self, link).await

@@ -5,7 +5,7 @@ use crate::audit::Outcome;
 use crate::desired::Desired;
 use crate::engine::error::RunError;
 use crate::engine::host::{Host, Links, Vswitch};
-use crate::engine::observed::{Observed, ObservedLink, ObservedNic, ObservedPort};
+use crate::engine::observed::{Observed, ObservedLink, ObservedNic, ObservedPort, RemovedNic};
 use crate::engine::ownership::{self, AliasOwner};
 use crate::netlink::Link;
 use crate::ovsdb::PortRow;
@@ -130,8 +130,50 @@ pub async fn observe<L: Links, V: Vswitch>(
             .map(port_of)
             .collect();
     }
+    if !with_owned {
+        obs.removed = removed_nics(host, d).await?;
+    }
     rec.timing("observe", t.elapsed());
     Ok(obs)
+}
+
+/// The links carrying op-agent's alias for `d`'s vmid and a `netN` that `d` (the PVE conf's
+/// current section) no longer has, each with the Port of its name: what is left of a NIC
+/// `pct set --delete netN` removed. pve-container `vmconfig_hotplug_pending` deletes it with
+/// pve-common `PVE::Network::veth_delete("veth<vmid>i<n>")`, which finds nothing once the
+/// link is renamed. One link dump; one OVSDB read only when there is such a link.
+///
+/// Errors: [`RunError::Netlink`], [`RunError::Ovsdb`].
+async fn removed_nics<L: Links, V: Vswitch>(
+    host: &Host<L, V>,
+    d: &Desired,
+) -> Result<Vec<RemovedNic>, RunError> {
+    let vmid = d.vmid.get();
+    let mut out = Vec::new();
+    for l in host.nl.links().await? {
+        let Some(n) = ownership::alias_net(l.alias.as_deref(), vmid) else {
+            continue;
+        };
+        let Some(net) = pve_integration::NetIndex::new(n) else {
+            continue;
+        };
+        if d.nics.iter().any(|x| x.net == net) {
+            continue;
+        }
+        out.push(RemovedNic {
+            net,
+            link: link_of(l, vmid, n),
+            port: None,
+        });
+    }
+    if !out.is_empty() {
+        let names: Vec<&str> = out.iter().map(|r| r.link.name.as_str()).collect();
+        let snap = host.ovs.snapshot(&names).await.map_err(RunError::Ovsdb)?;
+        for r in &mut out {
+            r.port = snap.ports.get(&r.link.name).cloned().map(port_of);
+        }
+    }
+    Ok(out)
 }
 
 /// Sets `link_alive` on every observed Port whose name is a kernel link; returns whether any

@@ -83,4 +83,18 @@ pub struct Observed {
     pub ovs_bridges: BTreeSet<String>,
     /// Ports with `owner=op-agent` and `vm-id=<vmid>` (filled for pre-start and post-stop).
     pub owned_ports: Vec<ObservedPort>,
+    /// Links carrying op-agent's alias for this vmid and a `netN` the PVE conf no longer has
+    /// (filled for post-start), with the Port of the link's name.
+    pub removed: Vec<RemovedNic>,
+}
+
+/// An op-agent link (and its Port) of a `netN` no longer in the PVE conf's current section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedNic {
+    /// The `netN` of the link's alias.
+    pub net: pve_integration::NetIndex,
+    /// The link (`ours` is true: its alias names this vmid and `net`).
+    pub link: ObservedLink,
+    /// The Port of the link's name, if any.
+    pub port: Option<ObservedPort>,
 }

@@ -45,6 +45,16 @@ pub fn alias_owner(alias: Option<&str>, vmid: u32, net: u8) -> AliasOwner {
     }
 }
 
+/// The `net` of op-agent's alias for `vmid` (`op-agent vm-id=<vmid> net=<n>`), `None` for any
+/// other alias.
+pub fn alias_net(alias: Option<&str>, vmid: u32) -> Option<u8> {
+    let rest = alias?
+        .strip_prefix(ALIAS_PREFIX)?
+        .strip_prefix(&format!("vm-id={vmid} net="))?;
+    let n: u8 = rest.parse().ok()?;
+    (owner_alias(vmid, n) == alias?).then_some(n)
+}
+
 /// `external_ids:owner=op-agent`.
 pub fn is_owned(external_ids: &BTreeMap<String, String>) -> bool {
     external_ids.get(OWNER_KEY).map(String::as_str) == Some(OWNER)
@@ -107,6 +117,12 @@ mod tests {
         );
         assert_eq!(alias_owner(Some("uplink"), 100, 0), AliasOwner::Foreign);
         assert_eq!(alias_owner(None, 100, 0), AliasOwner::Foreign);
+        assert_eq!(alias_net(Some("op-agent vm-id=100 net=3"), 100), Some(3));
+        assert_eq!(alias_net(Some("op-agent vm-id=100 net=3"), 10), None);
+        assert_eq!(alias_net(Some("op-agent vm-id=100 net=03"), 100), None);
+        assert_eq!(alias_net(Some("op-agent vm-id=100 net=x"), 100), None);
+        assert_eq!(alias_net(Some("uplink"), 100), None);
+        assert_eq!(alias_net(None, 100), None);
         let mut ids = BTreeMap::new();
         assert!(!is_owned(&ids));
         ids.insert("owner".into(), "op-agent".into());

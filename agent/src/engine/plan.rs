@@ -41,6 +41,10 @@ pub type PortPlan = crate::ovsdb::PortSpec;
 pub enum Step {
     /// Delete a Port (bump `next_cfg`, wait for ovs-vswitchd).
     DelPort { port: String, guard: DelGuard },
+    /// Delete op-agent's link (`RTM_DELLINK`; the container's end of the pair goes with it, as
+    /// with pve-common `PVE::Network::veth_delete`). Execute checks op-agent's alias for this
+    /// vmid and net again right before it deletes.
+    DelLink { link: String, why: DelWhy },
     /// Clear IFF_UP.
     LinkDown { link: String },
     /// Rename (marking the link as op-agent's) and optionally set it up in the same message.
@@ -64,11 +68,35 @@ pub enum Step {
     Skip { reason: String },
 }
 
+/// Why op-agent deletes one of its links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DelWhy {
+    /// Its `netN` is no longer in the PVE conf (`pct set --delete netN`).
+    Removed,
+    /// PVE made a new `veth<vmid>i<n>` for its `netN` (a live `name=`/`hwaddr=` change:
+    /// pve-container `update_net` deletes the old pair and hotplugs a new one).
+    Replaced,
+}
+
+impl DelWhy {
+    /// The audit `step` name and the reason of its row.
+    pub fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            DelWhy::Removed => ("nic.removed", "netN is no longer in the PVE conf"),
+            DelWhy::Replaced => (
+                "nic.replaced",
+                "PVE made a new veth for this netN (live name/hwaddr change)",
+            ),
+        }
+    }
+}
+
 impl Step {
     /// The audit `step` name.
     pub fn name(&self) -> &'static str {
         match self {
             Step::DelPort { .. } => "ovs.del-port",
+            Step::DelLink { why, .. } => why.describe().0,
             Step::LinkDown { .. } => "link.down",
             Step::LinkRename { .. } => "link.rename",
             Step::LinkUp { .. } => "link.up",
@@ -94,6 +122,7 @@ impl fmt::Display for Step {
                     ""
                 }
             ),
+            Step::DelLink { link, why } => write!(f, "{} {link}", why.describe().0),
             Step::LinkDown { link } => write!(f, "link.down {link}"),
             Step::LinkRename { from, to, up } => {
                 write!(
@@ -340,6 +369,27 @@ fn sweep_owned(d: &Desired, obs: &Observed, spare_live: bool) -> Vec<Planned> {
 /// gives an empty plan.
 pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanError> {
     let mut steps = Vec::new();
+    // A netN PVE removed: its Port (owned only) and op-agent's link, as `veth_delete` would
+    // have deleted PVE's.
+    for r in obs.removed.iter().filter(|r| r.link.ours) {
+        let net = Some(r.net);
+        if r.port.as_ref().is_some_and(ObservedPort::owned) {
+            steps.push(Planned {
+                net,
+                step: Step::DelPort {
+                    port: r.link.name.clone(),
+                    guard: DelGuard::Owned,
+                },
+            });
+        }
+        steps.push(Planned {
+            net,
+            step: Step::DelLink {
+                link: r.link.name.clone(),
+                why: DelWhy::Removed,
+            },
+        });
+    }
     for (nic, o) in d.nics.iter().zip(&obs.nics) {
         let net = Some(nic.net);
         let mut push = |step: Step| steps.push(Planned { net, step });
@@ -367,20 +417,35 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
                     )));
                 }
                 if let Some(t) = t {
-                    if t.index != l.index {
+                    if t.index != l.index && !t.ours {
                         return Err(PlanError::Refused(format!(
                             "net{}: both {} and {} exist; refusing to rename over an existing link",
                             nic.net, l.name, nic.name
                         )));
                     }
+                    if t.index != l.index {
+                        // PVE replaced the NIC: op-agent's old link is the one PVE believes
+                        // it deleted.
+                        if o.target_port.is_some() {
+                            push(Step::DelPort {
+                                port: nic.name.to_string(),
+                                guard: DelGuard::Owned,
+                            });
+                        }
+                        push(Step::DelLink {
+                            link: nic.name.to_string(),
+                            why: DelWhy::Replaced,
+                        });
+                    }
                 }
+                let replaced = t.as_ref().is_some_and(|t| t.index != l.index);
                 if o.pve_port.is_some() {
                     push(Step::DelPort {
                         port: l.name.clone(),
                         guard: DelGuard::Any,
                     });
                 }
-                if o.target_port.is_some() {
+                if o.target_port.is_some() && !replaced {
                     push(Step::DelPort {
                         port: nic.name.to_string(),
                         guard: DelGuard::Owned,

@@ -16,6 +16,11 @@
 //!   exponential backoff, 100 ms doubling to 2 s); an owned Port deleted or changed by someone
 //!   else, a dead PVE-named row next to op-agent's link, or a bridge that appears makes the
 //!   containers concerned due ([`decide`]);
+//! - [`conf`]: follows the PVE confs of this node and the container TOMLs (inotify, plus a slow
+//!   scan for changes replicated from other nodes); a changed conf of a managed running
+//!   container is read under PVE's config lock, then the container converges: a `netN` PVE
+//!   removed loses op-agent's link and Port, a changed tag/trunks/bridge/mtu/link_down is
+//!   applied, a NIC PVE hot-added is renamed and plugged once its `netN` is in the conf;
 //! - [`worker`]: converges due containers one at a time through the engine (post-start steps,
 //!   audit `phase` = `watch`), retrying a failed container with backoff (250 ms doubling to
 //!   4 s, 6 attempts); it takes the per-vmid lock the hooks take ([`crate::engine::converge`]),
@@ -26,6 +31,7 @@
 //! Runs are executed on the worker thread (each builds its own runtime, like a hook); the event
 //! loop runs on a current-thread tokio runtime.
 
+pub mod conf;
 pub mod decide;
 pub mod links;
 pub mod ovsdb_monitor;
@@ -52,6 +58,8 @@ pub struct WatchOptions {
     /// answering (a closed connection is noticed at once without it); zero disables it
     /// (default 5000 ms).
     pub probe: Duration,
+    /// The PVE conf watch ([`conf`]).
+    pub conf: conf::ConfOptions,
 }
 
 impl Default for WatchOptions {
@@ -59,6 +67,7 @@ impl Default for WatchOptions {
         WatchOptions {
             plug_wait: Duration::from_millis(2000),
             probe: Duration::from_millis(5000),
+            conf: conf::ConfOptions::default(),
         }
     }
 }
@@ -68,10 +77,15 @@ impl Default for WatchOptions {
 pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<Job>();
     let wcfg = cfg.clone();
+    let lock_wait = opts.conf.lock_timeout;
     let worker = std::thread::Builder::new()
         .name("op-agent-watch-worker".into())
-        .spawn(move || worker::worker(wcfg, rx))
+        .spawn(move || worker::worker(wcfg, rx, lock_wait))
         .map_err(|e| format!("cannot start the worker thread: {e}"))?;
+    // Detached: it only sleeps in poll(2) or waits for a lock (bounded), and ends with the
+    // process.
+    conf::spawn(cfg.clone(), opts.conf.clone(), tx.clone())
+        .map_err(|e| format!("cannot start the conf watch thread: {e}"))?;
     let rt = inspect::runtime().map_err(|e| e.to_string())?;
     let r = rt.block_on(event_loop(&cfg, &opts, tx.clone()));
     let _ = tx.send(Job::Stop);

@@ -54,6 +54,8 @@ struct Pending {
     notes: Vec<Note>,
     /// Dry-run first (a monitor repair); false once any other event asked for a run.
     gate: bool,
+    /// Attempts that found PVE's config lock held.
+    locked: u32,
 }
 
 impl Pending {
@@ -64,6 +66,7 @@ impl Pending {
             why,
             notes: Vec::new(),
             gate: false,
+            locked: 0,
         }
     }
 }
@@ -111,8 +114,12 @@ fn add(pending: &mut BTreeMap<Vmid, Pending>, v: Vmid, why: &'static str) {
 }
 
 /// The worker loop: runs post-start steps (audit `phase` = `watch`) for due containers, one at a
-/// time, with retries (250 ms doubling to 4 s, 6 attempts), until [`Job::Stop`].
-pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>) {
+/// time, with retries (250 ms doubling to 4 s, 6 attempts), until [`Job::Stop`]. Each run holds
+/// PVE's config lock of the container (waited for up to `pve_lock`, at most 250 ms, then
+/// retried with the same backoff, up to 60 times), so it never reads the
+/// conf in the middle of a `pct set` (pve-container `update_net` writes it more than once,
+/// e.g. without the `netN` between deleting the old pair and hotplugging the new one).
+pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>, pve_lock: Duration) {
     let mut pending: BTreeMap<Vmid, Pending> = BTreeMap::new();
     let mut budget = Budget::default();
     loop {
@@ -150,7 +157,7 @@ pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>) {
             .collect();
         for v in due {
             if let Some(p) = pending.remove(&v) {
-                if let Some(retry) = run_one(&cfg, v, p, &mut budget) {
+                if let Some(retry) = run_one(&cfg, v, p, &mut budget, pve_lock) {
                     pending.entry(v).or_insert(retry);
                 }
             }
@@ -158,13 +165,64 @@ pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Retries of a run whose PVE config lock stayed held (a `pct` operation of many seconds).
+const MAX_LOCK_ATTEMPTS: u32 = 60;
+
+/// Longest wait of the worker for PVE's config lock per attempt: PVE holds it through a whole
+/// `pct start` (pve-container `vm_start` under `lock_config`, post-start hookscript included),
+/// and the worker serves every container, so it backs off instead of waiting long.
+const WORKER_LOCK_WAIT: Duration = Duration::from_millis(250);
+
+/// PVE's config lock of `v` (pve-guest-common `lock_config_full` → pve-common
+/// `lock_file_full`, exclusive), waited for up to `timeout`.
+pub fn pve_config_lock(
+    cfg: &AgentConfig,
+    v: Vmid,
+    timeout: Duration,
+) -> Result<crate::lock::VmidLock, crate::lock::LockError> {
+    let dir = cfg.toml.pve.root.join("run/lock/lxc");
+    let path = dir.join(format!("pve-config-{v}.lock"));
+    crate::lock::lock_file(&dir, &path, timeout)
+}
+
 /// One run for `v`; the retry to schedule when it failed.
-fn run_one(cfg: &AgentConfig, v: Vmid, p: Pending, budget: &mut Budget) -> Option<Pending> {
+fn run_one(
+    cfg: &AgentConfig,
+    v: Vmid,
+    p: Pending,
+    budget: &mut Budget,
+    pve_lock: Duration,
+) -> Option<Pending> {
     let managed = match inspect::managed_one(cfg, v) {
         Some(m) if inspect::is_running(cfg, v) => m,
         _ => {
             log::info!("watch: {v}: not managed or not running; nothing to do");
             return None;
+        }
+    };
+    let _pve = match pve_config_lock(cfg, v, pve_lock.min(WORKER_LOCK_WAIT)) {
+        Ok(l) => l,
+        Err(e) => {
+            // Not a failed run: PVE is changing the container; retried, not counted.
+            let locked = p.locked + 1;
+            if locked >= MAX_LOCK_ATTEMPTS {
+                log::error!(
+                    "watch: {v} ({}): {e}; giving up after {locked} attempts",
+                    p.why
+                );
+                return None;
+            }
+            let back = Duration::from_millis(250u64 << (locked - 1).min(4));
+            log::warn!(
+                "watch: {v} ({}): {e}; retry in {} ms",
+                p.why,
+                back.as_millis()
+            );
+            return Some(Pending {
+                due: Instant::now() + back,
+                locked,
+                ..p
+            });
         }
     };
     let job = engine::Job {
@@ -225,6 +283,7 @@ fn run_one(cfg: &AgentConfig, v: Vmid, p: Pending, budget: &mut Budget) -> Optio
                 why: p.why,
                 notes: Vec::new(),
                 gate: false,
+                locked: 0,
             })
         }
     }
