@@ -43,7 +43,10 @@ impl Sim {
                 .args(["-l", "INFO"]),
             Duration::from_secs(60),
         ) {
-            return Err(format!("startup for container '{vmid}' failed: {e}"));
+            return Err(format!(
+                "startup for container '{vmid}' failed: {e}{}",
+                log_errors(&log)
+            ));
         }
         let deadline = Instant::now() + RUNNING_TIMEOUT;
         loop {
@@ -178,5 +181,17 @@ impl Sim {
             println!("{:<10} {:<10} {name}", v.to_string(), status);
         }
         Ok(())
+    }
+}
+
+/// The last ERROR lines of an `lxc-start -o` log, as `; lxc: …` (empty when there are none), so
+/// a failed start says why in its one line, as PVE's task log does.
+fn log_errors(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(" ERROR ")).collect();
+    let last = &errors[errors.len().saturating_sub(3)..];
+    match last.is_empty() {
+        true => String::new(),
+        false => format!("; lxc: {}", last.join(" | ")),
     }
 }
