@@ -26,6 +26,7 @@
 )]
 
 pub mod conf;
+mod conf_error;
 pub mod ids;
 pub mod ifupdown;
 mod lxc_network;

@@ -5,7 +5,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::conf::{invalid, ConfErrorKind};
+use crate::conf_error::{invalid, ConfErrorKind};
 use crate::ids::NetIndex;
 use crate::net::{IfName, MacAddr, NetConf, VlanTag};
 

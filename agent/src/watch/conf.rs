@@ -120,7 +120,7 @@ pub struct Stamp {
 /// One scan: every `<vmid>.<ext>` of `dirs` (missing directories are empty).
 pub type Scan = BTreeMap<(usize, Vmid), Stamp>;
 
-/// Stats every file of `dirs` (at most [`SCAN_LIMIT`] entries per directory).
+/// Stats every file of `dirs` (at most `SCAN_LIMIT` entries per directory).
 pub fn scan(dirs: &[Dir]) -> Scan {
     let mut out = Scan::new();
     for (i, d) in dirs.iter().enumerate() {
