@@ -604,14 +604,7 @@ fn failed_hotplug_writes_nothing_and_prints_pves_error() {
 /// Containers 100 (net0 VLAN 10, net1 VLAN 20) and 101 (net0 VLAN 20 on 10.0.1.0/24) started
 /// through op-agent's hookscript: PVE's `veth100i0` / `veth100i1` are now `vi100` / `vi100i1`.
 fn renamed_by_op_agent(host: &TestHost) {
-    host.write_pve_conf(
-        100,
-        PveConf::op_hook(100).nics([
-            Nic::with_id(0, "ovsbr0", 100).ip("10.0.0.101/24").tag(10),
-            Nic::with_id(1, "ovsbr0", 100).ip("10.0.1.101/24").tag(20),
-        ]),
-    );
-    host.manage(100, "network_type = \"bridge\"\n");
+    host.manage_two_vlans(100);
     host.write_pve_conf(101, one_nic(101, 20, "10.0.1.102/24"));
     host.sim_ok_text(&["start", "100"]);
     host.sim_ok(&["start", "101"]);

@@ -90,14 +90,7 @@ fn wait_watch_row(host: &TestHost, vmid: i64, after: usize) {
 /// VLAN 20, 10.0.1.102) started through op-agent's hookscript (`vi100`, `vi100i1`, `vi101`),
 /// and `op-agent watch ARGS` running after its start-up reconcile.
 fn two_nics(host: &TestHost, args: &[&str]) -> op_testkit::Service {
-    host.write_pve_conf(
-        100,
-        PveConf::op_hook(100).nics([
-            Nic::with_id(0, "ovsbr0", 100).ip("10.0.0.101/24").tag(10),
-            Nic::with_id(1, "ovsbr0", 100).ip("10.0.1.101/24").tag(20),
-        ]),
-    );
-    host.manage(100, "network_type = \"bridge\"\n");
+    host.manage_two_vlans(100);
     host.manage_bridged(
         101,
         PveConf::op_hook(101).nic(Nic::with_id(0, "ovsbr0", 101).ip("10.0.1.102/24").tag(20)),

@@ -126,7 +126,7 @@ impl Sim {
         newnet: &NetConf,
         netid: u8,
     ) -> Res<()> {
-        let veth = format!("veth{vmid}i{netid}");
+        let veth = super::pve_veth_of(vmid, netid)?;
         if let Some(old) = conf.get(opt).map(str::to_string) {
             let mut oldnet = parse_net(netid, &old)?;
             if ne(&oldnet.hwaddr, &newnet.hwaddr) || ne(&oldnet.name, &newnet.name) {
@@ -196,7 +196,7 @@ impl Sim {
         newnet: &NetConf,
         netid: u8,
     ) -> Res<()> {
-        let veth = format!("veth{vmid}i{netid}");
+        let veth = super::pve_veth_of(vmid, netid)?;
         let peer = format!("{veth}p");
         let eth = newnet.name.as_str();
         self.veth_create(&veth, &peer, newnet)?;

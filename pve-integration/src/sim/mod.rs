@@ -68,6 +68,14 @@ fn pve_veth_pair(vmid: Vmid, net: NetIndex) -> String {
     HostVeth::new(vmid, net).map_or_else(|e| e.full(), |v| v.to_string())
 }
 
+/// [`pve_veth_pair`] for the `netid` of a `net<netid>` option (`update_net`'s
+/// `"veth${vmid}i${netid}"`); an index over 31 is an error.
+fn pve_veth_of(vmid: Vmid, netid: u8) -> Res<String> {
+    NetIndex::new(netid)
+        .map(|n| pve_veth_pair(vmid, n))
+        .ok_or_else(|| format!("net{netid}: index out of range 0..=31"))
+}
+
 /// The simulator for one root.
 pub struct Sim {
     root: PathBuf,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::conf_file::{print_lxc_network, ConfFile};
 use super::hotplug::parse_net;
 use super::network::read_bridge_mtu;
-use super::{Res, Sim};
+use super::{pve_veth_of, Res, Sim};
 use crate::ids::Vmid;
 use crate::net::MacAddr;
 use crate::{paths, running};
@@ -263,11 +263,12 @@ impl Sim {
             let netid = opt
                 .strip_prefix("net")
                 .filter(|d| d.len() == 1 && d.bytes().all(|b| b.is_ascii_digit()));
-            let Some(netid) = netid else {
+            // A single digit: always a valid index.
+            let Some(veth) = netid.and_then(|d| pve_veth_of(vmid, d.parse().ok()?).ok()) else {
                 continue; // "skip": not hotpluggable, stays pending until the next stop
             };
             // kill_dhclients for host-managed NICs is not simulated (no dhclient here).
-            self.veth_delete(&format!("veth{vmid}i{netid}"));
+            self.veth_delete(&veth);
             conf.remove(opt);
             conf.remove_from_pending_delete(opt);
         }

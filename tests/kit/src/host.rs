@@ -13,7 +13,7 @@ use crate::ovs::Ovs;
 use crate::process::{
     assert_root, run_bounded, target_bin, try_run_bounded, CmdOutput, CMD_TIMEOUT,
 };
-use crate::pve_conf::PveConf;
+use crate::pve_conf::{Nic, PveConf};
 use crate::root::PveRoot;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -191,6 +191,25 @@ impl TestHost {
     pub fn manage_bridged(&self, vmid: u32, conf: impl Display) {
         self.write_pve_conf(vmid, conf);
         self.manage(vmid, "network_type = \"bridge\"\n");
+    }
+
+    /// Manages `vmid` in bridge mode with two NICs through op-agent's hookscript: net0 on
+    /// `ovsbr0` VLAN 10 (`10.0.0.<x>/24`) and net1 on VLAN 20 (`10.0.1.<x>/24`), `x` as in
+    /// [`crate::bridged_ip`] (101 for container 100).
+    pub fn manage_two_vlans(&self, vmid: u32) {
+        let x = vmid % 200 + 1;
+        let mac_id = (vmid % 65536) as u16;
+        self.manage_bridged(
+            vmid,
+            PveConf::op_hook(vmid).nics([
+                Nic::with_id(0, "ovsbr0", mac_id)
+                    .ip(&format!("10.0.0.{x}/24"))
+                    .tag(10),
+                Nic::with_id(1, "ovsbr0", mac_id)
+                    .ip(&format!("10.0.1.{x}/24"))
+                    .tag(20),
+            ]),
+        );
     }
 
     /// Writes an executable `R/var/lib/vz/snippets/<name>`.
