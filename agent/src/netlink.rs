@@ -179,6 +179,44 @@ impl Netlink {
             })
     }
 
+    /// Deletes the root and the ingress qdisc of `link` (`RTM_DELQDISC` with parent
+    /// `TC_H_ROOT`, then with parent `TC_H_INGRESS`, as `tc qdisc del dev <link> root` and
+    /// `... ingress` do), so the device goes back to its default queueing. A qdisc that is not
+    /// there (`ENOENT`, or `EINVAL` for the default root) is not an error. Returns how many
+    /// were deleted (0–2).
+    pub async fn clear_qdiscs(&self, link: &Link) -> Result<u8, NetlinkError> {
+        use rtnetlink::packet_route::tc::TcHandle;
+        let mut deleted = 0;
+        for (parent, handle) in [
+            (TcHandle::ROOT, TcHandle::UNSPEC),
+            (
+                TcHandle::INGRESS,
+                TcHandle {
+                    major: 0xffff,
+                    minor: 0,
+                },
+            ),
+        ] {
+            let mut req = self.handle.qdisc().del(link.index as i32);
+            req.message_mut().header.parent = parent;
+            req.message_mut().header.handle = handle;
+            match req.execute().await {
+                Ok(()) => deleted += 1,
+                Err(e) => {
+                    let err = NetlinkError {
+                        op: "qdisc del",
+                        link: link.name.clone(),
+                        source: e,
+                    };
+                    if !matches!(err.errno(), Some(libc::ENOENT | libc::EINVAL)) {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Clears IFF_UP on `link`.
     pub async fn set_down(&self, link: &Link) -> Result<(), NetlinkError> {
         self.set_flag(link, false).await

@@ -281,6 +281,24 @@ async fn step<L: Links, V: Vswitch>(
             rec.outcome(name, Outcome::Ok, json!({"net": net, "link": link}));
             Ok(None)
         }
+        Step::ClearQdiscs { link } => {
+            let l = host
+                .require_link(link)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
+            let deleted = host
+                .nl
+                .clear_qdiscs(&l)
+                .await
+                .map_err(RunError::Netlink)
+                .inspect_err(|e| failed(rec, e))?;
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "link": link, "deleted": deleted}),
+            );
+            Ok(None)
+        }
         Step::LinkRename { from, to, up } => {
             let l = host
                 .require_link(from)
