@@ -52,6 +52,8 @@ pub enum Command {
     Check(commands::check::CheckArgs),
     /// Table (or JSON) of managed containers and the state of their NICs.
     Status(commands::status::StatusArgs),
+    /// Prometheus text exposition of NIC traffic counters and audit facts.
+    Metrics(commands::metrics::MetricsArgs),
     /// JSON compatible with the old op-dbus query (`--plugin lxc`).
     Query(commands::query::QueryArgs),
     /// Remove stale Port rows op-agent owns.
@@ -87,6 +89,7 @@ impl Command {
             Command::Apply(_) => "apply",
             Command::Check(_) => "check",
             Command::Status(_) => "status",
+            Command::Metrics(_) => "metrics",
             Command::Query(_) => "query",
             Command::Gc(_) => "gc",
             Command::Mesh(a) => match a.command {

@@ -15,6 +15,7 @@ pub mod gc;
 pub mod generate;
 pub mod import_state;
 pub mod mesh;
+pub mod metrics;
 pub mod query;
 pub mod status;
 pub mod watch;
