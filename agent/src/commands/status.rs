@@ -5,9 +5,9 @@
 
 use super::CliError;
 use crate::config::{AgentConfig, NetworkType};
-use crate::netlink::LinkStats;
 use crate::exit::ExitCode;
 use crate::inspect;
+use crate::netlink::LinkStats;
 use serde::Serialize;
 
 /// Arguments of `op-agent status`.

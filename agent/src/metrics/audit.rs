@@ -164,7 +164,12 @@ impl AuditTally {
             .map_err(err)?;
         let mut rows = st.query([next.head_seq.unwrap_or(0)]).map_err(err)?;
         while let Some(row) = rows.next().map_err(err)? {
-            let get = |i| row.get_ref(i).ok().and_then(|v| v.as_str().ok()).unwrap_or("");
+            let get = |i| {
+                row.get_ref(i)
+                    .ok()
+                    .and_then(|v| v.as_str().ok())
+                    .unwrap_or("")
+            };
             let (Ok(seq), Ok(ts), Ok(vmid)) = (row.get(0), row.get(1), row.get(2)) else {
                 return Err(format!("{}: a row with unreadable columns", db.display()));
             };
@@ -187,7 +192,14 @@ impl AuditTally {
 mod tests {
     use super::*;
 
-    fn row<'a>(seq: i64, vmid: u32, phase: &'a str, run: &'a str, step: &'a str, outcome: &'a str) -> TallyRow<'a> {
+    fn row<'a>(
+        seq: i64,
+        vmid: u32,
+        phase: &'a str,
+        run: &'a str,
+        step: &'a str,
+        outcome: &'a str,
+    ) -> TallyRow<'a> {
         TallyRow {
             seq,
             ts: seq * 1000,

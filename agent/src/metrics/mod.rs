@@ -132,7 +132,11 @@ pub fn render(cts: &[ContainerCounters], tally: Option<&AuditTally>, now: f64) -
             let vmid = vmid.to_string();
             for o in RunOutcome::ALL {
                 outcome.push(
-                    &[("vmid", &vmid), ("phase", &h.phase), ("outcome", o.as_str())],
+                    &[
+                        ("vmid", &vmid),
+                        ("phase", &h.phase),
+                        ("outcome", o.as_str()),
+                    ],
                     Value::Uint(u64::from(h.outcome() == o)),
                 );
             }
@@ -218,7 +222,10 @@ mod tests {
                 .map(|x| x.value)
         };
         let nic = [("vmid", "100"), ("net", "net0"), ("port", "vi100")];
-        assert_eq!(get("op_agent_nic_receive_bytes_total", &nic), Some(1_048_576.0));
+        assert_eq!(
+            get("op_agent_nic_receive_bytes_total", &nic),
+            Some(1_048_576.0)
+        );
         assert_eq!(get("op_agent_nic_transmit_bytes_total", &nic), Some(2.0));
         assert_eq!(get("op_agent_nic_receive_packets_total", &nic), Some(3.0));
         assert_eq!(get("op_agent_nic_transmit_packets_total", &nic), Some(4.0));
@@ -226,16 +233,31 @@ mod tests {
         assert_eq!(get("op_agent_audit_head_seq", &[]), Some(3.0));
         let hook = [("vmid", "100"), ("phase", "post-start")];
         assert_eq!(
-            get("op_agent_last_hook_outcome", &[hook[0], hook[1], ("outcome", "ok")]),
+            get(
+                "op_agent_last_hook_outcome",
+                &[hook[0], hook[1], ("outcome", "ok")]
+            ),
             Some(1.0)
         );
         assert_eq!(
-            get("op_agent_last_hook_outcome", &[hook[0], hook[1], ("outcome", "failed")]),
+            get(
+                "op_agent_last_hook_outcome",
+                &[hook[0], hook[1], ("outcome", "failed")]
+            ),
             Some(0.0)
         );
-        assert_eq!(get("op_agent_last_hook_timestamp_seconds", &hook), Some(1_700_000_000.0));
-        assert_eq!(get("op_agent_watch_repairs_total", &[("vmid", "100")]), Some(1.0));
-        assert_eq!(get("op_agent_watch_repair_failures_total", &[("vmid", "100")]), Some(0.0));
+        assert_eq!(
+            get("op_agent_last_hook_timestamp_seconds", &hook),
+            Some(1_700_000_000.0)
+        );
+        assert_eq!(
+            get("op_agent_watch_repairs_total", &[("vmid", "100")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            get("op_agent_watch_repair_failures_total", &[("vmid", "100")]),
+            Some(0.0)
+        );
         assert_eq!(s.last().map(|x| x.name.as_str()), Some(LAST_FAMILY));
         // Counters are named *_total; every family has HELP and TYPE (parse checks it).
         for l in out.lines().filter(|l| l.starts_with("# TYPE ")) {
@@ -245,7 +267,9 @@ mod tests {
         // Without the audit log: readable 0 and no audit family.
         let out = render(&cts, None, 0.0);
         let s = text::parse(&out).unwrap();
-        assert!(s.iter().any(|x| x.name == "op_agent_audit_readable" && x.value == 0.0));
+        assert!(s
+            .iter()
+            .any(|x| x.name == "op_agent_audit_readable" && x.value == 0.0));
         assert!(!s.iter().any(|x| x.name.starts_with("op_agent_watch")));
     }
 }

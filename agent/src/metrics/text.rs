@@ -48,15 +48,15 @@ pub enum Value {
 
 impl Value {
     fn write(&self, out: &mut String) {
-        match self {
+        // Writing to a String cannot fail.
+        let _ = match self {
             Value::Uint(v) => write!(out, "{v}"),
             Value::Int(v) => write!(out, "{v}"),
             Value::Float(v) if v.is_nan() => write!(out, "NaN"),
             Value::Float(v) if v.is_infinite() && *v > 0.0 => write!(out, "+Inf"),
             Value::Float(v) if v.is_infinite() => write!(out, "-Inf"),
             Value::Float(v) => write!(out, "{v}"),
-        }
-        .expect("writing to a String");
+        };
     }
 }
 
@@ -275,9 +275,7 @@ fn unescape(s: &str, quotes: bool) -> Result<String, String> {
 }
 
 fn sample(line: &str) -> Result<Sample, String> {
-    let end = line
-        .find(|c: char| c == '{' || c == ' ')
-        .ok_or("no value")?;
+    let end = line.find(['{', ' ']).ok_or("no value")?;
     let name = &line[..end];
     if !valid_metric_name(name) {
         return Err("bad metric name".into());
@@ -296,7 +294,9 @@ fn sample(line: &str) -> Result<Sample, String> {
             if !valid_label_name(lname) {
                 return Err("bad label name".into());
             }
-            let v = r[eq + 1..].strip_prefix('"').ok_or("label value not quoted")?;
+            let v = r[eq + 1..]
+                .strip_prefix('"')
+                .ok_or("label value not quoted")?;
             // The closing quote: the first `"` not escaped.
             let mut close = None;
             let mut esc = false;
@@ -359,7 +359,10 @@ mod tests {
             Kind::Counter,
             "Bytes \\ sent.\nSecond line.",
         );
-        f.push(&[("vmid", "100"), ("port", "a\"b\\c\nd")], Value::Uint(u64::MAX));
+        f.push(
+            &[("vmid", "100"), ("port", "a\"b\\c\nd")],
+            Value::Uint(u64::MAX),
+        );
         f.push(&[], Value::Uint(0));
         let mut g = Family::new("op_agent_g", Kind::Gauge, "G.");
         g.push(&[("x", "1")], Value::Float(f64::NAN));
@@ -410,7 +413,10 @@ mod tests {
         let head = "# HELP m M.\n# TYPE m gauge\n";
         let cases = [
             (format!("{head}m 1"), "line feed"),
-            (format!("{head}m{{a=\"x\"}} 1\nm{{a=\"x\"}} 2\n"), "repeated label set"),
+            (
+                format!("{head}m{{a=\"x\"}} 1\nm{{a=\"x\"}} 2\n"),
+                "repeated label set",
+            ),
             (format!("{head}m{{a=\"x\\q\"}} 1\n"), "bad escape"),
             (format!("{head}m{{a=x}} 1\n"), "not quoted"),
             (format!("{head}m{{a=\"x\" }} 1\n"), "expected"),

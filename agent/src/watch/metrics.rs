@@ -103,9 +103,9 @@ fn run(cfg: AgentConfig, path: PathBuf, stop: mpsc::Receiver<()>) {
 /// # Errors
 /// The `io::Error` of the step that failed; `InvalidInput` for a path without a file name.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name")
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -160,7 +160,9 @@ mod tests {
         let victim = d.path().join("victim");
         std::fs::write(&victim, "keep").unwrap();
         let p = d.path().join("op_agent.prom");
-        let tmp = d.path().join(format!(".op_agent.prom.tmp.{}", std::process::id()));
+        let tmp = d
+            .path()
+            .join(format!(".op_agent.prom.tmp.{}", std::process::id()));
         std::os::unix::fs::symlink(&victim, &tmp).unwrap();
         write_atomic(&p, b"a 1\n").unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
