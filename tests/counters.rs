@@ -180,7 +180,10 @@ fn status_json_and_metrics_count_a_1_mib_transfer() {
     for vmid in ["100", "101"] {
         let l = [("vmid", vmid), ("phase", "post-start")];
         assert_eq!(
-            find("op_agent_last_hook_outcome", &[l[0], l[1], ("outcome", "ok")]),
+            find(
+                "op_agent_last_hook_outcome",
+                &[l[0], l[1], ("outcome", "ok")]
+            ),
             Some(1.0),
             "{}",
             out.stdout_text()
