@@ -155,6 +155,19 @@ fn status_json_and_metrics_count_a_1_mib_transfer() {
     assert!(nic101.0 - before101.0 >= SENT, "vi101 rx {nic101:?}");
     assert!(nic100.1 <= k100.1 && nic101.0 <= k101.0);
     assert_eq!(sum100, nic100, "one NIC: the container's sum is its NIC");
+    // The table of `status --counters`: VMID NIC LINK RX-BYTES RX-PKTS TX-BYTES TX-PKTS.
+    let out = host.agent(&["status", "--counters"]);
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    let table = out.stdout_text();
+    let row: Vec<&str> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.len() == 7 && w[0] == "100" && w[2] == "vi100")
+        .unwrap_or_else(|| panic!("no vi100 counters row:\n{table}"));
+    assert!(
+        row[5].parse::<u64>().unwrap() >= before100.1 + SENT,
+        "{table}"
+    );
 
     let out = host.agent(&["metrics"]);
     assert_eq!(out.code(), Some(0), "{}", out.text());
