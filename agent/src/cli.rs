@@ -56,6 +56,9 @@ pub enum Command {
     Metrics(commands::metrics::MetricsArgs),
     /// JSON compatible with the old op-dbus query (`--plugin lxc`).
     Query(commands::query::QueryArgs),
+    /// Hand running containers' NICs back to PVE's names and Ports until their next start
+    /// (or `apply`).
+    Release(commands::release::ReleaseArgs),
     /// Remove stale Port rows op-agent owns.
     Gc(commands::gc::GcArgs),
     /// Netmaker mesh: join, status.
@@ -92,6 +95,7 @@ impl Command {
             Command::Metrics(_) => "metrics",
             Command::Query(_) => "query",
             Command::Gc(_) => "gc",
+            Command::Release(_) => "release",
             Command::Mesh(a) => match a.command {
                 MeshCommand::Join => "mesh join",
                 MeshCommand::Status { .. } => "mesh status",

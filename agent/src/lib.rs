@@ -28,6 +28,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod netlink;
 pub mod ovsdb;
+pub mod released;
 pub mod report;
 pub mod time;
 pub mod watch;
@@ -148,6 +149,10 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             log_warn();
             commands::query::check_plugin(&a)?;
             commands::query::run(&load()?).map(ok)
+        }
+        Command::Release(a) => {
+            log_warn();
+            commands::release::run(&a, &load()?)
         }
         Command::Gc(a) => {
             log_warn();

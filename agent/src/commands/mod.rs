@@ -17,6 +17,7 @@ pub mod import_state;
 pub mod mesh;
 pub mod metrics;
 pub mod query;
+pub mod release;
 pub mod status;
 pub mod watch;
 

@@ -38,7 +38,8 @@ pub struct NicStatus {
     pub bridge: Option<String>,
     /// The Port's tag, else the configured one.
     pub tag: Option<u16>,
-    /// `ok`, `drift`, `down` (container not running), `error` (config) or `mesh via <if>`.
+    /// `ok`, `drift`, `down` (container not running), `error` (config), `released` (handed back
+    /// to PVE by `op-agent release`) or `mesh via <if>`.
     pub state: String,
     /// The `check` lines of this NIC.
     pub drift: Vec<String>,
@@ -87,6 +88,7 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
         }
     };
     st.mode = d.network_type.as_str().to_string();
+    let released = crate::released::is_released(&cfg.toml.pve.root, vmid);
     let observed = inspect::observe(cfg, &d).await;
     let (obs, mesh) = match observed {
         Ok((t, o)) => {
@@ -117,6 +119,8 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
         let port = o.and_then(|o| o.target_port.as_ref().or(o.pve_port.as_ref()));
         let state = if !running {
             "down".to_string()
+        } else if released {
+            "released".to_string()
         } else if obs.is_none() {
             "unknown".to_string()
         } else if !lines.is_empty() {
