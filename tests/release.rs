@@ -6,7 +6,7 @@
 //! Root only (fails, never skips). Run:
 //! `cargo build -p pve-integration && cargo test --test release`.
 
-use op_testkit::{bridged_ip, PveConf, TestHost};
+use op_testkit::{bridged_ip, Nic, PveConf, TestHost};
 use std::time::{Duration, Instant};
 
 fn conf_net0(host: &TestHost, vmid: u32) -> String {
@@ -189,4 +189,48 @@ fn release_refuses_what_it_cannot_hand_back() {
     assert_eq!(out.code(), Some(64), "{}", out.text());
     let out = host.agent(&["release"]);
     assert_ne!(out.code(), Some(0), "{}", out.text());
+}
+
+#[test]
+fn release_changes_nothing_when_pves_bridge_is_gone() {
+    let host = TestHost::with_bridges("rel-br", &["ovsbr0", "ovsbr1"], &[]);
+    // PVE plugs net0 into ovsbr1; the container TOML moves it to ovsbr0.
+    host.write_pve_conf(
+        100,
+        PveConf::op_hook(100).nic(Nic::new(0, "ovsbr1").ip("10.10.0.101/24").tag(10)),
+    );
+    host.manage(
+        100,
+        "network_type = \"bridge\"\n[[nic]]\nnet = 0\nbridge = \"ovsbr0\"\n",
+    );
+    host.sim_ok(&["start", "100"]);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
+    host.vsctl_ok(&["del-br", "ovsbr1"]);
+
+    let out = host.agent(&["release", "100"]);
+    assert_eq!(out.code(), Some(69), "{}", out.text());
+    let err = out.stderr_text();
+    assert!(
+        err.contains("bridge 'ovsbr1' is neither a linux nor an OVS bridge")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    host.converged(100, "vi100", 10).unwrap();
+    let rows = host.audit_rows_for(100);
+    let last = rows.last().unwrap();
+    assert_eq!(
+        (
+            last.phase.as_str(),
+            last.step.as_str(),
+            last.outcome.as_str()
+        ),
+        ("release", "run.failed", "failed")
+    );
+    assert!(!rows
+        .iter()
+        .any(|r| r.phase == "release" && r.step == "run.intent"));
+    // Not left released: op-agent still manages it.
+    let st = host.agent(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&st.stdout_text()).unwrap();
+    assert_eq!(v["containers"][0]["nics"][0]["state"], "ok", "{v}");
 }

@@ -28,16 +28,22 @@ fn parse(text: &str) -> Option<u64> {
     text.trim().strip_prefix("monitor=")?.parse().ok()
 }
 
-/// True when `vmid` is released: its marker names the monitor that runs it now.
+/// True when `vmid` is released: its marker names the monitor that runs it now. A marker of
+/// an earlier monitor (the container was started again) is removed.
 pub fn is_released(root: &Path, vmid: Vmid) -> bool {
-    let Ok(text) = std::fs::read_to_string(marker_path(root, vmid)) else {
+    let path = marker_path(root, vmid);
+    let Ok(text) = std::fs::read_to_string(&path) else {
         return false;
     };
     match (
         parse(&text),
         pve_integration::running::monitor_instance(root, vmid),
     ) {
-        (Some(a), Some(b)) => a == b,
+        (Some(a), Some(b)) if a == b => true,
+        (_, Some(_)) => {
+            let _ = std::fs::remove_file(&path);
+            false
+        }
         _ => false,
     }
 }
@@ -96,8 +102,17 @@ mod tests {
         // The next start: a new monitor, a new socket.
         drop(l);
         assert!(!is_released(dir.path(), v));
+        assert!(
+            marker_path(dir.path(), v).exists(),
+            "kept while not running"
+        );
         let _l = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
         assert!(!is_released(dir.path(), v), "a stale marker");
+        assert!(
+            !marker_path(dir.path(), v).exists(),
+            "a stale marker is removed"
+        );
+        mark(dir.path(), v).unwrap();
         assert!(clear(dir.path(), v).unwrap());
         assert!(!clear(dir.path(), v).unwrap());
     }

@@ -18,9 +18,12 @@
 //! Under PVE's config lock of the container (what `pct set` takes) and op-agent's per-vmid
 //! lock, within `[hook] deadline_ms`; the release marker is written before the first change,
 //! so a `watch` run started meanwhile finds every NIC skipped. Audit rows (`phase` =
-//! `release`): `run.intent`, `release.rename`, `release.add-port`, `release.link-down`. When a
-//! step fails, the marker is removed and the container converged again by op-agent (audit
-//! `phase` = `release`), so it is never left half PVE's, half op-agent's.
+//! `release`): `run.intent`, `release.rename`, `release.add-port` (`release.del-port` for a
+//! NIC without a Port to put back). What would make a step fail (PVE's name taken, PVE's bridge
+//! neither an OVS nor a Linux bridge, OVSDB unreachable) is refused before the first change,
+//! with a `run.failed` row. When a step fails all the same, the marker is removed and the
+//! container converged again by op-agent (audit `phase` = `release`), so it is never left half
+//! PVE's, half op-agent's.
 
 use super::CommandResult;
 use crate::audit::{AuditLog, AuditOptions, Outcome};
@@ -28,6 +31,7 @@ use crate::config::AgentConfig;
 use crate::desired::{Desired, NicMode};
 use crate::engine::observed::{ObservedNic, ObservedPort};
 use crate::engine::ownership::DelGuard;
+use crate::engine::plan::PlanError;
 use crate::engine::rollback::{hand_back, record_rollback, Undo};
 use crate::engine::{self, observe, Deadline, Host, Job, Managed, Phase, RunError, RunOptions};
 use crate::exit::ExitCode;
@@ -149,12 +153,30 @@ fn release_one(cfg: &AgentConfig, v: Vmid) -> Result<Vec<String>, Failure> {
     let rt = inspect::runtime().map_err(run_err)?;
     let mut rec = Recorder::new(v.get(), "release", Some(audit), started);
     let result = rt.block_on(hand_back_all(cfg, &d, &pve, deadline, &mut rec));
-    let failed = rec.has_failed() || result.is_err();
+    if let (Err(e), false) = (&result, rec.has_failed()) {
+        // Refused or unreachable before the first change (hand_back_all returns no error
+        // after it): the marker goes, the NICs are as they were.
+        rec.outcome(
+            "run.failed",
+            Outcome::Failed,
+            json!({"error": e.to_string(), "exit": e.code().code()}),
+        );
+    }
+    let mid_failure = result.is_ok() && rec.has_failed();
     let finished = rec.finish();
     drop(rec);
-    if !failed {
+    let lines = match result {
+        Ok(lines) => lines,
+        Err(e) => {
+            let _ = crate::released::clear(root, v);
+            return Err(Failure::new(
+                e.code(),
+                format!("not released: {e}; nothing was changed"),
+            ));
+        }
+    };
+    if !mid_failure {
         finished.map_err(|e| Failure::new(ExitCode::AuditIo, e.to_string()))?;
-        let lines = result.map_err(run_err)?;
         return Ok(if lines.is_empty() {
             vec!["released (no NIC had op-agent's name)".into()]
         } else {
@@ -162,10 +184,6 @@ fn release_one(cfg: &AgentConfig, v: Vmid) -> Result<Vec<String>, Failure> {
         });
     }
     // Half PVE's, half op-agent's is the one state nobody can work with: back to op-agent's.
-    let why = match result {
-        Err(e) => e.to_string(),
-        Ok(_) => "a step failed (see op-agent audit log)".into(),
-    };
     let _ = crate::released::clear(root, v);
     drop(lock);
     let job = Job {
@@ -175,17 +193,17 @@ fn release_one(cfg: &AgentConfig, v: Vmid) -> Result<Vec<String>, Failure> {
         started: None,
     };
     let back = engine::converge_noted(cfg, &job, &[], RunOptions::default());
-    let code = match &back.result {
-        Ok(_) => ExitCode::Failed,
-        Err(e) => e.code(),
-    };
-    Err(Failure::new(
-        code,
-        match back.result {
-            Ok(_) => format!("not released: {why}; op-agent's plumbing is back"),
-            Err(e) => format!("not released: {why}; converging back failed too: {e}"),
-        },
-    ))
+    let why = "a step failed (op-agent audit log shows which)";
+    match back.result {
+        Ok(_) => Err(Failure::new(
+            ExitCode::Failed,
+            format!("not released: {why}; op-agent's plumbing is back"),
+        )),
+        Err(e) => Err(Failure::new(
+            e.code(),
+            format!("not released: {why}; converging back failed too: {e}"),
+        )),
+    }
 }
 
 /// The Port PVE's `tap_plug` makes for `veth` from the PVE conf's `net`, with `mtu` the
@@ -222,32 +240,46 @@ async fn hand_back_all(
             !matches!(nic.mode, NicMode::Skip(_)) && o.target_link.as_ref().is_some_and(|t| t.ours)
         })
         .collect();
-    let plan: Vec<String> = todo
-        .iter()
-        .map(|(nic, _)| format!("net{} {} -> {}", nic.net, nic.name, nic.pve_veth))
-        .collect();
-    rec.intent("run.intent", &json!({ "release": plan }))
-        .map_err(RunError::AuditBefore)?;
-    let mut lines = Vec::new();
+    // Everything that would make a step fail is refused before the first change.
+    let mut checked = Vec::new();
     for (nic, o) in todo {
         let n = nic.net.get();
-        let (name, veth) = (nic.name.as_str(), nic.pve_veth.as_str());
+        let refuse = |m: String| Err(RunError::Plan(PlanError::Refused(format!("net{n}: {m}"))));
         if o.pve_link.is_some() {
-            rec.outcome(
-                "release.rename",
-                Outcome::Failed,
-                json!({"net": n, "from": name, "to": veth, "error": format!("a link named {veth} exists already")}),
-            );
-            continue;
+            return refuse(format!("a link named {} exists already", nic.pve_veth));
         }
         let Some(net) = pve.nets.get(&n) else {
-            continue;
+            return refuse("not in the PVE conf".into());
         };
         let bridge = match &net.bridge {
             Some(b) => host.link(b.as_str()).await?,
             None => None,
         };
         let linux_bridge = bridge.as_ref().and_then(|b| b.kind.as_deref()) == Some("bridge");
+        if let Some(b) = net
+            .bridge
+            .as_ref()
+            .filter(|_| !net.link_down && !linux_bridge)
+        {
+            if !obs.ovs_bridges.contains(b.as_str()) {
+                // pve-common tap_plug's own refusal.
+                return Err(RunError::Plan(PlanError::Unavailable(format!(
+                    "net{n}: bridge '{b}' is neither a linux nor an OVS bridge"
+                ))));
+            }
+        }
+        checked.push((nic, o, net, bridge, linux_bridge));
+    }
+    let plan: Vec<String> = checked
+        .iter()
+        .map(|(nic, ..)| format!("net{} {} -> {}", nic.net, nic.name, nic.pve_veth))
+        .collect();
+    rec.intent("run.intent", &json!({ "release": plan }))
+        .map_err(RunError::AuditBefore)?;
+    let mut lines = Vec::new();
+    for (nic, o, net, bridge, linux_bridge) in checked {
+        let n = nic.net.get();
+        let (name, veth) = (nic.name.as_str(), nic.pve_veth.as_str());
         if net.link_down || linux_bridge || net.bridge.is_none() {
             // No Port to put back: only the name (a Linux bridge keeps its master, a
             // link_down NIC stays down); op-agent's Port, if any, goes first.
@@ -309,4 +341,34 @@ async fn hand_back_all(
         lines.push(format!("net{n} {name} -> {veth}{desc}"));
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pve_integration::{IfName, NetIndex, VlanTag};
+
+    #[test]
+    fn pves_port_is_tap_plugs() {
+        let mut net = NetConf::new(NetIndex::new(0).unwrap(), "eth0");
+        assert_eq!(pve_port("veth100i0", &net, Some(1500)), None, "no bridge");
+        net.bridge = Some(IfName::new("ovsbr0").unwrap());
+        net.tag = VlanTag::new(10);
+        let p = pve_port("veth100i0", &net, Some(9000)).unwrap();
+        assert_eq!(
+            (
+                p.name.as_str(),
+                p.bridge.as_deref(),
+                p.tag,
+                p.vlan_mode.as_deref()
+            ),
+            ("veth100i0", Some("ovsbr0"), Some(10), None)
+        );
+        assert_eq!(p.mtu_request, Some(9000));
+        assert!(p.external_ids.is_empty(), "no op-agent marks");
+        net.trunks = vec![VlanTag::new(20).unwrap(), VlanTag::new(30).unwrap()];
+        let p = pve_port("veth100i0", &net, None).unwrap();
+        assert_eq!(p.trunks, vec![20, 30]);
+        assert_eq!(p.vlan_mode.as_deref(), Some("native-untagged"));
+    }
 }
