@@ -233,27 +233,37 @@ fn watch_writes_the_textfile_at_once_and_replaces_it_atomically() {
     let dir = host.root().join("var/lib/prometheus/node-exporter");
     std::fs::create_dir_all(&dir).unwrap();
     let prom = dir.join("op_agent.prom");
-    host.write_agent_toml(&format!(
-        "[metrics]\ntextfile = \"{}\"\ninterval_s = 0.1\n",
-        prom.display()
-    ));
+    let textfile = |interval_s: f64| {
+        host.write_agent_toml(&format!(
+            "[metrics]\ntextfile = \"{}\"\ninterval_s = {interval_s}\n",
+            prom.display()
+        ))
+    };
     host.manage_bridged(100, PveConf::bridged(100, 10));
     host.sim_ok_text(&["start", "100"]);
     host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
 
+    // With interval_s = 2 the file is there before 2 s: written at start, not after a period.
+    textfile(2.0);
     let t = Instant::now();
     let mut w = host.spawn_watch(&[]);
     while !prom.exists() {
         assert!(
-            t.elapsed() < Duration::from_secs(3),
-            "no {} 3 s after the watch started:\n{}",
+            t.elapsed() < Duration::from_secs(2),
+            "no {} within interval_s (2 s) of the watch's start:\n{}",
             prom.display(),
             w.log_text()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
     eprintln!("textfile there {} ms after spawn", t.elapsed().as_millis());
+    let first = std::fs::read_to_string(&prom).unwrap();
+    text::parse(&first).unwrap();
+    assert!(w.stop().is_some_and(|s| s.success()), "{}", w.log_text());
 
+    // Rewritten every 0.1 s while read in a tight loop.
+    textfile(0.1);
+    let mut w = host.spawn_watch(&[]);
     let (reads, texts) = read_while_rewritten(&prom, Duration::from_secs(3));
     eprintln!("{reads} whole reads of {texts} distinct texts in 3 s");
     assert!(reads > 100, "{reads} reads");
