@@ -15,7 +15,8 @@
 //! - `op_agent_last_hook_timestamp_seconds{vmid,phase}` (gauge): when that run started;
 //! - `op_agent_watch_repairs_total{vmid}` and `op_agent_watch_repair_failures_total{vmid}`
 //!   (counter): the watch service's runs that changed something, and those that failed,
-//!   counted from the audit rows (so they survive a restart of the service);
+//!   counted from the audit rows (so they survive a restart of the service), 0 for a running
+//!   managed container that had none;
 //! - `op_agent_metrics_timestamp_seconds` (gauge, last): when this text was made.
 
 pub mod audit;
@@ -157,8 +158,18 @@ pub fn render(cts: &[ContainerCounters], tally: Option<&AuditTally>, now: f64) -
             Kind::Counter,
             "Runs of the watch service for the container that failed (audit phase watch runs with a failed row).",
         );
-        for (vmid, r) in &t.repairs {
-            let vmid = vmid.to_string();
+        // Every running managed container has the two series (0 until its first repair), so
+        // that `increase()` over them starts from a known value.
+        let none = audit::Repairs::default();
+        let vmids: std::collections::BTreeSet<u32> = t
+            .repairs
+            .keys()
+            .copied()
+            .chain(cts.iter().map(|c| c.vmid))
+            .collect();
+        for v in vmids {
+            let r = t.repairs.get(&v).unwrap_or(&none);
+            let vmid = v.to_string();
             rep.push(&[("vmid", &vmid)], Value::Uint(r.started));
             fail.push(&[("vmid", &vmid)], Value::Uint(r.failed));
         }
@@ -264,6 +275,19 @@ mod tests {
             let w: Vec<&str> = l.split(' ').collect();
             assert_eq!(w[3] == "counter", w[2].ends_with("_total"), "{l}");
         }
+        // A running container without watch rows has zeros.
+        let out0 = render(
+            &[ContainerCounters {
+                vmid: 101,
+                nics: Vec::new(),
+            }],
+            Some(&t),
+            0.0,
+        );
+        let s0 = text::parse(&out0).unwrap();
+        assert!(s0.iter().any(|x| x.name == "op_agent_watch_repairs_total"
+            && x.label("vmid") == Some("101")
+            && x.value == 0.0));
         // Without the audit log: readable 0 and no audit family.
         let out = render(&cts, None, 0.0);
         let s = text::parse(&out).unwrap();
