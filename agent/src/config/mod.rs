@@ -11,7 +11,9 @@ use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod metrics;
 mod safe_read;
+pub use metrics::MetricsSection;
 pub use safe_read::{check_owner_mode, read_checked};
 
 /// Default location of the agent configuration.
@@ -191,6 +193,7 @@ pub struct AgentToml {
     pub audit: AuditSection,
     pub pve: PveSection,
     pub mesh: MeshSection,
+    pub metrics: MetricsSection,
 }
 
 /// The agent configuration plus where it came from.

@@ -26,6 +26,8 @@
 //!   audit `phase` = `watch`), retrying a failed container with backoff (250 ms doubling to
 //!   4 s, 6 attempts); it takes the per-vmid lock the hooks take ([`crate::engine::converge`]),
 //!   so a hook and the service never work on one container at once;
+//! - [`metrics`]: with `[metrics] textfile` in agent.toml, writes the text of `op-agent metrics`
+//!   there every `interval_s`, replacing the file atomically;
 //! - exits 0 on SIGTERM or SIGINT after the run in progress (itself bounded by
 //!   `[hook] deadline_ms`).
 //!
@@ -35,6 +37,7 @@
 pub mod conf;
 pub mod decide;
 pub mod links;
+pub mod metrics;
 pub mod ovsdb_monitor;
 pub mod worker;
 
@@ -90,8 +93,13 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
     // process.
     conf::spawn(cfg.clone(), opts.conf.clone(), tx.clone())
         .map_err(|e| format!("cannot start the conf watch thread: {e}"))?;
+    let textfile = metrics::spawn(&cfg)
+        .map_err(|e| format!("cannot start the metrics textfile thread: {e}"))?;
     let rt = inspect::runtime().map_err(|e| e.to_string())?;
     let r = rt.block_on(event_loop(&cfg, &opts, tx.clone()));
+    if let Some(t) = textfile {
+        t.stop(Duration::from_secs(3));
+    }
     let _ = tx.send(Job::Stop);
     drop(rt);
     // The run in progress is bounded by [hook] deadline_ms; wait that long plus a margin.
