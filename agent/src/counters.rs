@@ -173,6 +173,7 @@ mod tests {
             trunks: Vec::new(),
             hwaddr: None,
             link_down: false,
+            rate: None,
             mode: NicMode::Plug,
         }
     }
