@@ -53,6 +53,12 @@ pub struct Link {
     pub mtu: Option<u32>,
     /// IFLA_IFALIAS (free text set by whoever configured the link).
     pub alias: Option<String>,
+    /// IFLA_LINK: ifindex of the other end (a veth's peer), in the namespace of
+    /// [`Link::peer_netnsid`] when that is set.
+    pub peer_index: Option<u32>,
+    /// IFLA_LINK_NETNSID: set when the other end is in another network namespace (a
+    /// container's end of its veth).
+    pub peer_netnsid: Option<i32>,
 }
 
 impl Link {
@@ -66,6 +72,8 @@ impl Link {
             mac: None,
             mtu: None,
             alias: None,
+            peer_index: None,
+            peer_netnsid: None,
         };
         for attr in &m.attributes {
             match attr {
@@ -73,6 +81,8 @@ impl Link {
                 LinkAttribute::Controller(i) => link.master = Some(*i),
                 LinkAttribute::Mtu(v) => link.mtu = Some(*v),
                 LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
+                LinkAttribute::Link(i) => link.peer_index = Some(*i),
+                LinkAttribute::LinkNetNsId(id) => link.peer_netnsid = Some(*id),
                 LinkAttribute::Address(a) if a.len() == 6 => {
                     link.mac = Some(
                         a.iter()
@@ -197,6 +207,24 @@ impl Netlink {
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, NetlinkError> {
         let req = self.handle.link().get().match_index(index);
         first_link(req, format!("#{index}")).await
+    }
+
+    /// The name of `link`'s other end when it is in another namespace (`RTM_GETLINK` of
+    /// [`Link::peer_index`] with `IFLA_TARGET_NETNSID` = [`Link::peer_netnsid`], Linux ≥
+    /// 4.20); `None` when the peer is in this namespace, unknown, or cannot be read there.
+    pub async fn peer_name(&self, link: &Link) -> Option<String> {
+        let (Some(index), Some(nsid)) = (link.peer_index, link.peer_netnsid) else {
+            return None;
+        };
+        let mut req = self.handle.link().get().match_index(index);
+        req.message_mut()
+            .attributes
+            .push(LinkAttribute::IfNetnsId(nsid));
+        first_link(req, format!("#{index}@{nsid}"))
+            .await
+            .ok()
+            .flatten()
+            .map(|l| l.name)
     }
 
     /// Every link of the namespace (one `RTM_GETLINK` dump).

@@ -40,7 +40,7 @@ pub mod sim;
 
 pub use conf::{parse_conf, read_conf, ConfError, ConfErrorKind, PveConf};
 pub use ids::{NetIndex, Vmid, VmidError, MAX_NET_INDEX};
-pub use names::{is_pve_device_name, FwNames, HostVeth, VethTooLong};
+pub use names::{is_lxc_setup_peer_name, is_pve_device_name, FwNames, HostVeth, VethTooLong};
 pub use net::{
     ovs_vlan_mode, IfName, IfNameError, MacAddr, MacAddrError, NetConf, VlanTag, IFNAME_MAX,
 };

@@ -157,6 +157,17 @@ pub fn is_pve_device_name(name: &str) -> bool {
     })
 }
 
+/// Whether `peer`, the name of the container's end of a host veth, is still LXC's: LXC creates
+/// that end as `vethXXXXXX` (lxc `src/lxc/network.c` `instantiate_veth`, `lxc_ifname_alnum`
+/// template) directly in the container's namespace and the container renames it to
+/// `lxc.net.N.name` (PVE's `name=`, e.g. `eth0`) only after the host end's
+/// `lxc.net.N.script.up` (PVE's `lxcnetaddbr`) has returned. Until then that script may still
+/// work on the host end by its name, so op-agent must not rename it. (A guest NIC that PVE's
+/// `name=` itself calls `veth…` reads as "still LXC's": op-agent then waits for its bound.)
+pub fn is_lxc_setup_peer_name(peer: &str) -> bool {
+    peer.starts_with("veth")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -388,6 +388,8 @@ impl FakeLink {
             mac: None,
             mtu: self.mtu,
             alias: self.alias.clone(),
+            peer_index: None,
+            peer_netnsid: None,
         }
     }
 }
@@ -430,6 +432,10 @@ impl Links for Fake {
             .await?;
         self.with_link(link.index, |l| l.up = true)
             .ok_or_else(|| nl_err("up", &link.name))
+    }
+
+    async fn peer_name(&self, _link: &Link) -> Option<String> {
+        None
     }
 
     async fn clear_qdiscs(&self, link: &Link) -> Result<u8, NetlinkError> {

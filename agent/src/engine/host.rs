@@ -29,6 +29,9 @@ pub trait Links {
     async fn set_down(&self, link: &Link) -> Result<(), NetlinkError>;
     /// Sets IFF_UP.
     async fn set_up(&self, link: &Link) -> Result<(), NetlinkError>;
+    /// The name of the other end of `link` when it is in another namespace
+    /// ([`Netlink::peer_name`]).
+    async fn peer_name(&self, link: &Link) -> Option<String>;
     /// Deletes the root and ingress qdiscs ([`Netlink::clear_qdiscs`]); how many there were.
     async fn clear_qdiscs(&self, link: &Link) -> Result<u8, NetlinkError>;
     /// Renames `link` to `new_name`, sets IFLA_IFALIAS to `alias` and, when `up`, IFF_UP, in
@@ -92,6 +95,9 @@ impl Links for Netlink {
     }
     async fn clear_qdiscs(&self, link: &Link) -> Result<u8, NetlinkError> {
         Netlink::clear_qdiscs(self, link).await
+    }
+    async fn peer_name(&self, link: &Link) -> Option<String> {
+        Netlink::peer_name(self, link).await
     }
     async fn rename(
         &self,

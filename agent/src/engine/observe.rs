@@ -40,6 +40,7 @@ pub fn link_of(l: Link, vmid: u32, net: u8) -> ObservedLink {
         AliasOwner::Foreign => (false, None),
     };
     ObservedLink {
+        in_setup: false,
         other_owner,
         ours,
         index: l.index,
@@ -82,7 +83,19 @@ pub async fn observe<L: Links, V: Vswitch>(
     };
     let links = futures_util::future::try_join_all(d.nics.iter().map(|nic| async move {
         let (pve, target, bridge) = tokio::try_join!(
-            host.link(&nic.pve_veth),
+            async {
+                let l = host.link(&nic.pve_veth).await?;
+                let setup = match &l {
+                    Some(l) if l.kind.as_deref() == Some("veth") && l.peer_netnsid.is_some() => {
+                        host.nl
+                            .peer_name(l)
+                            .await
+                            .is_some_and(|p| pve_integration::is_lxc_setup_peer_name(&p))
+                    }
+                    _ => false,
+                };
+                Ok::<_, RunError>(l.map(|l| (l, setup)))
+            },
             host.link(nic.name.as_str()),
             async {
                 match &nic.bridge {
@@ -113,7 +126,10 @@ pub async fn observe<L: Links, V: Vswitch>(
     for (nic, (pve, target, bridge)) in d.nics.iter().zip(links) {
         let n = nic.net.get();
         let mut o = ObservedNic {
-            pve_link: pve.map(|l| link_of(l, vmid, n)),
+            pve_link: pve.map(|(l, in_setup)| ObservedLink {
+                in_setup,
+                ..link_of(l, vmid, n)
+            }),
             target_link: target.map(|l| link_of(l, vmid, n)),
             pve_port: snap.ports.get(&nic.pve_veth).cloned().map(port_of),
             target_port: snap.ports.get(nic.name.as_str()).cloned().map(port_of),

@@ -22,6 +22,9 @@ pub struct ObservedLink {
     /// op-agent's alias when it marks the link as another container's or NIC's
     /// (`op-agent vm-id=102 net=0`).
     pub other_owner: Option<String>,
+    /// A veth whose container end still has LXC's name ([`pve_integration::is_lxc_setup_peer_name`]):
+    /// LXC and PVE's `lxcnetaddbr` are still setting it up.
+    pub in_setup: bool,
 }
 
 /// A Port (with its single Interface) as observed in OVSDB.

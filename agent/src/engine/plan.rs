@@ -444,6 +444,13 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
         }
         match (&o.pve_link, &o.target_link) {
             (Some(l), t) => {
+                if l.in_setup {
+                    return Err(PlanError::Missing(format!(
+                        "net{}: LXC is still setting up {} (the container's end is not named yet); \
+                         it is converged once the container runs",
+                        nic.net, l.name
+                    )));
+                }
                 if l.kind.as_deref() != Some("veth") {
                     return Err(PlanError::Refused(format!(
                         "net{}: {} is a {} device, not a veth; it is left alone",

@@ -78,7 +78,8 @@ pub async fn resync(
 }
 
 /// Waits until `name` (ifindex `index`) is plugged: an OVS Port of that name whose Interface
-/// ovs-vswitchd has processed (ofport or error set), or a master. `false` when the link went
+/// ovs-vswitchd has processed (ofport or error set), or a master, and handed over by LXC (the
+/// container's end no longer has LXC's `veth…` name: [`handed_over`]). `false` when the link went
 /// away or changed its name meanwhile (nothing to do); `true` after `limit` as well (a
 /// `link_down=1` NIC is never plugged).
 async fn wait_plugged(
@@ -91,23 +92,39 @@ async fn wait_plugged(
     let deadline = Instant::now() + limit;
     let ovs = Client::connect(socket, limit).await.ok();
     loop {
-        match nl.link_by_name(name).await {
+        let link = match nl.link_by_name(name).await {
             Ok(None) => return false,
             Ok(Some(l)) if l.index != index => return false,
-            Ok(Some(l)) if l.master.is_some() => return true,
-            _ => {}
-        }
-        if let Some(c) = &ovs {
-            if let Ok(Some((ofport, error))) = c.interface_status(name).await {
-                if ofport.is_some() || error.is_some() {
-                    return true;
+            Ok(l) => l,
+            Err(_) => None,
+        };
+        let mut plugged = link.as_ref().is_some_and(|l| l.master.is_some());
+        if !plugged {
+            if let Some(c) = &ovs {
+                if let Ok(Some((ofport, error))) = c.interface_status(name).await {
+                    plugged = ofport.is_some() || error.is_some();
                 }
             }
+        }
+        if plugged && handed_over(nl, link.as_ref()).await {
+            return true;
         }
         if Instant::now() >= deadline {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// False while the container's end of veth `l` still has LXC's name: LXC and PVE's
+/// `lxcnetaddbr` are still working on `l` by its name ([`pve_integration::is_lxc_setup_peer_name`]).
+async fn handed_over(nl: &Netlink, l: Option<&Link>) -> bool {
+    match l {
+        Some(l) if l.kind.as_deref() == Some("veth") && l.peer_netnsid.is_some() => !nl
+            .peer_name(l)
+            .await
+            .is_some_and(|p| pve_integration::is_lxc_setup_peer_name(&p)),
+        _ => true,
     }
 }
 

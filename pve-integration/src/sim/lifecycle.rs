@@ -25,9 +25,12 @@ impl Sim {
         (state, pid)
     }
 
-    /// `pct start` (pve-container `vm_start`): writes the LXC config, runs the pre-start
-    /// hookscript (its failure aborts), `lxc-start`, waits for RUNNING, runs post-start.
+    /// `pct start` (pve-container `src/PVE/API2/LXC/Status.pm` `vm_start`: all of it under
+    /// `PVE::LXC::Config->lock_config`, then `PVE::LXC::vm_start`): writes the LXC config,
+    /// runs the pre-start hookscript (its failure aborts), `lxc-start`, waits for RUNNING
+    /// (`monitor_start`), runs post-start; the config lock is released after post-start.
     pub fn start(&self, vmid: Vmid) -> Res<()> {
+        let _lock = self.lock_config(vmid)?;
         let conf = self.conf(vmid)?;
         if running::is_running(&self.root, vmid) {
             return Err(format!("CT {vmid} already running"));
@@ -61,9 +64,11 @@ impl Sim {
         self.exec_hookscript(&conf, vmid, "post-start", false)
     }
 
-    /// `pct stop` (pve-container `vm_stop`): pre-stop hookscript, `lxc-stop -k`, then waits for
+    /// `pct stop` (pve-container `src/PVE/API2/LXC/Status.pm` `vm_stop`, under
+    /// `lock_config` as `vm_start`): pre-stop hookscript, `lxc-stop -k`, then waits for
     /// the lxc monitor to exit (the post-stop step has run then; it is run here if it did not).
     pub fn stop(&self, vmid: Vmid) -> Res<()> {
+        let _lock = self.lock_config(vmid)?;
         if !running::is_running(&self.root, vmid) {
             return Err(format!("CT {vmid} not running"));
         }
@@ -131,7 +136,7 @@ impl Sim {
                         .args(["-l", "INFO"]),
                     Duration::from_secs(60),
                 )
-                .map_err(|e| format!("restart of CT {vmid} failed: {e}"))?;
+                .map_err(|e| format!("restart of CT {vmid} failed: {e}{}", log_errors(&log)))?;
             }
             if Instant::now() >= deadline {
                 return Err(format!(
@@ -188,8 +193,11 @@ impl Sim {
 /// a failed start says why in its one line, as PVE's task log does.
 fn log_errors(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let errors: Vec<&str> = text.lines().filter(|l| l.contains(" ERROR ")).collect();
-    let last = &errors[errors.len().saturating_sub(3)..];
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect();
+    let last = &errors[errors.len().saturating_sub(12)..];
     match last.is_empty() {
         true => String::new(),
         false => format!("; lxc: {}", last.join(" | ")),

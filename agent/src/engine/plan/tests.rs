@@ -39,6 +39,7 @@ fn veth(name: &str, index: u32) -> ObservedLink {
         master: None,
         ours: false,
         other_owner: None,
+        in_setup: false,
     }
 }
 
@@ -544,4 +545,25 @@ fn rate_clears_pves_qdiscs_then_plugs_with_ovs_qos() {
     assert!(port_matches(&have, want));
     have.policing_kbits = Some(0);
     assert!(!port_matches(&have, want));
+}
+
+#[test]
+fn a_veth_lxc_is_still_setting_up_is_left_alone() {
+    let d = desired(vec![net(0, "ovsbr0", Some(10))], "");
+    let mut l = veth("veth100i0", 7);
+    l.in_setup = true;
+    let obs = Observed {
+        nics: vec![ObservedNic {
+            pve_link: Some(l),
+            pve_port: Some(pve_port("veth100i0")),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let e = plan_post_start(&d, &obs).unwrap_err();
+    assert!(matches!(e, PlanError::Missing(_)), "{e}");
+    assert!(
+        e.to_string().contains("LXC is still setting up veth100i0"),
+        "{e}"
+    );
 }
