@@ -36,6 +36,7 @@
 
 pub mod conf;
 pub mod decide;
+pub mod heap;
 pub mod links;
 pub mod metrics;
 pub mod ovsdb_monitor;
@@ -82,6 +83,7 @@ impl Default for WatchOptions {
 /// Runs the service until SIGTERM/SIGINT. Returns `Ok` on a clean stop; errors (no netlink
 /// socket, no signal handler, no runtime) are one line.
 pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
+    heap::limit_arenas();
     let (tx, rx) = mpsc::channel::<Job>();
     let wcfg = cfg.clone();
     let lock_wait = opts.conf.lock_timeout;

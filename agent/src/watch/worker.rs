@@ -155,12 +155,16 @@ pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>, pve_lock: Duration) {
             .filter(|(_, p)| p.due <= now)
             .map(|(v, _)| *v)
             .collect();
+        let ran = !due.is_empty();
         for v in due {
             if let Some(p) = pending.remove(&v) {
                 if let Some(retry) = run_one(&cfg, v, p, &mut budget, pve_lock) {
                     pending.entry(v).or_insert(retry);
                 }
             }
+        }
+        if ran {
+            super::heap::trim();
         }
     }
 }
