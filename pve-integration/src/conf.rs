@@ -424,7 +424,10 @@ lxc.net.0.mtu = 1000
         assert_eq!(c.pending["hookscript"], "local:snippets/x");
         assert!(err("[pve:pending]\nmemory: 1\nmemory: 2\n").contains("duplicate key"));
         let c = parse("[a]\n[snap]x\n").unwrap();
-        assert!(c.snapshots.is_empty(), "one-letter snapshot names do not match PVE's regex");
+        assert!(
+            c.snapshots.is_empty(),
+            "one-letter snapshot names do not match PVE's regex"
+        );
         assert_eq!(c.ignored.len(), 2);
     }
 
@@ -439,7 +442,10 @@ lxc.net.0.mtu = 1000
              [PVE:PENDING]\nHostname: x\n",
         )
         .unwrap();
-        assert!(!c.options.contains_key("arch"), "PVE drops the BOM line too");
+        assert!(
+            !c.options.contains_key("arch"),
+            "PVE drops the BOM line too"
+        );
         assert_eq!(c.nets.keys().copied().collect::<Vec<_>>(), vec![1]);
         let lines: Vec<String> = c.ignored.iter().map(|e| e.to_string()).collect();
         assert_eq!(lines.len(), 5, "{lines:?}");

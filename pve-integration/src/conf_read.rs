@@ -127,7 +127,10 @@ mod tests {
         );
         assert_eq!(h("\u{feff}hookscript: local:snippets/op-hook\n"), None);
         assert_eq!(h("HOOKSCRIPT: local:snippets/op-hook\n"), None);
-        assert_eq!(h("net0: bogus\nhookscript: a:b\nhookscript: c:d\n").as_deref(), Some("c:d"));
+        assert_eq!(
+            h("net0: bogus\nhookscript: a:b\nhookscript: c:d\n").as_deref(),
+            Some("c:d")
+        );
         assert!(is_op_hook("local:snippets/op-hook"));
         assert!(is_op_hook("cephfs-1:snippets/op-hook"));
         assert!(!is_op_hook("local:snippets/other"));

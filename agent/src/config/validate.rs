@@ -104,27 +104,40 @@ mod tests {
     #[test]
     fn relative_paths_are_refused_with_file_line_and_field() {
         assert_eq!(check(""), Ok(()));
-        let e = check("[hook]\ndeadline_ms = 5000\n[audit]\ndatabase = \"audit.db\"\n").unwrap_err();
+        let e =
+            check("[hook]\ndeadline_ms = 5000\n[audit]\ndatabase = \"audit.db\"\n").unwrap_err();
         assert_eq!(
             e,
             "/etc/op-agent/agent.toml:4: [audit] database: \"audit.db\" is a relative path: it \
              would depend on each caller's working directory; write an absolute path"
         );
         let e = check("[ovsdb]\nsocket = \"run/db.sock\"\n").unwrap_err();
-        assert!(e.starts_with("/etc/op-agent/agent.toml:2: [ovsdb] socket: "), "{e}");
+        assert!(
+            e.starts_with("/etc/op-agent/agent.toml:2: [ovsdb] socket: "),
+            "{e}"
+        );
         let e = check("pve.root = \"\"\n").unwrap_err();
-        assert!(e.starts_with("/etc/op-agent/agent.toml:1: [pve] root: "), "{e}");
+        assert!(
+            e.starts_with("/etc/op-agent/agent.toml:1: [pve] root: "),
+            "{e}"
+        );
     }
 
     #[test]
     fn limits_that_leave_no_time_are_refused() {
         let e = check("[hook]\ndeadline_ms = 0\n").unwrap_err();
-        assert!(e.starts_with("/etc/op-agent/agent.toml:2: [hook] deadline_ms: 0 is out of range"), "{e}");
+        assert!(
+            e.starts_with("/etc/op-agent/agent.toml:2: [hook] deadline_ms: 0 is out of range"),
+            "{e}"
+        );
         assert!(check("[hook]\ndeadline_ms = 999\n").is_err());
         assert!(check("[hook]\ndeadline_ms = 18446744073709551615\n").is_err());
         assert!(check("[hook]\ndeadline_ms = 1000\n").is_ok());
         let e = check("[ovsdb]\n# wait\ntimeout_ms = 0\n").unwrap_err();
-        assert!(e.starts_with("/etc/op-agent/agent.toml:3: [ovsdb] timeout_ms: 0 is below 100"), "{e}");
+        assert!(
+            e.starts_with("/etc/op-agent/agent.toml:3: [ovsdb] timeout_ms: 0 is below 100"),
+            "{e}"
+        );
         assert!(check("[ovsdb]\ntimeout_ms = 100\n").is_ok());
     }
 }

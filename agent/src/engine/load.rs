@@ -76,7 +76,11 @@ impl Managed {
             .map_err(|e| {
                 ConfigError::file(path, format!("{} ({})", e.kind, e.key)).at_line(e.line)
             })?;
-        if !pve.hookscript.as_deref().is_some_and(pve_integration::is_op_hook) {
+        if !pve
+            .hookscript
+            .as_deref()
+            .is_some_and(pve_integration::is_op_hook)
+        {
             // The hookscript was removed since `find`.
             return Ok(None);
         }
