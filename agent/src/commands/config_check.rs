@@ -191,7 +191,7 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
                 errors += 1;
                 let _ = writeln!(
                     out,
-                    "ERROR {}: no container {vmid} in the cluster (left from a destroyed                      container?); remove it: rm {}",
+                    "ERROR {}: no container {vmid} in the cluster (left from a destroyed container?); remove it: rm {}",
                     winner.display(),
                     winner.display()
                 );
@@ -214,7 +214,7 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
                 };
                 let _ = writeln!(
                     out,
-                    "ERROR {}: container {vmid} is not enrolled ({why} in {}), op-agent ignores                      it; remove the stale TOML: rm {} (or keep it: op-agent enroll {vmid}                      --keep-config)",
+                    "ERROR {}: container {vmid} is not enrolled ({why} in {}), op-agent ignores it; remove the stale TOML: rm {} (or keep it: op-agent enroll {vmid}                      --keep-config)",
                     winner.display(),
                     paths::lxc_conf_path(&root, vmid).display(),
                     winner.display()

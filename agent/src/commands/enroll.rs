@@ -452,7 +452,7 @@ fn keep_stale(
     Err(Fail(
         ExitCode::Refused,
         format!(
-            "{} is left from an earlier container {vmid} ({} does not name op-hook): check it,              then keep it with --keep-config, replace it with --force, or remove it: rm {}",
+            "{} is left from an earlier container {vmid} ({} does not name op-hook): check it, then keep it with --keep-config, replace it with --force, or remove it: rm {}",
             stale.display(),
             pve_path.display(),
             stale.display()
