@@ -183,4 +183,56 @@ fn a_closed_stdout_and_stderr_do_not_kill_the_hook() {
             .any(|r| r.phase == "post-start" && r.step == "ovs.check" && r.outcome == "ok"),
         "{rows:?}"
     );
+    // Rows selected by seq, whatever their time says.
+    let o = host.agent(&["audit", "log", "--from-seq", "2", "--to-seq", "3"]);
+    let seqs: Vec<String> = o
+        .stdout_text()
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(seqs, ["2", "3"], "{}{}", o.stdout_text(), o.stderr_text());
+}
+
+/// `[audit] database` relative, `[hook] deadline_ms = 0`: the hook and `config check` refuse
+/// agent.toml with one line naming the file, the line and the field.
+#[test]
+fn relative_paths_and_a_zero_deadline_in_agent_toml_are_refused() {
+    let host = TestHost::new("r-rel");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    let cfg = host.agent_toml();
+    for (toml, line, field) in [
+        (
+            op_testkit::AgentToml {
+                audit_db: Some("audit.db".into()),
+                ..host.config()
+            },
+            "[audit] database",
+            "database",
+        ),
+        (
+            op_testkit::AgentToml {
+                hook_deadline_ms: Some(0),
+                ..host.config()
+            },
+            "[hook] deadline_ms",
+            "deadline_ms",
+        ),
+    ] {
+        host.set_config(&toml);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let n = text
+            .lines()
+            .position(|l| l.starts_with(field))
+            .map(|i| i + 1)
+            .unwrap();
+        let want = format!("{}:{n}: {line}", cfg.display());
+        let o = host.hook(100, "pre-start").run();
+        let err = o.stderr_text();
+        assert_eq!(o.code(), Some(78), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&want), "{err} lacks {want}");
+        let c = host.agent(&["config", "check"]);
+        assert_eq!(c.code(), Some(78), "{}", c.stdout_text());
+        assert!(c.stdout_text().contains(&want), "{}", c.stdout_text());
+    }
 }
