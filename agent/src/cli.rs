@@ -52,8 +52,13 @@ pub enum Command {
     Check(commands::check::CheckArgs),
     /// Table (or JSON) of managed containers and the state of their NICs.
     Status(commands::status::StatusArgs),
+    /// Prometheus text exposition of NIC traffic counters and audit facts.
+    Metrics(commands::metrics::MetricsArgs),
     /// JSON compatible with the old op-dbus query (`--plugin lxc`).
     Query(commands::query::QueryArgs),
+    /// Hand running containers' NICs back to PVE's names and Ports until their next start
+    /// (or `apply`).
+    Release(commands::release::ReleaseArgs),
     /// Remove stale Port rows op-agent owns.
     Gc(commands::gc::GcArgs),
     /// Netmaker mesh: join, status.
@@ -87,8 +92,10 @@ impl Command {
             Command::Apply(_) => "apply",
             Command::Check(_) => "check",
             Command::Status(_) => "status",
+            Command::Metrics(_) => "metrics",
             Command::Query(_) => "query",
             Command::Gc(_) => "gc",
+            Command::Release(_) => "release",
             Command::Mesh(a) => match a.command {
                 MeshCommand::Join => "mesh join",
                 MeshCommand::Status { .. } => "mesh status",

@@ -48,6 +48,9 @@ pub struct DesiredNic {
     pub hwaddr: Option<String>,
     /// PVE's `link_down=1`: rename, but leave the link down and unplugged.
     pub link_down: bool,
+    /// PVE's `rate=` as pve-common `PVE::Network::tap_rate_limit` applies it (`None`: no
+    /// limit), put on op-agent's Port as OVS QoS and ingress policing.
+    pub rate: Option<pve_integration::Rate>,
     /// What to do.
     pub mode: NicMode,
 }
@@ -233,6 +236,10 @@ fn resolve_nic(
         trunks,
         hwaddr: pve.hwaddr.map(|h| format!("{h:x}")),
         link_down: pve.link_down,
+        rate: pve
+            .rate
+            .as_deref()
+            .and_then(pve_integration::Rate::from_pve),
         mode,
     })
 }

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod counters;
 pub mod desired;
 pub mod engine;
 pub mod exit;
@@ -24,8 +25,10 @@ pub mod inspect;
 pub mod lock;
 pub mod logging;
 pub mod mesh;
+pub mod metrics;
 pub mod netlink;
 pub mod ovsdb;
+pub mod released;
 pub mod report;
 pub mod time;
 pub mod watch;
@@ -136,12 +139,20 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         Command::Status(a) => {
             log_warn();
             let only = a.vmid.as_deref().map(commands::vmid_arg).transpose()?;
-            commands::status::run(only, a.json, &load()?).map(ok)
+            commands::status::run(only, a.json, a.counters, &load()?).map(ok)
+        }
+        Command::Metrics(a) => {
+            log_warn();
+            commands::metrics::run(&a, &load()?)
         }
         Command::Query(a) => {
             log_warn();
             commands::query::check_plugin(&a)?;
             commands::query::run(&load()?).map(ok)
+        }
+        Command::Release(a) => {
+            log_warn();
+            commands::release::run(&a, &load()?)
         }
         Command::Gc(a) => {
             log_warn();

@@ -1,12 +1,13 @@
 //! Host links over rtnetlink (`RTM_GETLINK`, `RTM_SETLINK`, `RTM_GETADDR`): find a link, read its
-//! kind, flags, controller (master) and addresses, bring it down, rename it, bring it up.
+//! kind, flags, controller (master), addresses and traffic counters (`IFLA_STATS64`), bring it
+//! down, rename it, bring it up.
 //!
 //! Knows nothing of Proxmox: names are plain strings here. Every call goes to the kernel of the
 //! network namespace the process runs in.
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage, Stats64};
 use rtnetlink::{Handle, LinkUnspec};
 use std::net::IpAddr;
 
@@ -14,7 +15,7 @@ use std::net::IpAddr;
 #[derive(Debug, thiserror::Error)]
 #[error("netlink {op} {link}: {source}")]
 pub struct NetlinkError {
-    /// What was asked (`get`, `down`, `rename`, `up`, `addresses`, `connect`).
+    /// What was asked (`get`, `dump`, `stats`, `down`, `rename`, `up`, `delete`, `addresses`).
     pub op: &'static str,
     /// The link involved, as a name or `#<ifindex>`.
     pub link: String,
@@ -99,6 +100,59 @@ impl Link {
     }
 }
 
+/// A link's traffic counters as the kernel keeps them for the device (`IFLA_STATS64`,
+/// `struct rtnl_link_stats64` of `include/uapi/linux/if_link.h`): what the device received
+/// (`rx_*`) and sent (`tx_*`) since it was created. They wrap only at 2^64 and a rename keeps
+/// them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LinkStats {
+    /// Bytes received by the device.
+    pub rx_bytes: u64,
+    /// Bytes sent by the device.
+    pub tx_bytes: u64,
+    /// Packets received by the device.
+    pub rx_packets: u64,
+    /// Packets sent by the device.
+    pub tx_packets: u64,
+    /// Received packets dropped (no room, no handler).
+    pub rx_dropped: u64,
+    /// Packets dropped on sending.
+    pub tx_dropped: u64,
+}
+
+impl LinkStats {
+    fn of(s: &Stats64) -> LinkStats {
+        LinkStats {
+            rx_bytes: s.rx_bytes,
+            tx_bytes: s.tx_bytes,
+            rx_packets: s.rx_packets,
+            tx_packets: s.tx_packets,
+            rx_dropped: s.rx_dropped,
+            tx_dropped: s.tx_dropped,
+        }
+    }
+
+    /// The counters of `m`'s `IFLA_STATS64` attribute, `None` when the kernel sent none.
+    pub fn from_message(m: &LinkMessage) -> Option<LinkStats> {
+        m.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Stats64(s) => Some(LinkStats::of(s)),
+            _ => None,
+        })
+    }
+
+    /// The field-wise sum of `self` and `o` (saturating).
+    pub fn plus(&self, o: &LinkStats) -> LinkStats {
+        LinkStats {
+            rx_bytes: self.rx_bytes.saturating_add(o.rx_bytes),
+            tx_bytes: self.tx_bytes.saturating_add(o.tx_bytes),
+            rx_packets: self.rx_packets.saturating_add(o.rx_packets),
+            tx_packets: self.tx_packets.saturating_add(o.tx_packets),
+            rx_dropped: self.rx_dropped.saturating_add(o.rx_dropped),
+            tx_dropped: self.tx_dropped.saturating_add(o.tx_dropped),
+        }
+    }
+}
+
 /// An rtnetlink connection of the current network namespace.
 #[derive(Clone)]
 pub struct Netlink {
@@ -164,6 +218,32 @@ impl Netlink {
         }
     }
 
+    /// The traffic counters of every link of the namespace by name (one `RTM_GETLINK` dump;
+    /// links the kernel sends without `IFLA_STATS64` are left out).
+    pub async fn stats(
+        &self,
+    ) -> Result<std::collections::HashMap<String, LinkStats>, NetlinkError> {
+        let mut s = self.handle.link().get().execute();
+        let mut out = std::collections::HashMap::new();
+        loop {
+            match s.try_next().await {
+                Ok(Some(m)) => {
+                    if let Some(st) = LinkStats::from_message(&m) {
+                        out.insert(Link::from_message(&m).name, st);
+                    }
+                }
+                Ok(None) => return Ok(out),
+                Err(e) => {
+                    return Err(NetlinkError {
+                        op: "stats",
+                        link: "*".into(),
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+
     /// Deletes `link` (`RTM_DELLINK` by ifindex); deleting one end of a veth pair deletes both,
     /// as pve-common `PVE::Network::veth_delete` (`ip link delete dev <veth>`) does.
     pub async fn delete(&self, link: &Link) -> Result<(), NetlinkError> {
@@ -177,6 +257,44 @@ impl Netlink {
                 link: link.name.clone(),
                 source: e,
             })
+    }
+
+    /// Deletes the root and the ingress qdisc of `link` (`RTM_DELQDISC` with parent
+    /// `TC_H_ROOT`, then with parent `TC_H_INGRESS`, as `tc qdisc del dev <link> root` and
+    /// `... ingress` do), so the device goes back to its default queueing. A qdisc that is not
+    /// there (`ENOENT`, or `EINVAL` for the default root) is not an error. Returns how many
+    /// were deleted (0–2).
+    pub async fn clear_qdiscs(&self, link: &Link) -> Result<u8, NetlinkError> {
+        use rtnetlink::packet_route::tc::TcHandle;
+        let mut deleted = 0;
+        for (parent, handle) in [
+            (TcHandle::ROOT, TcHandle::UNSPEC),
+            (
+                TcHandle::INGRESS,
+                TcHandle {
+                    major: 0xffff,
+                    minor: 0,
+                },
+            ),
+        ] {
+            let mut req = self.handle.qdisc().del(link.index as i32);
+            req.message_mut().header.parent = parent;
+            req.message_mut().header.handle = handle;
+            match req.execute().await {
+                Ok(()) => deleted += 1,
+                Err(e) => {
+                    let err = NetlinkError {
+                        op: "qdisc del",
+                        link: link.name.clone(),
+                        source: e,
+                    };
+                    if !matches!(err.errno(), Some(libc::ENOENT | libc::EINVAL)) {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// Clears IFF_UP on `link`.

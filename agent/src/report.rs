@@ -52,6 +52,8 @@ pub struct Recorder {
     pending: Vec<PendingRow>,
     started: Instant,
     failed: bool,
+    /// The run's "outcome not yet recorded" marker ([`Recorder::mark_unrecorded_at`]).
+    marker: Option<std::path::PathBuf>,
     /// `(step, elapsed)` in the order the steps ran; printed by `--timings`.
     pub timings: Vec<(String, Duration)>,
     /// Every row reported, intent rows included, in order (unit tests read them).
@@ -81,6 +83,7 @@ impl Recorder {
             pending: Vec::new(),
             started,
             failed: false,
+            marker: None,
             timings: Vec::new(),
             #[cfg(test)]
             seen: Vec::new(),
@@ -115,6 +118,15 @@ impl Recorder {
         });
     }
 
+    /// Keeps the file `path` while this run's intent is written and its outcome is not: written
+    /// (`{"run_id","phase","vmid","intent"}`) once the intent row is, removed once the outcome
+    /// rows are. A marker found by a later run of the container ([`take_unrecorded`]) means
+    /// the changes of that run were made (or begun) but their outcome never reached the log
+    /// (audit disk full or read-only after the intent, a crash).
+    pub fn mark_unrecorded_at(&mut self, path: std::path::PathBuf) {
+        self.marker = Some(path);
+    }
+
     /// The run id written in every row of this run.
     pub fn run_id(&self) -> &str {
         &self.run_id
@@ -146,6 +158,14 @@ impl Recorder {
                 detail: &detail,
             });
             a.append_all(&rows)?;
+            if let Some(m) = &self.marker {
+                let text = serde_json::json!({
+                    "run_id": self.run_id, "phase": self.phase, "vmid": self.vmid, "intent": detail,
+                });
+                if let Err(e) = write_marker(m, &text.to_string()) {
+                    log::warn!("audit: cannot write {}: {e}", m.display());
+                }
+            }
         }
         self.pending.clear();
         self.timings.push(("audit.intent".into(), t.elapsed()));
@@ -238,6 +258,14 @@ impl Recorder {
             }
         };
         self.timings.push(("audit.finish".into(), t.elapsed()));
+        if let Some(m) = &self.marker {
+            match std::fs::remove_file(m) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    log::warn!("audit: cannot remove {}: {e}", m.display())
+                }
+                _ => {}
+            }
+        }
         if let Some(h) = &head {
             log::info!("audit head {h}");
         }
@@ -291,4 +319,43 @@ fn on_helper(
 
 fn take_slot(slot: &Mutex<Option<AuditLog>>) -> Option<AuditLog> {
     slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// Writes `text` to `path` through a temporary file and a rename (a reader never sees half of
+/// it). Not synced: the marker lives under `/run` and means nothing after a reboot.
+fn write_marker(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// A marker left by an earlier run of this container ([`Recorder::mark_unrecorded_at`]) as the
+/// `audit.unrecorded` row's detail: that run's `run_id`, `phase` and `intent` (its plan), with
+/// what it means. `None` when there is none (or it cannot be read: then a one-line warning).
+/// The marker stays until the row is written: the finishing run removes it.
+pub fn take_unrecorded(path: &std::path::Path) -> Option<Value> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            log::warn!("audit: cannot read {}: {e}", path.display());
+            return None;
+        }
+    };
+    let mut v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if let Some(o) = v.as_object_mut() {
+        if let Some(Value::String(i)) = o.get("intent") {
+            if let Ok(parsed) = serde_json::from_str::<Value>(i) {
+                o.insert("intent".into(), parsed);
+            }
+        }
+        o.insert(
+            "found".into(),
+            Value::String(
+                "that run wrote its intent, but its outcome rows never reached the log                  (audit disk full or read-only, or the process was killed); its changes may                  have been applied: this run's rows show the state it found"
+                    .into(),
+            ),
+        );
+    }
+    Some(v)
 }

@@ -33,6 +33,26 @@ pub fn is_running(root: &Path, vmid: Vmid) -> bool {
         .unwrap_or(false)
 }
 
+/// The inode of the container's lxc monitor command socket (column `Inode` of its listening
+/// row in `/proc/net/unix`, the one with `__SO_ACCEPTCON` = `00010000` in `Flags`): it names
+/// one run of the monitor, so it changes with every `pct start` and stays the same across an
+/// in-guest reboot (lxc restarts the container inside the same monitor). `None` when the
+/// container is not running ([`is_running`]).
+pub fn monitor_instance(root: &Path, vmid: Vmid) -> Option<u64> {
+    let want = format!(" {}", command_socket_name(root, vmid));
+    let t = std::fs::read_to_string("/proc/net/unix").ok()?;
+    let rows: Vec<Vec<&str>> = t
+        .lines()
+        .filter(|l| l.ends_with(&want))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let listening = rows
+        .iter()
+        .find(|w| w.get(3) == Some(&"00010000"))
+        .or(rows.first())?;
+    listening.get(6)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +77,19 @@ mod tests {
             std::os::unix::net::SocketAddr::from_abstract_name(&name.as_bytes()[1..]).unwrap();
         let l = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
         assert!(is_running(dir.path(), v));
+        let ino = monitor_instance(dir.path(), v).expect("an inode");
+        {
+            use std::os::unix::fs::MetadataExt;
+            use std::os::unix::io::AsRawFd;
+            let m = std::fs::metadata(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
+            assert_eq!(m.ino(), ino, "the listening socket's inode");
+        }
+        // A client connected to it adds rows of the same path; the listener's inode wins.
+        {
+            let _c = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+            let _s = l.accept().unwrap();
+            assert_eq!(monitor_instance(dir.path(), v), Some(ino));
+        }
         drop(l);
         assert!(!is_running(dir.path(), v));
     }

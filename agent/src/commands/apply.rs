@@ -1,6 +1,8 @@
 //! `op-agent apply <vmid>` / `apply --all` (like CNI's ADD on a running container): converge
 //! running containers now, with the same steps and audit rows as post-start (audit `phase` =
-//! `apply`), under the per-vmid lock the hooks take ([`crate::engine::converge`]).
+//! `apply`), under the per-vmid lock the hooks take ([`crate::engine::converge`]). A
+//! container handed back to PVE by `op-agent release` is taken back: its release marker is
+//! removed first ([`crate::released::clear`]).
 
 use super::{CliError, CommandResult};
 use crate::config::AgentConfig;
@@ -54,6 +56,16 @@ pub fn run(args: &ApplyArgs, cfg: AgentConfig) -> CommandResult {
         }
         vec![m]
     };
+    if !args.dry_run {
+        for m in &managed {
+            crate::released::clear(&cfg.toml.pve.root, m.vmid).map_err(|e| {
+                CliError::new(
+                    ExitCode::Failed,
+                    format!("{}: cannot remove the release marker: {e}", m.vmid),
+                )
+            })?;
+        }
+    }
     let jobs: Vec<Job> = managed
         .into_iter()
         .map(|managed| Job {

@@ -15,7 +15,9 @@ pub mod gc;
 pub mod generate;
 pub mod import_state;
 pub mod mesh;
+pub mod metrics;
 pub mod query;
+pub mod release;
 pub mod status;
 pub mod watch;
 

@@ -1,11 +1,13 @@
 //! `op-agent status [<vmid>] [--json]`: one row per managed NIC with vmid, mode, NIC,
 //! link name, bridge, tag, state (`ok` / `drift` / `down` / `mesh via <if>`) and the last audit
-//! seq of the container.
+//! seq of the container; with `--counters` a second table of each NIC's traffic counters
+//! ([`crate::counters`]), which `--json` always carries.
 
 use super::CliError;
 use crate::config::{AgentConfig, NetworkType};
 use crate::exit::ExitCode;
 use crate::inspect;
+use crate::netlink::LinkStats;
 use serde::Serialize;
 
 /// Arguments of `op-agent status`.
@@ -14,9 +16,15 @@ pub struct StatusArgs {
     /// Only this container (100..999999999).
     pub vmid: Option<String>,
     /// Print JSON: `{"containers":[{"vmid":100,"mode":"bridge","running":true,"last_seq":7,
-    /// "nics":[{"net":0,"link":"vi100","bridge":"ovsbr0","tag":10,"state":"ok","drift":[]}]}]}`.
+    /// "nics":[{"net":0,"link":"vi100","bridge":"ovsbr0","tag":10,"state":"ok","drift":[],
+    /// "counters":{"rx_bytes":..,"tx_bytes":..,"rx_packets":..,"tx_packets":..,"rx_dropped":..,
+    /// "tx_dropped":..}}],"counters":{...the sum...}}]}` (`counters` null when unknown).
     #[arg(long)]
     pub json: bool,
+    /// Also print each NIC's traffic counters (host link rx/tx bytes and packets) and each
+    /// container's sum; `--json` always has them (`"counters":{"rx_bytes":...}`).
+    #[arg(long)]
+    pub counters: bool,
 }
 
 /// One NIC row.
@@ -30,10 +38,14 @@ pub struct NicStatus {
     pub bridge: Option<String>,
     /// The Port's tag, else the configured one.
     pub tag: Option<u16>,
-    /// `ok`, `drift`, `down` (container not running), `error` (config) or `mesh via <if>`.
+    /// `ok`, `drift`, `down` (container not running), `error` (config), `released` (handed back
+    /// to PVE by `op-agent release`) or `mesh via <if>`.
     pub state: String,
     /// The `check` lines of this NIC.
     pub drift: Vec<String>,
+    /// The host link's traffic counters (`IFLA_STATS64`; rx = sent by the container); `None`
+    /// when the link is absent or could not be read.
+    pub counters: Option<LinkStats>,
 }
 
 /// One container.
@@ -49,6 +61,8 @@ pub struct ContainerStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub nics: Vec<NicStatus>,
+    /// The sum of the NICs' counters; `None` when no NIC has any.
+    pub counters: Option<LinkStats>,
 }
 
 async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerStatus {
@@ -60,6 +74,7 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
         last_seq: inspect::last_audit_seq(&cfg.toml.audit.database, vmid.get()),
         error: None,
         nics: Vec::new(),
+        counters: None,
     };
     let d = match inspect::load_desired(cfg, vmid) {
         Ok(Some(d)) => d,
@@ -73,6 +88,7 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
         }
     };
     st.mode = d.network_type.as_str().to_string();
+    let released = crate::released::is_released(&cfg.toml.pve.root, vmid);
     let observed = inspect::observe(cfg, &d).await;
     let (obs, mesh) = match observed {
         Ok((t, o)) => {
@@ -103,6 +119,8 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
         let port = o.and_then(|o| o.target_port.as_ref().or(o.pve_port.as_ref()));
         let state = if !running {
             "down".to_string()
+        } else if released {
+            "released".to_string()
         } else if obs.is_none() {
             "unknown".to_string()
         } else if !lines.is_empty() {
@@ -130,6 +148,7 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
                 .unwrap_or_else(|| nic.tag.map(|t| t.get())),
             state,
             drift: lines,
+            counters: None,
         });
     }
     if let Some(Err(m)) = mesh {
@@ -154,6 +173,10 @@ pub fn collect(
         for v in vmids {
             out.push(status_of(cfg, v).await);
         }
+        match crate::counters::dump().await {
+            Ok(stats) => crate::counters::fill_status(&mut out, &stats),
+            Err(e) => log::warn!("status: no traffic counters: {e}"),
+        }
         out
     }))
 }
@@ -173,6 +196,7 @@ fn dash<T: ToString>(v: &Option<T>) -> String {
 pub fn run(
     only: Option<pve_integration::Vmid>,
     json: bool,
+    counters: bool,
     cfg: &AgentConfig,
 ) -> Result<(), CliError> {
     let list = collect(cfg, only).map_err(|e| CliError::new(ExitCode::Internal, e))?;
@@ -214,6 +238,9 @@ pub fn run(
         if let Some(e) = &c.error {
             println!("  {}: {e}", c.vmid);
         }
+    }
+    if counters {
+        print!("\n{}", crate::counters::status_table(&list));
     }
     Ok(())
 }

@@ -22,6 +22,10 @@ pub struct WatchArgs {
     /// Do not use inotify: the scan alone follows the confs.
     #[arg(long)]
     pub no_inotify: bool,
+    /// Receive buffer (KiB) of the netlink link-event socket (`SO_RCVBUFFORCE`); an overrun
+    /// makes the service re-list every link.
+    #[arg(long, default_value_t = crate::watch::links::EVENT_RCVBUF_KIB, value_name = "KIB", hide = true)]
+    pub netlink_rcvbuf_kib: usize,
 }
 
 /// Runs the service until SIGTERM with the agent.toml at `config` (loaded by the service,
@@ -30,6 +34,7 @@ pub struct WatchArgs {
 pub fn run(args: &WatchArgs, config: Option<&Path>) -> super::CommandResult {
     let opts = crate::watch::WatchOptions {
         plug_wait: Duration::from_millis(args.plug_wait_ms),
+        event_rcvbuf: args.netlink_rcvbuf_kib.max(4) * 1024,
         probe: Duration::from_millis(match args.probe_ms {
             0 => 0,
             ms => ms.max(10),

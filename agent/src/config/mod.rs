@@ -11,8 +11,10 @@ use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod metrics;
 mod safe_read;
 mod validate;
+pub use metrics::MetricsSection;
 pub use safe_read::{check_owner_mode, check_regular, read_checked};
 pub use validate::{validate, MAX_DEADLINE_MS, MIN_DEADLINE_MS, MIN_TIMEOUT_MS};
 
@@ -193,6 +195,7 @@ pub struct AgentToml {
     pub audit: AuditSection,
     pub pve: PveSection,
     pub mesh: MeshSection,
+    pub metrics: MetricsSection,
 }
 
 /// The agent configuration plus where it came from.

@@ -125,3 +125,52 @@ fn symlink_owned_by_another_user_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn metrics_section_defaults_and_bounds() {
+    let a: AgentToml = parse_toml(&p(), "").unwrap();
+    assert_eq!(a.metrics.textfile, None);
+    assert_eq!(a.metrics.interval_s, 15.0);
+    let a: AgentToml = parse_toml(
+        &p(),
+        "[metrics]\ntextfile = \"/var/lib/node/op_agent.prom\"\ninterval_s = 30\n",
+    )
+    .unwrap();
+    assert_eq!(
+        a.metrics.textfile,
+        Some(PathBuf::from("/var/lib/node/op_agent.prom"))
+    );
+    assert_eq!(a.metrics.interval(), std::time::Duration::from_secs(30));
+    let a: AgentToml = parse_toml(&p(), "[metrics]\ninterval_s = 0.25\n").unwrap();
+    assert_eq!(a.metrics.interval(), std::time::Duration::from_millis(250));
+    for bad in ["0", "-1", "0.05", "100000", "nan"] {
+        let e =
+            parse_toml::<AgentToml>(&p(), &format!("[metrics]\ninterval_s = {bad}\n")).unwrap_err();
+        assert_eq!(e.line, Some(2), "{bad}: {e}");
+        assert!(e.to_string().contains("interval_s"), "{bad}: {e}");
+    }
+    let e = parse_toml::<AgentToml>(&p(), "[metrics]\ntextfle = \"/x\"\n").unwrap_err();
+    assert!(e.to_string().contains("textfle"), "{e}");
+}
+
+#[test]
+fn the_shipped_agent_toml_parses_with_every_example_uncommented() {
+    let text = include_str!("../../../config/agent.toml");
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(k) if k.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => k,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let a: AgentToml = parse_toml(&p(), &uncommented).unwrap();
+    assert_eq!(a.metrics.interval_s, 15.0);
+    assert_eq!(
+        a.metrics.textfile,
+        Some(PathBuf::from(
+            "/var/lib/prometheus/node-exporter/op_agent.prom"
+        ))
+    );
+    assert_eq!(a.hook, HookSection::default());
+}

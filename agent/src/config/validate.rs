@@ -44,6 +44,17 @@ pub fn validate(path: &Path, text: &str, t: &AgentToml) -> Result<(), ConfigErro
             ));
         }
     }
+    if let Some(p) = t.metrics.textfile.as_ref().filter(|p| !p.is_absolute()) {
+        return Err(err(
+            "metrics",
+            "textfile",
+            format!(
+                "{:?} is a relative path: it would depend on each caller's working \
+                 directory; write an absolute path",
+                p.display().to_string()
+            ),
+        ));
+    }
     let deadline = t.hook.deadline_ms;
     if !(MIN_DEADLINE_MS..=MAX_DEADLINE_MS).contains(&deadline) {
         return Err(err(
@@ -114,6 +125,11 @@ mod tests {
         let e = check("[ovsdb]\nsocket = \"run/db.sock\"\n").unwrap_err();
         assert!(
             e.starts_with("/etc/op-agent/agent.toml:2: [ovsdb] socket: "),
+            "{e}"
+        );
+        let e = check("[metrics]\ntextfile = \"op.prom\"\n").unwrap_err();
+        assert!(
+            e.starts_with("/etc/op-agent/agent.toml:2: [metrics] textfile: "),
             "{e}"
         );
         let e = check("pve.root = \"\"\n").unwrap_err();

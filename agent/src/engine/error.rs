@@ -36,6 +36,11 @@ pub enum RunError {
     /// The outcome rows could not be written after the run.
     #[error("{0}")]
     Audit(#[source] AuditError),
+    /// The run succeeded, but its outcome rows could not be written after its intent row
+    /// was: the change is in place, the log does not say so yet (the next run of the
+    /// container records an `audit.unrecorded` row first).
+    #[error("{0}")]
+    Unrecorded(Box<Unrecorded>),
     /// The planner refused, or found a bridge or the veth missing; nothing was changed.
     #[error("{0}")]
     Plan(#[source] PlanError),
@@ -100,7 +105,9 @@ impl RunError {
             RunError::Config(e) => e.exit_code(),
             RunError::PveRoot { .. } => ExitCode::Config,
             RunError::Lock(_) | RunError::Deadline { .. } => ExitCode::Timeout,
-            RunError::AuditBefore(_) | RunError::Audit(_) => ExitCode::AuditIo,
+            RunError::AuditBefore(_) | RunError::Audit(_) | RunError::Unrecorded(_) => {
+                ExitCode::AuditIo
+            }
             RunError::Plan(PlanError::Refused(_)) => ExitCode::Refused,
             RunError::Plan(PlanError::Unavailable(_)) | RunError::Mesh(_) => ExitCode::Unavailable,
             RunError::Plan(PlanError::Missing(_)) => ExitCode::Failed,
@@ -151,4 +158,18 @@ impl From<NetlinkError> for RunError {
     fn from(e: NetlinkError) -> RunError {
         RunError::Netlink(e)
     }
+}
+
+/// What [`RunError::Unrecorded`] carries.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "applied ({}), but the outcome is not recorded in the audit log: {source}; the next run records what it finds",
+    if applied.is_empty() { "nothing to change" } else { applied.as_str() }
+)]
+pub struct Unrecorded {
+    /// The run's one-line summary.
+    pub applied: String,
+    /// Why the rows could not be written.
+    #[source]
+    pub source: AuditError,
 }

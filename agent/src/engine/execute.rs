@@ -112,7 +112,8 @@ impl Undos {
 
 /// Test builds only: `OP_AGENT_FAILPOINT=<step name>` kills the process right after that step
 /// (SIGKILL, like `kill -9`), to test that running the phase again converges;
-/// `OP_AGENT_FAILPOINT=panic:<step name>` panics there instead.
+/// `OP_AGENT_FAILPOINT=panic:<step name>` panics there instead, and `pause:<step name>`
+/// waits there for the test (see below).
 fn failpoint(step: &str) {
     #[cfg(feature = "failpoints")]
     {
@@ -124,6 +125,18 @@ fn failpoint(step: &str) {
         #[allow(clippy::panic)]
         if fp.strip_prefix("panic:") == Some(step) {
             panic!("failpoint panic after {step}");
+        }
+        // `pause:<step>`: creates `$OP_AGENT_FAILPOINT_DIR/paused`, then waits (at most 10 s)
+        // for `$OP_AGENT_FAILPOINT_DIR/resume`, so a test can change the host mid-run.
+        if fp.strip_prefix("pause:") == Some(step) {
+            let dir = std::path::PathBuf::from(
+                std::env::var_os("OP_AGENT_FAILPOINT_DIR").unwrap_or_default(),
+            );
+            let _ = std::fs::write(dir.join("paused"), step);
+            let t = std::time::Instant::now();
+            while !dir.join("resume").exists() && t.elapsed().as_secs() < 10 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
         }
     }
     let _ = step;
@@ -279,6 +292,24 @@ async fn step<L: Links, V: Vswitch>(
                 undo.of(n).downed = Some(link.clone());
             }
             rec.outcome(name, Outcome::Ok, json!({"net": net, "link": link}));
+            Ok(None)
+        }
+        Step::ClearQdiscs { link } => {
+            let l = host
+                .require_link(link)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
+            let deleted = host
+                .nl
+                .clear_qdiscs(&l)
+                .await
+                .map_err(RunError::Netlink)
+                .inspect_err(|e| failed(rec, e))?;
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "link": link, "deleted": deleted}),
+            );
             Ok(None)
         }
         Step::LinkRename { from, to, up } => {

@@ -85,6 +85,8 @@ pub struct FakePort {
     pub external_ids: BTreeMap<String, String>,
     pub ofport: Option<i64>,
     pub error: Option<String>,
+    /// `Interface.ingress_policing_rate` (kbit/s), with a `QoS` row on the Port when set.
+    pub policing_kbits: Option<i64>,
 }
 
 #[derive(Default)]
@@ -172,6 +174,7 @@ impl Fake {
             external_ids: BTreeMap::new(),
             ofport: Some(2),
             error: None,
+            policing_kbits: None,
         }
     }
 
@@ -326,6 +329,9 @@ impl Fake {
                 trunks: spec.trunks.clone(),
                 vlan_mode: spec.vlan_mode.clone(),
                 mtu_request: spec.mtu_request.map(i64::from),
+                policing_kbits: spec
+                    .rate
+                    .map(|r| i64::try_from(r.policing_kbits).unwrap_or(i64::MAX)),
                 external_ids: spec.external_ids.clone(),
                 ofport,
                 error,
@@ -363,7 +369,10 @@ impl Fake {
                 mtu_request: p.mtu_request,
                 external_ids: p.external_ids.clone(),
                 kind: String::new(),
+                ingress_policing_rate: Some(p.policing_kbits.unwrap_or(0)),
+                ingress_policing_burst: None,
             }],
+            qos: p.policing_kbits.map(|_| format!("qos-{}", p.name)),
         }
     }
 }
@@ -421,6 +430,11 @@ impl Links for Fake {
             .await?;
         self.with_link(link.index, |l| l.up = true)
             .ok_or_else(|| nl_err("up", &link.name))
+    }
+
+    async fn clear_qdiscs(&self, link: &Link) -> Result<u8, NetlinkError> {
+        self.with_link(link.index, |_| 0)
+            .ok_or_else(|| nl_err("qdisc del", &link.name))
     }
 
     async fn rename(

@@ -29,6 +29,8 @@ pub trait Links {
     async fn set_down(&self, link: &Link) -> Result<(), NetlinkError>;
     /// Sets IFF_UP.
     async fn set_up(&self, link: &Link) -> Result<(), NetlinkError>;
+    /// Deletes the root and ingress qdiscs ([`Netlink::clear_qdiscs`]); how many there were.
+    async fn clear_qdiscs(&self, link: &Link) -> Result<u8, NetlinkError>;
     /// Renames `link` to `new_name`, sets IFLA_IFALIAS to `alias` and, when `up`, IFF_UP, in
     /// one `RTM_SETLINK` ([`Netlink::rename`]).
     async fn rename(
@@ -87,6 +89,9 @@ impl Links for Netlink {
     }
     async fn set_up(&self, link: &Link) -> Result<(), NetlinkError> {
         Netlink::set_up(self, link).await
+    }
+    async fn clear_qdiscs(&self, link: &Link) -> Result<u8, NetlinkError> {
+        Netlink::clear_qdiscs(self, link).await
     }
     async fn rename(
         &self,

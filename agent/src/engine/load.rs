@@ -18,6 +18,8 @@ pub struct Managed {
     pub ct_toml: PathBuf,
     /// `<pve root>/etc/pve/lxc/<vmid>.conf`.
     pub pve_conf: PathBuf,
+    /// `[pve] root`, where [`crate::released`] keeps its markers.
+    pub pve_root: PathBuf,
 }
 
 impl Managed {
@@ -57,12 +59,14 @@ impl Managed {
             vmid,
             ct_toml,
             pve_conf,
+            pve_root: root.clone(),
         }))
     }
 
     /// Parse step: the container TOML and the PVE conf, combined ([`desired::resolve`]);
     /// `Ok(None)` when either file vanished since [`Managed::find`]. Errors name the file and
-    /// line.
+    /// line. While the container is released to PVE ([`crate::released::is_released`], read
+    /// here, under the caller's lock) every NIC is `NicMode::Skip`.
     pub fn load(&self) -> Result<Option<Desired>, ConfigError> {
         let Some(text) = crate::config::read_checked(&self.ct_toml)? else {
             return Ok(None);
@@ -87,7 +91,13 @@ impl Managed {
         for w in &pve.ignored {
             log::warn!("{w}: ignored, as PVE's parse_pct_config does");
         }
-        desired::resolve(self.vmid, &pve, path, &ct).map(Some)
+        let mut d = desired::resolve(self.vmid, &pve, path, &ct)?;
+        if crate::released::is_released(&self.pve_root, self.vmid) {
+            for nic in &mut d.nics {
+                nic.mode = desired::NicMode::Skip(crate::released::SKIP_REASON.into());
+            }
+        }
+        Ok(Some(d))
     }
 }
 

@@ -165,10 +165,25 @@ fn open(
             Some(AuditLog::open(&cfg.toml.audit.database, &o).map_err(RunError::AuditBefore)?)
         }
     };
-    Ok((
-        lock,
-        Recorder::new(vmid.get(), &job.label, audit, deadline.started()),
-    ))
+    let mut rec = Recorder::new(vmid.get(), &job.label, audit, deadline.started());
+    if !opts.dry_run {
+        let marker = unrecorded_marker(cfg, vmid);
+        if let Some(detail) = crate::report::take_unrecorded(&marker) {
+            rec.outcome("audit.unrecorded", Outcome::Ok, detail);
+        }
+        rec.mark_unrecorded_at(marker);
+    }
+    Ok((lock, rec))
+}
+
+/// `<pve root>/run/op-agent/unrecorded-<vmid>.json`, beside the per-vmid lock: the marker of a
+/// run whose intent is in the audit log and whose outcome is not yet
+/// ([`Recorder::mark_unrecorded_at`]).
+pub fn unrecorded_marker(cfg: &AgentConfig, vmid: Vmid) -> std::path::PathBuf {
+    cfg.toml
+        .pve
+        .root
+        .join(format!("run/op-agent/unrecorded-{vmid}.json"))
 }
 
 /// Under the lock: load, run, record the failure, write the audit rows.
@@ -234,7 +249,10 @@ fn run_locked(
     let finished = rec.finish();
     match (result, finished) {
         (Err(e), _) => Err(e),
-        (Ok(_), Err(e)) => Err(RunError::Audit(e)),
+        (Ok(summary), Err(e)) => Err(RunError::Unrecorded(Box::new(error::Unrecorded {
+            applied: summary,
+            source: e,
+        }))),
         (Ok(summary), Ok(_)) => Ok(summary),
     }
 }

@@ -25,7 +25,9 @@ pub fn port_of(row: PortRow) -> ObservedPort {
         mtu_request: iface.as_ref().and_then(|i| i.mtu_request),
         external_ids: row.external_ids,
         ofport: iface.as_ref().and_then(|i| i.ofport),
+        policing_kbits: iface.as_ref().and_then(|i| i.ingress_policing_rate),
         error: iface.and_then(|i| i.error),
+        qos: row.qos.is_some(),
         link_alive: false,
     }
 }

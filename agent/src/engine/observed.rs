@@ -45,6 +45,10 @@ pub struct ObservedPort {
     pub ofport: Option<i64>,
     /// Interface `error`.
     pub error: Option<String>,
+    /// `Port.qos` references a `QoS` row.
+    pub qos: bool,
+    /// Interface `ingress_policing_rate`, kbit/s (0 or absent: no policing).
+    pub policing_kbits: Option<i64>,
     /// A kernel link of the Port's name exists (its container is running): pre-start never
     /// deletes such a row.
     pub link_alive: bool,

@@ -47,6 +47,10 @@ pub enum Step {
     DelLink { link: String, why: DelWhy },
     /// Clear IFF_UP.
     LinkDown { link: String },
+    /// Delete the root and ingress qdiscs of PVE's `rate=` limit (pve-common
+    /// `setup_tc_rate_limit`'s htb and police), which ovs-vswitchd would otherwise take over
+    /// half-way when op-agent's Port sets the same limit as OVS QoS.
+    ClearQdiscs { link: String },
     /// Rename (marking the link as op-agent's) and optionally set it up in the same message.
     LinkRename { from: String, to: String, up: bool },
     /// Set IFF_UP.
@@ -98,6 +102,7 @@ impl Step {
             Step::DelPort { .. } => "ovs.del-port",
             Step::DelLink { why, .. } => why.describe().0,
             Step::LinkDown { .. } => "link.down",
+            Step::ClearQdiscs { .. } => "link.clear-qdiscs",
             Step::LinkRename { .. } => "link.rename",
             Step::LinkUp { .. } => "link.up",
             Step::AddPort(_) => "ovs.add-port",
@@ -124,6 +129,7 @@ impl fmt::Display for Step {
             ),
             Step::DelLink { link, why } => write!(f, "{} {link}", why.describe().0),
             Step::LinkDown { link } => write!(f, "link.down {link}"),
+            Step::ClearQdiscs { link } => write!(f, "link.clear-qdiscs {link}"),
             Step::LinkRename { from, to, up } => {
                 write!(
                     f,
@@ -151,6 +157,13 @@ impl fmt::Display for Step {
                 }
                 if let Some(m) = p.mtu_request {
                     write!(f, " mtu_request={m}")?;
+                }
+                if let Some(r) = &p.rate {
+                    write!(
+                        f,
+                        " qos=linux-htb:max-rate={} ingress_policing_rate={}",
+                        r.max_rate_bits, r.policing_kbits
+                    )?;
                 }
                 for (k, v) in &p.external_ids {
                     write!(f, " external_ids:{k}={v}")?;
@@ -248,8 +261,21 @@ pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<
         trunks,
         mtu_request,
         external_ids: ownership_ids(d, nic),
-        rate: None,
+        rate: nic.rate.map(port_rate),
     })
+}
+
+/// PVE's `rate=` limit in the columns of an OVS port: pve-common
+/// `PVE::Network::setup_tc_rate_limit` shapes what the host sends into the container (htb
+/// root, `rate`/`burst`) and polices what it sends out (ingress `police rate`/`burst`); OVS
+/// does the same with a `linux-htb` QoS + Queue and `Interface.ingress_policing_*`.
+pub fn port_rate(r: pve_integration::Rate) -> crate::ovsdb::PortRate {
+    crate::ovsdb::PortRate {
+        max_rate_bits: r.bits_per_sec(),
+        burst_bits: r.burst_bits(),
+        policing_kbits: r.kbits_per_sec(),
+        policing_burst_kbits: r.burst_kbits(),
+    }
 }
 
 /// True when an existing Port already is what `want` describes and ovs-vswitchd applied it.
@@ -265,6 +291,16 @@ pub fn port_matches(have: &ObservedPort, want: &PortPlan) -> bool {
             .all(|(k, v)| have.external_ids.get(k) == Some(v))
         && have.ofport.unwrap_or(-1) > 0
         && have.error.is_none()
+        && rate_matches(have, want)
+}
+
+/// Whether the port's QoS and ingress policing are those of `want.rate` (a `QoS` row exactly
+/// when there is a rate; the policing rate, 0 without one).
+pub fn rate_matches(have: &ObservedPort, want: &PortPlan) -> bool {
+    let want_kbits = want
+        .rate
+        .map_or(0, |r| i64::try_from(r.policing_kbits).unwrap_or(i64::MAX));
+    have.qos == want.rate.is_some() && have.policing_kbits.unwrap_or(0) == want_kbits
 }
 
 fn check_target_link(nic: &DesiredNic, obs: &ObservedNic) -> Result<(), PlanError> {
@@ -454,6 +490,11 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
                 push(Step::LinkDown {
                     link: l.name.clone(),
                 });
+                if nic.rate.is_some() && want.is_some() {
+                    push(Step::ClearQdiscs {
+                        link: l.name.clone(),
+                    });
+                }
                 push(Step::LinkRename {
                     from: l.name.clone(),
                     to: nic.name.to_string(),

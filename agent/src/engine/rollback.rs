@@ -45,6 +45,18 @@ pub async fn restore_pve<L: Links, V: Vswitch>(
     u: Undo,
     rec: &mut Recorder,
 ) {
+    hand_back(host, net, u, rec, "rollback").await
+}
+
+/// [`restore_pve`] with audit steps named `<prefix>.rename`, `<prefix>.link-up` and
+/// `<prefix>.add-port` (`op-agent release` hands NICs back with the prefix `release`).
+pub async fn hand_back<L: Links, V: Vswitch>(
+    host: &Host<L, V>,
+    net: u8,
+    u: Undo,
+    rec: &mut Recorder,
+    prefix: &str,
+) {
     let net_v = Some(net);
     if let Some((pve, ours)) = &u.renamed {
         // Our port first, and ovs-vswitchd must have released the device before it is renamed
@@ -72,7 +84,7 @@ pub async fn restore_pve<L: Links, V: Vswitch>(
         };
         record_rollback(
             rec,
-            "rollback.rename",
+            &format!("{prefix}.rename"),
             r,
             json!({"net": net_v, "from": ours, "to": pve}),
         );
@@ -84,7 +96,7 @@ pub async fn restore_pve<L: Links, V: Vswitch>(
         };
         record_rollback(
             rec,
-            "rollback.link-up",
+            &format!("{prefix}.link-up"),
             r,
             json!({"net": net_v, "link": link}),
         );
@@ -116,7 +128,7 @@ pub async fn restore_pve<L: Links, V: Vswitch>(
         };
         record_rollback(
             rec,
-            "rollback.add-port",
+            &format!("{prefix}.add-port"),
             r,
             json!({"net": net_v, "port": p.name}),
         );

@@ -67,6 +67,7 @@ fn net0_only() -> Desired {
             trunks: Vec::new(),
             hwaddr: None,
             link_down: false,
+            rate: None,
             mode: NicMode::Plug,
         }],
         ..desired()

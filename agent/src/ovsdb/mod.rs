@@ -18,7 +18,7 @@ pub mod vswitch;
 
 use std::path::PathBuf;
 
-pub use vswitch::{Client, DelGuard, InterfaceRow, PortRow, PortSpec, Snapshot};
+pub use vswitch::{Client, DelGuard, InterfaceRow, PortRate, PortRow, PortSpec, Snapshot};
 
 /// Name of the database ovs-vswitchd uses (`vswitch.ovsschema`).
 pub const VSWITCH_DB: &str = "Open_vSwitch";

@@ -30,6 +30,9 @@ pub struct WantPort {
     pub trunks: Vec<u16>,
     /// `Port.vlan_mode` (`native-untagged` with both tag and trunks, like PVE).
     pub vlan_mode: Option<String>,
+    /// PVE's `rate=` as the Interface's `ingress_policing_rate` (kbit/s), with a `QoS` row on
+    /// the Port; `None` without a limit.
+    pub rate_kbits: Option<i64>,
 }
 
 /// The Ports the config asks for: every NIC that is not skipped, not `link_down` and has a
@@ -48,6 +51,9 @@ pub fn wanted_ports(d: &Desired) -> Vec<WantPort> {
                 vlan_mode: pve_integration::ovs_vlan_mode(tag, &trunks).map(str::to_string),
                 tag,
                 trunks,
+                rate_kbits: n
+                    .rate
+                    .map(|r| i64::try_from(r.kbits_per_sec()).unwrap_or(i64::MAX)),
             })
         })
         .collect()
@@ -119,6 +125,21 @@ pub fn drifts(wants: &[WantPort], t: &Tables) -> Vec<Drift> {
         }
         if p.vlan_mode != w.vlan_mode {
             c.push(("vlan_mode", json!(w.vlan_mode), json!(p.vlan_mode)));
+        }
+        if p.qos != w.rate_kbits.is_some() {
+            c.push(("qos", json!(w.rate_kbits.is_some()), json!(p.qos)));
+        }
+        let policing = t
+            .interfaces_of(p)
+            .next()
+            .and_then(|i| i.ingress_policing_rate)
+            .unwrap_or(0);
+        if policing != w.rate_kbits.unwrap_or(0) {
+            c.push((
+                "ingress_policing_rate",
+                json!(w.rate_kbits.unwrap_or(0)),
+                json!(policing),
+            ));
         }
         if !c.is_empty() {
             out.push(Drift {

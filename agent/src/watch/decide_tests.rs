@@ -14,6 +14,7 @@ fn nic(net: u32, name: &str, bridge: &str, tag: Option<u16>, trunks: &[u16]) -> 
         trunks: trunks.iter().filter_map(|t| VlanTag::new(*t)).collect(),
         hwaddr: None,
         link_down: false,
+        rate: None,
         mode: NicMode::Plug,
     }
 }
@@ -196,4 +197,33 @@ fn a_new_bridge_is_noticed() {
     // A deleted one is not "new".
     let ch = t.apply(&decode_updates(&json!({"Bridge": {"b3": {"old": {}}}})));
     assert!(touched(&ch, &t).new_bridges.is_empty());
+}
+
+#[test]
+fn a_lost_rate_limit_is_a_drift_and_a_kept_one_is_not() {
+    let mut n = nic(0, "vi100", "ovsbr0", Some(10), &[]);
+    n.rate = pve_integration::Rate::from_pve("1");
+    let wants = wanted_ports(&desired(vec![n]));
+    assert_eq!(wants[0].rate_kbits, Some(8388));
+    // tables(): vi100 without QoS and without policing.
+    let d = drifts(&wants, &tables());
+    assert_eq!(d.len(), 1);
+    let Found::Changed(c) = &d[0].found else {
+        panic!("{d:?}")
+    };
+    let cols: Vec<&str> = c.iter().map(|(col, _, _)| *col).collect();
+    assert_eq!(cols, ["qos", "ingress_policing_rate"]);
+    // The same port with op-agent's QoS and policing: nothing due.
+    let mut t = tables();
+    t.apply(&decode_updates(&json!({
+        "Port": {"p1": {"new": {"name": "vi100", "tag": 10, "trunks": ["set", []],
+            "vlan_mode": ["set", []], "external_ids": owned(), "interfaces": ["uuid", "i1"],
+            "qos": ["uuid", "q1"]}}},
+        "Interface": {"i1": {"new": {"name": "vi100", "ofport": 2, "error": ["set", []],
+            "ingress_policing_rate": 8388}}}
+    })));
+    assert_eq!(drifts(&wants, &t), vec![]);
+    // A limit the config no longer asks for is a drift too.
+    let plain = wanted_ports(&desired(vec![nic(0, "vi100", "ovsbr0", Some(10), &[])]));
+    assert_eq!(drifts(&plain, &t).len(), 1);
 }

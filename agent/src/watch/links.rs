@@ -11,6 +11,72 @@ use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Default receive buffer of the link-event socket, KiB: room for the events of 200
+/// containers re-created at once (each veth pair makes a handful of `RTM_NEWLINK` messages of
+/// about 1–2 KiB: about 2 MiB), twice over.
+pub const EVENT_RCVBUF_KIB: usize = 4096;
+
+/// Sets the receive buffer of the link-event socket to `bytes`: `SO_RCVBUFFORCE` (root, above
+/// `net.core.rmem_max`), else `SO_RCVBUF` (capped at `rmem_max`). A failure is logged: the
+/// overrun resync ([`resync`]) still covers what a small buffer drops.
+pub fn size_buffer(
+    conn: &mut rtnetlink::proto::Connection<rtnetlink::packet_route::RouteNetlinkMessage>,
+    bytes: usize,
+) {
+    use rtnetlink::sys::AsyncSocket;
+    use std::os::fd::AsRawFd;
+    let fd = conn.socket_mut().socket_mut().as_raw_fd();
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: `fd` is the open netlink socket `conn` owns; `size` outlives the call and
+        // its length is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+    log::warn!(
+        "watch: cannot size the link-event socket buffer to {bytes} bytes: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// After an overrun (the kernel dropped link events: `ENOBUFS`, which netlink-proto hands on
+/// as `NLMSG_OVERRUN`), re-lists every link, as iproute2's `ip monitor` users and other
+/// netlink consumers resynchronise: links gone meanwhile are forgotten, and every
+/// `veth<vmid>i<n>` not known under its ifindex is handled as a new link ([`on_new_link`]), so
+/// a container whose veth was re-created during the burst is still converged.
+pub async fn resync(
+    cfg: &AgentConfig,
+    opts: &WatchOptions,
+    nl: &Netlink,
+    known: &mut HashMap<u32, String>,
+    tx: &mpsc::Sender<Job>,
+) {
+    log::warn!(
+        "watch: link events were lost (netlink socket buffer overran); re-listing every link"
+    );
+    let links = match nl.links().await {
+        Ok(l) => l,
+        Err(e) => {
+            log::warn!("watch: cannot re-list links after an overrun: {e}");
+            return;
+        }
+    };
+    known.retain(|index, name| links.iter().any(|l| l.index == *index && l.name == *name));
+    for l in links {
+        on_new_link(cfg, opts, nl, known, l, tx);
+    }
+}
+
 /// Waits until `name` (ifindex `index`) is plugged: an OVS Port of that name whose Interface
 /// ovs-vswitchd has processed (ofport or error set), or a master. `false` when the link went
 /// away or changed its name meanwhile (nothing to do); `true` after `limit` as well (a

@@ -10,7 +10,8 @@
 //! - [`links`]: subscribes to rtnetlink link events (`RTNLGRP_LINK`); when a link named
 //!   `veth<vmid>i<n>` appears (a new ifindex, or a link renamed to that name) for a managed
 //!   vmid, it waits up to `plug_wait` until PVE has plugged it (an OVS Port of that name that
-//!   ovs-vswitchd has processed, or a master), then converges the container;
+//!   ovs-vswitchd has processed, or a master), then converges the container; when the kernel
+//!   dropped events (the socket buffer overran, `ENOBUFS`), it re-lists every link;
 //! - [`ovsdb_monitor`]: keeps a `monitor` (RFC 7047 §4.1.5) of the Bridge, Port and Interface
 //!   tables; every (re)connect reconciles every managed running container (reconnecting with
 //!   exponential backoff, 100 ms doubling to 2 s); an owned Port deleted or changed by someone
@@ -25,6 +26,8 @@
 //!   audit `phase` = `watch`), retrying a failed container with backoff (250 ms doubling to
 //!   4 s, 6 attempts); it takes the per-vmid lock the hooks take ([`crate::engine::converge`]),
 //!   so a hook and the service never work on one container at once;
+//! - [`metrics`]: with `[metrics] textfile` in agent.toml, writes the text of `op-agent metrics`
+//!   there every `interval_s`, replacing the file atomically;
 //! - exits 0 on SIGTERM or SIGINT after the run in progress (itself bounded by
 //!   `[hook] deadline_ms`).
 //!
@@ -34,6 +37,7 @@
 pub mod conf;
 pub mod decide;
 pub mod links;
+pub mod metrics;
 pub mod ovsdb_monitor;
 pub mod worker;
 
@@ -60,6 +64,8 @@ pub struct WatchOptions {
     pub probe: Duration,
     /// The PVE conf watch ([`conf`]).
     pub conf: conf::ConfOptions,
+    /// Receive buffer of the link-event socket, bytes ([`links::EVENT_RCVBUF_KIB`]).
+    pub event_rcvbuf: usize,
 }
 
 impl Default for WatchOptions {
@@ -68,6 +74,7 @@ impl Default for WatchOptions {
             plug_wait: Duration::from_millis(2000),
             probe: Duration::from_millis(5000),
             conf: conf::ConfOptions::default(),
+            event_rcvbuf: links::EVENT_RCVBUF_KIB * 1024,
         }
     }
 }
@@ -86,8 +93,13 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
     // process.
     conf::spawn(cfg.clone(), opts.conf.clone(), tx.clone())
         .map_err(|e| format!("cannot start the conf watch thread: {e}"))?;
+    let textfile = metrics::spawn(&cfg)
+        .map_err(|e| format!("cannot start the metrics textfile thread: {e}"))?;
     let rt = inspect::runtime().map_err(|e| e.to_string())?;
     let r = rt.block_on(event_loop(&cfg, &opts, tx.clone()));
+    if let Some(t) = textfile {
+        t.stop(Duration::from_secs(3));
+    }
     let _ = tx.send(Job::Stop);
     drop(rt);
     // The run in progress is bounded by [hook] deadline_ms; wait that long plus a margin.
@@ -113,9 +125,10 @@ async fn event_loop(
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-    let (conn, _handle, mut events) =
+    let (mut conn, _handle, mut events) =
         rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
             .map_err(|e| format!("netlink link-event socket: {e}"))?;
+    links::size_buffer(&mut conn, opts.event_rcvbuf);
     tokio::spawn(conn);
     let nl = Netlink::connect().map_err(|e| format!("netlink socket: {e}"))?;
     // Links that exist now are covered by the start-up reconcile.
@@ -155,6 +168,9 @@ async fn event_loop(
                     }
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
                         known.remove(&m.header.index);
+                    }
+                    NetlinkPayload::Overrun(_) => {
+                        links::resync(cfg, opts, &nl, &mut known, &tx).await;
                     }
                     _ => {}
                 }

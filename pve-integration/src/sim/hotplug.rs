@@ -97,7 +97,7 @@ impl Sim {
     }
 
     /// pve-container `net_tap_plug` on the live path: `link_down` → `ip link set dev <iface>
-    /// down` only; else pve-common `tap_plug` ([`Sim::tap_plug`], rate not applied) and
+    /// down` only; else pve-common `tap_plug` ([`Sim::tap_plug`], with its rate limit) and
     /// `/sbin/ip link set dev <iface> up`, which fails when no device has that name.
     fn live_net_tap_plug(&self, iface: &str, net: &NetConf) -> Res<()> {
         if net.link_down {

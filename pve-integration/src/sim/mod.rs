@@ -35,6 +35,7 @@ mod lifecycle;
 mod lxc_config;
 mod network;
 mod poststop;
+mod rate_limit;
 mod set;
 
 pub use set::{parse_set_args, SetError};

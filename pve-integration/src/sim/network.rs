@@ -96,7 +96,7 @@ impl Sim {
 
     /// pve-common `src/PVE/Network.pm` `tap_plug`: `del-port`, then the Linux bridge
     /// (`$bridge_add_interface`, fwbr when needed) or OVS (`$ovs_bridge_add_port`) attach.
-    /// `rate` is not applied (`tap_rate_limit` is not simulated).
+    /// Then `tap_rate_limit` ([`super::rate_limit::tap_rate_limit`]).
     pub(crate) fn tap_plug(&self, iface: &str, net: &NetConf, bridge: &str, mtu: u32) -> Res<()> {
         // "cleanup old port config from any openvswitch bridge"
         self.vsctl_quiet(&["del-port", iface]);
@@ -201,7 +201,7 @@ impl Sim {
                 "bridge '{bridge}' is neither a linux nor an OVS bridge!"
             ));
         }
-        Ok(())
+        super::rate_limit::tap_rate_limit(iface, net.rate.as_deref())
     }
 
     pub(crate) fn create_fwbr(&self, fwbr: &str, mtu: u32) -> Res<()> {

@@ -509,3 +509,39 @@ fn a_changed_tag_bridge_mtu_or_link_down_is_applied_to_the_port() {
         vec!["net0: link.up vi100"]
     );
 }
+
+#[test]
+fn rate_clears_pves_qdiscs_then_plugs_with_ovs_qos() {
+    let mut n = net(0, "ovsbr0", Some(10));
+    n.rate = Some("1".into());
+    let d = desired(vec![n], "");
+    let obs = Observed {
+        nics: vec![ObservedNic {
+            pve_link: Some(veth("veth100i0", 7)),
+            pve_port: Some(pve_port("veth100i0")),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let plan = plan_post_start(&d, &obs).unwrap();
+    let names: Vec<String> = plan.iter().map(|p| p.step.to_string()).collect();
+    assert_eq!(names[2], "link.clear-qdiscs veth100i0");
+    assert_eq!(names[3], "link.rename veth100i0 -> vi100 (up)");
+    assert!(
+        names[4].contains(" qos=linux-htb:max-rate=8388608 ingress_policing_rate=8388 "),
+        "{}",
+        names[4]
+    );
+    let Step::AddPort(want) = &plan[4].step else {
+        panic!("{names:?}")
+    };
+    // The same port without its QoS (someone cleared Port.qos) is not converged.
+    let mut have = pve_port("vi100");
+    have.external_ids = want.external_ids.clone();
+    have.policing_kbits = Some(8388);
+    assert!(!port_matches(&have, want));
+    have.qos = true;
+    assert!(port_matches(&have, want));
+    have.policing_kbits = Some(0);
+    assert!(!port_matches(&have, want));
+}

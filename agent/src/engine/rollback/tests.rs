@@ -37,6 +37,7 @@ fn desired() -> Desired {
             trunks: vec![VlanTag::new(20).unwrap(), VlanTag::new(30).unwrap()],
             hwaddr: Some("bc:24:11:00:00:01".into()),
             link_down: false,
+            rate: None,
             mode: NicMode::Plug,
         }],
     }

@@ -44,6 +44,8 @@ pub struct MonPort {
     pub vlan_mode: Option<String>,
     /// `Port.interfaces`: UUIDs of its Interface rows.
     pub interfaces: Vec<String>,
+    /// `Port.qos` references a `QoS` row.
+    pub qos: bool,
 }
 
 /// An `Interface` row: name and what ovs-vswitchd made of it.
@@ -58,6 +60,8 @@ pub struct MonInterface {
     pub error: Option<String>,
     /// `Interface.mtu_request` in bytes.
     pub mtu_request: Option<i64>,
+    /// `Interface.ingress_policing_rate`, kbit/s (0: no policing).
+    pub ingress_policing_rate: Option<i64>,
 }
 
 /// A row of one of the monitored tables.
@@ -144,12 +148,14 @@ fn decode_row(table: Table, r: &Value) -> Row {
             trunks: vlans(r.get("trunks")),
             vlan_mode: opt_str(r.get("vlan_mode")),
             interfaces: uuids(r.get("interfaces")),
+            qos: !uuids(r.get("qos")).is_empty(),
         }),
         Table::Interface => Row::Interface(MonInterface {
             name: opt_str(r.get("name")).unwrap_or_default(),
             ofport: opt_i64(r.get("ofport")),
             error: opt_str(r.get("error")),
             mtu_request: opt_i64(r.get("mtu_request")),
+            ingress_policing_rate: opt_i64(r.get("ingress_policing_rate")),
         }),
     }
 }
@@ -257,8 +263,8 @@ impl Tables {
 fn tables_request() -> Value {
     json!({
         "Bridge": {"columns": ["name", "ports"]},
-        "Port": {"columns": ["name", "external_ids", "tag", "trunks", "vlan_mode", "interfaces"]},
-        "Interface": {"columns": ["name", "ofport", "error", "mtu_request"]},
+        "Port": {"columns": ["name", "external_ids", "tag", "trunks", "vlan_mode", "interfaces", "qos"]},
+        "Interface": {"columns": ["name", "ofport", "error", "mtu_request", "ingress_policing_rate"]},
     })
 }
 

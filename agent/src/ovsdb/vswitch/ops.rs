@@ -225,6 +225,7 @@ pub fn replace_port(
 /// Ops that delete Port `uuid` (named `name`) from its bridge; the last op is the mutate.
 /// With [`DelGuard::OwnedBy`], or when `check_name`, the first op is a guard `wait` that the
 /// row of that UUID still has this name (and the owner mark): a remembered UUID is a hint.
+/// With [`DelGuard::OwnedBy`] the port's own QoS and Queue rows go too ([`del_qos_ops`]).
 fn del_port_ops(name: &str, uuid: &str, guard: &DelGuard, check_name: bool) -> Vec<VsOp> {
     let by_uuid = Cond::eq("_uuid", Uuid(uuid.to_string()));
     let mut ops = Vec::new();
@@ -245,6 +246,11 @@ fn del_port_ops(name: &str, uuid: &str, guard: &DelGuard, check_name: bool) -> V
             Guard::SameName,
         )),
         DelGuard::Any => {}
+    }
+    if let DelGuard::OwnedBy { key, value } = guard {
+        // A port op-agent made may carry QoS/Queue rows: roots of the schema, which nothing
+        // but these deletes removes (none match for a port without a rate).
+        ops.extend(del_qos_ops(name, uuid, key, value));
     }
     ops.push(Op::Mutate {
         table: "Bridge".into(),
@@ -309,6 +315,16 @@ fn add_port_ops(spec: &PortSpec) -> Vec<VsOp> {
         },
     ];
     if let Some(r) = &spec.rate {
+        // Rows an earlier port of this name left (its Port deleted by another client, e.g.
+        // `ovs-vsctl del-port`, which leaves QoS and Queue rows: roots of the schema): the
+        // NoPort guard above holds, so no Port references them.
+        let ids = qos_ids(spec);
+        for table in ["QoS", "Queue"] {
+            ops.push(Op::Delete {
+                table: table.into(),
+                conds: vec![Cond::includes("external_ids", ids.clone())],
+            });
+        }
         ops.extend(qos_inserts(spec, r));
     }
     ops.push(Op::Insert {

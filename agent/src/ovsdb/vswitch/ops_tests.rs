@@ -135,6 +135,10 @@ fn add_port_with_rate_golden() {
     insert.splice(
         4..4,
         [
+            json!({"op": "delete", "table": "QoS",
+                   "where": [["external_ids", "includes", qos_ext.clone()]]}),
+            json!({"op": "delete", "table": "Queue",
+                   "where": [["external_ids", "includes", qos_ext.clone()]]}),
             json!({"op": "insert", "table": "Queue", "uuid-name": "queue",
                    "row": {"other_config": ["map", [["burst", "8388608"], ["max-rate", "8388608"]]],
                            "external_ids": qos_ext}}),
@@ -195,19 +199,32 @@ fn del_port_golden() {
          "where": [["_uuid", "==", ["uuid", "u-1"]],
                    ["external_ids", "includes", ["map", [["owner", "op-agent"]]]]],
          "columns": ["name"], "until": "==", "rows": [{"name": "p1"}]},
+        {"op": "update", "table": "Port", "where": [["_uuid", "==", ["uuid", "u-1"]]], "row": {"qos": ["set", []]}},
+        {"op": "delete", "table": "QoS", "where": [["external_ids", "includes", ["map", [["owner", "op-agent"], ["port", "p1"]]]]]},
+        {"op": "delete", "table": "Queue", "where": [["external_ids", "includes", ["map", [["owner", "op-agent"], ["port", "p1"]]]]]},
         {"op": "mutate", "table": "Bridge", "where": [["ports", "includes", ["set", [["uuid", "u-1"]]]]],
          "mutations": [["ports", "delete", ["set", [["uuid", "u-1"]]]]]},
         bump()[0], bump()[1],
     ]);
     let ops = del_port("p1", "u-1", &owned());
     assert_eq!(wire(&ops), own);
-    assert_eq!(wire(&ops)[del_mutate_index(&ops)], own[2]);
+    assert_eq!(wire(&ops)[del_mutate_index(&ops)], own[5]);
     assert_eq!(wire(&ops)[cfg_index(&ops)], bump()[1]);
 }
 
 fn replace_deletes(guard_wait: Option<Value>) -> Vec<Value> {
     let mut v = vec![json!({"op": "comment", "comment": "op-agent: replace-port old by br0 p1"})];
+    let owned = guard_wait.is_some();
     v.extend(guard_wait);
+    if owned {
+        let mark = json!(["map", [["owner", "op-agent"], ["port", "old"]]]);
+        v.extend([
+            json!({"op": "update", "table": "Port", "where": [["_uuid", "==", ["uuid", "u-9"]]],
+                   "row": {"qos": ["set", []]}}),
+            json!({"op": "delete", "table": "QoS", "where": [["external_ids", "includes", mark]]}),
+            json!({"op": "delete", "table": "Queue", "where": [["external_ids", "includes", mark]]}),
+        ]);
+    }
     v.extend([
         json!({"op": "mutate", "table": "Bridge",
                "where": [["ports", "includes", ["set", [["uuid", "u-9"]]]]],
@@ -229,7 +246,7 @@ fn replace_port_golden() {
     want.extend(bump());
     let ops = replace_port("old", Some("u-9"), &owned(), &full_spec());
     assert_eq!(wire(&ops), Value::Array(want));
-    assert_eq!(cfg_index(&ops), 12);
+    assert_eq!(cfg_index(&ops), 15);
 
     // DelGuard::Any: no wait before the delete (the select just read the row).
     let mut want = replace_deletes(None);
@@ -248,9 +265,8 @@ fn replace_port_golden() {
 }
 
 const PORT_COLS_JSON: &str =
-    r#"["_uuid","name","tag","trunks","vlan_mode","external_ids","interfaces"]"#;
-const IFACE_COLS_JSON: &str =
-    r#"["_uuid","name","ofport","error","mtu_request","external_ids","type"]"#;
+    r#"["_uuid","name","tag","trunks","vlan_mode","external_ids","interfaces","qos"]"#;
+const IFACE_COLS_JSON: &str = r#"["_uuid","name","ofport","error","mtu_request","external_ids","type","ingress_policing_rate","ingress_policing_burst"]"#;
 
 fn cols(s: &str) -> Value {
     serde_json::from_str(s).unwrap()
@@ -378,9 +394,9 @@ fn replace_port_failure_names_the_guard() {
         map(1),
         OvsdbError::NotOwned { port, key, value } if port == "old" && key == "owner" && value == "op-agent"
     ));
-    assert!(matches!(map(5), OvsdbError::NoSuchBridge { .. }));
-    assert!(matches!(map(6), OvsdbError::PortExists { .. }));
-    assert!(matches!(map(7), OvsdbError::PortExists { .. }));
+    assert!(matches!(map(8), OvsdbError::NoSuchBridge { .. }));
+    assert!(matches!(map(9), OvsdbError::PortExists { .. }));
+    assert!(matches!(map(10), OvsdbError::PortExists { .. }));
     assert!(matches!(map(2), OvsdbError::OpFailed { index: 2, .. }));
 
     // With DelGuard::Any there is no owner wait: the bridge guard moves up to op 4.
@@ -429,9 +445,9 @@ fn guards_are_tagged_on_waits_only() {
         tags,
         vec![
             (1, Guard::Owned),
-            (5, Guard::Bridge),
-            (6, Guard::NoPort),
-            (7, Guard::NoInterface)
+            (8, Guard::Bridge),
+            (9, Guard::NoPort),
+            (10, Guard::NoInterface)
         ]
     );
     assert!(ops

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::ovsdb::OvsdbError;
 
 /// Columns of `Port` that [`PortRow`] is made of.
-pub(super) const PORT_COLS: [&str; 7] = [
+pub(super) const PORT_COLS: [&str; 8] = [
     "_uuid",
     "name",
     "tag",
@@ -19,10 +19,11 @@ pub(super) const PORT_COLS: [&str; 7] = [
     "vlan_mode",
     "external_ids",
     "interfaces",
+    "qos",
 ];
 
 /// Columns of `Interface` that [`InterfaceRow`] is made of.
-pub(super) const IFACE_COLS: [&str; 7] = [
+pub(super) const IFACE_COLS: [&str; 9] = [
     "_uuid",
     "name",
     "ofport",
@@ -30,6 +31,8 @@ pub(super) const IFACE_COLS: [&str; 7] = [
     "mtu_request",
     "external_ids",
     "type",
+    "ingress_policing_rate",
+    "ingress_policing_burst",
 ];
 
 /// An `Interface` row as read back.
@@ -49,6 +52,10 @@ pub struct InterfaceRow {
     pub external_ids: BTreeMap<String, String>,
     /// `Interface.type` (empty string = system device).
     pub kind: String,
+    /// `Interface.ingress_policing_rate`, kbit/s (0 = no policing).
+    pub ingress_policing_rate: Option<i64>,
+    /// `Interface.ingress_policing_burst`, kbit.
+    pub ingress_policing_burst: Option<i64>,
 }
 
 /// A `Port` row as read back, with its bridge and interfaces.
@@ -70,6 +77,8 @@ pub struct PortRow {
     pub external_ids: BTreeMap<String, String>,
     /// The rows of `Port.interfaces`.
     pub interfaces: Vec<InterfaceRow>,
+    /// `Port.qos`: UUID of the `QoS` row that shapes what the port sends, if any.
+    pub qos: Option<String>,
 }
 
 /// The elements of a `<set>`; any other value is a 1-element set of itself.
@@ -166,6 +175,8 @@ fn parse_iface(r: &Value) -> InterfaceRow {
         mtu_request: opt_i64(r.get("mtu_request")),
         external_ids: str_map(r.get("external_ids")),
         kind: opt_str(r.get("type")).unwrap_or_default(),
+        ingress_policing_rate: opt_i64(r.get("ingress_policing_rate")),
+        ingress_policing_burst: opt_i64(r.get("ingress_policing_burst")),
     }
 }
 
@@ -218,6 +229,7 @@ pub(super) fn assemble(bridges: &[Value], ports: &[Value], ifaces: &[Value]) -> 
                     .iter()
                     .filter_map(|u| ifaces.get(u).cloned())
                     .collect(),
+                qos: uuids(p.get("qos")).into_iter().next(),
                 uuid,
             }
         })

@@ -145,6 +145,8 @@ fn assemble_joins_bridge_port_and_interfaces() {
             mtu_request: Some(1500),
             external_ids: BTreeMap::from([("owner".into(), "x".into())]),
             kind: String::new(),
+            ingress_policing_rate: None,
+            ingress_policing_burst: None,
         }]
     );
     assert_eq!(rows[2].bridge, None);

@@ -1,0 +1,103 @@
+//! The audit disk fills up after a post-start wrote its intent row and made its changes: the
+//! hook says what was applied and that its outcome is not recorded (exit 74, one line), the
+//! network stays converged, and the next run that can write records an `audit.unrecorded`
+//! row for the lost outcome before its own rows; the chain stays intact throughout.
+
+use op_testkit::{PveConf, TestHost};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmpfs of `size` mounted on `dir` (unmounted on drop).
+struct Tmpfs(std::path::PathBuf);
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn audit_unwritable_after_the_intent_says_what_was_applied_and_the_next_run_records_it() {
+    let host = TestHost::new("f-unrec");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
+    let dir = host.audit_db().parent().unwrap().to_path_buf();
+    let _fs = Tmpfs::mount(&dir, "4m");
+    let (code, err, _) = host.hook(100, "pre-start").run().exit_stderr_took();
+    assert_eq!(code, Some(0), "{err}");
+    let fp = host.root().join("fp");
+    std::fs::create_dir_all(&fp).unwrap();
+    let hook = host
+        .hook(100, "post-start")
+        .env("OP_AGENT_FAILPOINT", "pause:ovs.add-port")
+        .env("OP_AGENT_FAILPOINT_DIR", &fp);
+    let run = std::thread::spawn(move || hook.run().exit_stderr_took());
+    let t = Instant::now();
+    while !fp.join("paused").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the hook never paused"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The intent row is written and the port added: now the audit file system is full.
+    let _ = std::fs::write(dir.join("filler"), vec![0u8; 8 << 20]);
+    std::fs::write(fp.join("resume"), "").unwrap();
+    let (code, err, _) = run.join().unwrap();
+    assert_eq!(code, Some(74), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("applied (net0 veth100i0 -> vi100"), "{err}");
+    assert!(err.contains("the outcome is not recorded"), "{err}");
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(1));
+    host.assert_audit_intact("unwritable after the intent");
+    let lost = host
+        .audit_rows_for(100)
+        .into_iter()
+        .rfind(|r| r.phase == "post-start")
+        .unwrap();
+    assert_eq!(lost.step, "run.intent", "the outcome rows are not there");
+
+    // Space again: the next run records the lost outcome first, then its own rows.
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    let (code, err, _) = host.hook(100, "post-start").run().exit_stderr_took();
+    assert_eq!(code, Some(0), "{err}");
+    let rows = host.audit_rows_for(100);
+    let at = rows
+        .iter()
+        .position(|r| r.step == "audit.unrecorded")
+        .unwrap_or_else(|| panic!("no audit.unrecorded row: {rows:?}"));
+    assert!(rows[at].detail.contains(&lost.run_id), "{:?}", rows[at]);
+    assert!(rows[at].seq > lost.seq);
+    assert_ne!(rows[at].run_id, lost.run_id);
+    assert!(
+        rows[at + 1..].iter().all(|r| r.run_id == rows[at].run_id),
+        "the row opens the new run: {rows:?}"
+    );
+    host.assert_audit_intact("space again");
+    // Recorded once: a third run adds no second row.
+    let (code, err, _) = host.hook(100, "post-start").run().exit_stderr_took();
+    assert_eq!(code, Some(0), "{err}");
+    let n = host
+        .audit_rows_for(100)
+        .iter()
+        .filter(|r| r.step == "audit.unrecorded")
+        .count();
+    assert_eq!(n, 1);
+}

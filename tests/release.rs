@@ -1,0 +1,236 @@
+//! `op-agent release` end to end, through `pve-sim` with real LXC containers on a private OVS
+//! and the watch service running: the NIC goes back to PVE's name and Port (as PVE's
+//! `tap_plug` makes it), the watch leaves it there, PVE's own live `pct set -net0 …,tag=30`
+//! (pve-sim's `update_net`, which fails on a renamed NIC) then succeeds, `op-agent apply`
+//! takes the NIC back on the new tag, and a release lasts only until the next start.
+//! Root only (fails, never skips). Run:
+//! `cargo build -p pve-integration && cargo test --test release`.
+
+use op_testkit::{bridged_ip, Nic, PveConf, TestHost};
+use std::time::{Duration, Instant};
+
+fn conf_net0(host: &TestHost, vmid: u32) -> String {
+    let text =
+        std::fs::read_to_string(host.root().join(format!("etc/pve/lxc/{vmid}.conf"))).unwrap();
+    text.lines()
+        .take_while(|l| !l.starts_with('['))
+        .find_map(|l| l.strip_prefix("net0: ").map(str::to_string))
+        .unwrap()
+}
+
+/// `Ok` when container 100's net0 is PVE's again: link `veth100i0` up without op-agent's
+/// alias, no `vi100` link or Port, and a Port `veth100i0` on `ovsbr0` with `tag`, no
+/// `external_ids`, the bridge's MTU and an ofport > 0.
+fn pves(host: &TestHost, tag: u16) -> Result<(), String> {
+    if host.has_link("vi100") || host.ports("ovsbr0").contains(&"vi100".to_string()) {
+        return Err("vi100 is still there".into());
+    }
+    let l = host.link("veth100i0").ok_or("no veth100i0")?;
+    if !host.is_up("veth100i0") {
+        return Err("veth100i0 is down".into());
+    }
+    if l.get("ifalias").is_some_and(|a| a.as_str() != Some("")) {
+        return Err(format!("veth100i0 alias {:?}", l["ifalias"]));
+    }
+    if !host.ports("ovsbr0").contains(&"veth100i0".to_string()) {
+        return Err("no Port veth100i0 on ovsbr0".into());
+    }
+    let got = host.ovs_get("Port", "veth100i0", "tag");
+    if got != tag.to_string() {
+        return Err(format!("Port veth100i0 tag {got}"));
+    }
+    let ids = host.ovs_get("Port", "veth100i0", "external_ids");
+    if ids != "{}" {
+        return Err(format!("Port veth100i0 external_ids {ids}"));
+    }
+    let mtu = host.ovs_get("Interface", "veth100i0", "mtu_request");
+    if mtu != "1500" {
+        return Err(format!("Interface veth100i0 mtu_request {mtu}"));
+    }
+    let of: i64 = host
+        .ovs_get("Interface", "veth100i0", "ofport")
+        .parse()
+        .unwrap_or(-1);
+    if of <= 0 {
+        return Err(format!("Interface veth100i0 ofport {of}"));
+    }
+    Ok(())
+}
+
+fn wait_pves(host: &TestHost, tag: u16, limit: Duration) {
+    let t = Instant::now();
+    loop {
+        match pves(host, tag) {
+            Ok(()) => return,
+            Err(e) if t.elapsed() > limit => panic!("not PVE's after {limit:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// PVE's state must hold for `d` while the watch runs.
+fn stays_pves(host: &TestHost, tag: u16, d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        if let Err(e) = pves(host, tag) {
+            panic!("taken back after {:?}: {e}", t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn release_then_pves_own_hotplug_works_and_apply_takes_the_nic_back() {
+    let host = TestHost::new("rel");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.manage_bridged(101, PveConf::bridged(101, 10));
+    host.sim_ok(&["start", "100"]);
+    host.sim_ok(&["start", "101"]);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
+    host.wait_converged(101, "vi101", 10, Duration::from_secs(5));
+    let mut w = host.spawn_watch(&[]);
+
+    // PVE's live edit of net0's tag (on the renamed NIC it would fail: no veth100i0).
+    let net0 = conf_net0(&host, 100);
+    let tag30 = net0.replace("tag=10", "tag=30");
+    assert_ne!(net0, tag30);
+
+    let t = Instant::now();
+    let out = host.agent(&["release", "100"]);
+    let took = t.elapsed();
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    eprintln!(
+        "release took {} ms: {}",
+        took.as_millis(),
+        out.stdout_text().trim()
+    );
+    assert!(
+        out.stdout_text()
+            .contains("net0 vi100 -> veth100i0 on ovsbr0 tag 10"),
+        "{}",
+        out.text()
+    );
+    wait_pves(&host, 10, Duration::from_secs(1));
+    assert!(
+        host.ping(100, &bridged_ip(101)),
+        "100 reaches 101 on PVE's Port"
+    );
+    stays_pves(&host, 10, Duration::from_secs(3));
+    let steps: Vec<(String, String)> = host
+        .audit_rows_for(100)
+        .into_iter()
+        .filter(|r| r.phase == "release")
+        .map(|r| (r.step, r.outcome))
+        .collect();
+    for s in ["run.intent", "release.rename", "release.add-port"] {
+        assert!(steps.iter().any(|(st, _)| st == s), "{steps:?}");
+    }
+    assert!(steps.iter().all(|(_, o)| o != "failed"), "{steps:?}");
+    let st = host.agent(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&st.stdout_text()).unwrap();
+    let c = v["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["vmid"] == 100)
+        .unwrap()
+        .clone();
+    assert_eq!(c["nics"][0]["state"], "released", "{c}");
+    // A second release changes nothing.
+    let again = host.agent(&["release", "100"]);
+    assert_eq!(again.code(), Some(0), "{}", again.text());
+    assert!(again.stdout_text().contains("already released"));
+
+    // PVE's own hotplug (pve-container update_net: tap_unplug, tap_plug, ip link set up).
+    let out = host.sim(&["set", "100", "-net0", &tag30]);
+    assert!(out.status.success(), "pve-sim set: {}", out.text());
+    wait_pves(&host, 30, Duration::from_secs(1));
+    assert!(
+        !host.ping(100, &bridged_ip(101)),
+        "VLAN 30 must not reach 101 on 10"
+    );
+    stays_pves(&host, 30, Duration::from_secs(3));
+
+    // apply takes it back with the conf's new tag.
+    let out = host.agent(&["apply", "100"]);
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    host.wait_converged(100, "vi100", 30, Duration::from_secs(2));
+    assert!(!host.has_link("veth100i0"));
+
+    // A release lasts until the next start: the hooks take the NIC again.
+    let out = host.agent(&["release", "--all"]);
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    assert!(
+        out.stdout_text().contains("101: net0 vi101 -> veth101i0"),
+        "{}",
+        out.text()
+    );
+    wait_pves(&host, 30, Duration::from_secs(1));
+    host.sim_ok(&["stop", "100"]);
+    host.sim_ok(&["start", "100"]);
+    host.wait_converged(100, "vi100", 30, Duration::from_secs(5));
+    assert!(host.has_link("veth101i0"), "101 stays released");
+
+    assert!(w.stop().is_some_and(|s| s.success()), "{}", w.log_text());
+    host.assert_audit_intact("after release");
+}
+
+#[test]
+fn release_refuses_what_it_cannot_hand_back() {
+    let host = TestHost::new("rel-no");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    let out = host.agent(&["release", "100"]);
+    assert_eq!(out.code(), Some(1), "{}", out.text());
+    assert!(out.stderr_text().contains("not running"), "{}", out.text());
+    let out = host.agent(&["release", "105"]);
+    assert_eq!(out.code(), Some(1), "{}", out.text());
+    assert!(out.stderr_text().contains("not managed"), "{}", out.text());
+    let out = host.agent(&["release", "1x"]);
+    assert_eq!(out.code(), Some(64), "{}", out.text());
+    let out = host.agent(&["release"]);
+    assert_ne!(out.code(), Some(0), "{}", out.text());
+}
+
+#[test]
+fn release_changes_nothing_when_pves_bridge_is_gone() {
+    let host = TestHost::with_bridges("rel-br", &["ovsbr0", "ovsbr1"], &[]);
+    // PVE plugs net0 into ovsbr1; the container TOML moves it to ovsbr0.
+    host.write_pve_conf(
+        100,
+        PveConf::op_hook(100).nic(Nic::new(0, "ovsbr1").ip("10.10.0.101/24").tag(10)),
+    );
+    host.manage(
+        100,
+        "network_type = \"bridge\"\n[[nic]]\nnet = 0\nbridge = \"ovsbr0\"\n",
+    );
+    host.sim_ok(&["start", "100"]);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
+    host.vsctl_ok(&["del-br", "ovsbr1"]);
+
+    let out = host.agent(&["release", "100"]);
+    assert_eq!(out.code(), Some(69), "{}", out.text());
+    let err = out.stderr_text();
+    assert!(
+        err.contains("bridge 'ovsbr1' is neither a linux nor an OVS bridge")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    host.converged(100, "vi100", 10).unwrap();
+    let rows = host.audit_rows_for(100);
+    let last = rows.last().unwrap();
+    assert_eq!(
+        (
+            last.phase.as_str(),
+            last.step.as_str(),
+            last.outcome.as_str()
+        ),
+        ("release", "run.failed", "failed")
+    );
+    assert!(!rows
+        .iter()
+        .any(|r| r.phase == "release" && r.step == "run.intent"));
+    // Not left released: op-agent still manages it.
+    let st = host.agent(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&st.stdout_text()).unwrap();
+    assert_eq!(v["containers"][0]["nics"][0]["state"], "ok", "{v}");
+}
