@@ -46,15 +46,22 @@ impl Host {
         self.root().join("pct.args")
     }
 
-    /// A `pct` that appends its arguments (one per line, then `--`) and exits `code`.
+    /// A `pct` that appends its arguments (one per line, then `--`) and exits `code`; on
+    /// success `set <vmid> --hookscript <volid>` writes `hookscript: <volid>` into the conf, as
+    /// PVE's `update_pct_config` does.
     fn set_pct(&self, code: i32) {
         let p = self.root().join("bin/pct");
+        let conf = self.root().join("etc/pve/lxc");
         std::fs::write(
             &p,
             format!(
-                "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> '{}'\necho -- >> '{}'\nexit {code}\n",
+                "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> '{}'\necho -- >> '{}'\n\
+                 if [ {code} = 0 ] && [ \"$1\" = set ] && [ \"$3\" = --hookscript ]; then \
+                 c='{}'/\"$2\".conf; grep -v '^hookscript:' \"$c\" > \"$c.new\"; \
+                 echo \"hookscript: $4\" >> \"$c.new\"; mv \"$c.new\" \"$c\"; fi\nexit {code}\n",
                 self.pct_log().display(),
-                self.pct_log().display()
+                self.pct_log().display(),
+                conf.display()
             ),
         )
         .unwrap();
@@ -281,7 +288,7 @@ fn import_state_seed_example() {
 
 #[test]
 fn config_check_says_which_file_wins() {
-    let h = Host::new(CONF);
+    let h = Host::new(&format!("{CONF}hookscript: local:snippets/op-hook\n"));
     std::fs::write(h.local_toml(), "network_type = \"bridge\"\n").unwrap();
     let o = h.run(true, &["config", "check"]);
     let out = text(&o.stdout);

@@ -33,7 +33,7 @@ fn shown_arg(s: &str) -> String {
 }
 
 fn fail(vmid: &str, phase: &str, code: ExitCode, msg: &str) -> ExitCode {
-    eprintln!("op-agent: {vmid} {phase}: {}", one_line(msg));
+    crate::errln!("op-agent: {vmid} {phase}: {}", one_line(msg));
     code
 }
 
@@ -50,7 +50,7 @@ pub fn run(
     let vmid: Vmid = match vmid_arg.parse() {
         Ok(v) => v,
         Err(_) => {
-            eprintln!(
+            crate::errln!(
                 "op-agent: invalid vmid {}: must match ^[1-9][0-9]{{2,8}}$",
                 shown_arg(vmid_arg)
             );
@@ -61,15 +61,24 @@ pub fn run(
         PhaseArg::Known(p) => p,
         PhaseArg::Unknown => return ExitCode::Ok,
         PhaseArg::Malformed => {
-            eprintln!("op-agent: invalid phase {}", shown_arg(phase_arg));
+            crate::errln!("op-agent: invalid phase {}", shown_arg(phase_arg));
             return ExitCode::Usage;
         }
     };
     let ph = phase.as_str();
+    // The deadline runs from the first read on: with the default length until agent.toml says
+    // otherwise (a file that blocks must not hang the start of every guest).
+    let watchdog = Watchdog::spawn(
+        vmid_arg,
+        ph,
+        started,
+        crate::config::HookSection::default().deadline_ms,
+    );
     let cfg = match AgentConfig::load(config_path) {
         Ok(c) => c,
         Err(e) => return fail(vmid_arg, ph, e.exit_code(), &e.to_string()),
     };
+    watchdog.set(Deadline::of_config(&cfg, started).length());
     // Fast path for guests op-agent does not manage: no container TOML, or no PVE CT conf
     // (e.g. a QEMU VM). Exit 0, change nothing, write nothing.
     let managed = match Managed::find(&cfg, vmid) {
@@ -77,7 +86,6 @@ pub fn run(
         Ok(None) => return ExitCode::Ok,
         Err(e) => return fail(vmid_arg, ph, e.code(), &e.to_string()),
     };
-    spawn_watchdog(vmid_arg, ph, Deadline::of_config(&cfg, started));
     let job = Job {
         managed,
         phase,
@@ -94,23 +102,23 @@ pub fn run(
     for plan in &report.plans {
         let lines = engine::plan::plan_lines(plan);
         for l in &lines {
-            println!("{l}");
+            crate::outln!("{l}");
         }
         if lines.is_empty() {
-            println!("(nothing to do)");
+            crate::outln!("(nothing to do)");
         }
     }
     if let (true, Some((timings, total))) = (opts.timings, &report.timings) {
         for (step, d) in timings {
-            eprintln!("timing {step} {:.3} ms", d.as_secs_f64() * 1e3);
+            crate::errln!("timing {step} {:.3} ms", d.as_secs_f64() * 1e3);
         }
-        eprintln!("timing total {:.3} ms", total.as_secs_f64() * 1e3);
+        crate::errln!("timing total {:.3} ms", total.as_secs_f64() * 1e3);
     }
     match report.result {
         Err(e) => fail(vmid_arg, ph, e.code(), &e.to_string()),
         Ok(summary) => {
             if !summary.is_empty() && phase != engine::Phase::PostStop {
-                println!("op-agent: {vmid} {ph}: {summary}");
+                crate::outln!("op-agent: {vmid} {ph}: {summary}");
             }
             ExitCode::Ok
         }
@@ -140,21 +148,51 @@ pub fn record_panic(config_path: Option<&Path>, vmid_arg: &str, phase_arg: &str,
     let mut rec = Recorder::new(vmid.get(), phase.as_str(), Some(audit), Instant::now());
     rec.outcome("run.panic", Outcome::Failed, json!({"error": msg}));
     if let Err(e) = rec.finish() {
-        eprintln!("op-agent: {vmid} {}: audit: {e}", phase.as_str());
+        crate::errln!("op-agent: {vmid} {}: audit: {e}", phase.as_str());
     }
 }
 
 /// Hard bound: whatever hangs (a blocked syscall, a stuck SQLite lock), the process exits at
-/// the deadline plus 1 s with `EX_TEMPFAIL`.
-fn spawn_watchdog(vmid: &str, phase: &str, deadline: Deadline) {
-    let msg = format!(
-        "op-agent: {vmid} {phase}: deadline of {} ms exceeded; exiting",
-        deadline.length().as_millis()
-    );
-    let after = deadline.watchdog();
-    std::thread::spawn(move || {
-        std::thread::sleep(after);
-        eprintln!("{msg}");
-        std::process::exit(ExitCode::Timeout.code());
-    });
+/// the deadline plus 1 s (counted from the hook's start) with `EX_TEMPFAIL`. The length can be
+/// changed once agent.toml is read ([`Watchdog::set`]).
+struct Watchdog {
+    length_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::Thread,
+}
+
+impl Watchdog {
+    /// Starts the watchdog thread for a deadline of `length_ms` from `started`.
+    fn spawn(vmid: &str, phase: &str, started: Instant, length_ms: u64) -> Watchdog {
+        use std::sync::atomic::Ordering;
+        let length = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(length_ms));
+        let shared = length.clone();
+        let who = format!("op-agent: {vmid} {phase}");
+        let handle = std::thread::spawn(move || loop {
+            let ms = shared.load(Ordering::Acquire);
+            let Some(end) = started.checked_add(Duration::from_millis(ms) + Duration::from_secs(1))
+            else {
+                std::thread::park();
+                continue;
+            };
+            let now = Instant::now();
+            if now >= end {
+                crate::errln!("{who}: deadline of {ms} ms exceeded; exiting");
+                std::process::exit(ExitCode::Timeout.code());
+            }
+            // Woken early by `set`.
+            std::thread::park_timeout(end - now);
+        });
+        Watchdog {
+            length_ms: length,
+            thread: handle.thread().clone(),
+        }
+    }
+
+    /// Sets the deadline's length (from the same start).
+    fn set(&self, length: Duration) {
+        let ms = u64::try_from(length.as_millis()).unwrap_or(u64::MAX);
+        self.length_ms
+            .store(ms, std::sync::atomic::Ordering::Release);
+        self.thread.unpark();
+    }
 }

@@ -69,10 +69,10 @@ pub fn run(cli: cli::Cli) -> i32 {
             let msg = PANIC_MSG.lock().map(|m| m.clone()).unwrap_or_default();
             match &hook_args {
                 Some((cfg, vmid, phase)) => {
-                    eprintln!("op-agent: {vmid} {phase}: internal error: {msg}");
+                    crate::errln!("op-agent: {vmid} {phase}: internal error: {msg}");
                     hook::record_panic(cfg.as_deref(), vmid, phase, &msg);
                 }
-                None => eprintln!("op-agent: internal error: {msg}"),
+                None => crate::errln!("op-agent: internal error: {msg}"),
             }
             exit::ExitCode::Internal.code()
         }
@@ -85,7 +85,7 @@ fn dispatch(cli: cli::Cli) -> i32 {
     let name = cli.command.name();
     let r = run_command(cli);
     if let Err(e) = &r {
-        eprintln!("{}", e.line(name));
+        crate::errln!("{}", e.line(name));
     }
     commands::exit_status(&r)
 }

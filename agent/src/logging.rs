@@ -129,3 +129,27 @@ pub fn init(ident: &str, stderr_level: log::LevelFilter, verbose: bool) {
         });
     }
 }
+
+/// Writes `line` and a newline to stdout, ignoring a failure: a hook whose reader closed the
+/// pipe (`EPIPE`; SIGPIPE is ignored for hooks) still finishes its run with its own exit code,
+/// and the audit row and syslog record the outcome. `println!` would panic instead.
+pub fn out_line(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// [`out_line`] for stderr (`eprintln!` panics on a closed stderr).
+pub fn err_line(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// `println!` that ignores a closed stdout ([`out_line`]).
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::logging::out_line(format_args!($($t)*)) };
+}
+
+/// `eprintln!` that ignores a closed stderr ([`err_line`]).
+#[macro_export]
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::logging::err_line(format_args!($($t)*)) };
+}

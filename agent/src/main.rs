@@ -6,12 +6,6 @@ use op_agent::cli::Cli;
 use op_agent::exit::ExitCode;
 
 fn main() {
-    // Die quietly on a closed pipe (`op-agent status --json | head`), like other CLI tools,
-    // instead of failing a print.
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     // The hookscript's call, `op-agent hook <vmid> <phase>`, is parsed by hand: building
     // clap's whole command tree costs more than the rest of the no-op path for guests
     // op-agent does not manage (PVE runs the hookscript for every guest on every start).
@@ -34,6 +28,18 @@ fn main() {
         }
     }
     let cli = match Cli::try_parse() {
+        Ok(c) if !matches!(c.command, op_agent::cli::Command::Hook { .. }) => {
+            // Die quietly on a closed pipe (`op-agent status --json | head`), like other CLI
+            // tools, instead of failing a print. Not for `hook`: SIGPIPE stays ignored there
+            // (Rust's default), so a reader closing the PVE task log's pipe cannot kill a
+            // pre-start after its work (and abort the container's start); its writes ignore
+            // EPIPE ([`op_agent::logging::out_line`]).
+            // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            c
+        }
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {

@@ -227,7 +227,7 @@ impl Recorder {
                 Ok(None) => {}
                 Err(e) => {
                     log::error!("audit checkpoint: {e}");
-                    eprintln!("op-agent: warning: audit checkpoint not written: {e}");
+                    crate::errln!("op-agent: warning: audit checkpoint not written: {e}");
                 }
             }
             head
@@ -243,7 +243,7 @@ impl Recorder {
                 // --key-file` reports the break in the epochs.
                 Err(e @ (AuditError::Key { .. } | AuditError::Io { .. })) => {
                     log::error!("audit checkpoint: {e}");
-                    eprintln!("op-agent: warning: audit checkpoint not written: {e}");
+                    crate::errln!("op-agent: warning: audit checkpoint not written: {e}");
                     let detail = serde_json::json!({"error": e.to_string()}).to_string();
                     Some(a.append(&NewRow {
                         vmid: self.vmid,

@@ -3,20 +3,25 @@
 //! `lxc_network.rs` (pve-common `src/PVE/JSONSchema.pm` `parse_property_string` against
 //! the `pve-lxc-network` format, `$netconf_desc`).
 //!
-//! Differences from PVE, on purpose: PVE's non-strict mode only warns about a bad line and
-//! drops it; here every bad line is an error, because the agent must not act on a half-read
-//! file. A `netN` without `hwaddr` stays `None` (PVE invents a random MAC on every parse).
+//! A line that matches none of `parse_pct_config`'s patterns is dropped with a warning, as
+//! PVE's non-strict mode (the one `PVE::LXC::Config::load_config` uses) does with
+//! `unable to parse config: <line>`: a UTF-8 byte order mark before the first key, an
+//! upper-case key (`NET0:`), a key with an empty value. Such lines are listed in
+//! [`PveConf::ignored`]; the container PVE starts does not have them either. Differences from
+//! PVE, on purpose: a bad *value* of a key op-agent reads (`netN`, `hookscript`), a duplicate
+//! key and a non-UTF-8 line that would match a pattern are errors, because the agent must not
+//! act on a half-read file. A `netN` without `hwaddr` stays `None` (PVE invents a random MAC
+//! on every parse).
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::path::Path;
 
 use crate::conf_error::invalid;
 pub use crate::conf_error::{ConfError, ConfErrorKind};
-use crate::ids::{NetIndex, Vmid};
+pub use crate::conf_read::read_conf;
+use crate::ids::NetIndex;
 use crate::lxc_network::parse_lxc_network;
 use crate::net::NetConf;
-use crate::paths;
 
 /// A parsed container configuration.
 ///
@@ -26,7 +31,7 @@ use crate::paths;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PveConf {
     /// `hookscript:` volume id as written, e.g. `local:snippets/op-hook`
-    /// (resolve it with [`paths::resolve_volume`]).
+    /// (resolve it with [`crate::paths::resolve_volume`]).
     pub hookscript: Option<String>,
     /// `netN` entries of the main section, keyed by `N`.
     pub nets: BTreeMap<u8, NetConf>,
@@ -40,6 +45,9 @@ pub struct PveConf {
     pub pending: BTreeMap<String, String>,
     /// Names of the `[snapname]` sections, in file order.
     pub snapshots: Vec<String>,
+    /// Lines PVE's `parse_pct_config` warns about and drops (they match none of its patterns),
+    /// in file order, kind [`ConfErrorKind::Syntax`], key `line "<start of the line>"`.
+    pub ignored: Vec<ConfError>,
 }
 
 /// Which section of the file a line belongs to.
@@ -90,7 +98,21 @@ pub fn parse_conf<R: BufRead>(mut reader: R, source: &str) -> Result<PveConf, Co
             kind,
         };
         let raw = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let line = std::str::from_utf8(raw).map_err(|_| err("line", ConfErrorKind::NotUtf8))?;
+        let ignored = |what: &str| ConfError {
+            key: format!("line {:?}", what.chars().take(40).collect::<String>()),
+            ..err("line", ConfErrorKind::Syntax)
+        };
+        let line = match std::str::from_utf8(raw) {
+            Ok(l) => l,
+            Err(_) => {
+                let lossy = String::from_utf8_lossy(raw);
+                if matches_no_pattern(&lossy) {
+                    conf.ignored.push(ignored(&lossy));
+                    continue;
+                }
+                return Err(err("line", ConfErrorKind::NotUtf8));
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -117,7 +139,9 @@ pub fn parse_conf<R: BufRead>(mut reader: R, source: &str) -> Result<PveConf, Co
             continue;
         }
         let Some((key, value)) = key_value(line) else {
-            return Err(err("line", ConfErrorKind::Syntax));
+            // PVE: `unable to parse config: $line`, a warning in non-strict mode; dropped.
+            conf.ignored.push(ignored(line));
+            continue;
         };
         match section {
             Section::Snapshot => {}
@@ -175,24 +199,14 @@ pub fn parse_conf<R: BufRead>(mut reader: R, source: &str) -> Result<PveConf, Co
     Ok(conf)
 }
 
-/// Reads `<root>/etc/pve/lxc/<vmid>.conf` ([`paths::lxc_conf_path`]) with [`parse_conf`].
-///
-/// # Errors
-/// `Ok(None)` when the file does not exist; a [`ConfError`] (line 0, key `file`) for any
-/// other I/O error, or the parse error.
-pub fn read_conf(root: &Path, vmid: Vmid) -> Result<Option<PveConf>, ConfError> {
-    let path = paths::lxc_conf_path(root, vmid);
-    let name = path.display().to_string();
-    match std::fs::File::open(&path) {
-        Ok(f) => parse_conf(std::io::BufReader::new(f), &name).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ConfError {
-            file: name,
-            line: 0,
-            key: "file".to_string(),
-            kind: ConfErrorKind::Io(e.to_string()),
-        }),
-    }
+/// True when `line` matches none of `parse_pct_config`'s patterns (PVE drops it with a
+/// warning).
+fn matches_no_pattern(line: &str) -> bool {
+    !(line.trim().is_empty()
+        || section_header(line).is_some()
+        || line.starts_with('#')
+        || raw_lxc_key(line).is_some()
+        || key_value(line).is_some())
 }
 
 /// `^\[pve:pending\]\s*$` (case-insensitive) or `^\[([a-z][a-z0-9_\-]+)\]\s*$`.
@@ -394,15 +408,9 @@ lxc.net.0.mtu = 1000
             "100.conf:2: duplicate key (net0)"
         );
         assert!(err("delete: net0\n").contains("only allowed in [pve:pending]"));
-        assert_eq!(
-            err("Net0: name=e\n"),
-            "100.conf:1: unable to parse config line (line)"
-        );
-        assert!(err("this is not a conf\n").contains("unable to parse"));
-        assert!(err("memory:\n").contains("unable to parse"));
         assert!(err("hookscript: op-hook\n").contains("(hookscript)"));
         assert!(err("hookscript: 1local:snippets/x\n").contains("(hookscript)"));
-        let e = parse_conf(&b"memory: 512\n\xff\xfe: 1\n"[..], "x").unwrap_err();
+        let e = parse_conf(&b"memory: 512\nhostname: \xff\xfe\n"[..], "x").unwrap_err();
         assert_eq!(e.to_string(), "x:2: line is not valid UTF-8 (line)");
     }
 
@@ -415,11 +423,41 @@ lxc.net.0.mtu = 1000
         assert!(c.hookscript.is_none());
         assert_eq!(c.pending["hookscript"], "local:snippets/x");
         assert!(err("[pve:pending]\nmemory: 1\nmemory: 2\n").contains("duplicate key"));
+        let c = parse("[a]\n[snap]x\n").unwrap();
         assert!(
-            parse("[a]\n").is_err(),
+            c.snapshots.is_empty(),
             "one-letter snapshot names do not match PVE's regex"
         );
-        assert!(parse("[snap]x\n").is_err());
+        assert_eq!(c.ignored.len(), 2);
+    }
+
+    /// pve-container `PVE::LXC::Config::parse_pct_config` matches keys against
+    /// `^([a-z][a-z_]*\d*):` on the raw bytes: a line starting with a UTF-8 byte order mark or
+    /// an upper-case key matches nothing and is dropped with `warn "unable to parse config"`.
+    #[test]
+    fn lines_pve_drops_are_ignored_with_a_warning() {
+        let c = parse(
+            "\u{feff}arch: amd64\nNET0: name=eth0,bridge=ovsbr0,tag=10\n\
+             net1: name=eth1,bridge=ovsbr0,tag=20,type=veth\nmemory:\nthis is not a conf\n\
+             [PVE:PENDING]\nHostname: x\n",
+        )
+        .unwrap();
+        assert!(
+            !c.options.contains_key("arch"),
+            "PVE drops the BOM line too"
+        );
+        assert_eq!(c.nets.keys().copied().collect::<Vec<_>>(), vec![1]);
+        let lines: Vec<String> = c.ignored.iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert!(
+            lines[0].starts_with("100.conf:1: unable to parse config line (line \"\\u{feff}arch"),
+            "{lines:?}"
+        );
+        assert!(lines[1].starts_with("100.conf:2: "), "{lines:?}");
+        assert!(lines[4].starts_with("100.conf:7: "), "{lines:?}");
+        let c = parse_conf(&b"\xff\xfe: 1\nmemory: 5\n"[..], "x").unwrap();
+        assert_eq!(c.ignored.len(), 1);
+        assert_eq!(c.options["memory"], "5");
     }
 
     #[test]

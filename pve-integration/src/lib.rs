@@ -27,6 +27,7 @@
 
 pub mod conf;
 mod conf_error;
+pub mod conf_read;
 pub mod ids;
 pub mod ifupdown;
 mod lxc_network;
@@ -38,7 +39,8 @@ pub mod rate;
 pub mod running;
 pub mod sim;
 
-pub use conf::{parse_conf, read_conf, ConfError, ConfErrorKind, PveConf};
+pub use conf::{parse_conf, ConfError, ConfErrorKind, PveConf};
+pub use conf_read::{enrolled_hookscript, is_op_hook, read_conf, read_conf_file};
 pub use ids::{NetIndex, Vmid, VmidError, MAX_NET_INDEX};
 pub use names::{is_lxc_setup_peer_name, is_pve_device_name, FwNames, HostVeth, VethTooLong};
 pub use net::{

@@ -9,6 +9,10 @@ use crate::ids::Vmid;
 /// `/var/lib/vz/snippets/op-hook` (resolve it with [`crate::paths::resolve_volume`]).
 pub const HOOK_VOLID: &str = "local:snippets/op-hook";
 
+/// The volume name of op-agent's hookscript on any storage: `<storage>:snippets/op-hook`
+/// ([`crate::conf_read::is_op_hook`]).
+pub const HOOK_SNIPPET: &str = "snippets/op-hook";
+
 /// The program name of PVE's container CLI, looked up on `PATH`.
 pub const PCT: &str = "pct";
 

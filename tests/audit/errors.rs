@@ -309,6 +309,8 @@ fn log_head_and_filters() {
         AuditCommand::Log {
             vmid: Some(101),
             since: None,
+            from_seq: None,
+            to_seq: None,
             json: true,
         },
         &db,
@@ -327,6 +329,8 @@ fn log_head_and_filters() {
         AuditCommand::Log {
             vmid: None,
             since: Some("2999-01-01".into()),
+            from_seq: None,
+            to_seq: None,
             json: false,
         },
         &db,
@@ -336,6 +340,8 @@ fn log_head_and_filters() {
         AuditCommand::Log {
             vmid: None,
             since: Some("1970-01-02T00:00Z".into()),
+            from_seq: None,
+            to_seq: None,
             json: false,
         },
         &db,
@@ -353,6 +359,8 @@ fn log_head_and_filters() {
             AuditCommand::Log {
                 vmid: None,
                 since: Some("soon".into()),
+                from_seq: None,
+                to_seq: None,
                 json: false
             },
             &db

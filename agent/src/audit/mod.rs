@@ -184,12 +184,18 @@ impl FromStr for Head {
     }
 }
 
-/// Current UTC time in ms since the Unix epoch (0 if the clock is before 1970).
+/// Current UTC time in ms since the Unix epoch, as the clock says ([`ms_since_epoch`]).
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    ms_since_epoch(SystemTime::now())
+}
+
+/// `t` in ms since the Unix epoch, negative before 1970 (a clock set back is recorded as it
+/// is, never as 0), saturating at the ends of `i64`.
+pub fn ms_since_epoch(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    }
 }
 
 /// A new id for one hook run: `<ms since epoch, hex>-<pid>-<8 random bytes, hex>`, e.g.

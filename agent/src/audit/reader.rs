@@ -261,6 +261,10 @@ pub enum Rows {
         vmid: Option<u32>,
         /// Only rows at or after this time.
         since_ms: Option<i64>,
+        /// Only rows with `seq` at or after this.
+        from_seq: Option<i64>,
+        /// Only rows with `seq` at or before this.
+        to_seq: Option<i64>,
     },
     /// Rows with `seq` greater than this, as `audit export` writes them.
     After(i64),
@@ -288,13 +292,19 @@ pub fn for_each_row(
 ) -> Result<(), ReadError> {
     let mut st;
     let mut rows = match filter {
-        Rows::Matching { vmid, since_ms } => {
+        Rows::Matching {
+            vmid,
+            since_ms,
+            from_seq,
+            to_seq,
+        } => {
             st = c
                 .prepare(&format!(
-                    "SELECT {COLUMNS} FROM audit WHERE (?1 IS NULL OR vmid = ?1) AND (?2 IS NULL OR ts >= ?2) ORDER BY seq"
+                    "SELECT {COLUMNS} FROM audit WHERE (?1 IS NULL OR vmid = ?1) AND (?2 IS NULL OR ts >= ?2) \
+                     AND (?3 IS NULL OR seq >= ?3) AND (?4 IS NULL OR seq <= ?4) ORDER BY seq"
                 ))
                 .map_err(|e| sqlite(db, e))?;
-            st.query(rusqlite::params![vmid, since_ms])
+            st.query(rusqlite::params![vmid, since_ms, from_seq, to_seq])
         }
         Rows::After(seq) => {
             st = c

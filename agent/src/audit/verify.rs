@@ -97,6 +97,25 @@ pub struct VerifyReport {
     pub anchors_matched: usize,
     /// `None`: intact.
     pub tamper: Option<Tamper>,
+    /// Rows whose `ts` is more than [`CLOCK_TOLERANCE_MS`] before the latest `ts` of an
+    /// earlier row: the clock was set back (or wrong) when they were written. A warning, not
+    /// tampering: `ts` is hashed as written, so the chain is intact.
+    pub clock_backwards: ClockWarnings,
+}
+
+/// How far a row's `ts` may be behind an earlier row's before [`VerifyReport::clock_backwards`]
+/// reports it: 60 s (rows of parallel runs take their time before their `seq`).
+pub const CLOCK_TOLERANCE_MS: i64 = 60_000;
+
+/// Rows written while the clock ran backwards ([`VerifyReport::clock_backwards`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClockWarnings {
+    /// How many rows.
+    pub rows: u64,
+    /// The first such row: its `seq` and how many ms its `ts` is behind.
+    pub first: Option<(i64, i64)>,
+    /// The largest step back, in ms.
+    pub max_behind_ms: i64,
 }
 
 /// Inputs of a verification besides the rows.
@@ -124,6 +143,8 @@ pub struct Verifier {
     checkpoints: u64,
     unsealed: u64,
     tamper: Option<Tamper>,
+    latest_ts: Option<i64>,
+    clock: ClockWarnings,
 }
 
 impl Verifier {
@@ -157,6 +178,8 @@ impl Verifier {
             checkpoints: 0,
             unsealed: 0,
             tamper: None,
+            latest_ts: None,
+            clock: ClockWarnings::default(),
         }
     }
 
@@ -383,7 +406,21 @@ impl Verifier {
         });
         self.expected_seq += 1;
         self.rows += 1;
+        self.note_time(row.seq, row.ts);
         true
+    }
+
+    /// Tracks rows whose `ts` runs backwards by more than [`CLOCK_TOLERANCE_MS`].
+    fn note_time(&mut self, seq: i64, ts: i64) {
+        if let Some(latest) = self.latest_ts {
+            let behind = latest.saturating_sub(ts);
+            if behind > CLOCK_TOLERANCE_MS {
+                self.clock.rows += 1;
+                self.clock.first.get_or_insert((seq, behind));
+                self.clock.max_behind_ms = self.clock.max_behind_ms.max(behind);
+            }
+        }
+        self.latest_ts = Some(self.latest_ts.map_or(ts, |l| l.max(ts)));
     }
 
     /// Records that the row after the last one fed could not be decoded: its column `column`
@@ -455,6 +492,7 @@ impl Verifier {
             unsealed_rows: self.unsealed,
             anchors_matched: self.anchors_matched,
             tamper: self.tamper,
+            clock_backwards: self.clock,
         }
     }
 }

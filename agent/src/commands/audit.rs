@@ -50,6 +50,12 @@ pub enum AuditCommand {
         /// `@UNIX_SECONDS`.
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
+        /// Only rows with seq at or after N (rows keep their seq whatever the clock said).
+        #[arg(long, value_name = "N")]
+        from_seq: Option<i64>,
+        /// Only rows with seq at or before N.
+        #[arg(long, value_name = "N")]
+        to_seq: Option<i64>,
         /// One JSON object per row.
         #[arg(long)]
         json: bool,
@@ -90,8 +96,15 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
             db,
             out,
         ),
-        AuditCommand::Log { vmid, since, json } => {
-            cmd_log(db, *vmid, since.as_deref(), *json, out)?;
+        AuditCommand::Log {
+            vmid,
+            since,
+            from_seq,
+            to_seq,
+            json,
+        } => {
+            let seqs = (*from_seq, *to_seq);
+            cmd_log(db, *vmid, since.as_deref(), seqs, *json, out)?;
             Ok(ExitCode::Ok)
         }
         AuditCommand::Head => {
@@ -197,7 +210,28 @@ pub fn report_json(rep: &VerifyReport) -> serde_json::Value {
         "unsealed_rows": rep.unsealed_rows,
         "anchors_matched": rep.anchors_matched,
         "tamper": tamper,
+        "clock_backwards": {
+            "rows": rep.clock_backwards.rows,
+            "first_seq": rep.clock_backwards.first.map(|f| f.0),
+            "max_behind_ms": rep.clock_backwards.max_behind_ms,
+        },
     })
+}
+
+/// The warning about rows written under a clock set back, when there are any: `; WARNING
+/// clock: …` ([`VerifyReport::clock_backwards`]).
+fn clock_text(rep: &VerifyReport) -> String {
+    let c = &rep.clock_backwards;
+    match c.first {
+        Some((seq, behind)) => format!(
+            "; WARNING clock: {} rows have a time more than {} s before an earlier row's              (first at seq {seq}, {} s back; at most {} s back): the clock was set back, not              tampering; select by seq with `audit log --from-seq`",
+            c.rows,
+            verify::CLOCK_TOLERANCE_MS / 1000,
+            behind / 1000,
+            c.max_behind_ms / 1000
+        ),
+        None => String::new(),
+    }
 }
 
 /// The one-line text form of a verification report.
@@ -218,7 +252,7 @@ pub fn report_text(rep: &VerifyReport) -> String {
             if rep.checkpoints_keyed { "HMAC verified" } else { "HMAC not checked: no --key-file" },
             rep.unsealed_rows,
             rep.anchors_matched
-        ),
+        ) + &clock_text(rep),
     }
 }
 
@@ -226,6 +260,7 @@ fn cmd_log(
     db: &Path,
     vmid: Option<u32>,
     since: Option<&str>,
+    (from_seq, to_seq): (Option<i64>, Option<i64>),
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -241,7 +276,12 @@ fn cmd_log(
         None => None,
     };
     let r = reader::open(db).map_err(unreadable)?;
-    let rows = Rows::Matching { vmid, since_ms };
+    let rows = Rows::Matching {
+        vmid,
+        since_ms,
+        from_seq,
+        to_seq,
+    };
     reader::for_each_row(&r.conn, db, rows, &mut |row| {
         let line = if json {
             serde_json::to_string(row)?

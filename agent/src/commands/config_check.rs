@@ -133,6 +133,8 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
     let mut taken: std::collections::BTreeMap<String, String> = Default::default();
     // Bridge -> (link name, "<vmid> net<n>") of every NIC op-agent plugs into it.
     let mut on_bridge: BridgeUse = Default::default();
+    // PVE conf lines PVE drops with a warning.
+    let mut warnings_early = 0usize;
     for raw in vmids {
         let Some(vmid) = Vmid::new(raw) else {
             continue;
@@ -181,16 +183,50 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
             continue;
         };
         let summary = match pve_integration::read_conf(&root, vmid) {
-            Ok(None) => format!(
+            Ok(None) if on_other_node(&root, vmid) => format!(
                 "valid; no {} on this node",
                 paths::lxc_conf_path(&root, vmid).display()
             ),
+            Ok(None) => {
+                errors += 1;
+                let _ = writeln!(
+                    out,
+                    "ERROR {}: no container {vmid} in the cluster (left from a destroyed container?); remove it: rm {}",
+                    winner.display(),
+                    winner.display()
+                );
+                "stale: no container".into()
+            }
             Err(e) => {
                 errors += 1;
                 format!("PVE conf error: {e}")
             }
+            Ok(Some(pve))
+                if !pve
+                    .hookscript
+                    .as_deref()
+                    .is_some_and(pve_integration::is_op_hook) =>
+            {
+                errors += 1;
+                let why = match pve.hookscript.as_deref() {
+                    Some(h) => format!("hookscript is {h}"),
+                    None => "no hookscript".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "ERROR {}: container {vmid} is not enrolled ({why} in {}), op-agent ignores it; remove the stale TOML: rm {} (or keep it: op-agent enroll {vmid}                      --keep-config)",
+                    winner.display(),
+                    paths::lxc_conf_path(&root, vmid).display(),
+                    winner.display()
+                );
+                "not enrolled: ignored by the hook, watch, apply, gc and status".into()
+            }
             Ok(Some(pve)) => {
                 let pve_path = paths::lxc_conf_path(&root, vmid);
+                warnings_early += pve.ignored.len();
+                for w in &pve.ignored {
+                    let _ = writeln!(out, "WARNING {w}: ignored, as PVE's parse_pct_config does");
+                }
                 match crate::desired::resolve(vmid, &pve, &pve_path, &ct) {
                     Ok(d) => {
                         for n in &d.nics {
@@ -235,13 +271,8 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
                                 s
                             })
                             .collect();
-                        let hook = match pve.hookscript.as_deref() {
-                            Some(pve_integration::pct::HOOK_VOLID) => String::new(),
-                            Some(h) => format!("; hookscript is {h}, not op-hook"),
-                            None => "; no hookscript: run `op-agent enroll`".into(),
-                        };
                         format!(
-                            "valid, {}: {}{hook}",
+                            "valid, {}: {}",
                             ct.toml.network_type.as_str(),
                             nics.join("; ")
                         )
@@ -255,7 +286,7 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
         };
         let _ = writeln!(out, "{vmid}: {} wins{shadows}: {summary}", winner.display());
     }
-    let warnings = interfaces_warnings(&root, &on_bridge, out);
+    let warnings = warnings_early + interfaces_warnings(&root, &on_bridge, out);
     let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
     let tail = match warnings {
         0 => String::new(),
@@ -268,6 +299,16 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
         let _ = writeln!(out, "{}{tail}", plural(errors, "error"));
         ExitCode::Config
     }
+}
+
+/// True when container `vmid`'s conf is on another node of the cluster
+/// (`<root>/etc/pve/nodes/*/lxc/<vmid>.conf`): a cluster-wide TOML for it is not stale.
+fn on_other_node(root: &Path, vmid: Vmid) -> bool {
+    let Ok(rd) = std::fs::read_dir(root.join("etc/pve/nodes")) else {
+        return false;
+    };
+    rd.flatten()
+        .any(|n| n.path().join(format!("lxc/{vmid}.conf")).exists())
 }
 
 /// Bridge name -> (link name, `<vmid> net<n>`) of the NICs op-agent plugs into it.

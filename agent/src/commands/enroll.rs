@@ -48,6 +48,10 @@ pub struct EnrollArgs {
     /// Replace another hookscript, or a container TOML with other content.
     #[arg(long)]
     pub force: bool,
+    /// Keep the container TOML that is already there (left by an earlier container with this
+    /// vmid) instead of refusing to adopt it; it is checked as the hook would.
+    #[arg(long, conflicts_with_all = ["bridge", "tag", "trunks", "netmaker", "force"])]
+    pub keep_config: bool,
     /// Print the TOML and the pct command without doing either.
     #[arg(long)]
     pub dry_run: bool,
@@ -252,7 +256,16 @@ fn enroll(
 
     // Existing files.
     let existing = config::read_checked(&target).map_err(|e| Fail(e.exit_code(), e.to_string()))?;
-    let unchanged = existing.as_deref() == Some(text.as_str());
+    let kept = keep_stale(
+        args,
+        vmid,
+        &pve,
+        &pve_path,
+        &target,
+        existing.is_some(),
+        &other,
+    )?;
+    let unchanged = kept.is_some() || existing.as_deref() == Some(text.as_str());
     if existing.is_some() && !unchanged && !args.force {
         return Err(Fail(
             ExitCode::Refused,
@@ -262,7 +275,7 @@ fn enroll(
             ),
         ));
     }
-    if !args.cluster && other.exists() && !args.force {
+    if !args.cluster && other.exists() && !args.force && kept.is_none() {
         return Err(Fail(
             ExitCode::Refused,
             format!(
@@ -312,7 +325,9 @@ fn enroll(
         let w = |out: &mut dyn Write, s: String| {
             let _ = writeln!(out, "{s}");
         };
-        if unchanged {
+        if let Some(k) = &kept {
+            w(out, format!("would keep {} (--keep-config)", k.display()));
+        } else if unchanged {
             w(out, format!("{} is already up to date:", target.display()));
         } else {
             w(out, format!("would write {}:", target.display()));
@@ -351,6 +366,8 @@ fn enroll(
     if !unchanged {
         write_config_file(&target, &text).map_err(|e| Fail(ExitCode::Failed, e))?;
         let _ = writeln!(out, "wrote {}", target.display());
+    } else if let Some(k) = &kept {
+        let _ = writeln!(out, "kept {} (--keep-config)", k.display());
     } else {
         let _ = writeln!(out, "{} is already up to date", target.display());
     }
@@ -389,6 +406,60 @@ fn enroll(
     Ok(())
 }
 
+/// A container TOML for `vmid` while its PVE conf does not name op-agent's hookscript is left
+/// from an earlier container with that vmid (`pct destroy` keeps it): enroll adopts it only
+/// with `--keep-config` (then returns its path, after checking it as the hook would), replaces
+/// it with `--force` (`None`), and refuses otherwise (77, naming the file and both ways out).
+fn keep_stale(
+    args: &EnrollArgs,
+    vmid: Vmid,
+    pve: &pve_integration::PveConf,
+    pve_path: &Path,
+    target: &Path,
+    target_exists: bool,
+    other: &Path,
+) -> Result<Option<PathBuf>, Fail> {
+    let enrolled = pve
+        .hookscript
+        .as_deref()
+        .is_some_and(pve_integration::is_op_hook);
+    // The file the hook would read: the cluster-wide one wins.
+    let cluster_first = if args.cluster { target } else { other };
+    let local = if args.cluster { other } else { target };
+    let present = if cluster_first.exists() {
+        Some(cluster_first)
+    } else if target_exists || local.exists() {
+        Some(local)
+    } else {
+        None
+    };
+    let Some(stale) = present.filter(|_| !enrolled) else {
+        return Ok(None);
+    };
+    if args.keep_config {
+        let text = config::read_checked(stale)
+            .map_err(|e| Fail(e.exit_code(), e.to_string()))?
+            .unwrap_or_default();
+        let ct = config::parse_container(stale, &text)
+            .map_err(|e| Fail(ExitCode::Config, e.to_string()))?;
+        crate::desired::resolve(vmid, pve, pve_path, &ct)
+            .map_err(|e| Fail(ExitCode::Config, e.to_string()))?;
+        return Ok(Some(stale.to_path_buf()));
+    }
+    if args.force {
+        return Ok(None);
+    }
+    Err(Fail(
+        ExitCode::Refused,
+        format!(
+            "{} is left from an earlier container {vmid} ({} does not name op-hook): check it, then keep it with --keep-config, replace it with --force, or remove it: rm {}",
+            stale.display(),
+            pve_path.display(),
+            stale.display()
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,5 +496,68 @@ mod tests {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o644);
         assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    /// A TOML left by a destroyed container 100 and a new container 100 without hookscript:
+    /// plain enroll refuses to adopt it, `--keep-config` keeps it.
+    #[test]
+    fn a_stale_toml_is_adopted_only_with_keep_config() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for dir in [
+            "etc/pve/lxc",
+            "etc/op-agent/containers",
+            "var/lib/vz/snippets",
+        ] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(
+            root.join("etc/pve/lxc/100.conf"),
+            "net0: name=eth0,bridge=ovsbr0,tag=20,type=veth\n",
+        )
+        .unwrap();
+        let old = "network_type = \"bridge\"\n[[nic]]\nnet = 0\ntag = 10\n";
+        let toml = root.join("etc/op-agent/containers/100.toml");
+        std::fs::write(&toml, old).unwrap();
+        let hook = root.join("var/lib/vz/snippets/op-hook");
+        std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cfg = AgentConfig {
+            path: root.join("etc/op-agent/agent.toml"),
+            dir: root.join("etc/op-agent"),
+            toml: Default::default(),
+        };
+        cfg.toml.pve.root = root.to_path_buf();
+        let vmid = Vmid::new(100).unwrap();
+        let mut args = EnrollArgs {
+            vmid: "100".into(),
+            bridge: None,
+            tag: None,
+            trunks: None,
+            net: 0,
+            netmaker: false,
+            cluster: false,
+            force: false,
+            keep_config: false,
+            dry_run: true,
+        };
+        let mut out = Vec::new();
+        let Err(Fail(code, msg)) = enroll(&args, vmid, &cfg, &mut out) else {
+            panic!("adopted the stale TOML: {}", String::from_utf8_lossy(&out));
+        };
+        assert_eq!(code, ExitCode::Refused);
+        assert!(
+            msg.contains("--keep-config") && msg.contains("rm "),
+            "{msg}"
+        );
+        args.keep_config = true;
+        let mut out = Vec::new();
+        assert!(enroll(&args, vmid, &cfg, &mut out).is_ok());
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.contains("would keep") && out.contains("100.toml"),
+            "{out}"
+        );
+        assert_eq!(std::fs::read_to_string(&toml).unwrap(), old);
     }
 }

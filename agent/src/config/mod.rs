@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 
 mod metrics;
 mod safe_read;
+mod validate;
 pub use metrics::MetricsSection;
-pub use safe_read::{check_owner_mode, read_checked};
+pub use safe_read::{check_owner_mode, check_regular, read_checked};
+pub use validate::{validate, MAX_DEADLINE_MS, MIN_DEADLINE_MS, MIN_TIMEOUT_MS};
 
 /// Default location of the agent configuration.
 pub const DEFAULT_AGENT_TOML: &str = "/etc/op-agent/agent.toml";
@@ -293,7 +295,7 @@ impl AgentConfig {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let toml = match read_checked(&path)? {
-            Some(text) => parse_toml::<AgentToml>(&path, &text)?,
+            Some(text) => parse_agent_toml(&path, &text)?,
             None => AgentToml::default(),
         };
         Ok(AgentConfig { path, dir, toml })
@@ -357,10 +359,13 @@ impl AgentConfig {
     }
 }
 
-/// Parses an agent.toml text (`path` is only used in messages). Errors name the file, line
-/// and key, as [`AgentConfig::load`] reports them.
+/// Parses an agent.toml text (`path` is only used in messages) and checks its values
+/// ([`validate`]: absolute paths, limits that leave time for the waits). Errors name the file,
+/// line and key, as [`AgentConfig::load`] reports them.
 pub fn parse_agent_toml(path: &Path, text: &str) -> Result<AgentToml, ConfigError> {
-    parse_toml(path, text)
+    let toml = parse_toml(path, text)?;
+    validate(path, text, &toml)?;
+    Ok(toml)
 }
 
 /// Parses a container TOML text (`path` is only used in messages).

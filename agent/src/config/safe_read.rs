@@ -3,10 +3,14 @@
 //! folder only root can write to (or a sticky one).
 
 use super::ConfigError;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-/// Reads `path` after checking ownership and mode; `Ok(None)` when it does not exist.
+/// Reads `path` after checking ownership, mode and type; `Ok(None)` when it does not exist.
+///
+/// Never blocks on the file: it is opened with `O_NONBLOCK` and anything but a regular file
+/// (a FIFO, socket, device or directory, also behind a symlink) is refused (exit 77) with one
+/// line naming it.
 ///
 /// Checked, since op-agent runs as root and these files decide what it does: the file (after
 /// following a symlink) and the symlink itself must be owned by root (or the effective user),
@@ -35,15 +39,53 @@ pub fn read_checked(path: &Path) -> Result<Option<String>, ConfigError> {
             check_dir(path, dir)?;
         }
     }
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
+    // Opened without blocking (a FIFO would otherwise wait for a writer, for ever), then
+    // checked on the open file: what is read is what was checked.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(ConfigError::file(path, format!("cannot read: {e}"))),
     };
+    let meta = file
+        .metadata()
+        .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+    check_regular(path, &meta)?;
     check_owner_mode(path, &meta)?;
-    std::fs::read_to_string(path)
-        .map(Some)
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &file, &mut text)
+        .map(|_| Some(text))
         .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))
+}
+
+/// Refuses anything but a regular file (after following a symlink): a FIFO, a socket or a
+/// device could block a reader or feed it endless data.
+pub fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), ConfigError> {
+    let ft = meta.file_type();
+    if ft.is_file() {
+        return Ok(());
+    }
+    let what = if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    };
+    Err(ConfigError::file(
+        path,
+        format!("refused: {what}, not a regular file; replace it with a regular file"),
+    )
+    .refusal())
 }
 
 /// Refuses `uid` unless it is root or the effective user; `what` names the object ("owned by

@@ -7,7 +7,8 @@ use crate::engine::error::RunError;
 use pve_integration::Vmid;
 use std::path::PathBuf;
 
-/// A guest op-agent manages: a container TOML exists and so does its PVE CT conf.
+/// A guest op-agent manages: a container TOML exists and its PVE CT conf names op-agent's
+/// hookscript (`hookscript: <storage>:snippets/op-hook`, [`pve_integration::is_op_hook`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Managed {
     /// The container.
@@ -23,7 +24,13 @@ pub struct Managed {
 
 impl Managed {
     /// Finds out whether op-agent manages `vmid`: `Ok(None)` when no container TOML exists
-    /// (either location) or there is no PVE CT conf (e.g. a QEMU VM).
+    /// (either location), there is no PVE CT conf (e.g. a QEMU VM), or the conf's main section
+    /// does not name op-agent's hookscript ([`pve_integration::enrolled_hookscript`]). PVE runs
+    /// a hookscript only while it is set (pve-guest-common
+    /// `PVE::GuestHelpers::exec_hookscript`), so a TOML left behind by a destroyed container,
+    /// or by `pct set <vmid> --delete hookscript`, never acts on a new container with that
+    /// vmid: `watch`, `apply`, `gc`, `status` and the hook all ask here. A PVE conf that cannot
+    /// be read counts as managed, so that [`Managed::load`] reports why.
     ///
     /// Errors: [`RunError::PveRoot`] when a container TOML exists but `[pve] root` has no
     /// `etc/pve` (silently doing nothing would switch op-agent off for every container).
@@ -38,7 +45,7 @@ impl Managed {
             source,
         })?;
         let pve_conf = pve_integration::paths::lxc_conf_path(root, vmid);
-        if !pve_conf.exists() {
+        if !pve_conf.exists() || !enrolled(&pve_conf) {
             return Ok(None);
         }
         // The first candidate that is there at all, as `read_checked` sees it: a dangling
@@ -73,6 +80,17 @@ impl Managed {
             .map_err(|e| {
                 ConfigError::file(path, format!("{} ({})", e.kind, e.key)).at_line(e.line)
             })?;
+        if !pve
+            .hookscript
+            .as_deref()
+            .is_some_and(pve_integration::is_op_hook)
+        {
+            // The hookscript was removed since `find`.
+            return Ok(None);
+        }
+        for w in &pve.ignored {
+            log::warn!("{w}: ignored, as PVE's parse_pct_config does");
+        }
         let mut d = desired::resolve(self.vmid, &pve, path, &ct)?;
         if crate::released::is_released(&self.pve_root, self.vmid) {
             for nic in &mut d.nics {
@@ -80,5 +98,16 @@ impl Managed {
             }
         }
         Ok(Some(d))
+    }
+}
+
+/// True when the PVE conf at `pve_conf` names op-agent's hookscript, or cannot be read (then
+/// [`Managed::load`] reports the error).
+fn enrolled(pve_conf: &std::path::Path) -> bool {
+    match crate::config::read_checked(pve_conf) {
+        Ok(Some(text)) => pve_integration::enrolled_hookscript(text.as_bytes())
+            .is_some_and(|h| pve_integration::is_op_hook(&h)),
+        Ok(None) => false,
+        Err(_) => true,
     }
 }

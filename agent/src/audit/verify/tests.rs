@@ -263,3 +263,44 @@ fn undecodable_row_is_content_changed() {
     );
     assert_eq!(rep.rows, 2);
 }
+
+/// A clock set back 56 years (to 1969) between two rows: the chain is intact (the `ts` is
+/// hashed as written), and the rows written under the wrong clock are a warning.
+#[test]
+fn a_clock_set_back_is_a_warning_not_tampering() {
+    let mut rows = chain(2);
+    rows[0].ts = 1_796_000_000_000;
+    rows[1].ts = 1_796_000_030_000; // 30 s later
+    rehash(&mut rows[0]);
+    rows[1].prev_hash = rows[0].hash;
+    rehash(&mut rows[1]);
+    push(&mut rows, "post-start", "late", "{}".into());
+    rows[2].ts = -1_000; // 1969-12-31T23:59:59Z
+    rehash(&mut rows[2]);
+    push(&mut rows, "post-start", "ok-again", "{}".into());
+    rows[3].ts = 1_796_000_030_000 - 59_000; // within the tolerance of the latest
+    rehash(&mut rows[3]);
+    push(&mut rows, "post-start", "last", "{}".into());
+    rows[4].ts = 1_796_000_040_000;
+    rehash(&mut rows[4]);
+    let rep = run(&rows, &plain(), 0, Some(5));
+    assert_eq!(verdict(&rep), None);
+    assert_eq!(rep.clock_backwards.rows, 1);
+    assert_eq!(rep.clock_backwards.first, Some((3, 1_796_000_031_000)));
+    assert_eq!(rep.clock_backwards.max_behind_ms, 1_796_000_031_000);
+    assert_eq!(verdict(&run(&chain(4), &plain(), 0, None)), None);
+    assert_eq!(run(&chain(4), &plain(), 0, None).clock_backwards.rows, 0);
+}
+
+#[test]
+fn a_time_before_1970_is_kept_negative() {
+    use std::time::{Duration, UNIX_EPOCH};
+    assert_eq!(
+        crate::audit::ms_since_epoch(UNIX_EPOCH - Duration::from_millis(1500)),
+        -1500
+    );
+    assert_eq!(
+        crate::audit::ms_since_epoch(UNIX_EPOCH + Duration::from_secs(2)),
+        2000
+    );
+}

@@ -1,0 +1,238 @@
+//! What an admin or an attacker can leave on a host that must neither act on the wrong
+//! container nor hang: a TOML left by a destroyed container, a FIFO where a config file should
+//! be, a PVE conf with quirks PVE tolerates, a reader that closes the hook's pipes.
+
+use op_testkit::{bridged_ip, op_agent_bin, pve_mac, AuditRow, Nic, PveConf, TestHost};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn mkfifo(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Waits until the audit log has a `watch` row for `vmid` (the start-up reconcile ran).
+fn wait_watch_row(host: &TestHost, vmid: i64, limit: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if host
+            .audit_rows()
+            .iter()
+            .any(|r| r.vmid == vmid && r.phase == "watch")
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no watch audit row for {vmid} within {limit:?}");
+}
+
+/// `pct destroy 100` left `containers/100.toml` (VLAN 10); a new container 100 without
+/// `hookscript:` is on VLAN 20. With `watch` running (it converges the enrolled 101), the new
+/// 100 keeps PVE's `veth100i0` on VLAN 20, and `config check` says the TOML is stale.
+#[test]
+fn a_reused_vmid_without_hookscript_is_left_alone_by_watch() {
+    let host = TestHost::new("r-reuse");
+    host.manage(
+        100,
+        "network_type = \"bridge\"\n[[nic]]\nnet = 0\ntag = 10\n",
+    );
+    host.write_pve_conf(
+        100,
+        PveConf::new(100).nic(
+            Nic::new(0, "ovsbr0")
+                .hwaddr(&pve_mac(100))
+                .ip(&format!("{}/24", bridged_ip(100)))
+                .tag(20),
+        ),
+    );
+    host.manage_bridged(101, PveConf::bridged(101, 10));
+    host.sim_ok(&["start", "100"]);
+    host.sim_ok(&["start", "101"]);
+    assert!(host.has_link("veth100i0"), "PVE's veth, no hook ran");
+    let mut w = host.spawn_watch(&[]);
+    wait_watch_row(&host, 101, Duration::from_secs(10));
+    host.wait_converged(101, "vi101", 10, Duration::from_secs(3));
+    // Events for 100 too: its link goes down and up again.
+    host.ip(&["link", "set", "veth100i0", "down"]);
+    host.ip(&["link", "set", "veth100i0", "up"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(host.has_link("veth100i0"), "{:?}", host.links());
+    assert!(!host.has_link("vi100"), "{:?}", host.links());
+    assert_eq!(host.ovs_get("Port", "veth100i0", "tag"), "20");
+    let rows: Vec<AuditRow> = host.audit_rows_for(100);
+    assert!(rows.is_empty(), "no run for 100: {rows:?}");
+    let st = host.agent(&["status"]);
+    assert!(!st.stdout_text().contains("vi100 "), "{}", st.stdout_text());
+    w.stop();
+
+    let c = host.agent(&["config", "check"]);
+    let out = c.stdout_text();
+    assert_eq!(c.code(), Some(78), "{out}");
+    let toml = host.root().join("etc/op-agent/containers/100.toml");
+    assert!(
+        out.contains(&format!(
+            "ERROR {}: container 100 is not enrolled",
+            toml.display()
+        )) && out.contains(&format!("rm {}", toml.display())),
+        "{out}"
+    );
+}
+
+/// A FIFO as agent.toml: every hook (an unmanaged guest's too) returns at once with one line
+/// and exit 77 instead of waiting for a writer for ever.
+#[test]
+fn a_fifo_as_agent_toml_does_not_hang_the_hook() {
+    let host = TestHost::new("r-fifo1");
+    let cfg = host.root().join("fifo-agent.toml");
+    mkfifo(&cfg);
+    let o = host
+        .hook(999, "pre-start")
+        .config_env(&cfg)
+        .timeout(Duration::from_secs(20))
+        .run();
+    let err = o.stderr_text();
+    assert_eq!(o.code(), Some(77), "{err}");
+    assert!(o.took < Duration::from_secs(2), "took {:?}", o.took);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("a FIFO, not a regular file"), "{err}");
+}
+
+/// A FIFO as a container TOML: `status`, `config check` and `watch` go on (the FIFO's
+/// container is reported, the other one converges).
+#[test]
+fn a_fifo_as_container_toml_does_not_hang_status_check_or_watch() {
+    let host = TestHost::new("r-fifo2");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.manage_bridged(101, PveConf::bridged(101, 10));
+    host.sim_ok(&["start", "101"]);
+    mkfifo(&host.root().join("etc/op-agent/containers/100.toml"));
+    for args in [&["status"][..], &["config", "check"][..]] {
+        let o = host
+            .agent_cmd(args)
+            .config(host.agent_toml())
+            .timeout(Duration::from_secs(20))
+            .run();
+        assert!(
+            o.took < Duration::from_secs(5),
+            "{args:?} took {:?}",
+            o.took
+        );
+        let all = format!("{}{}", o.stdout_text(), o.stderr_text());
+        assert!(
+            all.contains("a FIFO, not a regular file"),
+            "{args:?}: {all}"
+        );
+    }
+    let mut w = host.spawn_watch(&[]);
+    host.ip(&["link", "set", "vi101", "down"]);
+    let t = Instant::now();
+    while !host.is_up("vi101") && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(host.is_up("vi101"), "watch wedged: {}", w.log_text());
+    w.stop();
+}
+
+/// A PVE conf starting with a UTF-8 byte order mark and with an upper-case `NET1:` line:
+/// PVE's `parse_pct_config` drops both lines with a warning and starts the container, so the
+/// hook converges net0 and exits 0 (not 78).
+#[test]
+fn a_bom_and_an_upper_case_key_in_the_pve_conf_do_not_abort_the_start() {
+    let host = TestHost::new("r-bom");
+    let conf = PveConf::bridged(100, 10).line("NET1: name=eth1,bridge=ovsbr0,tag=30,type=veth");
+    host.write_pve_conf(100, format!("\u{feff}ostype: unmanaged\n{conf}"));
+    host.manage(100, "network_type = \"bridge\"\n");
+    let out = host.sim_ok(&["start", "100"]);
+    assert!(out.contains("veth100i0 -> vi100"), "{out}");
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(2));
+    let c = host.agent(&["config", "check"]);
+    assert!(
+        c.stdout_text().contains("WARNING") && c.stdout_text().contains("NET1"),
+        "{}",
+        c.stdout_text()
+    );
+}
+
+/// The hook's stdout and stderr are a pipe whose reader is gone: post-start still ends with its
+/// own exit code (not killed by SIGPIPE, no panic) and the audit row records the outcome.
+#[test]
+fn a_closed_stdout_and_stderr_do_not_kill_the_hook() {
+    let host = TestHost::new("r-pipe");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
+    let w2 = w.try_clone().unwrap();
+    let status = Command::new("ip")
+        .args(["netns", "exec", host.netns()])
+        .arg(op_agent_bin())
+        .args(["hook", "100", "post-start"])
+        .env("OP_AGENT_CONFIG", host.agent_toml())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(w))
+        .stderr(Stdio::from(w2))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(1));
+    let rows = host.audit_rows_for(100);
+    assert!(
+        rows.iter()
+            .any(|r| r.phase == "post-start" && r.step == "ovs.check" && r.outcome == "ok"),
+        "{rows:?}"
+    );
+    // Rows selected by seq, whatever their time says.
+    let o = host.agent(&["audit", "log", "--from-seq", "2", "--to-seq", "3"]);
+    let seqs: Vec<String> = o
+        .stdout_text()
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(seqs, ["2", "3"], "{}{}", o.stdout_text(), o.stderr_text());
+}
+
+/// `[audit] database` relative, `[hook] deadline_ms = 0`: the hook and `config check` refuse
+/// agent.toml with one line naming the file, the line and the field.
+#[test]
+fn relative_paths_and_a_zero_deadline_in_agent_toml_are_refused() {
+    let host = TestHost::new("r-rel");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    let cfg = host.agent_toml();
+    for (toml, line, field) in [
+        (
+            op_testkit::AgentToml {
+                audit_db: Some("audit.db".into()),
+                ..host.config()
+            },
+            "[audit] database",
+            "database",
+        ),
+        (
+            op_testkit::AgentToml {
+                hook_deadline_ms: Some(0),
+                ..host.config()
+            },
+            "[hook] deadline_ms",
+            "deadline_ms",
+        ),
+    ] {
+        host.set_config(&toml);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let n = text
+            .lines()
+            .position(|l| l.starts_with(field))
+            .map(|i| i + 1)
+            .unwrap();
+        let want = format!("{}:{n}: {line}", cfg.display());
+        let o = host.hook(100, "pre-start").run();
+        let err = o.stderr_text();
+        assert_eq!(o.code(), Some(78), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&want), "{err} lacks {want}");
+        let c = host.agent(&["config", "check"]);
+        assert_eq!(c.code(), Some(78), "{}", c.stdout_text());
+        assert!(c.stdout_text().contains(&want), "{}", c.stdout_text());
+    }
+}
