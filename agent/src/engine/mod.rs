@@ -8,6 +8,7 @@
 //! its own). With `dry_run` the engine stops after planning and hands the plan back; the
 //! caller prints it.
 
+pub mod batch;
 pub mod deadline;
 pub mod error;
 pub mod execute;
@@ -23,6 +24,7 @@ pub mod rollback;
 #[cfg(test)]
 mod fake;
 
+pub use batch::converge_batch;
 pub use deadline::{Budget, Deadline};
 pub use error::RunError;
 pub use host::{Host, Links, Vswitch};
@@ -220,6 +222,12 @@ fn run_locked(
             Err(RunError::Config(e))
         }
     };
+    settle_run(rec, result)
+}
+
+/// The end of a run: every failed run leaves a `failed` row, then the buffered rows are
+/// written ([`Recorder::finish`]); a failure to write them fails a run that succeeded.
+fn settle_run(rec: &mut Recorder, result: Result<String, RunError>) -> Result<String, RunError> {
     // Every failed run leaves a `failed` row, also when it failed before any step did (a plan
     // refusal such as a missing veth or a foreign link).
     if let Err(e) = &result {

@@ -1,0 +1,521 @@
+//! Batched convergence of many containers at once (`watch`, `apply --all`), for the events that
+//! hit every container together: `ifreload -a` deleting every owned Port of a bridge, an OVS
+//! database restored or re-created, a host-wide event re-creating many veths.
+//!
+//! Every container keeps what a single run gives it ([`super::converge`]): its per-vmid lock,
+//! its own audit recorder and run id (the intent row before any change, the outcome rows
+//! after), its own plan (the same pure [`plan::plan_post_start`]), its own [`Report`], and on a
+//! failure its own rollback of PVE's plumbing. What is shared is the host: one connection, and
+//! the execution phase by phase, so ovs-vswitchd reconfigures twice per batch instead of twice
+//! per container (each reconfiguration walks every port of the bridge):
+//! 1. every Port delete of the batch in ONE transaction ([`Vswitch::del_ports`]), each row
+//!    under its own ownership guard, then ONE wait for `cur_cfg`;
+//! 2. the link steps per container (delete, down, rename, up; netlink);
+//! 3. every Port insert in ONE transaction ([`Vswitch::add_ports`]), ONE wait, ONE read of
+//!    every `Interface`'s `ofport`/`error`;
+//! 4. the remaining checks per container.
+//!
+//! The stages keep each container's own order of steps of one kind, and the planner's order
+//! between kinds holds (a Port is deleted and released before its device is renamed or
+//! deleted, ovs-issues#284; the Port is added after the rename). A guard that aborts a
+//! batched transaction only fails its own container: the OVSDB layer does that item alone and
+//! retries the others. A container that fails at any stage is taken out of the later stages
+//! and every NIC of it op-agent had taken apart is put back ([`rollback::restore_pve`]).
+
+use super::execute::{self, Undos};
+use super::plan::{self, plan_lines, Planned, Step};
+use super::{
+    observe, open, rollback, settle_run, Budget, Deadline, Host, Job, Links, Note, Phase, Report,
+    RunError, RunOptions, Vswitch,
+};
+use crate::audit::Outcome;
+use crate::config::{AgentConfig, ConfigError, MeshSection};
+use crate::desired::Desired;
+use crate::engine::observed::Observed;
+use crate::engine::ownership::DelGuard;
+use crate::lock::VmidLock;
+use crate::ovsdb::vswitch::batch::dup;
+use crate::report::Recorder;
+use serde_json::json;
+use std::time::Instant;
+
+/// One container of a batch.
+struct Run<'a> {
+    /// Its index in the jobs.
+    i: usize,
+    job: &'a Job,
+    started: Instant,
+    deadline: Deadline,
+    lock: Option<VmidLock>,
+    rec: Recorder,
+    d: Option<Desired>,
+    obs: Observed,
+    steps: Vec<Planned>,
+    undo: Undos,
+    summary: Vec<String>,
+    changes: bool,
+    plans: Vec<Vec<Planned>>,
+    /// The first failure of a step; the run is rolled back and taken out of later stages.
+    failure: Option<RunError>,
+    /// The run's result once it is over.
+    done: Option<Result<String, RunError>>,
+}
+
+impl Run<'_> {
+    fn alive(&self) -> bool {
+        self.done.is_none() && self.failure.is_none()
+    }
+}
+
+/// Converges `jobs` as one batch (post-start steps, e.g. `watch` and `apply --all`), `notes[i]`
+/// recorded first in job `i`'s run (missing: none). Returns one [`Report`] per job, in order.
+/// A single job, and jobs of another phase, run alone as [`super::converge`] runs them.
+///
+/// Each job is under its own lock, recorder and [`Deadline`]; the batch's waits for
+/// ovs-vswitchd are bounded by the earliest deadline, and when it passes every unfinished
+/// container gets a `hook.deadline failed` row and [`RunError::Deadline`].
+pub fn converge_batch(
+    cfg: &AgentConfig,
+    jobs: &[Job],
+    notes: &[Vec<Note>],
+    opts: RunOptions,
+) -> Vec<Report> {
+    let mut reports: Vec<Option<Report>> = jobs.iter().map(|_| None).collect();
+    let mut runs = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let n = notes.get(i).map(Vec::as_slice).unwrap_or(&[]);
+        if job.phase != Phase::PostStart || jobs.len() == 1 {
+            reports[i] = Some(super::converge_noted(cfg, job, n, opts));
+            continue;
+        }
+        let started = job.started.unwrap_or_else(Instant::now);
+        let deadline = Deadline::of_config(cfg, started);
+        match open(cfg, job, deadline, opts) {
+            Err(e) => {
+                reports[i] = Some(Report {
+                    vmid: job.managed.vmid,
+                    plans: Vec::new(),
+                    timings: None,
+                    result: Err(e),
+                })
+            }
+            Ok((lock, mut rec)) => {
+                for note in n {
+                    rec.outcome(&note.step, note.outcome, note.detail.clone());
+                }
+                runs.push(Run {
+                    i,
+                    job,
+                    started,
+                    deadline,
+                    lock,
+                    rec,
+                    d: None,
+                    obs: Observed::default(),
+                    steps: Vec::new(),
+                    undo: Undos::default(),
+                    summary: Vec::new(),
+                    changes: false,
+                    plans: Vec::new(),
+                    failure: None,
+                    done: None,
+                });
+            }
+        }
+    }
+    for r in &mut runs {
+        load(r);
+    }
+    if runs.iter().any(Run::alive) {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(bounded(cfg, opts, &mut runs)),
+            Err(e) => {
+                for r in runs.iter_mut().filter(|r| r.alive()) {
+                    let e = std::io::Error::new(e.kind(), e.to_string());
+                    r.done = Some(Err(RunError::Runtime(e)));
+                }
+            }
+        }
+    }
+    for mut r in runs {
+        let result = r.done.take().unwrap_or_else(|| Ok(String::new()));
+        let result = settle_run(&mut r.rec, result);
+        let timings = Some((std::mem::take(&mut r.rec.timings), r.started.elapsed()));
+        // The audit log is closed before the lock is released.
+        drop(r.rec);
+        drop(r.lock);
+        reports[r.i] = Some(Report {
+            vmid: r.job.managed.vmid,
+            plans: r.plans,
+            timings,
+            result,
+        });
+    }
+    reports.into_iter().flatten().collect()
+}
+
+/// The load step of one run, with its `config.validate` row.
+fn load(r: &mut Run<'_>) {
+    let m = &r.job.managed;
+    let loaded = m.load().and_then(|d| {
+        d.ok_or_else(|| ConfigError::file(&m.pve_conf, "container TOML or PVE conf vanished"))
+    });
+    match loaded {
+        Ok(d) => {
+            r.rec.outcome(
+                "config.validate",
+                Outcome::Ok,
+                json!({"nics": d.nics.len(), "network_type": d.network_type.as_str()}),
+            );
+            r.d = Some(d);
+        }
+        Err(e) => {
+            r.rec.outcome(
+                "config.validate",
+                Outcome::Failed,
+                json!({"error": e.to_string()}),
+            );
+            r.done = Some(Err(RunError::Config(e)));
+        }
+    }
+}
+
+/// [`phases`], stopped at the earliest deadline of the batch.
+async fn bounded(cfg: &AgentConfig, opts: RunOptions, runs: &mut [Run<'_>]) {
+    let Some(deadline) = runs
+        .iter()
+        .filter(|r| r.alive())
+        .map(|r| r.deadline)
+        .min_by_key(Deadline::remaining)
+    else {
+        return;
+    };
+    let r = tokio::time::timeout(deadline.remaining(), async {
+        let host = match Host::connect(cfg, deadline, &mut first_alive(runs).rec).await {
+            Ok(h) => h,
+            Err(e) => {
+                fail_all(runs, &e);
+                return;
+            }
+        };
+        phases(&host, &cfg.toml.mesh, opts, runs).await;
+    })
+    .await;
+    if r.is_err() {
+        for r in runs.iter_mut().filter(|r| r.done.is_none()) {
+            let e = RunError::Deadline {
+                ms: r.deadline.length().as_millis(),
+            };
+            r.rec.outcome(
+                "hook.deadline",
+                Outcome::Failed,
+                json!({"error": e.to_string()}),
+            );
+            r.done = Some(Err(e));
+        }
+    }
+}
+
+fn first_alive<'a, 'b>(runs: &'a mut [Run<'b>]) -> &'a mut Run<'b> {
+    let i = runs.iter().position(Run::alive).unwrap_or(0);
+    &mut runs[i]
+}
+
+/// Every run still going fails with (a copy of) `e`.
+fn fail_all(runs: &mut [Run<'_>], e: &RunError) {
+    for r in runs.iter_mut().filter(|r| r.alive()) {
+        r.done = Some(Err(dup_run(e)));
+    }
+}
+
+/// A copy of a connect or wait error for each container it failed.
+fn dup_run(e: &RunError) -> RunError {
+    match e {
+        RunError::Ovsdb(o) => RunError::Ovsdb(dup(o)),
+        RunError::NetlinkSocket(io) => {
+            RunError::NetlinkSocket(std::io::Error::new(io.kind(), io.to_string()))
+        }
+        other => RunError::Ovsdb(crate::ovsdb::OvsdbError::BadReply {
+            method: "batch".into(),
+            detail: other.to_string(),
+        }),
+    }
+}
+
+/// Which stage of the batch runs a step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Port deletes (one transaction, one wait).
+    Delete,
+    /// Link steps, per container.
+    Links,
+    /// Port inserts and replacements (one transaction, one wait, one check).
+    Add,
+    /// Checks and records, per container.
+    Last,
+}
+
+fn stage(s: &Step) -> Stage {
+    match s {
+        Step::DelPort { .. } => Stage::Delete,
+        Step::DelLink { .. }
+        | Step::LinkDown { .. }
+        | Step::LinkRename { .. }
+        | Step::LinkUp { .. } => Stage::Links,
+        Step::AddPort(_) | Step::ReplacePort(_) => Stage::Add,
+        Step::CheckMaster { .. }
+        | Step::ConfirmMesh
+        | Step::RecordMesh { .. }
+        | Step::Skip { .. } => Stage::Last,
+    }
+}
+
+/// Observe → plan → intent → the four stages, on one host connection.
+async fn phases<L: Links, V: Vswitch>(
+    host: &Host<L, V>,
+    mesh: &MeshSection,
+    opts: RunOptions,
+    runs: &mut [Run<'_>],
+) {
+    // Observe every container at once: the reads are pipelined on the one OVSDB connection
+    // and the netlink socket.
+    futures_util::future::join_all(runs.iter_mut().filter(|r| r.alive()).map(|r| async move {
+        let Some(d) = r.d.as_ref() else { return };
+        match observe::observe(host, d, false, &mut r.rec).await {
+            Ok(o) => r.obs = o,
+            Err(e) => r.done = Some(Err(e)),
+        }
+    }))
+    .await;
+    for r in runs.iter_mut().filter(|r| r.alive()) {
+        let Some(d) = r.d.as_ref() else { continue };
+        match plan::plan_post_start(d, &r.obs) {
+            Ok(steps) if opts.dry_run => {
+                r.plans.push(steps);
+                r.done = Some(Ok(String::new()));
+            }
+            Ok(steps) => r.steps = steps,
+            Err(e) => r.done = Some(Err(RunError::Plan(e))),
+        }
+    }
+    // Write-ahead: each container's intent row before any of its changes.
+    for r in runs.iter_mut().filter(|r| r.alive()) {
+        r.changes = r.steps.iter().any(|p| {
+            !matches!(
+                p.step,
+                Step::Skip { .. }
+                    | Step::ConfirmMesh
+                    | Step::RecordMesh { .. }
+                    | Step::CheckMaster { .. }
+            )
+        });
+        if r.changes {
+            let plan = json!({"plan": plan_lines(&r.steps), "batch": true});
+            if let Err(e) = r.rec.intent("run.intent", &plan) {
+                r.done = Some(Err(RunError::AuditBefore(e)));
+            }
+        }
+    }
+    let batch = runs.iter().filter(|r| r.alive()).count();
+    delete_stage(host, runs, batch).await;
+    roll_back_failed(host, runs).await;
+    per_run_stage(host, mesh, runs, Stage::Links).await;
+    roll_back_failed(host, runs).await;
+    add::add_stage(host, runs, batch).await;
+    roll_back_failed(host, runs).await;
+    per_run_stage(host, mesh, runs, Stage::Last).await;
+    roll_back_failed(host, runs).await;
+    for r in runs.iter_mut().filter(|r| r.alive()) {
+        if !r.changes {
+            r.rec.outcome("run.converged", Outcome::Ok, json!({}));
+            if r.summary.is_empty() {
+                r.summary.push("nothing to change".into());
+            }
+        }
+        r.done = Some(Ok(r.summary.join("; ")));
+    }
+}
+
+/// The `(run, step)` indices of the alive runs' steps of `stage`; a run with a step whose
+/// failure is injected (`OP_AGENT_FAILPOINT=fail:<step>`) fails before any of them.
+fn collect(runs: &mut [Run<'_>], st: Stage) -> Vec<(usize, usize)> {
+    let mut at = Vec::new();
+    for (ri, r) in runs.iter_mut().enumerate().filter(|(_, r)| r.alive()) {
+        let mine: Vec<usize> = (0..r.steps.len())
+            .filter(|&si| stage(&r.steps[si].step) == st)
+            .collect();
+        let injected = mine.iter().find_map(|&si| {
+            let p = &r.steps[si];
+            execute::injected_failure(p.step.name())
+                .map(|e| (p.net.map(|n| n.get()), p.step.name(), e))
+        });
+        match injected {
+            Some((net, name, e)) => {
+                r.rec.outcome(
+                    name,
+                    Outcome::Failed,
+                    json!({"net": net, "error": e.to_string()}),
+                );
+                r.failure = Some(e);
+            }
+            None => at.extend(mine.into_iter().map(|si| (ri, si))),
+        }
+    }
+    at
+}
+
+/// Stage 1: every Port delete of the batch in one transaction, then one wait.
+async fn delete_stage<L: Links, V: Vswitch>(host: &Host<L, V>, runs: &mut [Run<'_>], batch: usize) {
+    let at = collect(runs, Stage::Delete);
+    if at.is_empty() {
+        return;
+    }
+    let items: Vec<(String, crate::ovsdb::DelGuard)> = at
+        .iter()
+        .filter_map(|&(ri, si)| match &runs[ri].steps[si].step {
+            Step::DelPort { port, guard } => Some((port.clone(), guard.to_ovsdb())),
+            _ => None,
+        })
+        .collect();
+    let t = Instant::now();
+    let results = host.ovs.del_ports(&items).await;
+    let elapsed = t.elapsed();
+    let mut next_max = None;
+    let mut waiting = Vec::new();
+    for (&(ri, si), res) in at.iter().zip(results) {
+        let r = &mut runs[ri];
+        let p = &r.steps[si];
+        let (net, name) = (p.net.map(|n| n.get()), p.step.name());
+        let Step::DelPort { port, .. } = &p.step else {
+            continue;
+        };
+        match res {
+            Ok(Some(next)) => {
+                r.rec
+                    .outcome(name, Outcome::Ok, json!({"net": net, "port": port}));
+                if let (Some(n), Some(d)) = (net, r.d.as_ref()) {
+                    if let Some((i, nic)) = execute::nic_of(d, p) {
+                        if *port == nic.pve_veth {
+                            if let Some(o) = r.obs.nics.get(i) {
+                                r.undo.of(n).pve_port = o.pve_port.clone();
+                            }
+                        }
+                    }
+                }
+                next_max = next_max.max(Some(next));
+                if !waiting.contains(&ri) {
+                    waiting.push(ri);
+                }
+            }
+            Ok(None) => r.rec.outcome(
+                name,
+                Outcome::Skipped,
+                json!({"net": net, "port": port, "reason": "absent"}),
+            ),
+            Err(e) => {
+                let e = RunError::Ovsdb(e);
+                r.rec.outcome(
+                    name,
+                    Outcome::Failed,
+                    json!({"net": net, "error": e.to_string()}),
+                );
+                r.failure.get_or_insert(e);
+            }
+        }
+        r.rec.timing(name, elapsed);
+        execute::failpoint(name);
+    }
+    if let Some(next) = next_max {
+        wait_all(host, runs, &waiting, next, batch).await;
+    }
+}
+
+/// ONE wait for ovs-vswitchd to apply `next_cfg` (within [`Budget::Forward`] of the batch's
+/// deadline), recorded as an `ovs.wait` row in each run of `waiting`; a failed wait fails them.
+async fn wait_all<L: Links, V: Vswitch>(
+    host: &Host<L, V>,
+    runs: &mut [Run<'_>],
+    waiting: &[usize],
+    next_cfg: i64,
+    batch: usize,
+) {
+    let t = Instant::now();
+    let w = host
+        .ovs
+        .wait_cur_cfg(next_cfg, host.wait_budget(Budget::Forward))
+        .await;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    for &ri in waiting {
+        let r = &mut runs[ri];
+        r.rec.timing("ovs.wait", t.elapsed());
+        match &w {
+            Ok(cur) => r.rec.outcome(
+                "ovs.wait",
+                Outcome::Ok,
+                json!({"next_cfg": next_cfg, "cur_cfg": cur, "ms": ms, "batch": batch}),
+            ),
+            Err(e) => {
+                r.rec.outcome(
+                    "ovs.wait",
+                    Outcome::Failed,
+                    json!({"next_cfg": next_cfg, "error": e.to_string(), "batch": batch}),
+                );
+                r.failure.get_or_insert(RunError::Ovsdb(dup(e)));
+            }
+        }
+    }
+}
+
+/// Stages 2 and 4: each alive run's steps of `st`, in its order, as a single run executes them.
+async fn per_run_stage<L: Links, V: Vswitch>(
+    host: &Host<L, V>,
+    mesh: &MeshSection,
+    runs: &mut [Run<'_>],
+    st: Stage,
+) {
+    let at = collect(runs, st);
+    for (ri, si) in at {
+        let r = &mut runs[ri];
+        if !r.alive() {
+            continue;
+        }
+        let Some(d) = r.d.as_ref() else { continue };
+        let p = &r.steps[si];
+        let t = Instant::now();
+        let res = execute::step(host, mesh, d, &r.obs, p, &mut r.rec, &mut r.undo).await;
+        r.rec.timing(p.step.name(), t.elapsed());
+        execute::failpoint(p.step.name());
+        match res {
+            Ok(Some(s)) => r.summary.push(s),
+            Ok(None) => {}
+            Err(e) => r.failure = Some(e),
+        }
+    }
+}
+
+/// Every run that failed in the last stage: PVE's plumbing of each NIC op-agent had taken
+/// apart is put back, and the run ends with its failure.
+async fn roll_back_failed<L: Links, V: Vswitch>(host: &Host<L, V>, runs: &mut [Run<'_>]) {
+    for r in runs.iter_mut().filter(|r| r.done.is_none()) {
+        let Some(e) = r.failure.take() else { continue };
+        for (net, u) in r.undo.take_all() {
+            rollback::restore_pve(host, net, u, &mut r.rec).await;
+        }
+        r.done = Some(Err(e));
+    }
+}
+
+/// Guard of a replaced Port (op-agent's own, drifted): owned only.
+fn owned() -> crate::ovsdb::DelGuard {
+    DelGuard::Owned.to_ovsdb()
+}
+
+#[path = "batch_add.rs"]
+mod add;
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;
