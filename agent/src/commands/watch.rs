@@ -22,6 +22,10 @@ pub struct WatchArgs {
     /// Do not use inotify: the scan alone follows the confs.
     #[arg(long)]
     pub no_inotify: bool,
+    /// Converge due containers one at a time instead of as one batch (for `make bench`'s
+    /// comparison).
+    #[arg(long, hide = true)]
+    pub no_batch: bool,
 }
 
 /// Runs the service until SIGTERM with the agent.toml at `config` (loaded by the service,
@@ -39,6 +43,7 @@ pub fn run(args: &WatchArgs, config: Option<&Path>) -> super::CommandResult {
             poll: Duration::from_millis(args.conf_poll_ms.max(100)),
             lock_timeout: Duration::from_millis(args.conf_lock_ms),
         },
+        batch: !args.no_batch,
     };
     Ok(crate::watch::run(config, opts, false))
 }

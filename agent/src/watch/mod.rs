@@ -21,8 +21,9 @@
 //!   container is read under PVE's config lock, then the container converges: a `netN` PVE
 //!   removed loses op-agent's link and Port, a changed tag/trunks/bridge/mtu/link_down is
 //!   applied, a NIC PVE hot-added is renamed and plugged once its `netN` is in the conf;
-//! - [`worker`]: converges due containers one at a time through the engine (post-start steps,
-//!   audit `phase` = `watch`), retrying a failed container with backoff (250 ms doubling to
+//! - [`worker`]: converges what is due within a short window (20 ms after the last request,
+//!   at most 200 ms) as one batch through the engine ([`crate::engine::converge_batch`]:
+//!   post-start steps, audit `phase` = `watch`, two waits for ovs-vswitchd per batch), retrying a failed container with backoff (250 ms doubling to
 //!   4 s, 6 attempts); it takes the per-vmid lock the hooks take ([`crate::engine::converge`]),
 //!   so a hook and the service never work on one container at once;
 //! - exits 0 on SIGTERM or SIGINT after the run in progress (itself bounded by
@@ -60,6 +61,9 @@ pub struct WatchOptions {
     pub probe: Duration,
     /// The PVE conf watch ([`conf`]).
     pub conf: conf::ConfOptions,
+    /// Converge what is due at once as one batch ([`crate::engine::converge_batch`]); false:
+    /// one container at a time (`watch --no-batch`, for comparison in `make bench`).
+    pub batch: bool,
 }
 
 impl Default for WatchOptions {
@@ -68,6 +72,7 @@ impl Default for WatchOptions {
             plug_wait: Duration::from_millis(2000),
             probe: Duration::from_millis(5000),
             conf: conf::ConfOptions::default(),
+            batch: true,
         }
     }
 }
@@ -78,9 +83,10 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<Job>();
     let wcfg = cfg.clone();
     let lock_wait = opts.conf.lock_timeout;
+    let batch = opts.batch;
     let worker = std::thread::Builder::new()
         .name("op-agent-watch-worker".into())
-        .spawn(move || worker::worker(wcfg, rx, lock_wait))
+        .spawn(move || worker::worker(wcfg, rx, lock_wait, batch))
         .map_err(|e| format!("cannot start the worker thread: {e}"))?;
     // Detached: it only sleeps in poll(2) or waits for a lock (bounded), and ends with the
     // process.
