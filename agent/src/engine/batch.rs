@@ -80,6 +80,7 @@ pub fn converge_batch(
     notes: &[Vec<Note>],
     opts: RunOptions,
 ) -> Vec<Report> {
+    let t0 = Instant::now();
     let mut reports: Vec<Option<Report>> = jobs.iter().map(|_| None).collect();
     let mut runs = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
@@ -123,9 +124,12 @@ pub fn converge_batch(
             }
         }
     }
+    let opened = t0.elapsed();
     for r in &mut runs {
         load(r);
     }
+    let loaded = t0.elapsed();
+    let batch = runs.len();
     if runs.iter().any(Run::alive) {
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -140,6 +144,7 @@ pub fn converge_batch(
             }
         }
     }
+    let ran = t0.elapsed();
     for mut r in runs {
         let result = r.done.take().unwrap_or_else(|| Ok(String::new()));
         let result = settle_run(&mut r.rec, result);
@@ -153,6 +158,17 @@ pub fn converge_batch(
             timings,
             result,
         });
+    }
+    if batch > 0 {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        log::info!(
+            "batch of {batch}: locks and audit logs open {:.1} ms, loaded {:.1} ms, run {:.1} ms, \
+             audit rows written {:.1} ms",
+            ms(opened),
+            ms(loaded),
+            ms(ran),
+            ms(t0.elapsed())
+        );
     }
     reports.into_iter().flatten().collect()
 }
@@ -320,6 +336,7 @@ async fn phases<L: Links, V: Vswitch>(
         }
     }
     let batch = runs.iter().filter(|r| r.alive()).count();
+    log::info!("batch of {batch}: observed, planned, intents written");
     delete_stage(host, runs, batch).await;
     roll_back_failed(host, runs).await;
     per_run_stage(host, mesh, runs, Stage::Links).await;
