@@ -158,7 +158,7 @@ fn recreate(h: &Host, vmids: &[u32]) -> Res<Instant> {
 fn watch_cmd(h: &Host, b: bool) -> AgentCommand {
     match (b, std::env::var_os("OPB_AGENT_B")) {
         (false, _) => AgentCommand::new(&["watch"]).bin(&h.agent),
-        (true, Some(bin)) => AgentCommand::new(&["watch"]).bin(&PathBuf::from(bin)),
+        (true, Some(bin)) => AgentCommand::new(&["watch"]).bin(PathBuf::from(bin)),
         (true, None) => AgentCommand::new(&["watch", "--no-batch"]).bin(&h.agent),
     }
     .config_env(h.agent_toml())

@@ -206,9 +206,7 @@ impl Client {
                 },
             }
         }
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Ok(None)))
-            .collect()
+        out.into_iter().map(|r| r.unwrap_or(Ok(None))).collect()
     }
 
     /// Adds every Port + Interface of `specs` in ONE transaction: per port the guarded insert
