@@ -145,6 +145,16 @@ fn twenty_containers_come_back_as_one_batch_after_ifreload_and_veth_recreation()
     );
     assert_own_runs(&host, before, &vmids);
 
+    if std::env::var_os("MASS_LOG").is_some() {
+        let log = std::fs::read_to_string(host.watch_log()).unwrap_or_default();
+        eprintln!(
+            "{}",
+            log.lines()
+                .filter(|l| l.contains("batch of"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     host.assert_audit_intact("after the mass repairs");
     let st = watch.stop().expect("watch exits on SIGTERM");
     assert!(st.success(), "watch exit status {st:?}");

@@ -257,6 +257,101 @@ impl Recorder {
     }
 }
 
+/// The rows of many runs written through ONE audit log, one transaction per write, for a batch
+/// of containers ([`crate::engine::converge_batch`]): each run's [`Recorder`] is made without a
+/// log of its own and buffers its rows; [`intents`] writes every run's intent row (write-ahead:
+/// before any change of any container of the batch) and [`finish_all`] every run's outcome rows
+/// with one keyed seal. Each row keeps its run's vmid, phase and run id.
+///
+/// Appends, in ONE transaction of `log`, each run's buffered rows followed by its intent row
+/// (`step`, `detail`), as [`Recorder::intent`] does for one run. An error means nothing may be
+/// changed for any of them (the rows stay buffered).
+pub fn intents(
+    log: &mut AuditLog,
+    runs: &mut [(&mut Recorder, &str, &Value)],
+) -> Result<(), AuditError> {
+    let t = Instant::now();
+    let details: Vec<String> = runs.iter().map(|(_, _, d)| d.to_string()).collect();
+    let mut rows = Vec::new();
+    for ((r, step, _), detail) in runs.iter().zip(&details) {
+        log::info!(
+            "{} {} run {}: intent {step} {detail}",
+            r.vmid,
+            r.phase,
+            r.run_id
+        );
+        rows.extend(rows_of(r.vmid, &r.phase, &r.run_id, &r.pending));
+        rows.push(NewRow {
+            vmid: r.vmid,
+            phase: &r.phase,
+            run_id: &r.run_id,
+            step,
+            outcome: Outcome::Intent,
+            detail,
+        });
+    }
+    log.append_all(&rows)?;
+    drop(rows);
+    for (r, step, detail) in runs.iter_mut() {
+        #[cfg(test)]
+        r.seen
+            .push((step.to_string(), Outcome::Intent, (*detail).clone()));
+        let _ = (&step, &detail);
+        r.pending.clear();
+        r.timings.push(("audit.intent".into(), t.elapsed()));
+    }
+    Ok(())
+}
+
+/// Appends every run's buffered outcome rows and, when a key is configured, the keyed
+/// checkpoint sealing them, in ONE transaction of `log` ([`AuditLog::append_all_sealed`]), as
+/// [`Recorder::finish`] does for one run. A seal that fails after the rows were written
+/// (audit.key unreadable or not matching) leaves an `audit.checkpoint failed` row of the first
+/// run and is not an error, as there.
+pub fn finish_all(
+    log: &mut AuditLog,
+    recs: &mut [&mut Recorder],
+) -> Result<Option<Head>, AuditError> {
+    let t = Instant::now();
+    let mut rows = Vec::new();
+    for r in recs.iter() {
+        rows.extend(rows_of(r.vmid, &r.phase, &r.run_id, &r.pending));
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let written = log.append_all_sealed(&rows);
+    drop(rows);
+    let head = match written {
+        Ok(h) => Some(h),
+        Err(e @ (AuditError::Key { .. } | AuditError::Io { .. })) => {
+            log::error!("audit checkpoint: {e}");
+            eprintln!("op-agent: warning: audit checkpoint not written: {e}");
+            let detail = serde_json::json!({"error": e.to_string()}).to_string();
+            match recs.first() {
+                Some(r) => Some(log.append(&NewRow {
+                    vmid: r.vmid,
+                    phase: &r.phase,
+                    run_id: &r.run_id,
+                    step: "audit.checkpoint",
+                    outcome: Outcome::Failed,
+                    detail: &detail,
+                })?),
+                None => None,
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    for r in recs.iter_mut() {
+        r.pending.clear();
+        r.timings.push(("audit.finish".into(), t.elapsed()));
+    }
+    if let Some(h) = &head {
+        log::info!("audit head {h}");
+    }
+    Ok(head)
+}
+
 impl Drop for Recorder {
     /// Takes the log back from a helper thread still running, so it is closed here (after
     /// the warm-up or fold) rather than lost with the thread at process exit.

@@ -25,9 +25,10 @@
 use super::execute::{self, Undos};
 use super::plan::{self, plan_lines, Planned, Step};
 use super::{
-    observe, open, rollback, settle_run, Budget, Deadline, Host, Job, Links, Note, Phase, Report,
-    RunError, RunOptions, Vswitch,
+    observe, rollback, Budget, Deadline, Host, Job, Links, Note, Phase, Report, RunError,
+    RunOptions, Vswitch,
 };
+use crate::audit::AuditLog;
 use crate::audit::Outcome;
 use crate::config::{AgentConfig, ConfigError, MeshSection};
 use crate::desired::Desired;
@@ -81,17 +82,38 @@ pub fn converge_batch(
     opts: RunOptions,
 ) -> Vec<Report> {
     let t0 = Instant::now();
+    let notes_of = |i: usize| notes.get(i).map(Vec::as_slice).unwrap_or(&[]);
+    let one_by_one = |cfg: &AgentConfig| -> Vec<Report> {
+        let mut out = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            out.push(super::converge_noted(cfg, job, notes_of(i), opts));
+        }
+        out
+    };
+    let batched = jobs.iter().filter(|j| j.phase == Phase::PostStart).count();
+    if batched < 2 {
+        return one_by_one(cfg);
+    }
+    // One audit log for the batch; when it cannot be opened, each container opens its own and
+    // reports its own error.
+    let mut log = match opts.dry_run {
+        true => None,
+        false => match audit::open_log(cfg, Deadline::of_config(cfg, t0)) {
+            Ok(l) => Some(l),
+            Err(_) => return one_by_one(cfg),
+        },
+    };
     let mut reports: Vec<Option<Report>> = jobs.iter().map(|_| None).collect();
     let mut runs = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
-        let n = notes.get(i).map(Vec::as_slice).unwrap_or(&[]);
-        if job.phase != Phase::PostStart || jobs.len() == 1 {
+        let n = notes_of(i);
+        if job.phase != Phase::PostStart {
             reports[i] = Some(super::converge_noted(cfg, job, n, opts));
             continue;
         }
         let started = job.started.unwrap_or_else(Instant::now);
         let deadline = Deadline::of_config(cfg, started);
-        match open(cfg, job, deadline, opts) {
+        match lock(cfg, job, deadline, opts) {
             Err(e) => {
                 reports[i] = Some(Report {
                     vmid: job.managed.vmid,
@@ -100,7 +122,8 @@ pub fn converge_batch(
                     result: Err(e),
                 })
             }
-            Ok((lock, mut rec)) => {
+            Ok(lock) => {
+                let mut rec = Recorder::new(job.managed.vmid.get(), &job.label, None, started);
                 for note in n {
                     rec.outcome(&note.step, note.outcome, note.detail.clone());
                 }
@@ -135,7 +158,7 @@ pub fn converge_batch(
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(bounded(cfg, opts, &mut runs)),
+            Ok(rt) => rt.block_on(bounded(cfg, opts, &mut runs, log.as_mut())),
             Err(e) => {
                 for r in runs.iter_mut().filter(|r| r.alive()) {
                     let e = std::io::Error::new(e.kind(), e.to_string());
@@ -145,11 +168,12 @@ pub fn converge_batch(
         }
     }
     let ran = t0.elapsed();
+    audit::finish(log.as_mut(), &mut runs);
+    drop(log);
     for mut r in runs {
         let result = r.done.take().unwrap_or_else(|| Ok(String::new()));
-        let result = settle_run(&mut r.rec, result);
         let timings = Some((std::mem::take(&mut r.rec.timings), r.started.elapsed()));
-        // The audit log is closed before the lock is released.
+        // The audit log (closed above) before the lock.
         drop(r.rec);
         drop(r.lock);
         reports[r.i] = Some(Report {
@@ -162,7 +186,7 @@ pub fn converge_batch(
     if batch > 0 {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         log::info!(
-            "batch of {batch}: locks and audit logs open {:.1} ms, loaded {:.1} ms, run {:.1} ms, \
+            "batch of {batch}: audit log and locks open {:.1} ms, loaded {:.1} ms, run {:.1} ms, \
              audit rows written {:.1} ms",
             ms(opened),
             ms(loaded),
@@ -200,7 +224,12 @@ fn load(r: &mut Run<'_>) {
 }
 
 /// [`phases`], stopped at the earliest deadline of the batch.
-async fn bounded(cfg: &AgentConfig, opts: RunOptions, runs: &mut [Run<'_>]) {
+async fn bounded(
+    cfg: &AgentConfig,
+    opts: RunOptions,
+    runs: &mut [Run<'_>],
+    log: Option<&mut AuditLog>,
+) {
     let Some(deadline) = runs
         .iter()
         .filter(|r| r.alive())
@@ -217,7 +246,7 @@ async fn bounded(cfg: &AgentConfig, opts: RunOptions, runs: &mut [Run<'_>]) {
                 return;
             }
         };
-        phases(&host, &cfg.toml.mesh, opts, runs).await;
+        phases(&host, &cfg.toml.mesh, opts, runs, log).await;
     })
     .await;
     if r.is_err() {
@@ -295,7 +324,9 @@ async fn phases<L: Links, V: Vswitch>(
     mesh: &MeshSection,
     opts: RunOptions,
     runs: &mut [Run<'_>],
+    log: Option<&mut AuditLog>,
 ) {
+    let t = Instant::now();
     // Observe every container at once: the reads are pipelined on the one OVSDB connection
     // and the netlink socket.
     futures_util::future::join_all(runs.iter_mut().filter(|r| r.alive()).map(|r| async move {
@@ -328,21 +359,37 @@ async fn phases<L: Links, V: Vswitch>(
                     | Step::CheckMaster { .. }
             )
         });
-        if r.changes {
-            let plan = json!({"plan": plan_lines(&r.steps), "batch": true});
-            if let Err(e) = r.rec.intent("run.intent", &plan) {
-                r.done = Some(Err(RunError::AuditBefore(e)));
-            }
-        }
     }
+    let observed = t.elapsed();
+    match log {
+        Some(log) => audit::write_intents(log, runs),
+        None => fail_all(
+            runs,
+            &RunError::Runtime(std::io::Error::other("no audit log")),
+        ),
+    }
+    let written = t.elapsed();
     let batch = runs.iter().filter(|r| r.alive()).count();
-    log::info!("batch of {batch}: observed, planned, intents written");
     delete_stage(host, runs, batch).await;
     roll_back_failed(host, runs).await;
+    let deleted = t.elapsed();
     per_run_stage(host, mesh, runs, Stage::Links).await;
     roll_back_failed(host, runs).await;
+    let linked = t.elapsed();
     add::add_stage(host, runs, batch).await;
     roll_back_failed(host, runs).await;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    if batch > 0 {
+        log::info!(
+            "batch of {batch}: observed and planned {:.1} ms, intents {:.1} ms, deletes and \
+             wait {:.1} ms, links {:.1} ms, inserts, wait and check {:.1} ms",
+            ms(observed),
+            ms(written),
+            ms(deleted),
+            ms(linked),
+            ms(t.elapsed())
+        );
+    }
     per_run_stage(host, mesh, runs, Stage::Last).await;
     roll_back_failed(host, runs).await;
     for r in runs.iter_mut().filter(|r| r.alive()) {
@@ -532,6 +579,28 @@ fn owned() -> crate::ovsdb::DelGuard {
 
 #[path = "batch_add.rs"]
 mod add;
+
+#[path = "batch_audit.rs"]
+mod audit;
+
+/// The per-vmid lock of `job` (not for a dry run), waited for within `deadline`.
+fn lock(
+    cfg: &AgentConfig,
+    job: &Job,
+    deadline: Deadline,
+    opts: RunOptions,
+) -> Result<Option<VmidLock>, RunError> {
+    if opts.dry_run {
+        return Ok(None);
+    }
+    crate::lock::lock_vmid(
+        &cfg.toml.pve.root.join("run/op-agent"),
+        job.managed.vmid.get(),
+        deadline.lock_wait(),
+    )
+    .map(Some)
+    .map_err(RunError::Lock)
+}
 
 #[cfg(test)]
 #[path = "batch_tests.rs"]

@@ -91,6 +91,17 @@ fn runs(jobs: &[Job]) -> Vec<Run<'_>> {
         .collect()
 }
 
+/// A fresh audit log in a temporary directory (kept alive by the returned guard).
+fn log() -> (tempfile::TempDir, AuditLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(
+        &dir.path().join("audit.db"),
+        &crate::audit::AuditOptions::default(),
+    )
+    .unwrap();
+    (dir, log)
+}
+
 fn steps_of(r: &Run<'_>) -> Vec<(String, Outcome)> {
     r.rec
         .rows()
@@ -117,11 +128,13 @@ async fn three_containers_converge_with_two_waits_each_with_its_own_rows() {
     );
     let jobs = jobs();
     let mut runs = runs(&jobs);
+    let (_dir, mut log) = log();
     phases(
         &host,
         &MeshSection::default(),
         RunOptions::default(),
         &mut runs,
+        Some(&mut log),
     )
     .await;
     assert_eq!(fake.wait_timeouts().len(), 2, "{:?}", fake.calls());
@@ -170,11 +183,13 @@ async fn a_container_whose_port_insert_fails_is_rolled_back_alone() {
     );
     let jobs = jobs();
     let mut runs = runs(&jobs);
+    let (_dir, mut log) = log();
     phases(
         &host,
         &MeshSection::default(),
         RunOptions::default(),
         &mut runs,
+        Some(&mut log),
     )
     .await;
     assert!(
@@ -218,6 +233,7 @@ async fn a_dry_run_batch_hands_back_each_plan_and_changes_nothing() {
         &MeshSection::default(),
         RunOptions { dry_run: true },
         &mut runs,
+        None,
     )
     .await;
     for (r, v) in runs.iter().zip(VMIDS) {

@@ -228,9 +228,19 @@ fn run_locked(
 /// The end of a run: every failed run leaves a `failed` row, then the buffered rows are
 /// written ([`Recorder::finish`]); a failure to write them fails a run that succeeded.
 fn settle_run(rec: &mut Recorder, result: Result<String, RunError>) -> Result<String, RunError> {
-    // Every failed run leaves a `failed` row, also when it failed before any step did (a plan
-    // refusal such as a missing veth or a foreign link).
-    if let Err(e) = &result {
+    failed_row(rec, &result);
+    let finished = rec.finish();
+    match (result, finished) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(RunError::Audit(e)),
+        (Ok(summary), Ok(_)) => Ok(summary),
+    }
+}
+
+/// Every failed run leaves a `failed` row, also when it failed before any step did (a plan
+/// refusal such as a missing veth or a foreign link).
+fn failed_row(rec: &mut Recorder, result: &Result<String, RunError>) {
+    if let Err(e) = result {
         if !rec.has_failed() {
             rec.outcome(
                 "run.failed",
@@ -238,12 +248,6 @@ fn settle_run(rec: &mut Recorder, result: Result<String, RunError>) -> Result<St
                 json!({"error": e.to_string(), "exit": e.code().code()}),
             );
         }
-    }
-    let finished = rec.finish();
-    match (result, finished) {
-        (Err(e), _) => Err(e),
-        (Ok(_), Err(e)) => Err(RunError::Audit(e)),
-        (Ok(summary), Ok(_)) => Ok(summary),
     }
 }
 
