@@ -25,8 +25,8 @@
 use super::execute::{self, Undos};
 use super::plan::{self, plan_lines, Planned, Step};
 use super::{
-    observe, rollback, Budget, Deadline, Host, Job, Links, Note, Phase, Report, RunError,
-    RunOptions, Vswitch,
+    observe, rollback, Deadline, Host, Job, Links, Note, Phase, Report, RunError, RunOptions,
+    Vswitch,
 };
 use crate::audit::AuditLog;
 use crate::audit::Outcome;
@@ -370,7 +370,7 @@ async fn phases<L: Links, V: Vswitch>(
     }
     let written = t.elapsed();
     let batch = runs.iter().filter(|r| r.alive()).count();
-    delete_stage(host, runs, batch).await;
+    add::delete_stage(host, runs, batch).await;
     roll_back_failed(host, runs).await;
     let deleted = t.elapsed();
     per_run_stage(host, mesh, runs, Stage::Links).await;
@@ -429,108 +429,6 @@ fn collect(runs: &mut [Run<'_>], st: Stage) -> Vec<(usize, usize)> {
         }
     }
     at
-}
-
-/// Stage 1: every Port delete of the batch in one transaction, then one wait.
-async fn delete_stage<L: Links, V: Vswitch>(host: &Host<L, V>, runs: &mut [Run<'_>], batch: usize) {
-    let at = collect(runs, Stage::Delete);
-    if at.is_empty() {
-        return;
-    }
-    let items: Vec<(String, crate::ovsdb::DelGuard)> = at
-        .iter()
-        .filter_map(|&(ri, si)| match &runs[ri].steps[si].step {
-            Step::DelPort { port, guard } => Some((port.clone(), guard.to_ovsdb())),
-            _ => None,
-        })
-        .collect();
-    let t = Instant::now();
-    let results = host.ovs.del_ports(&items).await;
-    let elapsed = t.elapsed();
-    let mut next_max = None;
-    let mut waiting = Vec::new();
-    for (&(ri, si), res) in at.iter().zip(results) {
-        let r = &mut runs[ri];
-        let p = &r.steps[si];
-        let (net, name) = (p.net.map(|n| n.get()), p.step.name());
-        let Step::DelPort { port, .. } = &p.step else {
-            continue;
-        };
-        match res {
-            Ok(Some(next)) => {
-                r.rec
-                    .outcome(name, Outcome::Ok, json!({"net": net, "port": port}));
-                if let (Some(n), Some(d)) = (net, r.d.as_ref()) {
-                    if let Some((i, nic)) = execute::nic_of(d, p) {
-                        if *port == nic.pve_veth {
-                            if let Some(o) = r.obs.nics.get(i) {
-                                r.undo.of(n).pve_port = o.pve_port.clone();
-                            }
-                        }
-                    }
-                }
-                next_max = next_max.max(Some(next));
-                if !waiting.contains(&ri) {
-                    waiting.push(ri);
-                }
-            }
-            Ok(None) => r.rec.outcome(
-                name,
-                Outcome::Skipped,
-                json!({"net": net, "port": port, "reason": "absent"}),
-            ),
-            Err(e) => {
-                let e = RunError::Ovsdb(e);
-                r.rec.outcome(
-                    name,
-                    Outcome::Failed,
-                    json!({"net": net, "error": e.to_string()}),
-                );
-                r.failure.get_or_insert(e);
-            }
-        }
-        r.rec.timing(name, elapsed);
-        execute::failpoint(name);
-    }
-    if let Some(next) = next_max {
-        wait_all(host, runs, &waiting, next, batch).await;
-    }
-}
-
-/// ONE wait for ovs-vswitchd to apply `next_cfg` (within [`Budget::Forward`] of the batch's
-/// deadline), recorded as an `ovs.wait` row in each run of `waiting`; a failed wait fails them.
-async fn wait_all<L: Links, V: Vswitch>(
-    host: &Host<L, V>,
-    runs: &mut [Run<'_>],
-    waiting: &[usize],
-    next_cfg: i64,
-    batch: usize,
-) {
-    let t = Instant::now();
-    let w = host
-        .ovs
-        .wait_cur_cfg(next_cfg, host.wait_budget(Budget::Forward))
-        .await;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    for &ri in waiting {
-        let r = &mut runs[ri];
-        r.rec.timing("ovs.wait", t.elapsed());
-        match &w {
-            Ok(cur) => r.rec.outcome(
-                "ovs.wait",
-                Outcome::Ok,
-                json!({"next_cfg": next_cfg, "cur_cfg": cur, "ms": ms, "batch": batch}),
-            ),
-            Err(e) => {
-                r.rec.outcome(
-                    "ovs.wait",
-                    Outcome::Failed,
-                    json!({"next_cfg": next_cfg, "error": e.to_string(), "batch": batch}),
-                );
-                r.failure.get_or_insert(RunError::Ovsdb(dup(e)));
-            }
-        }
-    }
 }
 
 /// Stages 2 and 4: each alive run's steps of `st`, in its order, as a single run executes them.
