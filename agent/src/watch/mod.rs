@@ -126,6 +126,7 @@ async fn event_loop(
     let nl = Netlink::connect().map_err(|e| format!("netlink socket: {e}"))?;
     // Links that exist now are covered by the start-up reconcile.
     let mut known: HashMap<u32, String> = HashMap::new();
+    let plugs = links::Plugs::default();
     match nl.links().await {
         Ok(ls) => {
             for l in ls {
@@ -157,7 +158,7 @@ async fn event_loop(
                 match msg.payload {
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
                         let l = Link::from_notification(&m);
-                        links::on_new_link(cfg, opts, &nl, &mut known, l, &tx);
+                        links::on_new_link(cfg, opts, &nl, &mut known, l, &tx, &plugs);
                     }
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
                         known.remove(&m.header.index);
