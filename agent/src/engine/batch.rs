@@ -25,8 +25,7 @@
 use super::execute::{self, Undos};
 use super::plan::{self, plan_lines, Planned, Step};
 use super::{
-    observe, rollback, Deadline, Host, Job, Links, Note, Phase, Report, RunError, RunOptions,
-    Vswitch,
+    rollback, Deadline, Host, Job, Links, Note, Phase, Report, RunError, RunOptions, Vswitch,
 };
 use crate::audit::AuditLog;
 use crate::audit::Outcome;
@@ -327,16 +326,27 @@ async fn phases<L: Links, V: Vswitch>(
     log: Option<&mut AuditLog>,
 ) {
     let t = Instant::now();
-    // Observe every container at once: the reads are pipelined on the one OVSDB connection
-    // and the netlink socket.
-    futures_util::future::join_all(runs.iter_mut().filter(|r| r.alive()).map(|r| async move {
-        let Some(d) = r.d.as_ref() else { return };
-        match observe::observe(host, d, false, &mut r.rec).await {
-            Ok(o) => r.obs = o,
-            Err(e) => r.done = Some(Err(e)),
+    // Observe every container at once: one link dump and one OVSDB snapshot for the batch.
+    let at: Vec<usize> = (0..runs.len())
+        .filter(|&i| runs[i].alive() && runs[i].d.is_some())
+        .collect();
+    let results = {
+        let mut args: Vec<(&Desired, &mut Recorder)> = runs
+            .iter_mut()
+            .filter(|r| r.alive())
+            .filter_map(|r| {
+                let Run { d, rec, .. } = r;
+                Some((d.as_ref()?, rec))
+            })
+            .collect();
+        super::observe_batch::observe_many(host, &mut args).await
+    };
+    for (i, res) in at.into_iter().zip(results) {
+        match res {
+            Ok(o) => runs[i].obs = o,
+            Err(e) => runs[i].done = Some(Err(e)),
         }
-    }))
-    .await;
+    }
     for r in runs.iter_mut().filter(|r| r.alive()) {
         let Some(d) = r.d.as_ref() else { continue };
         match plan::plan_post_start(d, &r.obs) {

@@ -246,3 +246,51 @@ async fn a_dry_run_batch_hands_back_each_plan_and_changes_nothing() {
     }
     assert!(fake.wait_timeouts().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_batch_observes_what_each_container_would_observe_alone() {
+    let fake = host_of_three();
+    // 101 also has op-agent's link of a net1 its conf no longer has, with its owned Port.
+    fake.add_link(FakeLink {
+        index: 40,
+        name: "vi101i1".into(),
+        kind: Some("veth".into()),
+        up: true,
+        alias: Some("op-agent vm-id=101 net=1".into()),
+        master: None,
+        mtu: Some(1500),
+    });
+    fake.add_row(crate::engine::fake::FakePort {
+        name: "vi101i1".into(),
+        bridge: "ovsbr0".into(),
+        external_ids: [("owner", "op-agent"), ("vm-id", "101")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        ofport: Some(9),
+        ..Default::default()
+    });
+    let host = fake.host(
+        Duration::from_secs(5),
+        Deadline::from_now(Duration::from_secs(10)),
+    );
+    let ds: Vec<Desired> = VMIDS.iter().map(|&v| desired(v)).collect();
+    let mut recs: Vec<Recorder> = VMIDS
+        .iter()
+        .map(|&v| Recorder::new(v, "watch", None, Instant::now()))
+        .collect();
+    let mut alone = Vec::new();
+    for (d, rec) in ds.iter().zip(recs.iter_mut()) {
+        alone.push(
+            crate::engine::observe::observe(&host, d, false, rec)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut args: Vec<(&Desired, &mut Recorder)> = ds.iter().zip(recs.iter_mut()).collect();
+    let together = crate::engine::observe_batch::observe_many(&host, &mut args).await;
+    for (a, b) in alone.iter().zip(together) {
+        assert_eq!(*a, b.unwrap());
+    }
+    assert_eq!(alone[1].removed.len(), 1, "the removed net1 of 101");
+    assert!(alone[0].removed.is_empty() && alone[2].removed.is_empty());
+}

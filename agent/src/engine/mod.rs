@@ -15,6 +15,7 @@ pub mod execute;
 pub mod host;
 pub mod load;
 pub mod observe;
+pub mod observe_batch;
 pub mod observed;
 pub mod ownership;
 pub mod phase;
