@@ -11,6 +11,7 @@
 //! (`watch --no-batch`), or `OPB_AGENT_B` (another build's `watch`) when set. Reconfigurations
 //! are ovs-vswitchd's `bridge_reconfigure` coverage counter over the event (the event's own
 //! `ovs-vsctl` transaction included), CPU is ovs-vswitchd's user+system time over the event.
+//! `OPB_MASS_SIDES=a` runs side A only.
 
 use crate::host::Host;
 use crate::proc::ip_batch;
@@ -184,7 +185,12 @@ pub(crate) fn mass(root: &Path, n: usize, rounds: usize) -> Res<()> {
     }
     h.fresh(&vmids, false)?;
     let mut p50 = HashMap::new();
-    for b in [false, true] {
+    // OPB_MASS_SIDES=a: the batched side only (e.g. to measure a change of it).
+    let sides: &[bool] = match std::env::var("OPB_MASS_SIDES").as_deref() {
+        Ok("a") => &[false],
+        _ => &[false, true],
+    };
+    for &b in sides {
         let side = match (b, std::env::var_os("OPB_AGENT_B").is_some()) {
             (false, _) => "batched",
             (true, false) => "per-container (`--no-batch`)",
