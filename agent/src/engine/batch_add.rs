@@ -99,7 +99,7 @@ pub(super) async fn wait_all<L: Links, V: Vswitch>(
     let t = Instant::now();
     let w = host
         .ovs
-        .wait_cur_cfg(next_cfg, host.wait_budget(Budget::Forward))
+        .wait_cur_cfg(next_cfg, batch_budget(host, waiting.len()))
         .await;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     for &ri in waiting {
@@ -120,6 +120,19 @@ pub(super) async fn wait_all<L: Links, V: Vswitch>(
                 r.failure.get_or_insert(RunError::Ovsdb(dup(e)));
             }
         }
+    }
+}
+
+/// How long the batch's one wait may take: `[ovsdb] timeout_ms` for one container, and for
+/// more, as long as [`Budget::Forward`] of the deadline allows (one wait stands for one per
+/// container; ovs-vswitchd releases the devices of a batch one after another, an RCU grace
+/// period each in the userspace datapath, so the wait grows with the batch).
+fn batch_budget<L: Links, V: Vswitch>(host: &Host<L, V>, containers: usize) -> std::time::Duration {
+    match containers {
+        0 | 1 => host.wait_budget(Budget::Forward),
+        _ => host
+            .deadline
+            .wait_budget(Budget::Forward, host.deadline.length().max(host.timeout)),
     }
 }
 
