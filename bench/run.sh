@@ -9,8 +9,9 @@
 # BENCH_APPENDS (3000) single-row appends; BENCH_VERIFY_ROWS (1000000);
 # BENCH_CONT_PROCS (16) × BENCH_CONT_APPENDS (200) for DEFERRED vs IMMEDIATE;
 # BENCH_WATCH_N (200) containers × BENCH_WATCH_ROUNDS (5) veth re-creations for `watch` RSS;
+# BENCH_MASS ("10 50 100 200") × BENCH_MASS_ROUNDS (3) for the mass repair section;
 # BENCH_PROFILE (release; "debug" only to develop the harness);
-# BENCH_SECTIONS ("ab floor unmanaged storm memory audit") to run only some sections.
+# BENCH_SECTIONS ("ab floor unmanaged storm memory audit mass") to run only some sections.
 # BENCH_SLOW_SYNC_US (2000; empty: skip): section 1 again with every fsync of op-agent and of the baseline
 # delayed by that many µs (bench/slowsync.c, LD_PRELOAD), as on a slow-syncing disk.
 # OPB_AGENT_B=<binary> (+ OPB_AGENT_B_CONFIG=<agent.toml>, e.g. with its own audit database)
@@ -27,9 +28,11 @@ CPROCS=${BENCH_CONT_PROCS:-16}
 CAPPENDS=${BENCH_CONT_APPENDS:-200}
 WATCH_N=${BENCH_WATCH_N:-200}
 WATCH_ROUNDS=${BENCH_WATCH_ROUNDS:-5}
+MASS=${BENCH_MASS:-10 50 100 200}
+MASS_ROUNDS=${BENCH_MASS_ROUNDS:-3}
 PROFILE=${BENCH_PROFILE:-release}
 SLOW_SYNC_US=${BENCH_SLOW_SYNC_US-2000}
-SECTIONS=" ${BENCH_SECTIONS:-ab floor unmanaged storm memory audit} "
+SECTIONS=" ${BENCH_SECTIONS:-ab floor unmanaged storm memory audit mass} "
 want() { [[ $SECTIONS == *" $1 "* ]]; }
 REPORT=bench/report.md
 
@@ -131,6 +134,21 @@ if want audit; then
     echo >> "$REPORT"
     "$OPBENCH" audit-steps "$R/audit-steps" 200 >> "$REPORT"
     "$OPBENCH" contention "$R/contention" "$CPROCS" "$CAPPENDS" >> "$REPORT"
+fi
+if want mass; then
+echo "== 7 mass repair" >&2
+{
+echo "### 7. Mass repair: \`op-agent watch\` repairing N containers at once ($MASS_ROUNDS rounds per event and side)"
+echo
+echo "N managed running containers (PVE-plugged veth pairs, no LXC), \`watch\` running. *ifreload*: every owned \`vi<vmid>\` Port deleted in one ovs-vsctl transaction; time until the last is back with ofport > 0. *veth re-created*: every veth pair deleted, new \`veth<vmid>i0\` created and plugged like PVE's tap_plug (one batched ovs-vsctl); time from the first new veth until the last container is converged. Reconfigurations: ovs-vswitchd's \`bridge_reconfigure\` coverage count over the event, the event's own ovs-vsctl transaction(s) included (1 for ifreload, 2 for re-creation: the plug and the deletion of the dead rows is op-agent's). Per-container: the same binary's \`watch --no-batch\` (or \`OPB_AGENT_B\`)."
+echo
+echo "| N | event | path | last back p50 ms | max ms | reconfigurations (median) | next_cfg bumps (median) | ovs-vswitchd CPU ms (median) | wrong end states |"
+echo "|---|---|---|---|---|---|---|---|---|"
+} >> "$REPORT"
+for n in $MASS; do
+    inns "$OPBENCH" mass "$R" "$n" "$MASS_ROUNDS" >> "$REPORT"
+done
+echo >> "$REPORT"
 fi
 echo "Load average at end: $(cut -d' ' -f1-3 /proc/loadavg)." >> "$REPORT"
 

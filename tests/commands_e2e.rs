@@ -211,8 +211,16 @@ fn gc_removes_only_owned_stale_rows_and_query_parses() {
     );
     assert_eq!(host.ports("ovsbr0"), before, "dry run changes nothing");
 
+    let next_cfg = || -> i64 {
+        host.ovs_get("Open_vSwitch", ".", "next_cfg")
+            .trim_matches('"')
+            .parse()
+            .unwrap()
+    };
+    let cfg0 = next_cfg();
     let (code, out, err) = op_out(&host, &["gc"]);
     assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(next_cfg() - cfg0, 1, "both rows deleted in one transaction");
     let after = host.ports("ovsbr0");
     for p in ["foreign0", "ghost0", "vi100"] {
         assert!(after.contains(&p.to_string()), "{p} survives: {after:?}");

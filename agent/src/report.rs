@@ -127,6 +127,30 @@ impl Recorder {
         self.marker = Some(path);
     }
 
+    /// Writes the marker (intent row `detail` written, outcome not yet).
+    fn marker_set(&self, detail: &str) {
+        if let Some(m) = &self.marker {
+            let text = serde_json::json!({
+                "run_id": self.run_id, "phase": self.phase, "vmid": self.vmid, "intent": detail,
+            });
+            if let Err(e) = write_marker(m, &text.to_string()) {
+                log::warn!("audit: cannot write {}: {e}", m.display());
+            }
+        }
+    }
+
+    /// Removes the marker (the outcome rows are written).
+    fn marker_clear(&self) {
+        if let Some(m) = &self.marker {
+            match std::fs::remove_file(m) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    log::warn!("audit: cannot remove {}: {e}", m.display())
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// The run id written in every row of this run.
     pub fn run_id(&self) -> &str {
         &self.run_id
@@ -158,14 +182,7 @@ impl Recorder {
                 detail: &detail,
             });
             a.append_all(&rows)?;
-            if let Some(m) = &self.marker {
-                let text = serde_json::json!({
-                    "run_id": self.run_id, "phase": self.phase, "vmid": self.vmid, "intent": detail,
-                });
-                if let Err(e) = write_marker(m, &text.to_string()) {
-                    log::warn!("audit: cannot write {}: {e}", m.display());
-                }
-            }
+            self.marker_set(&detail);
         }
         self.pending.clear();
         self.timings.push(("audit.intent".into(), t.elapsed()));
@@ -258,14 +275,7 @@ impl Recorder {
             }
         };
         self.timings.push(("audit.finish".into(), t.elapsed()));
-        if let Some(m) = &self.marker {
-            match std::fs::remove_file(m) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    log::warn!("audit: cannot remove {}: {e}", m.display())
-                }
-                _ => {}
-            }
-        }
+        self.marker_clear();
         if let Some(h) = &head {
             log::info!("audit head {h}");
         }
@@ -283,6 +293,105 @@ impl Recorder {
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
+}
+
+/// The rows of many runs written through ONE audit log, one transaction per write, for a batch
+/// of containers ([`crate::engine::converge_batch`]): each run's [`Recorder`] is made without a
+/// log of its own and buffers its rows; [`intents`] writes every run's intent row (write-ahead:
+/// before any change of any container of the batch) and [`finish_all`] every run's outcome rows
+/// with one keyed seal. Each row keeps its run's vmid, phase and run id.
+///
+/// Appends, in ONE transaction of `log`, each run's buffered rows followed by its intent row
+/// (`step`, `detail`), as [`Recorder::intent`] does for one run. An error means nothing may be
+/// changed for any of them (the rows stay buffered).
+pub fn intents(
+    log: &mut AuditLog,
+    runs: &mut [(&mut Recorder, &str, &Value)],
+) -> Result<(), AuditError> {
+    let t = Instant::now();
+    let details: Vec<String> = runs.iter().map(|(_, _, d)| d.to_string()).collect();
+    let mut rows = Vec::new();
+    for ((r, step, _), detail) in runs.iter().zip(&details) {
+        log::info!(
+            "{} {} run {}: intent {step} {detail}",
+            r.vmid,
+            r.phase,
+            r.run_id
+        );
+        rows.extend(rows_of(r.vmid, &r.phase, &r.run_id, &r.pending));
+        rows.push(NewRow {
+            vmid: r.vmid,
+            phase: &r.phase,
+            run_id: &r.run_id,
+            step,
+            outcome: Outcome::Intent,
+            detail,
+        });
+    }
+    log.append_all(&rows)?;
+    drop(rows);
+    for ((r, _, _), detail) in runs.iter().zip(&details) {
+        r.marker_set(detail);
+    }
+    for (r, step, detail) in runs.iter_mut() {
+        #[cfg(test)]
+        r.seen
+            .push((step.to_string(), Outcome::Intent, (*detail).clone()));
+        let _ = (&step, &detail);
+        r.pending.clear();
+        r.timings.push(("audit.intent".into(), t.elapsed()));
+    }
+    Ok(())
+}
+
+/// Appends every run's buffered outcome rows and, when a key is configured, the keyed
+/// checkpoint sealing them, in ONE transaction of `log` ([`AuditLog::append_all_sealed`]), as
+/// [`Recorder::finish`] does for one run. A seal that fails after the rows were written
+/// (audit.key unreadable or not matching) leaves an `audit.checkpoint failed` row of the first
+/// run and is not an error, as there.
+pub fn finish_all(
+    log: &mut AuditLog,
+    recs: &mut [&mut Recorder],
+) -> Result<Option<Head>, AuditError> {
+    let t = Instant::now();
+    let mut rows = Vec::new();
+    for r in recs.iter() {
+        rows.extend(rows_of(r.vmid, &r.phase, &r.run_id, &r.pending));
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let written = log.append_all_sealed(&rows);
+    drop(rows);
+    let head = match written {
+        Ok(h) => Some(h),
+        Err(e @ (AuditError::Key { .. } | AuditError::Io { .. })) => {
+            log::error!("audit checkpoint: {e}");
+            eprintln!("op-agent: warning: audit checkpoint not written: {e}");
+            let detail = serde_json::json!({"error": e.to_string()}).to_string();
+            match recs.first() {
+                Some(r) => Some(log.append(&NewRow {
+                    vmid: r.vmid,
+                    phase: &r.phase,
+                    run_id: &r.run_id,
+                    step: "audit.checkpoint",
+                    outcome: Outcome::Failed,
+                    detail: &detail,
+                })?),
+                None => None,
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    for r in recs.iter_mut() {
+        r.pending.clear();
+        r.marker_clear();
+        r.timings.push(("audit.finish".into(), t.elapsed()));
+    }
+    if let Some(h) = &head {
+        log::info!("audit head {h}");
+    }
+    Ok(head)
 }
 
 impl Drop for Recorder {

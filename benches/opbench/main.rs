@@ -4,7 +4,7 @@
 //! progress on stderr.
 //!
 //! One module per section of the report: [`hook_ab`] (1, 2), [`floor`] (2b), [`unmanaged`]
-//! (3), [`storm`] (4), [`watch`] (5b), [`audit`] (6, 6b); [`host`] is the simulated PVE host
+//! (3), [`storm`] (4), [`watch`] (5b), [`audit`] (6, 6b), [`mass`] (7); [`host`] is the simulated PVE host
 //! (through `op-testkit`), [`proc`] the timed child processes, [`stats`] the statistics.
 //!
 //! Subcommands (all times in ms, memory in KiB as `wait4(2)` reports `ru_maxrss`):
@@ -20,6 +20,8 @@
 //! - `contention DIR PROCS APPENDS`: DEFERRED vs IMMEDIATE appenders, N processes.
 //! - `watch-mem ROOT N ROUNDS`: `op-agent watch` RSS with N running containers.
 //! - `audit-steps DIR RUNS`: the audit work of one hook run, in-process.
+//! - `mass ROOT N ROUNDS`: mass repair (section 7): `watch` batched vs per-container, N
+//!   containers, every owned Port deleted at once and every veth re-created at once.
 //!
 //! Environment: `OPB_AGENT` (op-agent binary), `OPB_HOOK` (op-hook), `OPB_BASELINE`
 //! (baseline-hook.sh; replaced by another op-agent build when `OPB_AGENT_B` is set, to compare
@@ -30,6 +32,7 @@ mod audit;
 mod floor;
 mod hook_ab;
 mod host;
+mod mass;
 mod proc;
 mod stats;
 mod storm;
@@ -59,6 +62,7 @@ fn main() {
             h.fresh(&[v], true)
         }),
         "floor" => floor::floor(Path::new(&a(1)), n(2, 30)),
+        "mass" => mass::mass(Path::new(&a(1)), n(2, 10), n(3, 3)),
         "watch-mem" => watch::watch_mem(Path::new(&a(1)), n(2, 200), n(3, 5)),
         "audit-steps" => audit::audit_steps(Path::new(&a(1)), n(2, 200)),
         "audit-rate" => audit::audit_rate(Path::new(&a(1)), n(2, 3000), n(3, 1_000_000)),

@@ -1,6 +1,7 @@
 //! `op-agent apply <vmid>` / `apply --all` (like CNI's ADD on a running container): converge
 //! running containers now, with the same steps and audit rows as post-start (audit `phase` =
-//! `apply`), under the per-vmid lock the hooks take ([`crate::engine::converge`]). A
+//! `apply`), under the per-vmid lock the hooks take. `--all` converges them as one batch
+//! ([`crate::engine::converge_batch`]: two waits for ovs-vswitchd for all of them). A
 //! container handed back to PVE by `op-agent release` is taken back: its release marker is
 //! removed first ([`crate::released::clear`]).
 
@@ -76,7 +77,7 @@ pub fn run(args: &ApplyArgs, cfg: AgentConfig) -> CommandResult {
         })
         .collect();
     let mut code = ExitCode::Ok;
-    for r in engine::converge(&cfg, &jobs, opts) {
+    for r in engine::converge_batch(&cfg, &jobs, &[], opts) {
         let v = r.vmid;
         for plan in &r.plans {
             let lines = engine::plan::plan_lines(plan);

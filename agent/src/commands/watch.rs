@@ -26,6 +26,10 @@ pub struct WatchArgs {
     /// makes the service re-list every link.
     #[arg(long, default_value_t = crate::watch::links::EVENT_RCVBUF_KIB, value_name = "KIB", hide = true)]
     pub netlink_rcvbuf_kib: usize,
+    /// Converge due containers one at a time instead of as one batch (for `make bench`'s
+    /// comparison).
+    #[arg(long, hide = true)]
+    pub no_batch: bool,
 }
 
 /// Runs the service until SIGTERM with the agent.toml at `config` (loaded by the service,
@@ -44,6 +48,7 @@ pub fn run(args: &WatchArgs, config: Option<&Path>) -> super::CommandResult {
             poll: Duration::from_millis(args.conf_poll_ms.max(100)),
             lock_timeout: Duration::from_millis(args.conf_lock_ms),
         },
+        batch: !args.no_batch,
     };
     Ok(crate::watch::run(config, opts, false))
 }

@@ -88,11 +88,11 @@ pub async fn execute<L: Links, V: Vswitch>(
 
 /// Per-NIC [`Undo`] records, by `net` index.
 #[derive(Default)]
-struct Undos(Vec<(u8, Undo)>);
+pub(super) struct Undos(Vec<(u8, Undo)>);
 
 impl Undos {
     /// The record of `net`, made empty when there is none yet.
-    fn of(&mut self, net: u8) -> &mut Undo {
+    pub(super) fn of(&mut self, net: u8) -> &mut Undo {
         let i = match self.0.iter().position(|(x, _)| *x == net) {
             Some(i) => i,
             None => {
@@ -104,9 +104,14 @@ impl Undos {
     }
 
     /// Removes and returns the record of `net`.
-    fn take(&mut self, net: u8) -> Option<Undo> {
+    pub(super) fn take(&mut self, net: u8) -> Option<Undo> {
         let i = self.0.iter().position(|(x, _)| *x == net)?;
         Some(self.0.remove(i).1)
+    }
+
+    /// Removes and returns every record, in the order they were made.
+    pub(super) fn take_all(&mut self) -> Vec<(u8, Undo)> {
+        std::mem::take(&mut self.0)
     }
 }
 
@@ -114,7 +119,7 @@ impl Undos {
 /// (SIGKILL, like `kill -9`), to test that running the phase again converges;
 /// `OP_AGENT_FAILPOINT=panic:<step name>` panics there instead, and `pause:<step name>`
 /// waits there for the test (see below).
-fn failpoint(step: &str) {
+pub(super) fn failpoint(step: &str) {
     #[cfg(feature = "failpoints")]
     {
         let fp = std::env::var("OP_AGENT_FAILPOINT").unwrap_or_default();
@@ -144,7 +149,7 @@ fn failpoint(step: &str) {
 
 /// Test builds only: `OP_AGENT_FAILPOINT=fail:<step name>` makes that step fail without
 /// running (exit 1), to test the rollback of PVE's plumbing.
-fn injected_failure(step: &str) -> Option<RunError> {
+pub(super) fn injected_failure(step: &str) -> Option<RunError> {
     #[cfg(feature = "failpoints")]
     {
         let fp = std::env::var("OP_AGENT_FAILPOINT").unwrap_or_default();
@@ -156,7 +161,7 @@ fn injected_failure(step: &str) -> Option<RunError> {
     None
 }
 
-fn nic_of<'a>(d: &'a Desired, p: &Planned) -> Option<(usize, &'a DesiredNic)> {
+pub(super) fn nic_of<'a>(d: &'a Desired, p: &Planned) -> Option<(usize, &'a DesiredNic)> {
     let n = p.net?;
     d.nics.iter().enumerate().find(|(_, x)| x.net == n)
 }
@@ -197,7 +202,7 @@ async fn wait<L: Links, V: Vswitch>(
 }
 
 /// Runs one step and records its outcome; `Ok(Some(line))` adds to the run's summary.
-async fn step<L: Links, V: Vswitch>(
+pub(super) async fn step<L: Links, V: Vswitch>(
     host: &Host<L, V>,
     mesh: &MeshSection,
     d: &Desired,

@@ -11,6 +11,7 @@ use crate::engine::deadline::{Budget, Deadline};
 use crate::engine::error::RunError;
 use crate::mesh::MeshState;
 use crate::netlink::{Link, Netlink, NetlinkError};
+use crate::ovsdb::vswitch::batch::IfaceStatus;
 use crate::ovsdb::{Client, DelGuard, OvsdbError, PortRow, PortSpec, Snapshot};
 use crate::report::Recorder;
 use serde_json::json;
@@ -75,6 +76,37 @@ pub trait Vswitch {
         &self,
         name: &str,
     ) -> Result<Option<(Option<i64>, Option<String>)>, OvsdbError>;
+    /// Deletes many Ports, each under its own guard, in as few transactions as the guards
+    /// allow ([`Client::del_ports`]); per item what [`Vswitch::del_port`] returns. The default
+    /// deletes them one by one.
+    async fn del_ports(
+        &self,
+        items: &[(String, DelGuard)],
+    ) -> Vec<Result<Option<i64>, OvsdbError>> {
+        let mut out = Vec::new();
+        for (name, guard) in items {
+            out.push(self.del_port(name, guard.clone()).await);
+        }
+        out
+    }
+    /// Adds many Ports in as few transactions as the guards allow ([`Client::add_ports`]); per
+    /// spec what [`Vswitch::add_port`] returns. The default adds them one by one.
+    async fn add_ports(&self, specs: &[PortSpec]) -> Vec<Result<i64, OvsdbError>> {
+        let mut out = Vec::new();
+        for s in specs {
+            out.push(self.add_port(s).await);
+        }
+        out
+    }
+    /// `(ofport, error)` of many Interfaces ([`Client::interfaces_status`]). The default
+    /// reads them one by one.
+    async fn interfaces_status(&self, names: &[String]) -> Result<Vec<IfaceStatus>, OvsdbError> {
+        let mut out = Vec::new();
+        for n in names {
+            out.push(self.interface_status(n).await?);
+        }
+        Ok(out)
+    }
 }
 
 impl Links for Netlink {
@@ -142,6 +174,18 @@ impl Vswitch for Client {
         name: &str,
     ) -> Result<Option<(Option<i64>, Option<String>)>, OvsdbError> {
         Client::interface_status(self, name).await
+    }
+    async fn del_ports(
+        &self,
+        items: &[(String, DelGuard)],
+    ) -> Vec<Result<Option<i64>, OvsdbError>> {
+        Client::del_ports(self, items).await
+    }
+    async fn add_ports(&self, specs: &[PortSpec]) -> Vec<Result<i64, OvsdbError>> {
+        Client::add_ports(self, specs).await
+    }
+    async fn interfaces_status(&self, names: &[String]) -> Result<Vec<IfaceStatus>, OvsdbError> {
+        Client::interfaces_status(self, names).await
     }
 }
 

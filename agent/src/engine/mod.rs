@@ -8,12 +8,14 @@
 //! its own). With `dry_run` the engine stops after planning and hands the plan back; the
 //! caller prints it.
 
+pub mod batch;
 pub mod deadline;
 pub mod error;
 pub mod execute;
 pub mod host;
 pub mod load;
 pub mod observe;
+pub mod observe_batch;
 pub mod observed;
 pub mod ownership;
 pub mod phase;
@@ -23,6 +25,7 @@ pub mod rollback;
 #[cfg(test)]
 mod fake;
 
+pub use batch::converge_batch;
 pub use deadline::{Budget, Deadline};
 pub use error::RunError;
 pub use host::{Host, Links, Vswitch};
@@ -167,11 +170,7 @@ fn open(
     };
     let mut rec = Recorder::new(vmid.get(), &job.label, audit, deadline.started());
     if !opts.dry_run {
-        let marker = unrecorded_marker(cfg, vmid);
-        if let Some(detail) = crate::report::take_unrecorded(&marker) {
-            rec.outcome("audit.unrecorded", Outcome::Ok, detail);
-        }
-        rec.mark_unrecorded_at(marker);
+        note_unrecorded(cfg, vmid, &mut rec);
     }
     Ok((lock, rec))
 }
@@ -184,6 +183,16 @@ pub fn unrecorded_marker(cfg: &AgentConfig, vmid: Vmid) -> std::path::PathBuf {
         .pve
         .root
         .join(format!("run/op-agent/unrecorded-{vmid}.json"))
+}
+
+/// Under the container's lock: an `audit.unrecorded` row first when an earlier run left its
+/// marker ([`crate::report::take_unrecorded`]), and this run's marker kept at the same path.
+fn note_unrecorded(cfg: &AgentConfig, vmid: Vmid, rec: &mut Recorder) {
+    let marker = unrecorded_marker(cfg, vmid);
+    if let Some(detail) = crate::report::take_unrecorded(&marker) {
+        rec.outcome("audit.unrecorded", Outcome::Ok, detail);
+    }
+    rec.mark_unrecorded_at(marker);
 }
 
 /// Under the lock: load, run, record the failure, write the audit rows.
@@ -235,17 +244,13 @@ fn run_locked(
             Err(RunError::Config(e))
         }
     };
-    // Every failed run leaves a `failed` row, also when it failed before any step did (a plan
-    // refusal such as a missing veth or a foreign link).
-    if let Err(e) = &result {
-        if !rec.has_failed() {
-            rec.outcome(
-                "run.failed",
-                Outcome::Failed,
-                json!({"error": e.to_string(), "exit": e.code().code()}),
-            );
-        }
-    }
+    settle_run(rec, result)
+}
+
+/// The end of a run: every failed run leaves a `failed` row, then the buffered rows are
+/// written ([`Recorder::finish`]); a failure to write them fails a run that succeeded.
+fn settle_run(rec: &mut Recorder, result: Result<String, RunError>) -> Result<String, RunError> {
+    failed_row(rec, &result);
     let finished = rec.finish();
     match (result, finished) {
         (Err(e), _) => Err(e),
@@ -254,6 +259,20 @@ fn run_locked(
             source: e,
         }))),
         (Ok(summary), Ok(_)) => Ok(summary),
+    }
+}
+
+/// Every failed run leaves a `failed` row, also when it failed before any step did (a plan
+/// refusal such as a missing veth or a foreign link).
+fn failed_row(rec: &mut Recorder, result: &Result<String, RunError>) {
+    if let Err(e) = result {
+        if !rec.has_failed() {
+            rec.outcome(
+                "run.failed",
+                Outcome::Failed,
+                json!({"error": e.to_string(), "exit": e.code().code()}),
+            );
+        }
     }
 }
 

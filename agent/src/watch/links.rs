@@ -8,7 +8,7 @@ use crate::inspect;
 use crate::netlink::{Link, Netlink};
 use crate::ovsdb::Client;
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Default receive buffer of the link-event socket, KiB: room for the events of 200
@@ -60,6 +60,7 @@ pub async fn resync(
     nl: &Netlink,
     known: &mut HashMap<u32, String>,
     tx: &mpsc::Sender<Job>,
+    plugs: &Plugs,
 ) {
     log::warn!(
         "watch: link events were lost (netlink socket buffer overran); re-listing every link"
@@ -73,46 +74,106 @@ pub async fn resync(
     };
     known.retain(|index, name| links.iter().any(|l| l.index == *index && l.name == *name));
     for l in links {
-        on_new_link(cfg, opts, nl, known, l, tx);
+        on_new_link(cfg, opts, nl, known, l, tx, plugs);
     }
 }
 
-/// Waits until `name` (ifindex `index`) is plugged: an OVS Port of that name whose Interface
-/// ovs-vswitchd has processed (ofport or error set), or a master, and handed over by LXC (the
-/// container's end no longer has LXC's `veth…` name: [`handed_over`]). `false` when the link went
-/// away or changed its name meanwhile (nothing to do); `true` after `limit` as well (a
-/// `link_down=1` NIC is never plugged).
-async fn wait_plugged(
-    nl: &Netlink,
-    socket: &std::path::Path,
-    name: &str,
+/// A new `veth<vmid>i<n>` waiting for PVE to plug it.
+struct Waiting {
+    vmid: pve_integration::Vmid,
+    name: String,
     index: u32,
-    limit: Duration,
-) -> bool {
-    let deadline = Instant::now() + limit;
-    let ovs = Client::connect(socket, limit).await.ok();
-    loop {
-        let link = match nl.link_by_name(name).await {
-            Ok(None) => return false,
-            Ok(Some(l)) if l.index != index => return false,
-            Ok(l) => l,
-            Err(_) => None,
-        };
-        let mut plugged = link.as_ref().is_some_and(|l| l.master.is_some());
-        if !plugged {
-            if let Some(c) = &ovs {
-                if let Ok(Some((ofport, error))) = c.interface_status(name).await {
-                    plugged = ofport.is_some() || error.is_some();
+    until: Instant,
+}
+
+/// The veths waiting for PVE's plug, polled together by one task: every 20 ms one netlink
+/// lookup per link and ONE OVSDB read of all their Interfaces ([`Client::interfaces_status`]),
+/// on one connection, so a mass event (every veth re-created at once) costs ovsdb-server one
+/// transaction per poll instead of one per veth.
+#[derive(Clone, Default)]
+pub struct Plugs {
+    waiting: Arc<Mutex<Vec<Waiting>>>,
+    wake: Arc<tokio::sync::Notify>,
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Plugs {
+    fn push(&self, w: Waiting) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<Waiting> {
+        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Starts the poller once (on the event loop's runtime).
+    fn start(&self, nl: &Netlink, socket: &std::path::Path, tx: &mpsc::Sender<Job>) {
+        if self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let (me, nl, socket, tx) = (self.clone(), nl.clone(), socket.to_path_buf(), tx.clone());
+        tokio::spawn(async move { me.poll(nl, socket, tx).await });
+    }
+
+    /// The poller: a link that went away or changed its name is dropped; one that has a master
+    /// or whose Interface ovs-vswitchd has processed (ofport or error set), and that LXC has
+    /// handed over ([`handed_over`]: PVE's `lxcnetaddbr` still works on it by name until
+    /// then, and renaming it earlier aborts the start), or whose wait is over (a `link_down=1`
+    /// NIC is never plugged), makes its container due.
+    async fn poll(self, nl: Netlink, socket: std::path::PathBuf, tx: mpsc::Sender<Job>) {
+        let mut ovs: Option<Client> = None;
+        let mut mine: Vec<Waiting> = Vec::new();
+        loop {
+            mine.extend(self.take());
+            if mine.is_empty() {
+                self.wake.notified().await;
+                continue;
+            }
+            if ovs.is_none() {
+                ovs = Client::connect(&socket, Duration::from_secs(2)).await.ok();
+            }
+            let links =
+                futures_util::future::join_all(mine.iter().map(|w| nl.link_by_name(&w.name))).await;
+            let names: Vec<String> = mine.iter().map(|w| w.name.clone()).collect();
+            let status = match &ovs {
+                Some(c) => match c.interfaces_status(&names).await {
+                    Ok(s) => s,
+                    Err(_) => {
+                        ovs = None;
+                        vec![None; names.len()]
+                    }
+                },
+                None => vec![None; names.len()],
+            };
+            let now = Instant::now();
+            let mut left = Vec::new();
+            for ((w, l), st) in mine.drain(..).zip(links).zip(status) {
+                let (plugged, link) = match l {
+                    Ok(None) => continue,
+                    Ok(Some(l)) if l.index != w.index => continue,
+                    Ok(Some(l)) if l.master.is_some() => (true, Some(l)),
+                    Ok(l) => (matches!(st, Some((o, e)) if o.is_some() || e.is_some()), l),
+                    Err(_) => (
+                        matches!(st, Some((o, e)) if o.is_some() || e.is_some()),
+                        None,
+                    ),
+                };
+                let ready = plugged && handed_over(&nl, link.as_ref()).await;
+                if ready || now >= w.until {
+                    let _ = tx.send(Job::One(w.vmid, "link event"));
+                } else {
+                    left.push(w);
                 }
             }
+            mine = left;
+            if !mine.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        if plugged && handed_over(nl, link.as_ref()).await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -129,7 +190,8 @@ async fn handed_over(nl: &Netlink, l: Option<&Link>) -> bool {
 }
 
 /// A new or renamed link `l`: when it is a managed container's `veth<vmid>i<n>` not seen under
-/// this ifindex before, converge that container once it is plugged (at most `plug_wait`).
+/// this ifindex before, converge that container once it is plugged (at most `plug_wait`;
+/// [`Plugs`] polls).
 pub fn on_new_link(
     cfg: &AgentConfig,
     opts: &WatchOptions,
@@ -137,6 +199,7 @@ pub fn on_new_link(
     known: &mut HashMap<u32, String>,
     l: Link,
     tx: &mpsc::Sender<Job>,
+    plugs: &Plugs,
 ) {
     let Some((vmid, _net)) = pve_integration::HostVeth::parse(&l.name) else {
         known.remove(&l.index);
@@ -154,15 +217,11 @@ pub fn on_new_link(
         l.name,
         l.index
     );
-    let (nl, socket, limit, tx) = (
-        nl.clone(),
-        cfg.toml.ovsdb.socket.clone(),
-        opts.plug_wait,
-        tx.clone(),
-    );
-    tokio::spawn(async move {
-        if wait_plugged(&nl, &socket, &l.name, l.index, limit).await {
-            let _ = tx.send(Job::One(vmid, "link event"));
-        }
+    plugs.start(nl, &cfg.toml.ovsdb.socket, tx);
+    plugs.push(Waiting {
+        vmid,
+        name: l.name,
+        index: l.index,
+        until: Instant::now() + opts.plug_wait,
     });
 }

@@ -22,8 +22,9 @@
 //!   container is read under PVE's config lock, then the container converges: a `netN` PVE
 //!   removed loses op-agent's link and Port, a changed tag/trunks/bridge/mtu/link_down is
 //!   applied, a NIC PVE hot-added is renamed and plugged once its `netN` is in the conf;
-//! - [`worker`]: converges due containers one at a time through the engine (post-start steps,
-//!   audit `phase` = `watch`), retrying a failed container with backoff (250 ms doubling to
+//! - [`worker`]: converges what is due within a short window (20 ms after the last request,
+//!   at most 200 ms) as one batch through the engine ([`crate::engine::converge_batch`]:
+//!   post-start steps, audit `phase` = `watch`, two waits for ovs-vswitchd per batch), retrying a failed container with backoff (250 ms doubling to
 //!   4 s, 6 attempts); it takes the per-vmid lock the hooks take ([`crate::engine::converge`]),
 //!   so a hook and the service never work on one container at once;
 //! - [`metrics`]: with `[metrics] textfile` in agent.toml, writes the text of `op-agent metrics`
@@ -67,6 +68,9 @@ pub struct WatchOptions {
     pub conf: conf::ConfOptions,
     /// Receive buffer of the link-event socket, bytes ([`links::EVENT_RCVBUF_KIB`]).
     pub event_rcvbuf: usize,
+    /// Converge what is due at once as one batch ([`crate::engine::converge_batch`]); false:
+    /// one container at a time (`watch --no-batch`, for comparison in `make bench`).
+    pub batch: bool,
 }
 
 impl Default for WatchOptions {
@@ -76,6 +80,7 @@ impl Default for WatchOptions {
             probe: Duration::from_millis(5000),
             conf: conf::ConfOptions::default(),
             event_rcvbuf: links::EVENT_RCVBUF_KIB * 1024,
+            batch: true,
         }
     }
 }
@@ -87,9 +92,10 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<Job>();
     let wcfg = cfg.clone();
     let lock_wait = opts.conf.lock_timeout;
+    let batch = opts.batch;
     let worker = std::thread::Builder::new()
         .name("op-agent-watch-worker".into())
-        .spawn(move || worker::worker(wcfg, rx, lock_wait))
+        .spawn(move || worker::worker(wcfg, rx, lock_wait, batch))
         .map_err(|e| format!("cannot start the worker thread: {e}"))?;
     // Detached: it only sleeps in poll(2) or waits for a lock (bounded), and ends with the
     // process.
@@ -135,6 +141,7 @@ async fn event_loop(
     let nl = Netlink::connect().map_err(|e| format!("netlink socket: {e}"))?;
     // Links that exist now are covered by the start-up reconcile.
     let mut known: HashMap<u32, String> = HashMap::new();
+    let plugs = links::Plugs::default();
     match nl.links().await {
         Ok(ls) => {
             for l in ls {
@@ -166,13 +173,13 @@ async fn event_loop(
                 match msg.payload {
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
                         let l = Link::from_notification(&m);
-                        links::on_new_link(cfg, opts, &nl, &mut known, l, &tx);
+                        links::on_new_link(cfg, opts, &nl, &mut known, l, &tx, &plugs);
                     }
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
                         known.remove(&m.header.index);
                     }
                     NetlinkPayload::Overrun(_) => {
-                        links::resync(cfg, opts, &nl, &mut known, &tx).await;
+                        links::resync(cfg, opts, &nl, &mut known, &tx, &plugs).await;
                     }
                     _ => {}
                 }

@@ -119,7 +119,7 @@ fn add(pending: &mut BTreeMap<Vmid, Pending>, v: Vmid, why: &'static str) {
 /// retried with the same backoff, up to 60 times), so it never reads the
 /// conf in the middle of a `pct set` (pve-container `update_net` writes it more than once,
 /// e.g. without the `netN` between deleting the old pair and hotplugging the new one).
-pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>, pve_lock: Duration) {
+pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>, pve_lock: Duration, batch: bool) {
     let mut pending: BTreeMap<Vmid, Pending> = BTreeMap::new();
     let mut budget = Budget::default();
     loop {
@@ -130,24 +130,32 @@ pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>, pve_lock: Duration) {
             .min()
             .unwrap_or(Duration::from_secs(3600));
         match rx.recv_timeout(wait) {
-            Ok(Job::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            Ok(Job::One(v, why)) => add(&mut pending, v, why),
-            Ok(Job::All(why)) => {
-                for v in inspect::managed(&cfg) {
-                    if inspect::is_running(&cfg, v) {
-                        add(&mut pending, v, why);
-                    }
+            Ok(job) => {
+                if !take(&cfg, &mut pending, job) {
+                    return;
                 }
-                log::info!("watch: reconcile all ({why}): {} running", pending.len());
             }
-            Ok(Job::Repair(r)) => {
-                let p = pending.entry(r.vmid).or_insert_with(|| Pending {
-                    gate: true,
-                    ..Pending::now(r.why)
-                });
-                p.notes.extend(r.notes);
-            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if batch && pending.values().any(|p| p.due <= Instant::now()) {
+            // Coalesce: what else is asked for within the window joins the batch.
+            let end = Instant::now() + COALESCE_MAX;
+            loop {
+                let left = end.saturating_duration_since(Instant::now()).min(COALESCE);
+                if left.is_zero() {
+                    break;
+                }
+                match rx.recv_timeout(left) {
+                    Ok(job) => {
+                        if !take(&cfg, &mut pending, job) {
+                            return;
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                }
+            }
         }
         let now = Instant::now();
         let due: Vec<Vmid> = pending
@@ -156,6 +164,19 @@ pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>, pve_lock: Duration) {
             .map(|(v, _)| *v)
             .collect();
         let ran = !due.is_empty();
+        if batch {
+            let due: Vec<(Vmid, Pending)> = due
+                .into_iter()
+                .filter_map(|v| pending.remove(&v).map(|p| (v, p)))
+                .collect();
+            for (v, retry) in batched::run_batch(&cfg, due, &mut budget, pve_lock) {
+                pending.entry(v).or_insert(retry);
+            }
+            if ran {
+                super::heap::trim();
+            }
+            continue;
+        }
         for v in due {
             if let Some(p) = pending.remove(&v) {
                 if let Some(retry) = run_one(&cfg, v, p, &mut budget, pve_lock) {
@@ -167,6 +188,36 @@ pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>, pve_lock: Duration) {
             super::heap::trim();
         }
     }
+}
+
+/// The window after the last request within which another joins the batch.
+pub const COALESCE: Duration = Duration::from_millis(20);
+
+/// The longest a due batch waits for more requests.
+pub const COALESCE_MAX: Duration = Duration::from_millis(200);
+
+/// Takes one request into `pending`; false for [`Job::Stop`].
+fn take(cfg: &AgentConfig, pending: &mut BTreeMap<Vmid, Pending>, job: Job) -> bool {
+    match job {
+        Job::Stop => return false,
+        Job::One(v, why) => add(pending, v, why),
+        Job::All(why) => {
+            for v in inspect::managed(cfg) {
+                if inspect::is_running(cfg, v) {
+                    add(pending, v, why);
+                }
+            }
+            log::info!("watch: reconcile all ({why}): {} running", pending.len());
+        }
+        Job::Repair(r) => {
+            let p = pending.entry(r.vmid).or_insert_with(|| Pending {
+                gate: true,
+                ..Pending::now(r.why)
+            });
+            p.notes.extend(r.notes);
+        }
+    }
+    true
 }
 
 /// Retries of a run whose PVE config lock stayed held (a `pct` operation of many seconds).
@@ -206,28 +257,7 @@ fn run_one(
     };
     let _pve = match pve_config_lock(cfg, v, pve_lock.min(WORKER_LOCK_WAIT)) {
         Ok(l) => l,
-        Err(e) => {
-            // Not a failed run: PVE is changing the container; retried, not counted.
-            let locked = p.locked + 1;
-            if locked >= MAX_LOCK_ATTEMPTS {
-                log::error!(
-                    "watch: {v} ({}): {e}; giving up after {locked} attempts",
-                    p.why
-                );
-                return None;
-            }
-            let back = Duration::from_millis(250u64 << (locked - 1).min(4));
-            log::warn!(
-                "watch: {v} ({}): {e}; retry in {} ms",
-                p.why,
-                back.as_millis()
-            );
-            return Some(Pending {
-                due: Instant::now() + back,
-                locked,
-                ..p
-            });
-        }
+        Err(e) => return lock_retry(v, p, &e),
     };
     let job = engine::Job {
         managed,
@@ -237,31 +267,69 @@ fn run_one(
     };
     if p.gate {
         let dry = engine::converge_noted(cfg, &job, &[], RunOptions { dry_run: true });
-        match &dry.result {
-            Ok(_) if !has_work(&dry.plans) => {
-                log::debug!("watch: {v} ({}): already converged", p.why);
-                return None;
-            }
-            Ok(_) => {}
-            // E.g. its links are gone: the container is stopping (post-stop deletes its rows
-            // while lxc's monitor still runs). A run would fail the same way.
-            Err(e) => {
-                log::info!("watch: {v} ({}): not repaired: {e}", p.why);
-                return None;
-            }
-        }
-        if !budget.take(v, Instant::now()) {
-            log::error!(
-                "watch: {v} ({}): more than {REPAIR_BUDGET} repairs within {} s; someone keeps \
-                 changing its OVS rows; leaving it until the next event",
-                p.why,
-                REPAIR_PERIOD.as_secs()
-            );
+        if !gate_passes(v, &p, &dry, budget) {
             return None;
         }
     }
     let report = engine::converge_noted(cfg, &job, &p.notes, RunOptions::default());
-    match report.result {
+    after_run(v, p, report.result)
+}
+
+/// Whether a monitor repair of `v` is to run after its dry run `dry`: the plan has work and
+/// the repair budget is not spent.
+fn gate_passes(v: Vmid, p: &Pending, dry: &engine::Report, budget: &mut Budget) -> bool {
+    match &dry.result {
+        Ok(_) if !has_work(&dry.plans) => {
+            log::debug!("watch: {v} ({}): already converged", p.why);
+            return false;
+        }
+        Ok(_) => {}
+        // E.g. its links are gone: the container is stopping (post-stop deletes its rows
+        // while lxc's monitor still runs). A run would fail the same way.
+        Err(e) => {
+            log::info!("watch: {v} ({}): not repaired: {e}", p.why);
+            return false;
+        }
+    }
+    if !budget.take(v, Instant::now()) {
+        log::error!(
+            "watch: {v} ({}): more than {REPAIR_BUDGET} repairs within {} s; someone keeps \
+             changing its OVS rows; leaving it until the next event",
+            p.why,
+            REPAIR_PERIOD.as_secs()
+        );
+        return false;
+    }
+    true
+}
+
+/// The retry of `v` when PVE's config lock was not taken (`e`): not a failed run, PVE is
+/// changing the container; retried with backoff, not counted.
+fn lock_retry(v: Vmid, p: Pending, e: &crate::lock::LockError) -> Option<Pending> {
+    let locked = p.locked + 1;
+    if locked >= MAX_LOCK_ATTEMPTS {
+        log::error!(
+            "watch: {v} ({}): {e}; giving up after {locked} attempts",
+            p.why
+        );
+        return None;
+    }
+    let back = Duration::from_millis(250u64 << (locked - 1).min(4));
+    log::warn!(
+        "watch: {v} ({}): {e}; retry in {} ms",
+        p.why,
+        back.as_millis()
+    );
+    Some(Pending {
+        due: Instant::now() + back,
+        locked,
+        ..p
+    })
+}
+
+/// Logs the result of a run of `v`; the retry to schedule when it failed.
+fn after_run(v: Vmid, p: Pending, result: Result<String, engine::RunError>) -> Option<Pending> {
+    match result {
         Ok(s) => {
             log::info!("watch: {v} ({}): {s}", p.why);
             None
@@ -292,6 +360,9 @@ fn run_one(
         }
     }
 }
+
+#[path = "worker_batch.rs"]
+mod batched;
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@
 //! ovs-vswitchd applied a change, the table [`monitor`] of Bridge/Port/Interface, and the
 //! remembered Port UUIDs. Generic: no Proxmox names or vmids here.
 
+pub mod batch;
 pub mod monitor;
 pub mod ops;
 pub mod rows;

@@ -146,7 +146,7 @@ pub fn port_to_delete(name: &str) -> Vec<VsOp> {
 }
 
 /// `next_cfg += 1`, then `select next_cfg`: always the last two ops of a change.
-fn bump_and_read_cfg() -> [VsOp; 2] {
+pub(super) fn bump_and_read_cfg() -> [VsOp; 2] {
     [
         Op::Mutate {
             table: "Open_vSwitch".into(),
@@ -226,7 +226,12 @@ pub fn replace_port(
 /// With [`DelGuard::OwnedBy`], or when `check_name`, the first op is a guard `wait` that the
 /// row of that UUID still has this name (and the owner mark): a remembered UUID is a hint.
 /// With [`DelGuard::OwnedBy`] the port's own QoS and Queue rows go too ([`del_qos_ops`]).
-fn del_port_ops(name: &str, uuid: &str, guard: &DelGuard, check_name: bool) -> Vec<VsOp> {
+pub(super) fn del_port_ops(
+    name: &str,
+    uuid: &str,
+    guard: &DelGuard,
+    check_name: bool,
+) -> Vec<VsOp> {
     let by_uuid = Cond::eq("_uuid", Uuid(uuid.to_string()));
     let mut ops = Vec::new();
     match guard {
@@ -262,7 +267,7 @@ fn del_port_ops(name: &str, uuid: &str, guard: &DelGuard, check_name: bool) -> V
 
 /// The guarded insert of `spec`: [wait bridge, wait no port, wait no interface, insert
 /// Interface, insert Port, mutate Bridge].
-fn add_port_ops(spec: &PortSpec) -> Vec<VsOp> {
+pub(super) fn add_port_ops(spec: &PortSpec) -> Vec<VsOp> {
     let name = spec.name.as_str();
     let ext = Datum::string_map(&spec.external_ids);
     let mut iface = name_row(name);
