@@ -153,9 +153,9 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             commands::mesh::run(&a, &cfg)
         }
         Command::Enroll(a) => {
-            let vmid = commands::enroll::check_args(&a)?;
+            let vmids = commands::enroll::check_args(&a)?;
             let cfg = load().map_err(|e| CliError::from(e).with_code(ExitCode::Config))?;
-            commands::enroll::run(&a, vmid, &cfg).map(ok)
+            commands::enroll_multi::run(&a, vmids, &cfg)
         }
         Command::ImportState(a) => {
             let out_dir = match &a.out {

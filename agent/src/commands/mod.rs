@@ -11,6 +11,7 @@ pub mod audit;
 pub mod check;
 pub mod config_check;
 pub mod enroll;
+pub mod enroll_multi;
 pub mod gc;
 pub mod generate;
 pub mod import_state;

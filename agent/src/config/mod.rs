@@ -250,6 +250,9 @@ pub struct NicToml {
     pub trunks: Option<Vec<u16>>,
     /// Host link name (default `vi<vmid>` for net0, `vi<vmid>i<N>` otherwise).
     pub name: Option<String>,
+    /// `false`: leave this NIC to PVE (not renamed, not re-plugged; audit row `skipped`).
+    /// Default `true`.
+    pub manage: Option<bool>,
 }
 
 /// The parsed `containers/<vmid>.toml`.
