@@ -130,8 +130,13 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         }
         Command::Check(a) => {
             log_warn();
-            let vmid = commands::vmid_arg(&a.vmid)?;
-            commands::check::run(vmid, &load()?)
+            match a.vmid.as_deref() {
+                Some(v) if !a.all => {
+                    let vmid = commands::vmid_arg(v)?;
+                    commands::check::run(vmid, &load()?)
+                }
+                _ => commands::check_all::run(&load()?),
+            }
         }
         Command::Status(a) => {
             log_warn();

@@ -271,10 +271,14 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
 }
 
 /// Bridge name -> (link name, `<vmid> net<n>`) of the NICs op-agent plugs into it.
-type BridgeUse = std::collections::BTreeMap<String, Vec<(String, String)>>;
+pub(crate) type BridgeUse = std::collections::BTreeMap<String, Vec<(String, String)>>;
 
 /// The `WARNING` lines for `<root>/etc/network/interfaces` (module doc); returns how many.
-fn interfaces_warnings(root: &Path, on_bridge: &BridgeUse, out: &mut dyn Write) -> usize {
+pub(crate) fn interfaces_warnings(
+    root: &Path,
+    on_bridge: &BridgeUse,
+    out: &mut dyn Write,
+) -> usize {
     use pve_integration::ifupdown::{self, BridgeKind};
     let conf = match ifupdown::read(root) {
         Ok(Some(c)) => c,

@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod audit;
 pub mod check;
+pub mod check_all;
 pub mod config_check;
 pub mod enroll;
 pub mod enroll_multi;
