@@ -27,7 +27,9 @@ fn check_all_predicts_pre_start_refusals() {
     host.manage(102, "network_type = \"bridge\"\n");
     host.write_pve_conf(103, conf(103, "ovsbr0", ""));
     host.manage(103, "network_type = \"bridge\"\n");
-    host.ip(&["link", "add", "vi103", "type", "veth", "peer", "name", "vi103p"]);
+    host.ip(&[
+        "link", "add", "vi103", "type", "veth", "peer", "name", "vi103p",
+    ]);
     host.write_pve_conf(104, conf(104, "ovsbr0", ""));
     host.manage(104, "network_type = \"bridge\"\n");
     let dir = host.root().join("etc/network");
@@ -55,7 +57,11 @@ fn check_all_predicts_pre_start_refusals() {
     // One container: the same prediction, exit 1.
     let o = host.agent(&["check", "100"]);
     assert_eq!(o.code(), Some(1), "{}", o.text());
-    assert!(o.stdout_text().contains("vmbr1 is a Linux bridge"), "{}", o.text());
+    assert!(
+        o.stdout_text().contains("vmbr1 is a Linux bridge"),
+        "{}",
+        o.text()
+    );
     let o = host.agent(&["check", "104"]);
     assert_eq!(o.code(), Some(0), "{}", o.text());
 }

@@ -11,6 +11,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 pub mod audit;
+pub mod audit_key_place;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -103,6 +103,8 @@ cp "$REPO/hookscript/op-hook" "$CH/var/lib/vz/snippets/op-hook"
 
 # --- remove, purge ----------------------------------------------------------------------------
 echo "secret" > "$CH/var/lib/op-agent/audit.db"
+check "audit init-key writes the key beside the log" sh -c "chroot '$CH' /usr/bin/op-agent audit init-key >/dev/null && test -f '$CH/var/lib/op-agent/audit.key' && test ! -e '$CH/etc/op-agent/audit.key'"
+echo "old" > "$CH/etc/op-agent/audit.key"   # an earlier version's key, never moved
 check "remove" IN dpkg -r op-agent
 check "binary gone after remove" test ! -e "$CH/usr/bin/op-agent"
 check "conffile kept after remove" test -f "$CH/etc/op-agent/agent.toml"
@@ -110,6 +112,7 @@ check "audit log kept after remove" test -f "$CH/var/lib/op-agent/audit.db"
 PURGE_OUT=$(IN dpkg -P op-agent 2>&1) && ok "purge" || fail "purge: $PURGE_OUT"
 check "purge says the audit log is deleted" sh -c "printf '%s' \"\$1\" | grep -q 'deleting the audit log'" _ "$PURGE_OUT"
 check "/var/lib/op-agent gone after purge" test ! -e "$CH/var/lib/op-agent"
+check "no audit key left after purge" sh -c "test ! -e '$CH/etc/op-agent/audit.key' && test ! -e '$CH/etc/op-agent/audit.key.lock'"
 check "/etc/op-agent gone after purge" test ! -e "$CH/etc/op-agent/agent.toml"
 check "unchanged snippet removed by purge" test ! -e "$CH/var/lib/vz/snippets/op-hook"
 

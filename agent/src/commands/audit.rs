@@ -67,7 +67,7 @@ pub enum AuditCommand {
 }
 
 /// Runs `cmd` against the database `db` (and, for `init-key`, the key file `key_file`,
-/// normally `/etc/op-agent/audit.key`), writing results to `out`.
+/// normally `/var/lib/op-agent/audit.key`), writing results to `out`.
 ///
 /// Returns `Ok(ExitCode::Ok)`, or `Ok(ExitCode::Failed)` (1) when `verify` found tampering.
 ///

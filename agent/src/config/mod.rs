@@ -198,7 +198,7 @@ pub struct AgentToml {
 pub struct AgentConfig {
     /// The agent.toml that was read (it may not exist: then every default applies).
     pub path: PathBuf,
-    /// The folder holding agent.toml; `containers/` and `audit.key` are beside it.
+    /// The folder holding agent.toml; `containers/` is beside it.
     pub dir: PathBuf,
     /// The values.
     pub toml: AgentToml,
@@ -304,9 +304,11 @@ impl AgentConfig {
         self.dir.join("containers")
     }
 
-    /// `<dir>/audit.key`: the current epoch key of keyed audit checkpoints.
+    /// The current epoch key of keyed audit checkpoints: `audit.key` beside `[audit]
+    /// database` (default `/var/lib/op-agent/audit.key`), after the one-time move of a key
+    /// from beside agent.toml ([`crate::audit_key_place::key_file`]).
     pub fn audit_key_file(&self) -> PathBuf {
-        self.dir.join("audit.key")
+        crate::audit_key_place::key_file(self)
     }
 
     /// Candidate container TOML paths for `vmid`, highest priority first: the cluster-wide
