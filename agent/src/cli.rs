@@ -18,6 +18,15 @@ pub struct Cli {
     /// Log debug messages.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Output format of check, config check, gc, apply, status, audit log (as pvesh).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t
+    )]
+    pub output_format: crate::output::OutputFormat,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -26,6 +26,7 @@ pub mod lock;
 pub mod logging;
 pub mod mesh;
 pub mod netlink;
+pub mod output;
 pub mod ovsdb;
 pub mod report;
 pub mod time;
@@ -142,7 +143,11 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         Command::Status(a) => {
             log_warn();
             let only = a.vmid.as_deref().map(commands::vmid_arg).transpose()?;
-            commands::status::run(only, a.json, &load()?).map(ok)
+            let format = match (a.json, cli.output_format) {
+                (true, output::OutputFormat::Text) => output::OutputFormat::Json,
+                (_, f) => f,
+            };
+            commands::status::run(only, format, &load()?)
         }
         Command::Query(a) => {
             log_warn();
