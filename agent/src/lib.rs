@@ -128,16 +128,16 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         Command::Watch(a) => commands::watch::run(&a, path),
         Command::Apply(a) => {
             log_warn();
-            commands::apply::run(&a, load()?)
+            commands::apply::run(&a, load()?, cli.output_format)
         }
         Command::Check(a) => {
             log_warn();
             match a.vmid.as_deref() {
                 Some(v) if !a.all => {
                     let vmid = commands::vmid_arg(v)?;
-                    commands::check::run(vmid, &load()?)
+                    commands::check::run(vmid, &load()?, cli.output_format)
                 }
-                _ => commands::check_all::run(&load()?),
+                _ => commands::check_all::run(&load()?, cli.output_format),
             }
         }
         Command::Status(a) => {
@@ -156,7 +156,7 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         }
         Command::Gc(a) => {
             log_warn();
-            commands::gc::run(&a, &load()?)
+            commands::gc::run(&a, &load()?, cli.output_format)
         }
         Command::Mesh(a) => {
             log_warn();
@@ -177,7 +177,7 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             };
             commands::import_state::run(&a, &out_dir)
         }
-        Command::Config(a) => commands::config_check::run(&a, path),
+        Command::Config(a) => commands::config_check::run(&a, path, cli.output_format),
         Command::Generate(a) => {
             use clap::CommandFactory;
             commands::generate::run(&a, cli::Cli::command()).map(ok)

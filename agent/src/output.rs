@@ -36,9 +36,56 @@ impl OutputFormat {
     }
 }
 
+/// A line report (`ok <path>`, `ERROR <file>:<line>: <why>`, `WARNING …`, `ignored …`, other
+/// lines) as JSON: `{"exit":N,"errors":N,"warnings":N,"lines":[{"level":"ok"|"error"|
+/// "warning"|"ignored"|"info","text":"…"}]}`, the level's word removed from `text`.
+pub fn report_json(text: &str, exit: crate::exit::ExitCode) -> serde_json::Value {
+    let mut errors = 0;
+    let mut warnings = 0;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| {
+            let (level, rest) = [
+                ("ok", "ok "),
+                ("error", "ERROR "),
+                ("warning", "WARNING "),
+                ("ignored", "ignored "),
+            ]
+            .iter()
+            .find_map(|(lv, p)| l.strip_prefix(p).map(|r| (*lv, r)))
+            .unwrap_or(("info", l));
+            match level {
+                "error" => errors += 1,
+                "warning" => warnings += 1,
+                _ => {}
+            }
+            serde_json::json!({"level": level, "text": rest})
+        })
+        .collect();
+    serde_json::json!({"exit": exit.code(), "errors": errors, "warnings": warnings, "lines": lines})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_lines_by_level() {
+        let v = report_json(
+            "ok /a.toml\nERROR /b.toml:2: bad\nWARNING x\n100: y\n",
+            crate::exit::ExitCode::Config,
+        );
+        assert_eq!(v["exit"], 78);
+        assert_eq!(
+            (v["errors"].as_u64(), v["warnings"].as_u64()),
+            (Some(1), Some(1))
+        );
+        assert_eq!(
+            v["lines"][1],
+            serde_json::json!({"level": "error", "text": "/b.toml:2: bad"})
+        );
+        assert_eq!(v["lines"][3]["level"], "info");
+    }
 
     #[test]
     fn json_and_pretty() {

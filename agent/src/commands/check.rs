@@ -95,15 +95,33 @@ pub fn check_vmid(
     })
 }
 
-/// Checks `vmid` against the loaded agent.toml `cfg` and prints the result on stdout;
-/// returns `Ok` with the exit code: 0 when the live state matches the config (or the guest is
-/// not managed), 1 with one line per difference.
+/// Checks `vmid` against the loaded agent.toml `cfg` and prints the result on stdout (as
+/// text, or as the JSON of [`super::check_all::ContainerCheck`] with `format` JSON); returns
+/// `Ok` with the exit code: 0 when the live state matches the config (or the guest is not
+/// managed), 1 with one line per difference.
 ///
 /// # Errors
 /// `<vmid>: <why>`: 69 when OVSDB is unreachable, 78 for a bad container config, others as
 /// [`check_vmid`]. A malformed vmid (64) is refused before, by [`super::vmid_arg`].
-pub fn run(vmid: pve_integration::Vmid, cfg: &AgentConfig) -> CommandResult {
-    match check_vmid(cfg, vmid) {
+pub fn run(
+    vmid: pve_integration::Vmid,
+    cfg: &AgentConfig,
+    format: crate::output::OutputFormat,
+) -> CommandResult {
+    let r = check_vmid(cfg, vmid);
+    if format.is_json() {
+        let c = match r {
+            Ok(r) => super::check_all::ContainerCheck::of(vmid, r),
+            Err((code, msg)) => return Err(CliError::new(code, format!("{vmid}: {msg}"))),
+        };
+        format.print(&c);
+        return Ok(if c.state == "drift" {
+            ExitCode::Failed
+        } else {
+            ExitCode::Ok
+        });
+    }
+    match r {
         Ok(None) => {
             println!("{vmid}: not managed by op-agent");
             Ok(ExitCode::Ok)

@@ -20,13 +20,34 @@ use std::io::Write;
 pub struct ContainerCheck {
     /// The container.
     pub vmid: u32,
-    /// `ok`, `drift` (findings, including a refusal pre-start would make) or `error` (its
-    /// config cannot be loaded, e.g. firewall=1 without `on_firewall = "skip"`).
+    /// `ok`, `drift` (findings, including a refusal pre-start would make), `error` (its
+    /// config cannot be loaded, e.g. firewall=1 without `on_firewall = "skip"`) or
+    /// `not-managed`.
     pub state: &'static str,
     /// Whether it is running; `None` when its config could not be loaded.
     pub running: Option<bool>,
     /// The findings, one line each (the error for `error`).
     pub findings: Vec<String>,
+}
+
+impl ContainerCheck {
+    /// The result of [`check_vmid`] for `vmid` that ran to its end (`None`: not managed).
+    pub fn of(vmid: pve_integration::Vmid, r: Option<super::check::CheckReport>) -> Self {
+        match r {
+            None => ContainerCheck {
+                vmid: vmid.get(),
+                state: "not-managed",
+                running: None,
+                findings: Vec::new(),
+            },
+            Some(r) => ContainerCheck {
+                vmid: vmid.get(),
+                state: if r.drift.is_empty() { "ok" } else { "drift" },
+                running: Some(r.running),
+                findings: r.drift.into_iter().map(|d| d.line).collect(),
+            },
+        }
+    }
 }
 
 /// Checks every managed container; returns each result, and the NICs plugged per bridge.
@@ -47,12 +68,7 @@ pub fn check_all(cfg: &AgentConfig) -> Result<(Vec<ContainerCheck>, BridgeUse), 
                         .or_default()
                         .push((name.clone(), vmid.to_string()));
                 }
-                ContainerCheck {
-                    vmid: vmid.get(),
-                    state: if r.drift.is_empty() { "ok" } else { "drift" },
-                    running: Some(r.running),
-                    findings: r.drift.into_iter().map(|d| d.line).collect(),
-                }
+                ContainerCheck::of(vmid, Some(r))
             }
             Err((ExitCode::Unavailable, msg)) if out.is_empty() => {
                 return Err(CliError::new(
@@ -124,11 +140,26 @@ fn running_word(r: bool) -> &'static str {
     }
 }
 
-/// `op-agent check --all` with text output on stdout.
+/// `op-agent check --all` on stdout: text, or with `format` JSON
+/// `{"containers":[ContainerCheck…],"warnings":["<file>:<line>: …"]}`.
 ///
 /// # Errors
 /// Those of [`check_all`].
-pub fn run(cfg: &AgentConfig) -> CommandResult {
+pub fn run(cfg: &AgentConfig, format: crate::output::OutputFormat) -> CommandResult {
     let (checks, on_bridge) = check_all(cfg)?;
-    Ok(print_text(cfg, &checks, &on_bridge, &mut std::io::stdout()))
+    if !format.is_json() {
+        return Ok(print_text(cfg, &checks, &on_bridge, &mut std::io::stdout()));
+    }
+    let mut buf = Vec::new();
+    interfaces_warnings(&cfg.toml.pve.root, &on_bridge, &mut buf);
+    let warnings: Vec<String> = String::from_utf8_lossy(&buf)
+        .lines()
+        .filter_map(|l| l.strip_prefix("WARNING ").map(str::to_string))
+        .collect();
+    format.print(&serde_json::json!({"containers": checks, "warnings": warnings}));
+    Ok(if checks.iter().all(|c| c.state == "ok") {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failed
+    })
 }

@@ -49,7 +49,11 @@ pub enum ConfigCommand {
 ///
 /// # Errors
 /// `Usage` (64): `--vmid` is not a vmid.
-pub fn run(args: &ConfigArgs, config: Option<&Path>) -> CommandResult {
+pub fn run(
+    args: &ConfigArgs,
+    config: Option<&Path>,
+    format: crate::output::OutputFormat,
+) -> CommandResult {
     match &args.command {
         ConfigCommand::Check { vmid } => {
             let only = vmid
@@ -57,6 +61,13 @@ pub fn run(args: &ConfigArgs, config: Option<&Path>) -> CommandResult {
                 .map(str::parse::<Vmid>)
                 .transpose()
                 .map_err(|e| CliError::wrap(ExitCode::Usage, e))?;
+            if format.is_json() {
+                let mut buf = Vec::new();
+                let code = check(config, only, &mut buf);
+                let text = String::from_utf8_lossy(&buf);
+                format.print(&crate::output::report_json(&text, code));
+                return Ok(code);
+            }
             Ok(check(config, only, &mut std::io::stdout()))
         }
     }

@@ -146,9 +146,13 @@ async fn remove(
 /// every stale row was removed (or none exists), else the code of the first failure (75
 /// lock/wait timeout, 74 audit, 1 OVSDB refused), each printed as it happens.
 ///
+/// With `format` JSON, one object at the end instead of the lines: `{"dry_run":false,
+/// "ports":[{"port":"vi100","bridge":"ovsbr0","reason":"…","result":"removed"|
+/// "would-remove"|"failed","message":"…"}]}`.
+///
 /// # Errors
 /// `Unavailable` (69) when OVSDB cannot be reached or listed; the runtime's error.
-pub fn run(args: &GcArgs, cfg: &AgentConfig) -> CommandResult {
+pub fn run(args: &GcArgs, cfg: &AgentConfig, format: crate::output::OutputFormat) -> CommandResult {
     let rt = inspect::runtime().map_err(|e| CliError::wrap(e.code(), e))?;
     let timeout = Duration::from_millis(cfg.toml.ovsdb.timeout_ms);
     rt.block_on(async {
@@ -161,30 +165,48 @@ pub fn run(args: &GcArgs, cfg: &AgentConfig) -> CommandResult {
             .map_err(|e| CliError::wrap(ExitCode::Unavailable, e))?;
         let mut code = ExitCode::Ok;
         let mut n = 0;
+        let mut items = Vec::new();
+        let json = format.is_json();
         for p in &ports {
             let Some(reason) = stale_reason(cfg, p) else {
                 continue;
             };
             n += 1;
+            let mut item = json!({"port": p.name, "bridge": p.bridge, "reason": reason});
             if args.dry_run {
-                println!(
-                    "{}: would remove from {} ({reason})",
-                    p.name,
-                    p.bridge.as_deref().unwrap_or("no bridge")
-                );
+                item["result"] = "would-remove".into();
+                if !json {
+                    println!(
+                        "{}: would remove from {} ({reason})",
+                        p.name,
+                        p.bridge.as_deref().unwrap_or("no bridge")
+                    );
+                }
+                items.push(item);
                 continue;
             }
             match remove(cfg, &client, &p.name, vmid_of(p)).await {
-                Ok(line) => println!("{line}"),
+                Ok(line) => {
+                    item["result"] = "removed".into();
+                    item["message"] = line.clone().into();
+                    if !json {
+                        println!("{line}");
+                    }
+                }
                 Err((c, m)) => {
+                    item["result"] = "failed".into();
+                    item["message"] = m.clone().into();
                     eprintln!("op-agent gc: {}: {m}", p.name);
                     if code == ExitCode::Ok {
                         code = c;
                     }
                 }
             }
+            items.push(item);
         }
-        if n == 0 {
+        if json {
+            format.print(&json!({"dry_run": args.dry_run, "ports": items}));
+        } else if n == 0 {
             println!("nothing to remove");
         }
         Ok(code)
