@@ -12,7 +12,6 @@ use crate::audit::verify::{self, VerifyOptions, VerifyReport};
 use crate::audit::{encoding, Head, ReadError};
 use crate::commands::{CliError, CommandResult};
 use crate::exit::ExitCode;
-use crate::time::{format_time_ms, parse_time_ms};
 
 /// Exit status when the input cannot be read (missing, not a database, bad export, bad
 /// arguments). `audit` keeps 0/1/2 (intact/tampered/unreadable), not the sysexits codes of
@@ -46,13 +45,15 @@ pub enum AuditCommand {
         /// Only rows of this guest.
         #[arg(long, value_name = "N")]
         vmid: Option<u32>,
-        /// Only rows at or after TIME (UTC): `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS][Z]`, or
-        /// `@UNIX_SECONDS`.
+        /// Only rows at or after TIME: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]` (local time; `Z`
+        /// or `+HH:MM` for another zone), or `@UNIX_SECONDS`.
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
         /// One JSON object per row.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        filter: super::audit_filter::LogFilter,
     },
     /// Print the head as `SEQ:HASH` (`empty` for an empty log).
     Head,
@@ -82,6 +83,28 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
             key_file,
             json,
             file,
+        } if fresh_install(db) && anchors.is_empty() && file.is_none() => {
+            let rep = VerifyReport {
+                rows: 0,
+                head: None,
+                checkpoints: 0,
+                checkpoints_keyed: key_file.is_some(),
+                unsealed_rows: 0,
+                anchors_matched: 0,
+                tamper: None,
+            };
+            let _ = if *json {
+                writeln!(out, "{}", report_json(&rep))
+            } else {
+                writeln!(out, "{}", report_text(&rep))
+            };
+            Ok(ExitCode::Ok)
+        }
+        AuditCommand::Verify {
+            anchors,
+            key_file,
+            json,
+            file,
         } => cmd_verify(
             anchors,
             key_file.as_deref(),
@@ -90,11 +113,23 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
             db,
             out,
         ),
-        AuditCommand::Log { vmid, since, json } => {
-            cmd_log(db, *vmid, since.as_deref(), *json, out)?;
+        AuditCommand::Log {
+            vmid,
+            since,
+            json,
+            filter,
+        } => {
+            if fresh_install(db) {
+                return Ok(ExitCode::Ok);
+            }
+            cmd_log(db, *vmid, since.as_deref(), *json, filter, out)?;
             Ok(ExitCode::Ok)
         }
         AuditCommand::Head => {
+            if fresh_install(db) {
+                writeln!(out, "empty").map_err(unreadable)?;
+                return Ok(ExitCode::Ok);
+            }
             cmd_head(db, out).map_err(unreadable)?;
             Ok(ExitCode::Ok)
         }
@@ -107,6 +142,13 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
             Ok(ExitCode::Ok)
         }
     }
+}
+
+/// True when the database `db` does not exist: a host where op-agent never ran a hook (a
+/// fresh install). `log` and `head` then print an empty log, and `verify` without anchors
+/// an intact empty one; a database that exists but cannot be read is still an error.
+fn fresh_install(db: &Path) -> bool {
+    matches!(db.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// `e` as the error of an `audit` command: status [`EXIT_UNREADABLE`], `e` as the message
@@ -227,29 +269,30 @@ fn cmd_log(
     vmid: Option<u32>,
     since: Option<&str>,
     json: bool,
+    filter: &super::audit_filter::LogFilter,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let since_ms = match since {
-        Some(s) => Some(parse_time_ms(s).ok_or_else(|| {
-            CliError::with_status(
-                EXIT_UNREADABLE,
-                format!(
-                    "--since {s:?}: expected YYYY-MM-DD[THH:MM[:SS]][Z] (UTC) or @UNIX_SECONDS"
-                ),
-            )
-        })?),
+        Some(s) => Some(
+            super::audit_filter::time_arg(s)
+                .map_err(|e| CliError::new(ExitCode::Usage, format!("--since {s:?}: {e}")))?,
+        ),
         None => None,
     };
     let r = reader::open(db).map_err(unreadable)?;
     let rows = Rows::Matching { vmid, since_ms };
+    let mut tail = super::audit_filter::Tail::new(filter.limit);
     reader::for_each_row(&r.conn, db, rows, &mut |row| {
+        if !filter.keeps(row) {
+            return Ok(());
+        }
         let line = if json {
             serde_json::to_string(row)?
         } else {
             format!(
                 "{} {} {} {} {} {} {} {} {}",
                 row.seq,
-                format_time_ms(row.ts),
+                filter.shown_time(row.ts),
                 row.host,
                 row.vmid,
                 row.phase,
@@ -259,9 +302,16 @@ fn cmd_log(
                 row.detail
             )
         };
-        writeln!(out, "{line}").map_err(ReadError::from)
+        match tail.push(line) {
+            Some(l) => writeln!(out, "{l}").map_err(ReadError::from),
+            None => Ok(()),
+        }
     })
-    .map_err(unreadable)
+    .map_err(unreadable)?;
+    for l in tail.finish() {
+        writeln!(out, "{l}").map_err(unreadable)?;
+    }
+    Ok(())
 }
 
 fn cmd_head(db: &Path, out: &mut dyn Write) -> Result<(), ReadError> {

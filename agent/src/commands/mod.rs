@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod audit_filter;
 pub mod check;
 pub mod check_all;
 pub mod config_check;
