@@ -370,7 +370,7 @@ fn enroll_many_and_all() {
     let h = Host::new(CONF);
     for v in [101, 102] {
         h.root
-            .write_pve_conf(v, &CONF.replace("ct100", &format!("ct{v}")));
+            .write_pve_conf(v, CONF.replace("ct100", &format!("ct{v}")));
     }
     let toml = |v: u32| h.root().join(format!("etc/op-agent/containers/{v}.toml"));
     // One dry run for all three: every plan printed, nothing done.
@@ -396,7 +396,7 @@ fn enroll_many_and_all() {
     assert!(toml(100).exists() && toml(102).exists() && !toml(101).exists());
     // The stand-in pct does not edit the conf: mark 100 as PVE would have.
     h.root
-        .write_pve_conf(100, &format!("hookscript: local:snippets/op-hook\n{CONF}"));
+        .write_pve_conf(100, format!("hookscript: local:snippets/op-hook\n{CONF}"));
     // --all: 100 is enrolled already, 101 and 102 are (re)done; a failure does not stop it.
     h.root.write_pve_conf(
         103,
