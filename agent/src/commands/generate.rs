@@ -57,6 +57,21 @@ fn man_pages(
     Ok(out)
 }
 
+/// `op-agent`'s command tree `cmd` without its hidden subcommands (`generate`):
+/// clap_complete offers hidden subcommands too. (clap cannot remove a subcommand: the tree is
+/// rebuilt from its arguments and the visible subcommands.)
+fn without_hidden(cmd: &clap::Command) -> clap::Command {
+    let visible: Vec<clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect();
+    clap::Command::new("op-agent")
+        .version(crate::cli::VERSION)
+        .args(cmd.get_arguments().cloned())
+        .subcommands(visible)
+}
+
 /// Writes the artifact of the command tree `cmd` (`op-agent`'s, from `Cli::command()`) into
 /// `dir`; returns the path written (for `man`, the main page; the subcommand pages are
 /// written beside it).
@@ -76,12 +91,28 @@ pub fn generate(mut cmd: clap::Command, what: Artifact, dir: &Path) -> Result<Pa
         }
         Artifact::Bash => {
             let mut buf = Vec::new();
-            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "op-agent", &mut buf);
-            ("op-agent", buf)
+            let mut visible = without_hidden(&cmd);
+            clap_complete::generate(
+                clap_complete::Shell::Bash,
+                &mut visible,
+                "op-agent",
+                &mut buf,
+            );
+            let script = String::from_utf8_lossy(&buf).into_owned();
+            (
+                "op-agent",
+                super::bash_completion::finish(&script, "op-agent").into_bytes(),
+            )
         }
         Artifact::Zsh => {
             let mut buf = Vec::new();
-            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "op-agent", &mut buf);
+            let mut visible = without_hidden(&cmd);
+            clap_complete::generate(
+                clap_complete::Shell::Zsh,
+                &mut visible,
+                "op-agent",
+                &mut buf,
+            );
             ("_op-agent", buf)
         }
     };
