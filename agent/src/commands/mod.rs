@@ -18,6 +18,7 @@ pub mod enroll_multi;
 pub mod gc;
 pub mod generate;
 pub mod import_state;
+pub mod man_extra;
 pub mod mesh;
 pub mod query;
 pub mod status;
