@@ -113,7 +113,7 @@ fn without_hidden(cmd: &clap::Command) -> clap::Command {
 ///
 /// # Errors
 /// The I/O error, naming the path.
-pub fn generate(mut cmd: clap::Command, what: Artifact, dir: &Path) -> Result<PathBuf, String> {
+pub fn generate(cmd: clap::Command, what: Artifact, dir: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let (name, bytes) = match what {
         Artifact::Man => {
