@@ -81,7 +81,8 @@ snippet_is_new() { cmp -s "$CH/var/lib/vz/snippets/op-hook" "$REPO/hookscript/op
 # --- install the lower version, then upgrade -------------------------------------------------
 check "install $OLDV" IN dpkg -i "/tmp/debs/$(basename "$OLD")"
 check "snippet installed by $OLDV" test -x "$CH/var/lib/vz/snippets/op-hook"
-check "upgrade $OLDV -> $V" IN dpkg -i "/tmp/debs/$(basename "$NEW")"
+UPGRADE_OUT=$(IN dpkg -i "/tmp/debs/$(basename "$NEW")" 2>&1) && ok "upgrade $OLDV -> $V" || fail "upgrade $OLDV -> $V: $UPGRADE_OUT"
+check "no 'not a Proxmox VE node' line on a PVE node" sh -c "! printf '%s' \"\$1\" | grep -q 'not a Proxmox VE node'" _ "$UPGRADE_OUT"
 check "installed version is $V" test "$(IN dpkg-query -W -f '${Version}' op-agent)" = "$V"
 
 # --- files and modes -------------------------------------------------------------------------
@@ -135,9 +136,11 @@ echo "# local edit" >> "$CH/var/lib/vz/snippets/op-hook"
 IN dpkg -P op-agent >/dev/null 2>&1
 check "changed snippet kept by purge" grep -q '# local edit' "$CH/var/lib/vz/snippets/op-hook"
 
-# Without /var/lib/vz (not a PVE host) nothing is created there.
-rm -rf "$CH/var/lib/vz"
-check "install without /var/lib/vz" IN dpkg -i "/tmp/debs/$(basename "$NEW")"
+# Without /var/lib/vz and /etc/pve (not a PVE host) nothing is created there, and one line
+# says so.
+rm -rf "$CH/var/lib/vz" "$CH/etc/pve"
+NOPVE_OUT=$(IN dpkg -i "/tmp/debs/$(basename "$NEW")" 2>&1) && ok "install without /var/lib/vz" || fail "install without /var/lib/vz: $NOPVE_OUT"
+check "one line says it is not a Proxmox VE node" test "$(printf '%s\n' "$NOPVE_OUT" | grep -c 'not a Proxmox VE node')" = 1
 check "no /var/lib/vz created" test ! -e "$CH/var/lib/vz"
 IN dpkg -P op-agent >/dev/null 2>&1 || true
 
