@@ -213,3 +213,51 @@ fn keyed_checkpoints_seal_runs_and_a_key_mismatch_never_fails_a_finished_run() {
         String::from_utf8_lossy(&v.stdout)
     );
 }
+
+/// The checkpoint key is state beside the audit database (`R/var/lib/op-agent/audit.key`),
+/// not in `R/etc/op-agent`: a key left there by an earlier version is moved once (and the
+/// chain keeps verifying with the initial key), and deleting the state folder (what a purge
+/// does) takes the key with the log, so the next run after a reinstall writes no false
+/// "rolled back" warning into the task log.
+#[test]
+fn audit_key_lives_beside_the_log_and_goes_with_it() {
+    let host = TestHost::new("akeyplace");
+    host.write_pve_conf(113, conf(113));
+    host.manage(113, "network_type = \"bridge\"\n");
+    let out = host.agent(&["audit", "init-key"]);
+    assert!(out.status.success(), "{}", out.text());
+    let initial = out.stdout_text().lines().last().unwrap().trim().to_string();
+    let kc = host.root().join("initial.key");
+    std::fs::write(&kc, &initial).unwrap();
+    let kc = kc.display().to_string();
+    let state = host.audit_db().parent().unwrap().to_path_buf();
+    let etc = host.agent_toml().parent().unwrap().to_path_buf();
+    assert!(state.join("audit.key").is_file(), "key beside the log");
+    assert!(!etc.join("audit.key").exists(), "no key in etc");
+
+    // An earlier version's key in etc (with its lock) is moved on the next run.
+    host.sim_ok(&["start", "113"]);
+    std::fs::rename(state.join("audit.key"), etc.join("audit.key")).unwrap();
+    std::fs::write(etc.join("audit.key.lock"), "").unwrap();
+    host.run_ok(&["ip", "link", "set", "vi113", "down"]);
+    let out = host.agent(&["hook", "113", "post-start"]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.text());
+    assert!(!out.text().contains("checkpoint"), "{}", out.text());
+    assert!(state.join("audit.key").is_file());
+    assert!(!etc.join("audit.key").exists() && !etc.join("audit.key.lock").exists());
+    let v = host.agent(&["audit", "verify", "--key-file", &kc]);
+    assert_eq!(v.status.code(), Some(0), "{}", v.text());
+
+    // Purge and reinstall: the state folder goes, key included; the next runs say nothing
+    // about the audit log.
+    std::fs::remove_dir_all(&state).unwrap();
+    host.sim_ok(&["stop", "113"]);
+    let out = host.sim(&["start", "113"]);
+    assert!(out.status.success(), "{}", out.text());
+    assert!(!out.text().contains("rolled back"), "{}", out.text());
+    assert!(!out.text().contains("checkpoint"), "{}", out.text());
+    assert!(!host
+        .audit_rows()
+        .iter()
+        .any(|r| r.step == "audit.checkpoint" && r.outcome == "failed"));
+}

@@ -64,7 +64,7 @@ fn check_reports_each_kind_of_drift_and_apply_repairs_it() {
         ),
         "{c}"
     );
-    assert_eq!(container(&st, 102)["nics"][0]["state"], "down");
+    assert_eq!(container(&st, 102)["nics"][0]["state"], "stopped");
     assert_eq!(container(&st, 102)["running"], false);
 
     // 1. Tag changed behind op-agent's back.

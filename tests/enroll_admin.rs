@@ -219,9 +219,20 @@ fn enroll_rejects_bad_input() {
     let o = h.run(true, &["enroll", "101"]);
     assert_eq!(o.status.code(), Some(78));
     assert!(text(&o.stderr).contains("101.conf does not exist"));
+    // A VLAN out of range is a usage error, not a line of a file never written.
     let o = h.run(true, &["enroll", "100", "--tag", "5000"]);
-    assert_eq!(o.status.code(), Some(78), "{}", text(&o.stderr));
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("5000"));
+    assert!(!text(&o.stderr).contains(".toml"), "{}", text(&o.stderr));
+    let o = h.run(true, &["enroll", "100", "--trunks", "20,4095"]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o.stderr));
+    // Overrides describe one NIC of one container.
+    let o = h.run(true, &["enroll", "100", "101", "--tag", "5"]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o.stderr));
+    let o = h.run(true, &["enroll", "--all", "--bridge", "ovsbr1"]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o.stderr));
+    let o = h.run(true, &["enroll"]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o.stderr));
     let o = h.run(true, &["enroll", "100", "--net", "3", "--tag", "5"]);
     assert_eq!(o.status.code(), Some(78), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("no net3"));
@@ -322,4 +333,92 @@ fn config_check_says_which_file_wins() {
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(78), "{out}");
     assert!(out.contains("100.toml:2:") && out.contains("tagg"), "{out}");
+}
+
+const FW_CONF: &str = "arch: amd64\nhostname: ct100\n\
+net0: name=eth0,bridge=ovsbr0,firewall=1,hwaddr=BC:24:11:00:01:00,ip=dhcp,type=veth\n";
+
+#[test]
+fn enroll_on_firewall_flag_and_hand_written_skip() {
+    let h = Host::new(FW_CONF);
+    // Refused by default, naming the flag.
+    let o = h.run(true, &["enroll", "100"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(77), "{err}");
+    assert!(err.contains("--on-firewall skip"), "{err}");
+    assert!(!h.local_toml().exists());
+    // The flag writes on_firewall = "skip" and enrolls.
+    let o = h.run(true, &["enroll", "100", "--on-firewall", "skip"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let toml = std::fs::read_to_string(h.local_toml()).unwrap();
+    assert!(toml.contains("on_firewall = \"skip\""), "{toml}");
+    assert!(h.pct_calls().contains("local:snippets/op-hook"));
+    // A hand-written TOML's on_firewall = "skip" is honoured: --force rewrites it keeping it.
+    std::fs::write(h.local_toml(), "on_firewall = \"skip\"\n").unwrap();
+    let o = h.run(true, &["enroll", "100", "--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let toml = std::fs::read_to_string(h.local_toml()).unwrap();
+    let c = op_agent::config::parse_container(&h.local_toml(), &toml).unwrap();
+    assert_eq!(
+        c.toml.on_firewall,
+        op_agent::config::OnFirewall::Skip,
+        "{toml}"
+    );
+    // --on-firewall refuse overrides the file.
+    let o = h.run(
+        true,
+        &["enroll", "100", "--force", "--on-firewall", "refuse"],
+    );
+    assert_eq!(o.status.code(), Some(77), "{}", text(&o.stderr));
+}
+
+#[test]
+fn enroll_many_and_all() {
+    let h = Host::new(CONF);
+    for v in [101, 102] {
+        h.root
+            .write_pve_conf(v, CONF.replace("ct100", &format!("ct{v}")));
+    }
+    let toml = |v: u32| h.root().join(format!("etc/op-agent/containers/{v}.toml"));
+    // One dry run for all three: every plan printed, nothing done.
+    let o = h.run(true, &["enroll", "100", "101", "102", "--dry-run"]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    for v in [100, 101, 102] {
+        assert!(
+            out.contains(&format!("would write {}", toml(v).display())),
+            "{v}: {out}"
+        );
+        assert!(
+            out.contains(&format!("would run: pct set {v} --hookscript")),
+            "{v}: {out}"
+        );
+        assert!(!toml(v).exists());
+    }
+    assert!(out.contains("would enroll 3 of 3 containers"), "{out}");
+    assert_eq!(h.pct_calls(), "");
+    // Two named: both enrolled.
+    let o = h.run(true, &["enroll", "100", "102"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(toml(100).exists() && toml(102).exists() && !toml(101).exists());
+    // The stand-in pct does not edit the conf: mark 100 as PVE would have.
+    h.root
+        .write_pve_conf(100, format!("hookscript: local:snippets/op-hook\n{CONF}"));
+    // --all: 100 is enrolled already, 101 and 102 are (re)done; a failure does not stop it.
+    h.root.write_pve_conf(
+        103,
+        "arch: amd64\nnet0: name=eth0,bridge=ovsbr0,firewall=1,type=veth\n",
+    );
+    let o = h.run(true, &["enroll", "--all"]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(77), "{out}{err}");
+    assert!(out.contains("100: already enrolled"), "{out}");
+    assert!(out.contains("enrolled 2 of 3 containers"), "{out}");
+    assert!(
+        err.contains("op-agent enroll: 103: ") && err.contains("firewall=1"),
+        "{err}"
+    );
+    assert!(err.contains("not enrolled: 103"), "{err}");
+    assert!(toml(101).exists() && !toml(103).exists());
+    assert!(h.pct_calls().contains("set\n101\n"), "{}", h.pct_calls());
 }

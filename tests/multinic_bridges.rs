@@ -173,3 +173,55 @@ fn nine_digit_vmid_with_net31() {
         host.ports("ovsbr0")
     );
 }
+
+/// net0 on the OVS bridge ovsbr0, net1 on the Linux bridge vmbr1 (a real kernel bridge in the
+/// test netns). Without `[[nic]]` tables the Linux-bridge NIC is left to PVE: the container
+/// starts, net0 is renamed and re-plugged, net1 stays `veth<vmid>i1` enslaved to vmbr1, and
+/// the audit log says why. An explicit `[[nic]]` for net1 is refused at pre-start naming the
+/// bridge.
+#[test]
+fn ovs_nic_and_linux_bridge_nic_start_end_to_end() {
+    let host = TestHost::with_bridges("mn-lb", &["ovsbr0"], &["vmbr1"]);
+    let conf = || {
+        PveConf::op_hook(100).nics([
+            Nic::with_id(0, "ovsbr0", 100).ip("10.0.0.1/24").tag(10),
+            Nic::with_id(1, "vmbr1", 100).ip("10.0.1.1/24"),
+        ])
+    };
+    host.write_pve_conf(100, conf());
+    host.manage(100, "network_type = \"bridge\"\n");
+    let dry = host.agent(&["hook", "100", "pre-start", "--dry-run"]);
+    assert!(
+        dry.text()
+            .contains("net1: nic.skip (vmbr1 is a Linux bridge, not Open vSwitch: left to PVE)"),
+        "{}",
+        dry.text()
+    );
+    host.sim_ok_text(&["start", "100"]);
+    assert_eq!(host.ct_status(100), "running");
+    assert_eq!(host.vsctl_ok(&["port-to-br", "vi100"]), "ovsbr0");
+    assert_eq!(host.link("veth100i1").unwrap()["master"], "vmbr1");
+    assert!(!host.links().contains(&"vi100i1".to_string()));
+    let skipped = host.audit_step_rows(100, "nic.skip");
+    assert!(
+        skipped
+            .iter()
+            .any(|r| r.outcome == "skipped" && r.detail.contains("vmbr1 is a Linux bridge")),
+        "{skipped:?}"
+    );
+    host.sim_ok_text(&["stop", "100"]);
+    assert!(!host.ports("ovsbr0").iter().any(|p| p.starts_with("vi100")));
+
+    host.manage(
+        100,
+        "network_type = \"bridge\"\n\n[[nic]]\nnet = 1\ntag = 5\n",
+    );
+    let out = host.sim(&["start", "100"]);
+    let t = out.text();
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("net1: vmbr1 is a Linux bridge; op-agent manages Open vSwitch bridges"),
+        "{t}"
+    );
+    assert_eq!(host.ct_status(100), "stopped");
+}

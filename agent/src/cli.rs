@@ -5,12 +5,24 @@ use crate::commands;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// What `op-agent --version` prints after the name: the package version, the git commit it
+/// was built from and the build date (from build.rs): `0.1.0 (commit 8bc5bee1a2b3, built
+/// 2026-12-02)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("OP_AGENT_GIT_COMMIT"),
+    ", built ",
+    env!("OP_AGENT_BUILD_DATE"),
+    ")"
+);
+
 /// op-agent: renames Proxmox container veths to vi<vmid>, attaches them to Open vSwitch over
 /// OVSDB, and keeps a hash-chained audit log of every step.
 // The doc comments here are also clap's help text, where `<vmid>` is meant literally.
 #[allow(rustdoc::invalid_html_tags)]
 #[derive(Debug, Parser)]
-#[command(name = "op-agent", version, about, long_about = None)]
+#[command(name = "op-agent", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// agent.toml to use (default: $OP_AGENT_CONFIG, else /etc/op-agent/agent.toml).
     #[arg(long, global = true, value_name = "FILE")]
@@ -18,6 +30,15 @@ pub struct Cli {
     /// Log debug messages.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Output format of check, config check, gc, apply, status, audit log (as pvesh).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t
+    )]
+    pub output_format: crate::output::OutputFormat,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -233,6 +233,8 @@ mod tests {
             mode: "bridge".into(),
             running: true,
             last_seq: None,
+            hookscript: Some("local:snippets/op-hook".into()),
+            unavailable: false,
             error: None,
             nics: vec![nic(0, Some("vi100")), nic(1, Some("vi100i1")), nic(2, None)],
             counters: None,

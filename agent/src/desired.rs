@@ -18,8 +18,13 @@ pub fn default_link_name(vmid: Vmid, net: NetIndex) -> String {
 /// What op-agent does with one NIC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NicMode {
-    /// Rename and re-plug into the OVS bridge with the desired tag/trunks (bridge mode).
+    /// Rename and re-plug into the OVS bridge with the desired tag/trunks (bridge mode, a NIC
+    /// with its own `[[nic]]` table): its bridge must be an Open vSwitch bridge.
     Plug,
+    /// A NIC without a `[[nic]]` table in bridge mode: [`NicMode::Plug`] when its bridge is a
+    /// row of OVSDB's Bridge table; a NIC on a Linux bridge is left to PVE (the plan decides,
+    /// [`crate::engine::plan::left_alone`]).
+    PlugIfOvs,
     /// Rename only and keep PVE's attachment: OVS re-plugged with PVE's own tag/trunks/mtu, a
     /// Linux bridge keeps its master (netmaker mode).
     KeepAttachment,
@@ -205,7 +210,9 @@ fn resolve_nic(
         Ok(v) => (v.to_string(), v.to_string()),
         Err(e) => (e.full(), e.lxc_truncated()),
     };
-    let mode = if pve.firewall {
+    let mode = if over.and_then(|o| o.manage) == Some(false) {
+        NicMode::Skip("manage = false".into())
+    } else if pve.firewall {
         match on_firewall {
             OnFirewall::Refuse => {
                 return Err(err(format!(
@@ -218,11 +225,12 @@ fn resolve_nic(
         }
     } else {
         match network_type {
-            NetworkType::Bridge => NicMode::Plug,
+            NetworkType::Bridge if over.is_some() => NicMode::Plug,
+            NetworkType::Bridge => NicMode::PlugIfOvs,
             NetworkType::Netmaker => NicMode::KeepAttachment,
         }
     };
-    if mode == NicMode::Plug && bridge.is_none() && !pve.link_down {
+    if matches!(mode, NicMode::Plug | NicMode::PlugIfOvs) && bridge.is_none() && !pve.link_down {
         return Err(err(format!(
             "net{net} has no bridge (PVE conf or [[nic]] bridge)"
         )));

@@ -3,7 +3,7 @@
 //! the observed links and OVSDB rows with it ([`drift`]). Nothing here changes the host.
 
 use crate::config::{AgentConfig, ConfigError};
-use crate::desired::{Desired, NicMode};
+use crate::desired::Desired;
 use crate::engine::observe;
 use crate::engine::observed::Observed;
 use crate::engine::{plan, Deadline, Host, Managed, RunError};
@@ -106,7 +106,7 @@ pub fn drift(d: &Desired, obs: &Observed) -> Vec<Drift> {
     for (nic, o) in d.nics.iter().zip(&obs.nics) {
         let n = nic.net.get();
         wanted_names.insert(nic.name.to_string());
-        if let NicMode::Skip(_) = nic.mode {
+        if plan::left_alone(nic, o, obs).is_some() {
             continue;
         }
         let name = nic.name.as_str();

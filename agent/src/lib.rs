@@ -11,6 +11,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 pub mod audit;
+pub mod audit_key_place;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod logging;
 pub mod mesh;
 pub mod metrics;
 pub mod netlink;
+pub mod output;
 pub mod ovsdb;
 pub mod released;
 pub mod report;
@@ -129,17 +131,26 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         Command::Watch(a) => commands::watch::run(&a, path),
         Command::Apply(a) => {
             log_warn();
-            commands::apply::run(&a, load()?)
+            commands::apply::run(&a, load()?, cli.output_format)
         }
         Command::Check(a) => {
             log_warn();
-            let vmid = commands::vmid_arg(&a.vmid)?;
-            commands::check::run(vmid, &load()?)
+            match a.vmid.as_deref() {
+                Some(v) if !a.all => {
+                    let vmid = commands::vmid_arg(v)?;
+                    commands::check::run(vmid, &load()?, cli.output_format)
+                }
+                _ => commands::check_all::run(&load()?, cli.output_format),
+            }
         }
         Command::Status(a) => {
             log_warn();
             let only = a.vmid.as_deref().map(commands::vmid_arg).transpose()?;
-            commands::status::run(only, a.json, a.counters, &load()?).map(ok)
+            let format = match (a.json, cli.output_format) {
+                (true, output::OutputFormat::Text) => output::OutputFormat::Json,
+                (_, f) => f,
+            };
+            commands::status::run(only, format, a.counters, &load()?)
         }
         Command::Metrics(a) => {
             log_warn();
@@ -156,7 +167,7 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         }
         Command::Gc(a) => {
             log_warn();
-            commands::gc::run(&a, &load()?)
+            commands::gc::run(&a, &load()?, cli.output_format)
         }
         Command::Mesh(a) => {
             log_warn();
@@ -164,9 +175,9 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             commands::mesh::run(&a, &cfg)
         }
         Command::Enroll(a) => {
-            let vmid = commands::enroll::check_args(&a)?;
+            let vmids = commands::enroll::check_args(&a)?;
             let cfg = load().map_err(|e| CliError::from(e).with_code(ExitCode::Config))?;
-            commands::enroll::run(&a, vmid, &cfg).map(ok)
+            commands::enroll_multi::run(&a, vmids, &cfg)
         }
         Command::ImportState(a) => {
             let out_dir = match &a.out {
@@ -177,7 +188,7 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             };
             commands::import_state::run(&a, &out_dir)
         }
-        Command::Config(a) => commands::config_check::run(&a, path),
+        Command::Config(a) => commands::config_check::run(&a, path, cli.output_format),
         Command::Generate(a) => {
             use clap::CommandFactory;
             commands::generate::run(&a, cli::Cli::command()).map(ok)

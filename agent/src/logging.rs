@@ -1,7 +1,15 @@
-//! Logging: RFC 3164 messages to the local syslog unix socket (`/dev/log`, which journald
-//! provides on Proxmox hosts) through the `syslog` crate, never its silent TCP/UDP fallback.
-//! When there is no socket, or a send fails twice, messages at or above a threshold go to
-//! stderr instead. A failed send reconnects once, so a restarted syslog daemon is picked up.
+//! Logging: to the systemd journal in its native protocol when its socket
+//! ([`JOURNAL_SOCKET`]) exists, through the `systemd-journal-logger` crate, with the
+//! structured fields of each record (`VMID=`, `PHASE=`, `RUN_ID=`, `STEP=`, `OUTCOME=`,
+//! `MESSAGE_ID=` of the [`MSG_STEP`]/[`MSG_STEP_FAILED`]/[`MSG_INTENT`]/[`MSG_AUDIT_HEAD`]
+//! events, described in debian/op-agent.catalog) and `SYSLOG_IDENTIFIER=op-agent`, so
+//! `journalctl -t op-agent VMID=100` selects one container's lines.
+//!
+//! Where journald is absent (or `OP_AGENT_SYSLOG_SOCKET` names a syslog socket): RFC 3164
+//! messages to the local syslog unix socket (`/dev/log`) through the `syslog` crate, never
+//! its silent TCP/UDP fallback. When there is no socket, or a send fails twice, messages at
+//! or above a threshold go to stderr instead. A failed send reconnects once, so a restarted
+//! syslog daemon is picked up.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,7 +33,63 @@ struct SyslogLogger {
 }
 
 /// Environment variable naming another syslog socket (tests capture the anchor lines with it).
+/// When set, syslog is used even where journald runs.
 pub const SOCKET_ENV: &str = "OP_AGENT_SYSLOG_SOCKET";
+
+/// journald's native-protocol socket (systemd `sd_journal_sendv`).
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// `MESSAGE_ID` of a step's outcome row (ok or skipped).
+pub const MSG_STEP: &str = "5a59a903404540328df97b97e75c57e3";
+/// `MESSAGE_ID` of a failed step.
+pub const MSG_STEP_FAILED: &str = "a57220c29da94b6db6db0ad1261a5901";
+/// `MESSAGE_ID` of a run's intent row (the plan, written before anything changes).
+pub const MSG_INTENT: &str = "8556b59fa75b4e68b5a99cf94a38fba1";
+/// `MESSAGE_ID` of the audit chain head logged after a run (the external anchor).
+pub const MSG_AUDIT_HEAD: &str = "f333f962d9d548bc9cd947c7b62b724a";
+
+/// Records to the journal; a record the journal did not take goes to stderr when at or
+/// above `stderr_level` (never step records, as with syslog).
+struct JournalLogger {
+    journal: systemd_journal_logger::JournalLog,
+    ident: String,
+    stderr_level: log::LevelFilter,
+}
+
+impl log::Log for JournalLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        if self.journal.journal_send(record).is_err()
+            && record.level() <= self.stderr_level
+            && record.target() != STEP_TARGET
+        {
+            let _ = writeln!(std::io::stderr(), "{}: {}", self.ident, record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// The journal logger, when journald's socket exists and no syslog socket is asked for.
+fn journal(ident: &str, stderr_level: log::LevelFilter) -> Option<JournalLogger> {
+    if std::env::var_os(SOCKET_ENV).is_some() || !std::path::Path::new(JOURNAL_SOCKET).exists() {
+        return None;
+    }
+    let journal = systemd_journal_logger::JournalLog::empty()
+        .ok()?
+        .with_syslog_identifier(ident.to_string());
+    Some(JournalLogger {
+        journal,
+        ident: ident.to_string(),
+        stderr_level,
+    })
+}
 
 fn connect(ident: &str) -> Option<Logger<LoggerBackend, Formatter3164>> {
     let formatter = Formatter3164 {
@@ -110,18 +174,22 @@ impl log::Log for SyslogLogger {
     fn flush(&self) {}
 }
 
-/// Installs the logger. `ident` is the syslog tag (`op-agent`); `stderr_level` is the least
+/// Installs the logger: the journal where it runs, else syslog (module doc). `ident` is the
+/// syslog tag and `SYSLOG_IDENTIFIER` (`op-agent`); `stderr_level` is the least
 /// severe level written to stderr when syslog is unreachable (`Warn` for hooks, whose stderr is
 /// the PVE task log; `Info` for `watch`, whose stderr goes to the journal). `verbose` lowers the
 /// global level to `Debug`. Calling it twice is harmless.
 pub fn init(ident: &str, stderr_level: log::LevelFilter, verbose: bool) {
-    let logger = SyslogLogger {
-        ident: ident.to_string(),
-        stderr_level,
-        conn: Mutex::new(connect(ident)),
-        last_try: Mutex::new(std::time::Instant::now()),
+    let logger: Box<dyn log::Log> = match journal(ident, stderr_level) {
+        Some(j) => Box::new(j),
+        None => Box::new(SyslogLogger {
+            ident: ident.to_string(),
+            stderr_level,
+            conn: Mutex::new(connect(ident)),
+            last_try: Mutex::new(std::time::Instant::now()),
+        }),
     };
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+    if log::set_boxed_logger(logger).is_ok() {
         log::set_max_level(if verbose {
             log::LevelFilter::Debug
         } else {
@@ -152,4 +220,24 @@ macro_rules! outln {
 #[macro_export]
 macro_rules! errln {
     ($($t:tt)*) => { $crate::logging::err_line(format_args!($($t)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_message_id_is_in_the_catalog() {
+        let catalog = include_str!("../../debian/op-agent.catalog");
+        for id in [
+            super::MSG_STEP,
+            super::MSG_STEP_FAILED,
+            super::MSG_INTENT,
+            super::MSG_AUDIT_HEAD,
+        ] {
+            assert_eq!(id.len(), 32);
+            assert!(
+                catalog.contains(&format!("-- {id}\n")),
+                "{id} not in the catalog"
+            );
+        }
+    }
 }

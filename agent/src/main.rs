@@ -16,6 +16,7 @@ fn main() {
                 let cli = Cli {
                     config: None,
                     verbose: false,
+                    output_format: Default::default(),
                     command: op_agent::cli::Command::Hook {
                         vmid: vmid.to_string(),
                         phase: phase.to_string(),

@@ -165,6 +165,12 @@ impl Recorder {
             .push((step.to_string(), Outcome::Intent, detail.clone()));
         let detail = detail.to_string();
         log::info!(
+            vmid = self.vmid,
+            phase = self.phase.as_str(),
+            run_id = self.run_id.as_str(),
+            step = step,
+            outcome = "intent",
+            message_id = crate::logging::MSG_INTENT;
             "{} {} run {}: intent {step} {detail}",
             self.vmid,
             self.phase,
@@ -198,12 +204,24 @@ impl Recorder {
         match outcome {
             Outcome::Failed => log::error!(
                 target: crate::logging::STEP_TARGET,
+                vmid = self.vmid,
+                phase = self.phase.as_str(),
+                run_id = self.run_id.as_str(),
+                step = step,
+                outcome = "failed",
+                message_id = crate::logging::MSG_STEP_FAILED;
                 "{} {}: {step} failed: {detail}",
                 self.vmid,
                 self.phase
             ),
             _ => log::info!(
                 target: crate::logging::STEP_TARGET,
+                vmid = self.vmid,
+                phase = self.phase.as_str(),
+                run_id = self.run_id.as_str(),
+                step = step,
+                outcome = outcome.as_str(),
+                message_id = crate::logging::MSG_STEP;
                 "{} {}: {step} {}: {detail}",
                 self.vmid,
                 self.phase,
@@ -277,7 +295,13 @@ impl Recorder {
         self.timings.push(("audit.finish".into(), t.elapsed()));
         self.marker_clear();
         if let Some(h) = &head {
-            log::info!("audit head {h}");
+            log::info!(
+                vmid = self.vmid,
+                phase = self.phase.as_str(),
+                run_id = self.run_id.as_str(),
+                message_id = crate::logging::MSG_AUDIT_HEAD;
+                "audit head {h}"
+            );
         }
         Ok(head)
     }

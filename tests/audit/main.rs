@@ -6,6 +6,7 @@
 mod common;
 mod concurrency;
 mod errors;
+mod log_filters;
 mod tamper;
 
 /// The libtest name of test `name` in module `module_path` (`audit::<module>`), for

@@ -1,6 +1,7 @@
 #!/bin/bash
 # make test-deb: build the package (and a lower version of it), run lintian (errors and
-# warnings fail), then in a throwaway Debian 12 root made with debootstrap (cached in
+# warnings fail), then in a throwaway Debian root of SUITE ($1: bookworm, Debian 12, the
+# default; trixie, Debian 13, what Proxmox VE 9 is built on) made with debootstrap (cached in
 # $OP_AGENT_TEST_CACHE, default /var/cache/op-agent-test) install it, check files, modes and
 # the snippet, upgrade from the lower version, remove, purge. Needs root. Every check that
 # fails prints FAIL and the script exits 1; the closing line is "N passed, N failed".
@@ -10,8 +11,14 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${OP_AGENT_TEST_CACHE:-/var/cache/op-agent-test}
 MIRROR=${OP_AGENT_TEST_MIRROR:-http://deb.debian.org/debian}
-BASE=$CACHE/bookworm-minbase.tar.gz     # debootstrap --variant=minbase bookworm
-ROOTFS=$CACHE/bookworm-ovs.tar.gz       # + openvswitch-switch and its dependencies
+SUITE=${1:-bookworm}
+case "$SUITE" in
+bookworm) DEBIAN="Debian 12" ;;
+trixie) DEBIAN="Debian 13" ;;
+*) echo "test-deb: unknown suite $SUITE (bookworm or trixie)" >&2; exit 1 ;;
+esac
+BASE=$CACHE/$SUITE-minbase.tar.gz     # debootstrap --variant=minbase $SUITE
+ROOTFS=$CACHE/$SUITE-ovs.tar.gz       # + openvswitch-switch and its dependencies
 PASS=0 FAILN=0
 ok()   { PASS=$((PASS+1)); echo "ok   $*"; }
 fail() { FAILN=$((FAILN+1)); echo "FAIL $*"; }
@@ -44,12 +51,12 @@ LINT=$(lintian --fail-on error,warning "$NEW" 2>&1 | grep -v '^running with root
 if lintian --fail-on error,warning "$NEW" >/dev/null 2>&1; then ok "lintian: no errors, no warnings"; else fail "lintian: $LINT"; fi
 [ -z "$LINT" ] || echo "$LINT" | sed 's/^/     lintian: /'
 
-# --- the Debian 12 root --------------------------------------------------------------------
+# --- the Debian root of $SUITE --------------------------------------------------------------
 mkdir -p "$CACHE"
 if [ ! -s "$ROOTFS" ]; then
 	if [ ! -s "$BASE" ]; then
-		echo "test-deb: debootstrap bookworm into $BASE (once)"
-		debootstrap --variant=minbase bookworm "$WORK/base" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
+		echo "test-deb: debootstrap $SUITE into $BASE (once)"
+		debootstrap --variant=minbase "$SUITE" "$WORK/base" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
 			|| { tail -20 "$WORK/debootstrap.log"; exit 1; }
 		tar -C "$WORK/base" -czf "$BASE.tmp" . && mv "$BASE.tmp" "$BASE"
 		rm -rf "$WORK/base"
@@ -74,12 +81,13 @@ snippet_is_new() { cmp -s "$CH/var/lib/vz/snippets/op-hook" "$REPO/hookscript/op
 # --- install the lower version, then upgrade -------------------------------------------------
 check "install $OLDV" IN dpkg -i "/tmp/debs/$(basename "$OLD")"
 check "snippet installed by $OLDV" test -x "$CH/var/lib/vz/snippets/op-hook"
-check "upgrade $OLDV -> $V" IN dpkg -i "/tmp/debs/$(basename "$NEW")"
+UPGRADE_OUT=$(IN dpkg -i "/tmp/debs/$(basename "$NEW")" 2>&1) && ok "upgrade $OLDV -> $V" || fail "upgrade $OLDV -> $V: $UPGRADE_OUT"
+check "no 'not a Proxmox VE node' line on a PVE node" sh -c "! printf '%s' \"\$1\" | grep -q 'not a Proxmox VE node'" _ "$UPGRADE_OUT"
 check "installed version is $V" test "$(IN dpkg-query -W -f '${Version}' op-agent)" = "$V"
 
 # --- files and modes -------------------------------------------------------------------------
 check "/usr/bin/op-agent 755 root:root" test "$(mode /usr/bin/op-agent) $(owner /usr/bin/op-agent)" = "755 root:root"
-check "op-agent --version runs in Debian 12" IN /usr/bin/op-agent --version
+check "op-agent --version runs in $DEBIAN ($SUITE)" IN /usr/bin/op-agent --version
 check "/usr/share/op-agent/op-hook 755" test "$(mode /usr/share/op-agent/op-hook)" = 755
 check "snippet /var/lib/vz/snippets/op-hook 755" test "$(mode /var/lib/vz/snippets/op-hook)" = 755
 check "snippet equals hookscript/op-hook" snippet_is_new
@@ -92,6 +100,12 @@ check "op-agent.service installed" test -f "$CH/lib/systemd/system/op-agent.serv
 check "op-agent.service enabled" test -L "$CH/etc/systemd/system/multi-user.target.wants/op-agent.service"
 check "service After=openvswitch-switch.service" grep -q '^After=openvswitch-switch.service' "$CH/lib/systemd/system/op-agent.service"
 check "man page op-agent(8)" test -f "$CH/usr/share/man/man8/op-agent.8.gz"
+check "man page op-agent.toml(5)" test -f "$CH/usr/share/man/man5/op-agent.toml.5.gz"
+check "no man page for clap's help subcommand" sh -c "! ls '$CH/usr/share/man/man8/' | grep -q -- '-help\.8'"
+check "README under /usr/share/doc/op-agent" sh -c "ls '$CH/usr/share/doc/op-agent/' | grep -q '^README'"
+check "journal catalog installed" test -f "$CH/usr/lib/systemd/catalog/op-agent.catalog"
+check "tmpfiles.d entry for /run/op-agent" grep -q '^d /run/op-agent ' "$CH/usr/lib/tmpfiles.d/op-agent.conf"
+check "service ConditionPathIsDirectory=/etc/pve" grep -q '^ConditionPathIsDirectory=/etc/pve' "$CH/lib/systemd/system/op-agent.service"
 check "bash completion" test -f "$CH/usr/share/bash-completion/completions/op-agent"
 check "zsh completion" test -f "$CH/usr/share/zsh/vendor-completions/_op-agent"
 check "Depends has openvswitch-switch" sh -c "dpkg-deb -f '$NEW' Depends | grep -q openvswitch-switch"
@@ -103,6 +117,8 @@ cp "$REPO/hookscript/op-hook" "$CH/var/lib/vz/snippets/op-hook"
 
 # --- remove, purge ----------------------------------------------------------------------------
 echo "secret" > "$CH/var/lib/op-agent/audit.db"
+check "audit init-key writes the key beside the log" sh -c "chroot '$CH' /usr/bin/op-agent audit init-key >/dev/null && test -f '$CH/var/lib/op-agent/audit.key' && test ! -e '$CH/etc/op-agent/audit.key'"
+echo "old" > "$CH/etc/op-agent/audit.key"   # an earlier version's key, never moved
 check "remove" IN dpkg -r op-agent
 check "binary gone after remove" test ! -e "$CH/usr/bin/op-agent"
 check "conffile kept after remove" test -f "$CH/etc/op-agent/agent.toml"
@@ -110,6 +126,7 @@ check "audit log kept after remove" test -f "$CH/var/lib/op-agent/audit.db"
 PURGE_OUT=$(IN dpkg -P op-agent 2>&1) && ok "purge" || fail "purge: $PURGE_OUT"
 check "purge says the audit log is deleted" sh -c "printf '%s' \"\$1\" | grep -q 'deleting the audit log'" _ "$PURGE_OUT"
 check "/var/lib/op-agent gone after purge" test ! -e "$CH/var/lib/op-agent"
+check "no audit key left after purge" sh -c "test ! -e '$CH/etc/op-agent/audit.key' && test ! -e '$CH/etc/op-agent/audit.key.lock'"
 check "/etc/op-agent gone after purge" test ! -e "$CH/etc/op-agent/agent.toml"
 check "unchanged snippet removed by purge" test ! -e "$CH/var/lib/vz/snippets/op-hook"
 
@@ -119,11 +136,13 @@ echo "# local edit" >> "$CH/var/lib/vz/snippets/op-hook"
 IN dpkg -P op-agent >/dev/null 2>&1
 check "changed snippet kept by purge" grep -q '# local edit' "$CH/var/lib/vz/snippets/op-hook"
 
-# Without /var/lib/vz (not a PVE host) nothing is created there.
-rm -rf "$CH/var/lib/vz"
-check "install without /var/lib/vz" IN dpkg -i "/tmp/debs/$(basename "$NEW")"
+# Without /var/lib/vz and /etc/pve (not a PVE host) nothing is created there, and one line
+# says so.
+rm -rf "$CH/var/lib/vz" "$CH/etc/pve"
+NOPVE_OUT=$(IN dpkg -i "/tmp/debs/$(basename "$NEW")" 2>&1) && ok "install without /var/lib/vz" || fail "install without /var/lib/vz: $NOPVE_OUT"
+check "one line says it is not a Proxmox VE node" test "$(printf '%s\n' "$NOPVE_OUT" | grep -c 'not a Proxmox VE node')" = 1
 check "no /var/lib/vz created" test ! -e "$CH/var/lib/vz"
 IN dpkg -P op-agent >/dev/null 2>&1 || true
 
-echo "test-deb: $PASS passed, $FAILN failed"
+echo "test-deb ($DEBIAN, $SUITE): $PASS passed, $FAILN failed"
 [ "$FAILN" = 0 ]

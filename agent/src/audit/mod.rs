@@ -45,7 +45,7 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// Default database path (the `[audit] database` key of agent.toml overrides it).
 pub const DEFAULT_DB: &str = "/var/lib/op-agent/audit.db";
 /// Default key file path for keyed checkpoints.
-pub const DEFAULT_KEY_FILE: &str = "/etc/op-agent/audit.key";
+pub const DEFAULT_KEY_FILE: &str = "/var/lib/op-agent/audit.key";
 
 /// Outcome of a step, stored as text in the `outcome` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,10 +29,18 @@ pub struct ApplyArgs {
 /// every container converged, else the code of the first failure (see
 /// [`crate::exit::ExitCode`]), each failure printed as it happens.
 ///
+/// With `format` JSON, one object at the end instead of the lines:
+/// `{"containers":[{"vmid":100,"result":"ok"|"failed","summary":"…"|"error":"…","exit":0,
+/// "plans":[["net0: link.rename …"]]}]}` (`plans` with `--dry-run`).
+///
 /// # Errors
 /// `Usage` (64) for a malformed vmid; `Failed` (1) for a container that is not managed or not
 /// running when named explicitly.
-pub fn run(args: &ApplyArgs, cfg: AgentConfig) -> CommandResult {
+pub fn run(
+    args: &ApplyArgs,
+    cfg: AgentConfig,
+    format: crate::output::OutputFormat,
+) -> CommandResult {
     let opts = RunOptions {
         dry_run: args.dry_run,
     };
@@ -77,6 +85,38 @@ pub fn run(args: &ApplyArgs, cfg: AgentConfig) -> CommandResult {
         })
         .collect();
     let mut code = ExitCode::Ok;
+    if format.is_json() {
+        let mut out = Vec::new();
+        for r in engine::converge_batch(&cfg, &jobs, &[], opts) {
+            let plans: Vec<Vec<String>> = r
+                .plans
+                .iter()
+                .map(|p| engine::plan::plan_lines(p))
+                .collect();
+            let mut o = serde_json::json!({"vmid": r.vmid.get()});
+            match r.result {
+                Ok(summary) => {
+                    o["result"] = "ok".into();
+                    o["summary"] = summary.into();
+                    o["exit"] = 0.into();
+                }
+                Err(e) => {
+                    o["result"] = "failed".into();
+                    o["error"] = e.to_string().into();
+                    o["exit"] = e.code().code().into();
+                    if code == ExitCode::Ok {
+                        code = e.code();
+                    }
+                }
+            }
+            if args.dry_run {
+                o["plans"] = serde_json::json!(plans);
+            }
+            out.push(o);
+        }
+        format.print(&serde_json::json!({ "containers": out }));
+        return Ok(code);
+    }
     for r in engine::converge_batch(&cfg, &jobs, &[], opts) {
         let v = r.vmid;
         for plan in &r.plans {

@@ -12,7 +12,6 @@ use crate::audit::verify::{self, VerifyOptions, VerifyReport};
 use crate::audit::{encoding, Head, ReadError};
 use crate::commands::{CliError, CommandResult};
 use crate::exit::ExitCode;
-use crate::time::{format_time_ms, parse_time_ms};
 
 /// Exit status when the input cannot be read (missing, not a database, bad export, bad
 /// arguments). `audit` keeps 0/1/2 (intact/tampered/unreadable), not the sysexits codes of
@@ -46,8 +45,8 @@ pub enum AuditCommand {
         /// Only rows of this guest.
         #[arg(long, value_name = "N")]
         vmid: Option<u32>,
-        /// Only rows at or after TIME (UTC): `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS][Z]`, or
-        /// `@UNIX_SECONDS`.
+        /// Only rows at or after TIME: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]` (local time; `Z`
+        /// or `+HH:MM` for another zone), or `@UNIX_SECONDS`.
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
         /// Only rows with seq at or after N (rows keep their seq whatever the clock said).
@@ -59,6 +58,8 @@ pub enum AuditCommand {
         /// One JSON object per row.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        filter: super::audit_filter::LogFilter,
     },
     /// Print the head as `SEQ:HASH` (`empty` for an empty log).
     Head,
@@ -73,7 +74,7 @@ pub enum AuditCommand {
 }
 
 /// Runs `cmd` against the database `db` (and, for `init-key`, the key file `key_file`,
-/// normally `/etc/op-agent/audit.key`), writing results to `out`.
+/// normally `/var/lib/op-agent/audit.key`), writing results to `out`.
 ///
 /// Returns `Ok(ExitCode::Ok)`, or `Ok(ExitCode::Failed)` (1) when `verify` found tampering.
 ///
@@ -83,6 +84,29 @@ pub enum AuditCommand {
 /// `{"status":"unreadable",…}` to `out`).
 pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) -> CommandResult {
     match cmd {
+        AuditCommand::Verify {
+            anchors,
+            key_file,
+            json,
+            file,
+        } if fresh_install(db) && anchors.is_empty() && file.is_none() => {
+            let rep = VerifyReport {
+                rows: 0,
+                head: None,
+                checkpoints: 0,
+                checkpoints_keyed: key_file.is_some(),
+                unsealed_rows: 0,
+                anchors_matched: 0,
+                tamper: None,
+                clock_backwards: Default::default(),
+            };
+            let _ = if *json {
+                writeln!(out, "{}", report_json(&rep))
+            } else {
+                writeln!(out, "{}", report_text(&rep))
+            };
+            Ok(ExitCode::Ok)
+        }
         AuditCommand::Verify {
             anchors,
             key_file,
@@ -102,12 +126,20 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
             from_seq,
             to_seq,
             json,
+            filter,
         } => {
+            if fresh_install(db) {
+                return Ok(ExitCode::Ok);
+            }
             let seqs = (*from_seq, *to_seq);
-            cmd_log(db, *vmid, since.as_deref(), seqs, *json, out)?;
+            cmd_log(db, *vmid, since.as_deref(), seqs, *json, filter, out)?;
             Ok(ExitCode::Ok)
         }
         AuditCommand::Head => {
+            if fresh_install(db) {
+                writeln!(out, "empty").map_err(unreadable)?;
+                return Ok(ExitCode::Ok);
+            }
             cmd_head(db, out).map_err(unreadable)?;
             Ok(ExitCode::Ok)
         }
@@ -120,6 +152,13 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
             Ok(ExitCode::Ok)
         }
     }
+}
+
+/// True when the database `db` does not exist: a host where op-agent never ran a hook (a
+/// fresh install). `log` and `head` then print an empty log, and `verify` without anchors
+/// an intact empty one; a database that exists but cannot be read is still an error.
+fn fresh_install(db: &Path) -> bool {
+    matches!(db.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// `e` as the error of an `audit` command: status [`EXIT_UNREADABLE`], `e` as the message
@@ -262,17 +301,14 @@ fn cmd_log(
     since: Option<&str>,
     (from_seq, to_seq): (Option<i64>, Option<i64>),
     json: bool,
+    filter: &super::audit_filter::LogFilter,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let since_ms = match since {
-        Some(s) => Some(parse_time_ms(s).ok_or_else(|| {
-            CliError::with_status(
-                EXIT_UNREADABLE,
-                format!(
-                    "--since {s:?}: expected YYYY-MM-DD[THH:MM[:SS]][Z] (UTC) or @UNIX_SECONDS"
-                ),
-            )
-        })?),
+        Some(s) => Some(
+            super::audit_filter::time_arg(s)
+                .map_err(|e| CliError::new(ExitCode::Usage, format!("--since {s:?}: {e}")))?,
+        ),
         None => None,
     };
     let r = reader::open(db).map_err(unreadable)?;
@@ -282,14 +318,18 @@ fn cmd_log(
         from_seq,
         to_seq,
     };
+    let mut tail = super::audit_filter::Tail::new(filter.limit);
     reader::for_each_row(&r.conn, db, rows, &mut |row| {
+        if !filter.keeps(row) {
+            return Ok(());
+        }
         let line = if json {
             serde_json::to_string(row)?
         } else {
             format!(
                 "{} {} {} {} {} {} {} {} {}",
                 row.seq,
-                format_time_ms(row.ts),
+                filter.shown_time(row.ts),
                 row.host,
                 row.vmid,
                 row.phase,
@@ -299,9 +339,16 @@ fn cmd_log(
                 row.detail
             )
         };
-        writeln!(out, "{line}").map_err(ReadError::from)
+        match tail.push(line) {
+            Some(l) => writeln!(out, "{l}").map_err(ReadError::from),
+            None => Ok(()),
+        }
     })
-    .map_err(unreadable)
+    .map_err(unreadable)?;
+    for l in tail.finish() {
+        writeln!(out, "{l}").map_err(unreadable)?;
+    }
+    Ok(())
 }
 
 fn cmd_head(db: &Path, out: &mut dyn Write) -> Result<(), ReadError> {

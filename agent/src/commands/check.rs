@@ -1,5 +1,8 @@
 //! `op-agent check <vmid>` (like the CNI specification's CHECK): compares the live links and OVSDB rows
-//! with the config without changing anything.
+//! with the config without changing anything, and predicts what the next pre-start would
+//! refuse (the pre-start plan made on the live state: bridges in OVSDB and Open vSwitch, names
+//! free). `op-agent check --all` does so for every managed container
+//! ([`super::check_all`]).
 
 use super::{CliError, CommandResult};
 use crate::config::{AgentConfig, NetworkType};
@@ -10,7 +13,12 @@ use crate::inspect::{self, Drift};
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
     /// Container id (100..999999999).
-    pub vmid: String,
+    #[arg(required_unless_present = "all")]
+    pub vmid: Option<String>,
+    /// Every managed container, and the condone regexes of the bridges they are plugged into
+    /// (as `config check`).
+    #[arg(long, conflicts_with = "vmid")]
+    pub all: bool,
 }
 
 /// What `check` found for one container.
@@ -18,8 +26,11 @@ pub struct CheckArgs {
 pub struct CheckReport {
     /// Whether the container is running (`pve_integration::running::is_running`).
     pub running: bool,
-    /// The differences, one line each; empty when the live state matches.
+    /// The differences, one line each; empty when the live state matches. A refusal the
+    /// next pre-start would make is one line `pre-start would refuse: <why>`.
     pub drift: Vec<Drift>,
+    /// `(bridge, link name)` of each NIC op-agent plugs into an OVS bridge.
+    pub plugged: Vec<(String, String)>,
 }
 
 /// Checks one managed container. A running container is compared field by field
@@ -41,6 +52,19 @@ pub fn check_vmid(
             .await
             .map_err(|e| (e.code(), e.to_string()))?;
         let mut drift = Vec::new();
+        if let Err(e) = crate::engine::plan::plan_pre_start(&d, &obs) {
+            drift.push(Drift {
+                net: None,
+                line: format!("pre-start would refuse: {e}"),
+            });
+        }
+        let plugged = d
+            .nics
+            .iter()
+            .zip(&obs.nics)
+            .filter(|(n, o)| !n.link_down && crate::engine::plan::left_alone(n, o, &obs).is_none())
+            .filter_map(|(n, _)| Some((n.bridge.as_ref()?.to_string(), n.name.to_string())))
+            .collect();
         if running {
             drift = inspect::drift(&d, &obs);
             if d.network_type == NetworkType::Netmaker {
@@ -63,19 +87,41 @@ pub fn check_vmid(
                 });
             }
         }
-        Ok(Some(CheckReport { running, drift }))
+        Ok(Some(CheckReport {
+            running,
+            drift,
+            plugged,
+        }))
     })
 }
 
-/// Checks `vmid` against the loaded agent.toml `cfg` and prints the result on stdout;
-/// returns `Ok` with the exit code: 0 when the live state matches the config (or the guest is
-/// not managed), 1 with one line per difference.
+/// Checks `vmid` against the loaded agent.toml `cfg` and prints the result on stdout (as
+/// text, or as the JSON of [`super::check_all::ContainerCheck`] with `format` JSON); returns
+/// `Ok` with the exit code: 0 when the live state matches the config (or the guest is not
+/// managed), 1 with one line per difference.
 ///
 /// # Errors
 /// `<vmid>: <why>`: 69 when OVSDB is unreachable, 78 for a bad container config, others as
 /// [`check_vmid`]. A malformed vmid (64) is refused before, by [`super::vmid_arg`].
-pub fn run(vmid: pve_integration::Vmid, cfg: &AgentConfig) -> CommandResult {
-    match check_vmid(cfg, vmid) {
+pub fn run(
+    vmid: pve_integration::Vmid,
+    cfg: &AgentConfig,
+    format: crate::output::OutputFormat,
+) -> CommandResult {
+    let r = check_vmid(cfg, vmid);
+    if format.is_json() {
+        let c = match r {
+            Ok(r) => super::check_all::ContainerCheck::of(vmid, r),
+            Err((code, msg)) => return Err(CliError::new(code, format!("{vmid}: {msg}"))),
+        };
+        format.print(&c);
+        return Ok(if c.state == "drift" {
+            ExitCode::Failed
+        } else {
+            ExitCode::Ok
+        });
+    }
+    match r {
         Ok(None) => {
             println!("{vmid}: not managed by op-agent");
             Ok(ExitCode::Ok)

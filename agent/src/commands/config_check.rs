@@ -49,7 +49,11 @@ pub enum ConfigCommand {
 ///
 /// # Errors
 /// `Usage` (64): `--vmid` is not a vmid.
-pub fn run(args: &ConfigArgs, config: Option<&Path>) -> CommandResult {
+pub fn run(
+    args: &ConfigArgs,
+    config: Option<&Path>,
+    format: crate::output::OutputFormat,
+) -> CommandResult {
     match &args.command {
         ConfigCommand::Check { vmid } => {
             let only = vmid
@@ -57,6 +61,13 @@ pub fn run(args: &ConfigArgs, config: Option<&Path>) -> CommandResult {
                 .map(str::parse::<Vmid>)
                 .transpose()
                 .map_err(|e| CliError::wrap(ExitCode::Usage, e))?;
+            if format.is_json() {
+                let mut buf = Vec::new();
+                let code = check(config, only, &mut buf);
+                let text = String::from_utf8_lossy(&buf);
+                format.print(&crate::output::report_json(&text, code));
+                return Ok(code);
+            }
             Ok(check(config, only, &mut std::io::stdout()))
         }
     }
@@ -312,10 +323,14 @@ fn on_other_node(root: &Path, vmid: Vmid) -> bool {
 }
 
 /// Bridge name -> (link name, `<vmid> net<n>`) of the NICs op-agent plugs into it.
-type BridgeUse = std::collections::BTreeMap<String, Vec<(String, String)>>;
+pub(crate) type BridgeUse = std::collections::BTreeMap<String, Vec<(String, String)>>;
 
 /// The `WARNING` lines for `<root>/etc/network/interfaces` (module doc); returns how many.
-fn interfaces_warnings(root: &Path, on_bridge: &BridgeUse, out: &mut dyn Write) -> usize {
+pub(crate) fn interfaces_warnings(
+    root: &Path,
+    on_bridge: &BridgeUse,
+    out: &mut dyn Write,
+) -> usize {
     use pve_integration::ifupdown::{self, BridgeKind};
     let conf = match ifupdown::read(root) {
         Ok(Some(c)) => c,

@@ -12,7 +12,7 @@
 //! `import-state`.
 
 use super::CliError;
-use crate::config::{self, AgentConfig, NetworkType, NicToml};
+use crate::config::{self, AgentConfig, NetworkType, NicToml, OnFirewall};
 use crate::exit::ExitCode;
 use pve_integration::pct::{self, HOOK_VOLID};
 use pve_integration::{paths, Vmid};
@@ -24,16 +24,25 @@ use std::path::{Path, PathBuf};
 #[allow(rustdoc::invalid_html_tags)]
 #[derive(Debug, Clone, clap::Args)]
 pub struct EnrollArgs {
-    /// Container id (100..999999999) with a /etc/pve/lxc/<vmid>.conf on this node.
-    pub vmid: String,
+    /// Container ids (100..999999999), each with a /etc/pve/lxc/<vmid>.conf on this node.
+    #[arg(value_name = "VMID", required_unless_present = "all")]
+    pub vmids: Vec<String>,
+    /// Every container of this node (each /etc/pve/lxc/<vmid>.conf) not enrolled yet.
+    #[arg(long, conflicts_with = "vmids")]
+    pub all: bool,
+    /// NICs with PVE's firewall=1: refuse to enroll (default, or what an existing TOML says)
+    /// or skip them (they stay on PVE's firewall bridge, untouched).
+    #[arg(long, value_enum, value_name = "ACTION")]
+    pub on_firewall: Option<OnFirewallArg>,
     /// OVS bridge for the NIC chosen by --net (default: PVE's bridge=).
     #[arg(long, value_name = "BRIDGE")]
     pub bridge: Option<String>,
     /// Access VLAN 1..4094 for the NIC chosen by --net (default: PVE's tag=).
-    #[arg(long, value_name = "TAG")]
+    #[arg(long, value_name = "TAG", value_parser = clap::value_parser!(u16).range(1..=4094))]
     pub tag: Option<u16>,
     /// Trunk VLANs, comma-separated (e.g. 20,30) for the NIC chosen by --net (default: PVE's trunks=).
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    #[arg(long, value_name = "A,B", value_delimiter = ',',
+          value_parser = clap::value_parser!(u16).range(1..=4094))]
     pub trunks: Option<Vec<u16>>,
     /// Which netN the --bridge/--tag/--trunks overrides apply to.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -57,11 +66,32 @@ pub struct EnrollArgs {
     pub dry_run: bool,
 }
 
-/// What a container TOML written by op-agent says: the network type and `[[nic]]` overrides.
+/// `--on-firewall`: what enroll writes as `on_firewall` ([`OnFirewall`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnFirewallArg {
+    /// `on_firewall = "refuse"`: enrolling a container with a firewall=1 NIC fails (exit 77).
+    Refuse,
+    /// `on_firewall = "skip"`: firewall=1 NICs are left to PVE (audit row `skipped`).
+    Skip,
+}
+
+impl From<OnFirewallArg> for OnFirewall {
+    fn from(a: OnFirewallArg) -> OnFirewall {
+        match a {
+            OnFirewallArg::Refuse => OnFirewall::Refuse,
+            OnFirewallArg::Skip => OnFirewall::Skip,
+        }
+    }
+}
+
+/// What a container TOML written by op-agent says: the network type, `on_firewall` and
+/// `[[nic]]` overrides.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ContainerSpec {
     /// `network_type`.
     pub network_type: NetworkType,
+    /// `on_firewall` (written only when `skip`, the default being `refuse`).
+    pub on_firewall: OnFirewall,
     /// `[[nic]]` tables, in order.
     pub nics: Vec<NicToml>,
 }
@@ -79,6 +109,9 @@ pub fn render_container_toml(header: &[String], spec: &ContainerSpec) -> String 
         "network_type = \"{}\"\n",
         spec.network_type.as_str()
     ));
+    if spec.on_firewall == OnFirewall::Skip {
+        out.push_str("on_firewall = \"skip\"\n");
+    }
     for n in &spec.nics {
         out.push_str("\n[[nic]]\n");
         out.push_str(&format!("net = {}\n", n.net));
@@ -94,6 +127,9 @@ pub fn render_container_toml(header: &[String], spec: &ContainerSpec) -> String 
         }
         if let Some(name) = &n.name {
             out.push_str(&format!("name = {}\n", toml::Value::String(name.clone())));
+        }
+        if let Some(m) = n.manage {
+            out.push_str(&format!("manage = {m}\n"));
         }
     }
     out
@@ -142,38 +178,37 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
 /// A refusal or failure: the exit code and the one-line reason.
 struct Fail(ExitCode, String);
 
-/// Checks the arguments that need no config: the vmid (100..999999999) and `--net` (0..31).
-/// Returns the vmid.
+/// Checks the arguments that need no config: each vmid (100..999999999), `--net` (0..31),
+/// and that the per-NIC overrides (`--bridge`, `--tag`, `--trunks`, `--net`) name one
+/// container. Returns the vmids (empty with `--all`).
 ///
 /// # Errors
 /// `Usage` (64), saying which argument.
-pub fn check_args(args: &EnrollArgs) -> Result<Vmid, CliError> {
-    let vmid: Vmid = args.vmid.parse().map_err(|_| {
-        CliError::new(
-            ExitCode::Usage,
-            format!(
-                "vmid {:?} is not 100..999999999",
-                args.vmid.escape_debug().to_string()
-            ),
-        )
-    })?;
+pub fn check_args(args: &EnrollArgs) -> Result<Vec<Vmid>, CliError> {
     if args.net > pve_integration::MAX_NET_INDEX {
         return Err(CliError::new(
             ExitCode::Usage,
             format!("--net {}: must be 0..31", args.net),
         ));
     }
-    Ok(vmid)
+    let vmids = super::enroll_multi::parse_vmids(&args.vmids)?;
+    super::enroll_multi::check_overrides(args, vmids.len())?;
+    Ok(vmids)
 }
 
-/// Enrolls `vmid` (from [`check_args`]) with the loaded agent.toml `cfg`, reporting on stdout.
+/// Enrolls one `vmid` (from [`check_args`]) with the loaded agent.toml `cfg`, reporting on
+/// `out`.
 ///
 /// # Errors
 /// 69 no `pct` or snippet, 77 refused, 78 bad config, 1 `pct` failed (the file written is
 /// restored or removed).
-pub fn run(args: &EnrollArgs, vmid: Vmid, cfg: &AgentConfig) -> Result<(), CliError> {
-    enroll(args, vmid, cfg, &mut std::io::stdout())
-        .map_err(|Fail(code, msg)| CliError::new(code, msg))
+pub fn run_one(
+    args: &EnrollArgs,
+    vmid: Vmid,
+    cfg: &AgentConfig,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    enroll(args, vmid, cfg, out).map_err(|Fail(code, msg)| CliError::new(code, msg))
 }
 
 fn enroll(
@@ -199,12 +234,14 @@ fn enroll(
         })?;
 
     // The TOML to write.
+    let on_firewall = super::enroll_multi::on_firewall(args, cfg, vmid);
     let mut spec = ContainerSpec {
         network_type: if args.netmaker {
             NetworkType::Netmaker
         } else {
             NetworkType::Bridge
         },
+        on_firewall,
         nics: Vec::new(),
     };
     if args.bridge.is_some() || args.tag.is_some() || args.trunks.is_some() {
@@ -213,7 +250,7 @@ fn enroll(
             bridge: args.bridge.clone(),
             tag: args.tag,
             trunks: args.trunks.clone(),
-            name: None,
+            ..NicToml::default()
         });
     }
     let candidates = cfg.container_candidates(vmid);
@@ -239,6 +276,9 @@ fn enroll(
     if args.netmaker {
         flags.push("--netmaker".into());
     }
+    if on_firewall == OnFirewall::Skip {
+        flags.push("--on-firewall skip".into());
+    }
     let header = vec![
         format!("Written by `{}`.", flags.join(" ")),
         format!(
@@ -251,8 +291,10 @@ fn enroll(
     // Check it as the hook will: same parser, same resolution against the PVE conf.
     let parsed = config::parse_container(&target, &text)
         .map_err(|e| Fail(ExitCode::Config, e.to_string()))?;
-    crate::desired::resolve(vmid, &pve, &pve_path, &parsed)
-        .map_err(|e| Fail(ExitCode::Config, e.to_string()))?;
+    crate::desired::resolve(vmid, &pve, &pve_path, &parsed).map_err(|e| {
+        let msg = super::enroll_multi::firewall_hint(vmid, &e);
+        Fail(e.exit_code(), msg)
+    })?;
 
     // Existing files.
     let existing = config::read_checked(&target).map_err(|e| Fail(e.exit_code(), e.to_string()))?;
@@ -468,18 +510,21 @@ mod tests {
     fn render_round_trips() {
         let spec = ContainerSpec {
             network_type: NetworkType::Netmaker,
+            on_firewall: OnFirewall::Skip,
             nics: vec![NicToml {
                 net: 1,
                 bridge: Some("ovsbr0".into()),
                 tag: Some(10),
                 trunks: Some(vec![20, 30]),
                 name: Some("vi100x".into()),
+                ..NicToml::default()
             }],
         };
         let text = render_container_toml(&["hello".into()], &spec);
         assert!(text.starts_with("# hello\n"), "{text}");
         let c = config::parse_container(Path::new("/x/100.toml"), &text).unwrap();
         assert_eq!(c.toml.network_type, NetworkType::Netmaker);
+        assert_eq!(c.toml.on_firewall, OnFirewall::Skip);
         assert_eq!(c.toml.nic, spec.nics);
         assert_eq!(c.nic_lines.len(), 1);
         let empty = render_container_toml(&[], &ContainerSpec::default());
@@ -530,7 +575,9 @@ mod tests {
         cfg.toml.pve.root = root.to_path_buf();
         let vmid = Vmid::new(100).unwrap();
         let mut args = EnrollArgs {
-            vmid: "100".into(),
+            vmids: vec!["100".into()],
+            all: false,
+            on_firewall: None,
             bridge: None,
             tag: None,
             trunks: None,

@@ -310,9 +310,13 @@ async fn remove_all(
 /// every stale row was removed (or none exists), else the code of the first failure (75
 /// lock/wait timeout, 74 audit, 1 OVSDB refused), each printed as it happens.
 ///
+/// With `format` JSON, one object at the end instead of the lines: `{"dry_run":false,
+/// "ports":[{"port":"vi100","bridge":"ovsbr0","reason":"…","result":"removed"|
+/// "would-remove"|"failed","message":"…"}]}`.
+///
 /// # Errors
 /// `Unavailable` (69) when OVSDB cannot be reached or listed; the runtime's error.
-pub fn run(args: &GcArgs, cfg: &AgentConfig) -> CommandResult {
+pub fn run(args: &GcArgs, cfg: &AgentConfig, format: crate::output::OutputFormat) -> CommandResult {
     let rt = inspect::runtime().map_err(|e| CliError::wrap(e.code(), e))?;
     let timeout = Duration::from_millis(cfg.toml.ovsdb.timeout_ms);
     rt.block_on(async {
@@ -326,30 +330,48 @@ pub fn run(args: &GcArgs, cfg: &AgentConfig) -> CommandResult {
         let mut code = ExitCode::Ok;
         let mut n = 0;
         let mut stale = Vec::new();
+        let mut items = Vec::new();
+        let json = format.is_json();
         for p in &ports {
             let Some(reason) = stale_reason(cfg, p) else {
                 continue;
             };
             n += 1;
+            let mut item = json!({"port": p.name, "bridge": p.bridge, "reason": reason});
             if args.dry_run {
-                println!(
-                    "{}: would remove from {} ({reason})",
-                    p.name,
-                    p.bridge.as_deref().unwrap_or("no bridge")
-                );
+                item["result"] = "would-remove".into();
+                if !json {
+                    println!(
+                        "{}: would remove from {} ({reason})",
+                        p.name,
+                        p.bridge.as_deref().unwrap_or("no bridge")
+                    );
+                }
+                items.push(item);
                 continue;
             }
             stale.push((p.name.clone(), vmid_of(p)));
+            items.push(item);
         }
         let results = match stale.len() {
             0 => Vec::new(),
             1 => vec![remove(cfg, &client, &stale[0].0, stale[0].1).await],
             _ => remove_all(cfg, &client, &stale).await,
         };
-        for ((name, _), r) in stale.iter().zip(results) {
+        // Without --dry-run, `items` are the ports of `stale`, in the same order.
+        let first = items.len() - stale.len();
+        for (((name, _), r), item) in stale.iter().zip(results).zip(&mut items[first..]) {
             match r {
-                Ok(line) => println!("{line}"),
+                Ok(line) => {
+                    item["result"] = "removed".into();
+                    item["message"] = line.clone().into();
+                    if !json {
+                        println!("{line}");
+                    }
+                }
                 Err((c, m)) => {
+                    item["result"] = "failed".into();
+                    item["message"] = m.clone().into();
                     eprintln!("op-agent gc: {name}: {m}");
                     if code == ExitCode::Ok {
                         code = c;
@@ -357,7 +379,9 @@ pub fn run(args: &GcArgs, cfg: &AgentConfig) -> CommandResult {
                 }
             }
         }
-        if n == 0 {
+        if json {
+            format.print(&json!({"dry_run": args.dry_run, "ports": items}));
+        } else if n == 0 {
             println!("nothing to remove");
         }
         Ok(code)

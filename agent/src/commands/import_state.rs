@@ -171,6 +171,7 @@ fn convert_entry(entry: &Value, source: &str, index: usize) -> Converted {
     let mut spec = ContainerSpec {
         network_type,
         nics: Vec::new(),
+        ..ContainerSpec::default()
     };
     if bridge.is_some() || name.is_some() {
         spec.nics.push(NicToml {
@@ -179,6 +180,7 @@ fn convert_entry(entry: &Value, source: &str, index: usize) -> Converted {
             tag: None,
             trunks: None,
             name,
+            ..NicToml::default()
         });
     }
     let header = vec![format!(

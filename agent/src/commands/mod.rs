@@ -8,12 +8,17 @@
 
 pub mod apply;
 pub mod audit;
+pub mod audit_filter;
+pub mod bash_completion;
 pub mod check;
+pub mod check_all;
 pub mod config_check;
 pub mod enroll;
+pub mod enroll_multi;
 pub mod gc;
 pub mod generate;
 pub mod import_state;
+pub mod man_extra;
 pub mod mesh;
 pub mod metrics;
 pub mod query;

@@ -1,7 +1,9 @@
-//! `op-agent status [<vmid>] [--json]`: one row per managed NIC with vmid, mode, NIC,
-//! link name, bridge, tag, state (`ok` / `drift` / `down` / `mesh via <if>`) and the last audit
-//! seq of the container; with `--counters` a second table of each NIC's traffic counters
-//! ([`crate::counters`]), which `--json` always carries.
+//! `op-agent status [<vmid>] [--json]`: one row per managed NIC with vmid, mode, whether the
+//! container runs op-agent's hookscript, NIC, link name, bridge, tag, the last audit seq of
+//! the container and state (`ok` / `drift` / `stopped` / `released` / `via <if>` in netmaker
+//! mode), in 80 columns; with `--counters` a second table of each NIC's traffic counters
+//! ([`crate::counters`]), which `--json` always carries. Exit 69 when OVSDB cannot be reached
+//! (the states are then unknown).
 
 use super::CliError;
 use crate::config::{AgentConfig, NetworkType};
@@ -38,8 +40,9 @@ pub struct NicStatus {
     pub bridge: Option<String>,
     /// The Port's tag, else the configured one.
     pub tag: Option<u16>,
-    /// `ok`, `drift`, `down` (container not running), `error` (config), `released` (handed back
-    /// to PVE by `op-agent release`) or `mesh via <if>`.
+    /// `ok`, `drift`, `stopped` (container not running), `unknown` (OVSDB not reachable),
+    /// `error` (config), `released` (handed back to PVE by `op-agent release`) or
+    /// `mesh via <if>`.
     pub state: String,
     /// The `check` lines of this NIC.
     pub drift: Vec<String>,
@@ -57,6 +60,11 @@ pub struct ContainerStatus {
     pub running: bool,
     /// Highest audit `seq` with this vmid, if any.
     pub last_seq: Option<i64>,
+    /// PVE's `hookscript:` of the container (`local:snippets/op-hook` when enrolled).
+    pub hookscript: Option<String>,
+    /// OVSDB or netlink could not be reached: the states are unknown.
+    #[serde(skip)]
+    pub unavailable: bool,
     /// A config or OVSDB error that prevented the comparison.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -72,6 +80,11 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
         mode: String::new(),
         running,
         last_seq: inspect::last_audit_seq(&cfg.toml.audit.database, vmid.get()),
+        hookscript: pve_integration::read_conf(&cfg.toml.pve.root, vmid)
+            .ok()
+            .flatten()
+            .and_then(|c| c.hookscript),
+        unavailable: false,
         error: None,
         nics: Vec::new(),
         counters: None,
@@ -100,6 +113,7 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
             (Some(o), mesh)
         }
         Err(e) => {
+            st.unavailable = e.code() == ExitCode::Unavailable;
             st.error = Some(e.to_string());
             (None, None)
         }
@@ -118,7 +132,7 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
             .collect();
         let port = o.and_then(|o| o.target_port.as_ref().or(o.pve_port.as_ref()));
         let state = if !running {
-            "down".to_string()
+            "stopped".to_string()
         } else if released {
             "released".to_string()
         } else if obs.is_none() {
@@ -187,60 +201,192 @@ fn dash<T: ToString>(v: &Option<T>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// The HOOK column: `yes` (op-agent's hookscript), `no` (none) or `other`.
+fn hook_word(h: &Option<String>) -> &'static str {
+    match h.as_deref() {
+        Some(pve_integration::pct::HOOK_VOLID) => "yes",
+        Some(_) => "other",
+        None => "no",
+    }
+}
+
+/// One table row, 80 columns for the usual names (a longer value pushes the rest right).
+#[allow(clippy::too_many_arguments)]
+fn row(
+    vmid: &str,
+    mode: &str,
+    hook: &str,
+    nic: &str,
+    link: &str,
+    bridge: &str,
+    tag: &str,
+    seq: &str,
+    state: &str,
+) -> String {
+    format!(
+        "{vmid:<9} {mode:<8} {hook:<4} {nic:<5} {link:<14} {bridge:<10} {tag:<4} {seq:<6} {state}"
+    )
+    .trim_end()
+    .to_string()
+}
+
+/// The text table of `list` (header first); `empty_host` adds how to enroll when it is empty.
+pub fn table(list: &[ContainerStatus], empty_host: bool) -> Vec<String> {
+    if list.is_empty() && empty_host {
+        return vec![
+            "no container is managed by op-agent on this host; enroll one with \
+             `op-agent enroll <vmid>`, or every container with `op-agent enroll --all`"
+                .to_string(),
+        ];
+    }
+    let mut out = vec![row(
+        "VMID", "MODE", "HOOK", "NIC", "LINK", "BRIDGE", "TAG", "SEQ", "STATE",
+    )];
+    for c in list {
+        let vmid = c.vmid.to_string();
+        let mode = if c.mode.is_empty() {
+            "-"
+        } else {
+            c.mode.as_str()
+        };
+        let hook = hook_word(&c.hookscript);
+        let seq = dash(&c.last_seq);
+        if c.nics.is_empty() {
+            let state = if c.running { "error" } else { "stopped" };
+            out.push(row(&vmid, mode, hook, "-", "-", "-", "-", &seq, state));
+        }
+        for n in &c.nics {
+            let state = n.state.strip_prefix("mesh ").unwrap_or(&n.state);
+            out.push(row(
+                &vmid,
+                mode,
+                hook,
+                &format!("net{}", n.net),
+                &dash(&n.link),
+                &dash(&n.bridge),
+                &dash(&n.tag),
+                &seq,
+                state,
+            ));
+        }
+        if let Some(e) = &c.error {
+            out.push(format!("  {}: {e}", c.vmid));
+        }
+    }
+    out
+}
+
 /// Prints the status of `only` (or every managed container) from the loaded agent.toml `cfg`:
-/// a table, or with `json` one JSON object. A malformed vmid (64) is refused before, by
-/// [`super::vmid_arg`].
+/// a table, or with `format` JSON one JSON object. A malformed vmid (64) is refused before,
+/// by [`super::vmid_arg`]. Returns the exit code: 0, or 69 when OVSDB cannot be reached.
 ///
 /// # Errors
 /// `Internal` (70) when no tokio runtime can be built.
 pub fn run(
     only: Option<pve_integration::Vmid>,
-    json: bool,
+    format: crate::output::OutputFormat,
     counters: bool,
     cfg: &AgentConfig,
-) -> Result<(), CliError> {
+) -> Result<ExitCode, CliError> {
     let list = collect(cfg, only).map_err(|e| CliError::new(ExitCode::Internal, e))?;
-    if json {
-        println!("{}", serde_json::json!({ "containers": list }));
-        return Ok(());
+    let mut down = list
+        .iter()
+        .find(|c| c.unavailable)
+        .and_then(|c| c.error.clone());
+    if list.is_empty() {
+        down = ovsdb_unreachable(cfg);
     }
-    println!(
-        "{:<10} {:<9} {:<5} {:<15} {:<15} {:<5} {:<18} LAST-SEQ",
-        "VMID", "MODE", "NIC", "LINK", "BRIDGE", "TAG", "STATE"
-    );
-    for c in &list {
-        if c.nics.is_empty() {
-            println!(
-                "{:<10} {:<9} {:<5} {:<15} {:<15} {:<5} {:<18} {}",
-                c.vmid,
-                dash(&Some(&c.mode).filter(|m| !m.is_empty())),
-                "-",
-                "-",
-                "-",
-                "-",
-                if c.running { "error" } else { "down" },
-                dash(&c.last_seq)
-            );
-        }
-        for n in &c.nics {
-            println!(
-                "{:<10} {:<9} {:<5} {:<15} {:<15} {:<5} {:<18} {}",
-                c.vmid,
-                c.mode,
-                format!("net{}", n.net),
-                dash(&n.link),
-                dash(&n.bridge),
-                dash(&n.tag),
-                n.state,
-                dash(&c.last_seq)
-            );
-        }
-        if let Some(e) = &c.error {
-            println!("  {}: {e}", c.vmid);
+    if format.is_json() {
+        format.print(&serde_json::json!({ "containers": list }));
+    } else {
+        for l in table(&list, only.is_none()) {
+            println!("{l}");
         }
     }
-    if counters {
+    if counters && !format.is_json() {
         print!("\n{}", crate::counters::status_table(&list));
     }
-    Ok(())
+    match down {
+        Some(e) => Err(CliError::new(
+            ExitCode::Unavailable,
+            format!("OVSDB cannot be reached, states unknown: {e}"),
+        )),
+        None => Ok(ExitCode::Ok),
+    }
+}
+
+/// With no container to observe: why OVSDB cannot be reached, if it cannot.
+fn ovsdb_unreachable(cfg: &AgentConfig) -> Option<String> {
+    let rt = inspect::runtime().ok()?;
+    let timeout = std::time::Duration::from_millis(cfg.toml.ovsdb.timeout_ms);
+    rt.block_on(crate::ovsdb::Client::connect(
+        &cfg.toml.ovsdb.socket,
+        timeout,
+    ))
+    .err()
+    .map(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ct(vmid: u32, running: bool, hook: Option<&str>) -> ContainerStatus {
+        ContainerStatus {
+            vmid,
+            mode: "netmaker".into(),
+            running,
+            last_seq: Some(123_456),
+            hookscript: hook.map(str::to_string),
+            unavailable: false,
+            error: None,
+            counters: None,
+            nics: vec![NicStatus {
+                net: 31,
+                link: Some("vi999999999i31".into()),
+                bridge: Some("vmbr0v1234".into()),
+                tag: Some(4094),
+                state: if running {
+                    "mesh via netmaker".into()
+                } else {
+                    "stopped".into()
+                },
+                drift: vec![],
+                counters: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn table_fits_80_columns_with_hook_and_stopped() {
+        let t = table(
+            &[
+                ct(999_999_999, true, Some("local:snippets/op-hook")),
+                ct(100, false, None),
+                ct(101, false, Some("local:snippets/other.pl")),
+            ],
+            true,
+        );
+        for l in &t {
+            assert!(l.len() <= 80, "{} columns: {l}", l.len());
+        }
+        assert!(
+            t[0].contains(" HOOK ") && t[0].ends_with("STATE"),
+            "{}",
+            t[0]
+        );
+        assert!(
+            t[1].contains(" yes ") && t[1].ends_with("via netmaker"),
+            "{}",
+            t[1]
+        );
+        assert!(
+            t[2].contains(" no ") && t[2].ends_with("stopped"),
+            "{}",
+            t[2]
+        );
+        assert!(t[3].contains(" other "), "{}", t[3]);
+        let empty = table(&[], true);
+        assert!(empty[0].contains("op-agent enroll <vmid>"), "{empty:?}");
+    }
 }

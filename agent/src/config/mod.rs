@@ -203,7 +203,7 @@ pub struct AgentToml {
 pub struct AgentConfig {
     /// The agent.toml that was read (it may not exist: then every default applies).
     pub path: PathBuf,
-    /// The folder holding agent.toml; `containers/` and `audit.key` are beside it.
+    /// The folder holding agent.toml; `containers/` is beside it.
     pub dir: PathBuf,
     /// The values.
     pub toml: AgentToml,
@@ -255,6 +255,9 @@ pub struct NicToml {
     pub trunks: Option<Vec<u16>>,
     /// Host link name (default `vi<vmid>` for net0, `vi<vmid>i<N>` otherwise).
     pub name: Option<String>,
+    /// `false`: leave this NIC to PVE (not renamed, not re-plugged; audit row `skipped`).
+    /// Default `true`.
+    pub manage: Option<bool>,
 }
 
 /// The parsed `containers/<vmid>.toml`.
@@ -306,9 +309,11 @@ impl AgentConfig {
         self.dir.join("containers")
     }
 
-    /// `<dir>/audit.key`: the current epoch key of keyed audit checkpoints.
+    /// The current epoch key of keyed audit checkpoints: `audit.key` beside `[audit]
+    /// database` (default `/var/lib/op-agent/audit.key`), after the one-time move of a key
+    /// from beside agent.toml ([`crate::audit_key_place::key_file`]).
     pub fn audit_key_file(&self) -> PathBuf {
-        self.dir.join("audit.key")
+        crate::audit_key_place::key_file(self)
     }
 
     /// Candidate container TOML paths for `vmid`, highest priority first: the cluster-wide

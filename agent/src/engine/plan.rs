@@ -227,7 +227,7 @@ pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<
     }
     let (bridge, tag, trunks, pve_mtu) = match &nic.mode {
         NicMode::Skip(_) => return None,
-        NicMode::Plug => (
+        NicMode::Plug | NicMode::PlugIfOvs => (
             nic.bridge.as_ref()?.to_string(),
             nic.tag.map(|t| t.get()),
             nic.trunks.iter().map(|t| t.get()).collect::<Vec<_>>(),
@@ -322,6 +322,55 @@ fn foreign_port(nic: &DesiredNic, p: &ObservedPort) -> PlanError {
     ))
 }
 
+/// True when `nic` is to be plugged ([`NicMode::Plug`], [`NicMode::PlugIfOvs`]) but its bridge
+/// is a Linux bridge (kernel link kind `bridge`) and no row of OVSDB's Bridge table.
+fn is_linux_bridge(nic: &DesiredNic, o: &ObservedNic, obs: &Observed) -> bool {
+    matches!(nic.mode, NicMode::Plug | NicMode::PlugIfOvs)
+        && nic
+            .bridge
+            .as_ref()
+            .is_some_and(|b| !obs.ovs_bridges.contains(b.as_str()))
+        && o.bridge_link_kind.as_deref() == Some("bridge")
+}
+
+/// Why `nic` is left alone in this run: its [`NicMode::Skip`] reason, or, for a NIC without a
+/// `[[nic]]` table ([`NicMode::PlugIfOvs`]) on a Linux bridge, that it is left to PVE (whose
+/// `veth_create`/`tap_plug` already enslaved it, pve-common `PVE::Network`).
+pub fn left_alone(nic: &DesiredNic, o: &ObservedNic, obs: &Observed) -> Option<String> {
+    match &nic.mode {
+        NicMode::Skip(reason) => Some(reason.clone()),
+        NicMode::PlugIfOvs if is_linux_bridge(nic, o, obs) => Some(format!(
+            "{} is a Linux bridge, not Open vSwitch: left to PVE",
+            nic.bridge.as_ref().map(|b| b.as_str()).unwrap_or("?")
+        )),
+        _ => None,
+    }
+}
+
+/// A NIC to plug needs its bridge in OVSDB's Bridge table: a Linux bridge or a missing bridge
+/// is refused, naming it.
+fn check_ovs_bridge(nic: &DesiredNic, o: &ObservedNic, obs: &Observed) -> Result<(), PlanError> {
+    let Some(b) = nic.bridge.as_ref().filter(|_| !nic.link_down) else {
+        return Ok(());
+    };
+    if !matches!(nic.mode, NicMode::Plug | NicMode::PlugIfOvs)
+        || obs.ovs_bridges.contains(b.as_str())
+    {
+        return Ok(());
+    }
+    if is_linux_bridge(nic, o, obs) {
+        return Err(PlanError::Refused(format!(
+            "net{}: {b} is a Linux bridge; op-agent manages Open vSwitch bridges (manage = false \
+             in its [[nic]] table leaves this NIC to PVE)",
+            nic.net
+        )));
+    }
+    Err(PlanError::Unavailable(format!(
+        "net{}: bridge {b} does not exist in OVSDB",
+        nic.net
+    )))
+}
+
 /// pre-start: every bridge exists, no foreign link or port holds a name, stale op-agent rows
 /// of this container are removed (PVE bug #1232: a stale row captures the next device).
 pub fn plan_pre_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanError> {
@@ -341,25 +390,14 @@ pub fn plan_pre_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanE
         }
     }
     for (nic, o) in d.nics.iter().zip(&obs.nics) {
-        if let NicMode::Skip(reason) = &nic.mode {
+        if let Some(reason) = left_alone(nic, o, obs) {
             steps.push(Planned {
                 net: Some(nic.net),
-                step: Step::Skip {
-                    reason: reason.clone(),
-                },
+                step: Step::Skip { reason },
             });
             continue;
         }
-        if nic.mode == NicMode::Plug && !nic.link_down {
-            if let Some(b) = &nic.bridge {
-                if !obs.ovs_bridges.contains(b.as_str()) {
-                    return Err(PlanError::Unavailable(format!(
-                        "net{}: bridge {b} does not exist in OVSDB",
-                        nic.net
-                    )));
-                }
-            }
-        }
+        check_ovs_bridge(nic, o, obs)?;
         if let Some(t) = &o.target_link {
             if !t.ours {
                 return Err(foreign(t, &format!("net{}", nic.net)));
@@ -429,11 +467,12 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
     for (nic, o) in d.nics.iter().zip(&obs.nics) {
         let net = Some(nic.net);
         let mut push = |step: Step| steps.push(Planned { net, step });
-        if let NicMode::Skip(reason) = &nic.mode {
-            push(Step::Skip {
-                reason: reason.clone(),
-            });
+        if let Some(reason) = left_alone(nic, o, obs) {
+            push(Step::Skip { reason });
             continue;
+        }
+        if is_linux_bridge(nic, o, obs) {
+            check_ovs_bridge(nic, o, obs)?;
         }
         check_target_link(nic, o)?;
         let want = desired_port(d, nic, o);
@@ -564,5 +603,7 @@ pub fn plan_post_stop(d: &Desired, obs: &Observed) -> Vec<Planned> {
     sweep_owned(d, obs, false)
 }
 
+#[cfg(test)]
+mod linux_bridge_tests;
 #[cfg(test)]
 mod tests;

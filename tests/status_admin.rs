@@ -1,0 +1,161 @@
+//! `op-agent status` as an admin reads it: 80 columns, a HOOK column, `stopped` for a stopped
+//! container, how to enroll on an empty host, `--output-format json`, and a non-zero exit when
+//! OVSDB is down. Root only (private OVS, real LXC through pve-sim).
+//! Run: `cargo build --workspace && cargo test --test status_admin`.
+
+use op_testkit::{PveConf, TestHost};
+use serde_json::Value;
+
+#[test]
+fn status_table_json_and_ovsdb_down() {
+    let host = TestHost::new("st-adm");
+    // Empty host: how to enroll, exit 0.
+    let o = host.agent(&["status"]);
+    assert_eq!(o.code(), Some(0), "{}", o.text());
+    assert!(
+        o.stdout_text().contains("op-agent enroll <vmid>"),
+        "{}",
+        o.text()
+    );
+
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.sim_ok(&["start", "100"]);
+    // 101: managed but without op-agent's hookscript, never started.
+    host.write_pve_conf(
+        101,
+        "hostname: ct101\nnet0: name=eth0,bridge=ovsbr0,hwaddr=BC:24:11:00:03:65,type=veth\n",
+    );
+    host.manage(101, "network_type = \"bridge\"\n");
+    let o = host.agent(&["status"]);
+    let out = o.stdout_text();
+    assert_eq!(o.code(), Some(0), "{}", o.text());
+    for l in out.lines() {
+        assert!(l.len() <= 80, "{} columns: {l:?}", l.len());
+    }
+    let line = |v: &str| {
+        out.lines()
+            .find(|l| l.starts_with(v))
+            .unwrap_or_else(|| panic!("no {v} in {out}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    let header = line("VMID");
+    assert_eq!(
+        header,
+        ["VMID", "MODE", "HOOK", "NIC", "LINK", "BRIDGE", "TAG", "SEQ", "STATE"]
+    );
+    let r100 = line("100");
+    assert_eq!((r100[2], r100[4], r100[8]), ("yes", "vi100", "ok"), "{out}");
+    let r101 = line("101");
+    assert_eq!((r101[2], r101[8]), ("no", "stopped"), "{out}");
+
+    for fmt in ["json", "json-pretty"] {
+        let o = host.agent(&["status", "--output-format", fmt]);
+        assert_eq!(o.code(), Some(0), "{}", o.text());
+        let v: Value = serde_json::from_str(&o.stdout_text()).unwrap();
+        let c = &v["containers"][0];
+        assert_eq!(c["hookscript"], "local:snippets/op-hook", "{v}");
+        assert_eq!(v["containers"][1]["nics"][0]["state"], "stopped", "{v}");
+        assert_eq!(fmt == "json-pretty", o.stdout_text().lines().count() > 1);
+    }
+
+    // OVSDB down: the states are unknown and the exit code says so.
+    host.vsctl_ok(&["show"]);
+    let mut cfg = host.config();
+    cfg.ovsdb_socket = Some(host.root().join("no-such-db.sock"));
+    cfg.ovsdb_timeout_ms = Some(300);
+    host.set_config(&cfg);
+    let o = host.agent(&["status"]);
+    assert_eq!(o.code(), Some(69), "{}", o.text());
+    assert!(
+        o.stderr_text().contains("OVSDB cannot be reached"),
+        "{}",
+        o.text()
+    );
+    // Also with nothing managed.
+    std::fs::remove_file(host.root().join("etc/op-agent/containers/100.toml")).unwrap();
+    std::fs::remove_file(host.root().join("etc/op-agent/containers/101.toml")).unwrap();
+    let o = host.agent(&["status"]);
+    assert_eq!(o.code(), Some(69), "{}", o.text());
+}
+
+fn json_of(host: &TestHost, args: &[&str], code: i32) -> Value {
+    let o = host.agent(args);
+    assert_eq!(o.code(), Some(code), "{args:?}: {}", o.text());
+    serde_json::from_str(&o.stdout_text())
+        .unwrap_or_else(|e| panic!("{args:?}: not JSON: {e}: {}", o.stdout_text()))
+}
+
+/// `--output-format json` for check, check --all, config check, gc and apply: one JSON
+/// document on stdout, the same exit codes as the text.
+#[test]
+fn json_output_of_check_config_check_gc_apply() {
+    let host = TestHost::new("st-json");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.sim_ok(&["start", "100"]);
+    fn with<'a>(a: &[&'a str]) -> Vec<&'a str> {
+        [a, &["--output-format", "json"][..]].concat()
+    }
+
+    let v = json_of(&host, &with(&["check", "100"]), 0);
+    assert_eq!(
+        (&v["vmid"], &v["state"], &v["running"]),
+        (&Value::from(100), &Value::from("ok"), &Value::from(true)),
+        "{v}"
+    );
+    let v = json_of(&host, &with(&["check", "--all"]), 0);
+    assert_eq!(v["containers"][0]["state"], "ok", "{v}");
+    assert!(v["warnings"].is_array(), "{v}");
+    let v = json_of(&host, &with(&["config", "check"]), 0);
+    assert_eq!(
+        (&v["exit"], &v["errors"]),
+        (&Value::from(0), &Value::from(0)),
+        "{v}"
+    );
+    assert!(
+        v["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["level"] == "ok"),
+        "{v}"
+    );
+
+    let v = json_of(&host, &with(&["apply", "100"]), 0);
+    assert_eq!(v["containers"][0]["result"], "ok", "{v}");
+    assert_eq!(v["containers"][0]["summary"], "nothing to change", "{v}");
+    host.run_ok(&["ip", "link", "set", "vi100", "down"]);
+    let v = json_of(&host, &with(&["apply", "--all", "--dry-run"]), 0);
+    assert_eq!(
+        v["containers"][0]["plans"][0][0], "net0: link.up vi100",
+        "{v}"
+    );
+
+    // An owned row of a container that is not running: gc removes it.
+    host.vsctl_ok(&[
+        "add-port",
+        "ovsbr0",
+        "vi105",
+        "--",
+        "set",
+        "Interface",
+        "vi105",
+        "type=internal",
+        "--",
+        "set",
+        "Port",
+        "vi105",
+        "external_ids:owner=op-agent",
+        "external_ids:vm-id=105",
+    ]);
+    let v = json_of(&host, &with(&["gc", "--dry-run"]), 0);
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(
+        (&v["ports"][0]["port"], &v["ports"][0]["result"]),
+        (&Value::from("vi105"), &Value::from("would-remove")),
+        "{v}"
+    );
+    let v = json_of(&host, &with(&["gc"]), 0);
+    assert_eq!(v["ports"][0]["result"], "removed", "{v}");
+    assert!(!host.ports("ovsbr0").contains(&"vi105".to_string()));
+}
