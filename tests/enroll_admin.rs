@@ -401,10 +401,8 @@ fn enroll_many_and_all() {
     let o = h.run(true, &["enroll", "100", "102"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(toml(100).exists() && toml(102).exists() && !toml(101).exists());
-    // The stand-in pct does not edit the conf: mark 100 as PVE would have.
-    h.root
-        .write_pve_conf(100, format!("hookscript: local:snippets/op-hook\n{CONF}"));
-    // --all: 100 is enrolled already, 101 and 102 are (re)done; a failure does not stop it.
+    // The stand-in pct writes the hookscript line as PVE's `update_pct_config` does.
+    // --all: 100 and 102 are enrolled already, 101 and 103 are done; a failure does not stop it.
     h.root.write_pve_conf(
         103,
         "arch: amd64\nnet0: name=eth0,bridge=ovsbr0,firewall=1,type=veth\n",
@@ -413,7 +411,8 @@ fn enroll_many_and_all() {
     let (out, err) = (text(&o.stdout), text(&o.stderr));
     assert_eq!(o.status.code(), Some(77), "{out}{err}");
     assert!(out.contains("100: already enrolled"), "{out}");
-    assert!(out.contains("enrolled 2 of 3 containers"), "{out}");
+    assert!(out.contains("102: already enrolled"), "{out}");
+    assert!(out.contains("enrolled 1 of 2 containers"), "{out}");
     assert!(
         err.contains("op-agent enroll: 103: ") && err.contains("firewall=1"),
         "{err}"
