@@ -20,12 +20,18 @@ fn status_table_json_and_ovsdb_down() {
 
     host.manage_bridged(100, PveConf::bridged(100, 10));
     host.sim_ok(&["start", "100"]);
-    // 101: managed but without op-agent's hookscript, never started.
+    // 101: enrolled, never started.
     host.write_pve_conf(
         101,
-        "hostname: ct101\nnet0: name=eth0,bridge=ovsbr0,hwaddr=BC:24:11:00:03:65,type=veth\n",
+        "hookscript: local:snippets/op-hook\nhostname: ct101\nnet0: name=eth0,bridge=ovsbr0,hwaddr=BC:24:11:00:03:65,type=veth\n",
     );
     host.manage(101, "network_type = \"bridge\"\n");
+    // 102: a TOML, but no op-agent hookscript in its conf: not managed, not listed.
+    host.write_pve_conf(
+        102,
+        "hostname: ct102\nnet0: name=eth0,bridge=ovsbr0,hwaddr=BC:24:11:00:03:66,type=veth\n",
+    );
+    host.manage(102, "network_type = \"bridge\"\n");
     let o = host.agent(&["status"]);
     let out = o.stdout_text();
     assert_eq!(o.code(), Some(0), "{}", o.text());
@@ -47,7 +53,8 @@ fn status_table_json_and_ovsdb_down() {
     let r100 = line("100");
     assert_eq!((r100[2], r100[4], r100[8]), ("yes", "vi100", "ok"), "{out}");
     let r101 = line("101");
-    assert_eq!((r101[2], r101[8]), ("no", "stopped"), "{out}");
+    assert_eq!((r101[2], r101[8]), ("yes", "stopped"), "{out}");
+    assert!(!out.lines().any(|l| l.starts_with("102")), "{out}");
 
     for fmt in ["json", "json-pretty"] {
         let o = host.agent(&["status", "--output-format", fmt]);
@@ -75,6 +82,7 @@ fn status_table_json_and_ovsdb_down() {
     // Also with nothing managed.
     std::fs::remove_file(host.root().join("etc/op-agent/containers/100.toml")).unwrap();
     std::fs::remove_file(host.root().join("etc/op-agent/containers/101.toml")).unwrap();
+    std::fs::remove_file(host.root().join("etc/op-agent/containers/102.toml")).unwrap();
     let o = host.agent(&["status"]);
     assert_eq!(o.code(), Some(69), "{}", o.text());
 }

@@ -17,10 +17,11 @@ use serde::Serialize;
 pub struct StatusArgs {
     /// Only this container (100..999999999).
     pub vmid: Option<String>,
-    /// Print JSON: `{"containers":[{"vmid":100,"mode":"bridge","running":true,"last_seq":7,
-    /// "nics":[{"net":0,"link":"vi100","bridge":"ovsbr0","tag":10,"state":"ok","drift":[],
-    /// "counters":{"rx_bytes":..,"tx_bytes":..,"rx_packets":..,"tx_packets":..,"rx_dropped":..,
-    /// "tx_dropped":..}}],"counters":{...the sum...}}]}` (`counters` null when unknown).
+    /// Print JSON (as `--output-format json`): `{"containers": [...]}`, one object per
+    /// container with `vmid`, `mode`, `running`, `hookscript`, `last_seq`, `counters` (the sum
+    /// of its NICs', null when unknown) and `nics`, each with `net`, `link`, `bridge`, `tag`,
+    /// `state`, `drift` and `counters` (`rx_bytes`, `tx_bytes`, `rx_packets`, `tx_packets`,
+    /// `rx_dropped`, `tx_dropped`).
     #[arg(long)]
     pub json: bool,
     /// Also print each NIC's traffic counters (host link rx/tx bytes and packets) and each
