@@ -3,8 +3,7 @@
 //! changes nothing it cannot record (intent first), exits 74 with one line, and `audit verify`
 //! still reports correctly on what is there. And a panic ends with an audit `failed` row.
 
-use op_testkit::{AgentToml, PveConf, TestHost};
-use std::process::Command;
+use op_testkit::{AgentToml, PveConf, TestHost, Tmpfs};
 use std::time::Duration;
 
 fn assert_nothing_changed(host: &TestHost, ctx: &str) {
@@ -55,40 +54,6 @@ fn audit_corrupt_changes_nothing_and_verify_says_so() {
     assert_nothing_changed(&host, "corrupt");
     let v = host.agent(&["audit", "verify"]);
     assert_eq!(v.status.code(), Some(2), "cannot read: {v:?}");
-}
-
-/// A tmpfs of `size` mounted on the audit directory (unmounted on drop).
-struct Tmpfs(std::path::PathBuf);
-impl Tmpfs {
-    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let st = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs on {}", dir.display());
-        Tmpfs(dir.to_path_buf())
-    }
-    fn remount_ro(&self) {
-        let st = Command::new("mount")
-            .args(["-o", "remount,ro"])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[test]

@@ -3,35 +3,8 @@
 //! network stays converged, and the next run that can write records an `audit.unrecorded`
 //! row for the lost outcome before its own rows; the chain stays intact throughout.
 
-use op_testkit::{PveConf, TestHost};
-use std::process::Command;
+use op_testkit::{PveConf, TestHost, Tmpfs};
 use std::time::{Duration, Instant};
-
-/// A tmpfs of `size` mounted on `dir` (unmounted on drop).
-struct Tmpfs(std::path::PathBuf);
-impl Tmpfs {
-    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let st = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs on {}", dir.display());
-        Tmpfs(dir.to_path_buf())
-    }
-}
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 #[test]
 fn audit_unwritable_after_the_intent_says_what_was_applied_and_the_next_run_records_it() {

@@ -27,6 +27,7 @@ mod ovs;
 mod process;
 mod pve_conf;
 mod root;
+mod tmpfs;
 
 pub use agent::{op_agent_bin, AgentCommand, Service};
 pub use audit::{read_audit_rows, AuditRow};
@@ -36,3 +37,4 @@ pub use ovs::{Ovs, PrivateOvs};
 pub use process::{assert_root, run_bounded, target_bin, try_run_bounded, CmdOutput, CMD_TIMEOUT};
 pub use pve_conf::{bridged_ip, pve_mac, Nic, PveConf};
 pub use root::{write_file_mode, PveRoot};
+pub use tmpfs::Tmpfs;
