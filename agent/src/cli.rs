@@ -80,6 +80,9 @@ pub enum Command {
     /// Hand running containers' NICs back to PVE's names and Ports until their next start
     /// (or `apply`).
     Release(commands::release::ReleaseArgs),
+    /// Live edit of a running container through `pct set` (hand back, pct set, converge):
+    /// `op-agent set 100 -net0 name=eth0,bridge=ovsbr0,tag=20`.
+    Set(commands::set::SetArgs),
     /// Remove stale Port rows op-agent owns.
     Gc(commands::gc::GcArgs),
     /// Netmaker mesh: join, status.
@@ -117,6 +120,7 @@ impl Command {
             Command::Query(_) => "query",
             Command::Gc(_) => "gc",
             Command::Release(_) => "release",
+            Command::Set(_) => "set",
             Command::Mesh(a) => match a.command {
                 MeshCommand::Join => "mesh join",
                 MeshCommand::Status { .. } => "mesh status",

@@ -165,6 +165,10 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             log_warn();
             commands::release::run(&a, &load()?)
         }
+        Command::Set(a) => {
+            log_warn();
+            commands::set::run(&a, &load()?)
+        }
         Command::Gc(a) => {
             log_warn();
             commands::gc::run(&a, &load()?, cli.output_format)

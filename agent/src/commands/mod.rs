@@ -23,6 +23,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod query;
 pub mod release;
+pub mod set;
 pub mod status;
 pub mod watch;
 

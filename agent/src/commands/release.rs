@@ -152,7 +152,7 @@ fn release_one(cfg: &AgentConfig, v: Vmid) -> Result<Vec<String>, Failure> {
     })?;
     let rt = inspect::runtime().map_err(run_err)?;
     let mut rec = Recorder::new(v.get(), "release", Some(audit), started);
-    let result = rt.block_on(hand_back_all(cfg, &d, &pve, deadline, &mut rec));
+    let result = rt.block_on(hand_back_all(cfg, &d, &pve, deadline, &mut rec, None));
     if let (Err(e), false) = (&result, rec.has_failed()) {
         // Refused or unreachable before the first change (hand_back_all returns no error
         // after it): the marker goes, the NICs are as they were.
@@ -222,13 +222,21 @@ fn pve_port(veth: &str, net: &NetConf, mtu: Option<u32>) -> Option<ObservedPort>
     })
 }
 
-/// Hands back every NIC of `d` op-agent renamed; the lines describing what was done.
-async fn hand_back_all(
+/// Hands back every NIC of `d` op-agent renamed (only those whose `netN` index is in `only`,
+/// when given: `op-agent set`); the lines describing what was done. Audit rows on `rec`:
+/// `run.intent`, then `release.rename`, `release.add-port` or `release.del-port` per NIC.
+///
+/// # Errors
+/// Before the first change (nothing changed, no `run.intent` row): OVSDB or netlink
+/// unreachable, PVE's name taken, a NIC not in the PVE conf, PVE's bridge neither an OVS nor
+/// a Linux bridge. A step failing after that is only recorded ([`Recorder::has_failed`]).
+pub(crate) async fn hand_back_all(
     cfg: &AgentConfig,
     d: &Desired,
     pve: &pve_integration::PveConf,
     deadline: Deadline,
     rec: &mut Recorder,
+    only: Option<&std::collections::BTreeSet<u8>>,
 ) -> Result<Vec<String>, RunError> {
     let host = Host::connect(cfg, deadline, rec).await?;
     let obs = observe::observe(&host, d, false, rec).await?;
@@ -237,7 +245,9 @@ async fn hand_back_all(
         .iter()
         .zip(&obs.nics)
         .filter(|(nic, o)| {
-            !matches!(nic.mode, NicMode::Skip(_)) && o.target_link.as_ref().is_some_and(|t| t.ours)
+            !matches!(nic.mode, NicMode::Skip(_))
+                && o.target_link.as_ref().is_some_and(|t| t.ours)
+                && only.is_none_or(|s| s.contains(&nic.net.get()))
         })
         .collect();
     // Everything that would make a step fail is refused before the first change.

@@ -508,7 +508,7 @@ fn lock(
     crate::lock::lock_vmid(
         &cfg.toml.pve.root.join("run/op-agent"),
         job.managed.vmid.get(),
-        deadline.lock_wait(),
+        super::lock_wait(cfg, job, deadline),
     )
     .map(Some)
     .map_err(RunError::Lock)

@@ -101,21 +101,40 @@ pub fn converge<'a>(
     opts: RunOptions,
 ) -> impl Iterator<Item = Report> + 'a {
     jobs.iter()
-        .map(move |job| converge_one(cfg, job, &[], opts))
+        .map(move |job| converge_one(cfg, job, &[], opts, false))
 }
 
 /// [`converge`] of one job whose run records `notes` (not in a dry run) before its own rows.
 pub fn converge_noted(cfg: &AgentConfig, job: &Job, notes: &[Note], opts: RunOptions) -> Report {
-    converge_one(cfg, job, notes, opts)
+    converge_one(cfg, job, notes, opts, false)
 }
 
-/// One container: lock, audit log, load, then observe → plan → execute within its deadline.
-fn converge_one(cfg: &AgentConfig, job: &Job, notes: &[Note], opts: RunOptions) -> Report {
+/// [`converge_noted`] for a caller that already holds the container's per-vmid lock
+/// ([`crate::lock::lock_vmid`], passed as `_held` to prove it) and keeps it after the run:
+/// `op-agent set` converges between its own steps without letting a hook or the watch in.
+pub fn converge_held(
+    cfg: &AgentConfig,
+    job: &Job,
+    notes: &[Note],
+    _held: &crate::lock::VmidLock,
+) -> Report {
+    converge_one(cfg, job, notes, RunOptions::default(), true)
+}
+
+/// One container: lock (unless `held`), audit log, load, then observe → plan → execute within
+/// its deadline.
+fn converge_one(
+    cfg: &AgentConfig,
+    job: &Job,
+    notes: &[Note],
+    opts: RunOptions,
+    held: bool,
+) -> Report {
     let started = job.started.unwrap_or_else(Instant::now);
     let deadline = Deadline::of_config(cfg, started);
     let vmid = job.managed.vmid;
     let mut plans = Vec::new();
-    let (timings, result) = match open(cfg, job, deadline, opts) {
+    let (timings, result) = match open(cfg, job, deadline, opts, held) {
         Err(e) => (None, Err(e)),
         Ok((lock, mut rec)) => {
             for n in notes {
@@ -138,21 +157,23 @@ fn converge_one(cfg: &AgentConfig, job: &Job, notes: &[Note], opts: RunOptions) 
     }
 }
 
-/// The per-vmid lock (not for a dry run) and the recorder on the audit log.
+/// The per-vmid lock (not for a dry run, nor when the caller `held` it) and the recorder on
+/// the audit log.
 fn open(
     cfg: &AgentConfig,
     job: &Job,
     deadline: Deadline,
     opts: RunOptions,
+    held: bool,
 ) -> Result<(Option<crate::lock::VmidLock>, Recorder), RunError> {
     let vmid = job.managed.vmid;
-    let lock = match opts.dry_run {
+    let lock = match opts.dry_run || held {
         true => None,
         false => Some(
             crate::lock::lock_vmid(
                 &cfg.toml.pve.root.join("run/op-agent"),
                 vmid.get(),
-                deadline.lock_wait(),
+                lock_wait(cfg, job, deadline),
             )
             .map_err(RunError::Lock)?,
         ),
@@ -173,6 +194,25 @@ fn open(
         note_unrecorded(cfg, vmid, &mut rec);
     }
     Ok((lock, rec))
+}
+
+/// `<pve root>/run/op-agent/set-<vmid>`, beside the per-vmid lock: present while
+/// `op-agent set` holds that lock across its `pct set`, which waits for PVE's config lock.
+/// A watch run takes PVE's config lock first and the per-vmid lock second, so it must not
+/// wait for the latter then (a lock-order inversion that would stall `pct` until the watch's
+/// wait ran out): it tries once and is retried later ([`lock_wait`]).
+pub fn edit_marker(cfg: &AgentConfig, vmid: Vmid) -> std::path::PathBuf {
+    cfg.toml.pve.root.join(format!("run/op-agent/set-{vmid}"))
+}
+
+/// How long `job` waits for its per-vmid lock: [`Deadline::lock_wait`], but not at all for a
+/// watch run while an `op-agent set` of the container is under way ([`edit_marker`]).
+pub(crate) fn lock_wait(cfg: &AgentConfig, job: &Job, deadline: Deadline) -> Duration {
+    if job.label == "watch" && edit_marker(cfg, job.managed.vmid).exists() {
+        Duration::ZERO
+    } else {
+        deadline.lock_wait()
+    }
 }
 
 /// `<pve root>/run/op-agent/unrecorded-<vmid>.json`, beside the per-vmid lock: the marker of a
