@@ -157,3 +157,32 @@ fn a_container_toml_typo_fixed_after_ten_seconds_is_picked_up() {
     let st = watch.stop().expect("watch exits on SIGTERM");
     assert!(st.success(), "watch exit status {st:?}");
 }
+
+#[test]
+fn a_lingering_old_link_that_goes_after_ten_seconds_does_not_end_the_retries() {
+    let host = TestHost::new("retrylink");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
+    let _running = running_in(host.netns(), host.root(), &[100]);
+    let mut watch = host.spawn_watch(&[]);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(10));
+
+    // An in-guest reboot while a link of op-agent's name is still there (not the container's).
+    host.ip(&["link", "del", "vi100"]);
+    host.ip(&[
+        "link", "add", "vi100", "type", "veth", "peer", "name", "lg100",
+    ]);
+    host.plug_like_pve(100);
+    let line = wait_status_retrying(&host, 100, Duration::from_secs(8));
+    eprintln!("in retry: {line}");
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        host.converged(100, "vi100", 10).is_err(),
+        "not while vi100 lingers"
+    );
+    host.ip(&["link", "del", "vi100"]);
+    let took = host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
+    eprintln!("converged {} ms after the old link went", took.as_millis());
+    let st = watch.stop().expect("watch exits on SIGTERM");
+    assert!(st.success(), "watch exit status {st:?}");
+}

@@ -198,6 +198,10 @@ async fn event_loop(
                     }
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
                         known.remove(&m.header.index);
+                        let l = Link::from_notification(&m);
+                        if let Some(v) = links::vmid_of_gone(&l.name) {
+                            let _ = tx.send(Job::Rearm(v, "link gone"));
+                        }
                     }
                     NetlinkPayload::Overrun(_) => {
                         links::resync(cfg, opts, &nl, &mut known, &tx, &plugs).await;

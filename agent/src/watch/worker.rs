@@ -37,6 +37,9 @@ pub enum Job {
     All(&'static str),
     /// Converge one container the monitor found drifted, if a dry run still finds work.
     Repair(Repair),
+    /// Make a pending retry of the container due now (an event that can change its outcome,
+    /// e.g. a link of its name deleted); nothing when it is not in retry.
+    Rearm(Vmid, &'static str),
     /// Stop after the run in progress.
     Stop,
 }
@@ -226,6 +229,12 @@ fn take(cfg: &AgentConfig, pending: &mut BTreeMap<Vmid, Pending>, job: Job) -> b
     match job {
         Job::Stop => return false,
         Job::One(v, why) => add(pending, v, why),
+        Job::Rearm(v, why) => {
+            if let Some(p) = pending.get_mut(&v) {
+                log::info!("watch: {v}: {why}; retrying now");
+                p.due = Instant::now();
+            }
+        }
         Job::All(why) => {
             for v in inspect::managed(cfg) {
                 if inspect::is_running(cfg, v) {
