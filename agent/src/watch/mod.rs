@@ -235,3 +235,23 @@ pub fn run(config: Option<&std::path::Path>, opts: WatchOptions, verbose: bool) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::stop_limit;
+    use std::time::Duration;
+
+    #[test]
+    fn the_units_stop_timeout_covers_the_default_stop_limit() {
+        let unit = include_str!("../../../debian/op-agent.service");
+        let secs: u64 = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+            .and_then(|v| v.trim().strip_suffix('s'))
+            .and_then(|v| v.parse().ok())
+            .expect("TimeoutStopSec=<n>s in debian/op-agent.service");
+        assert_eq!(stop_limit(10_000), Duration::from_millis(17_500));
+        assert!(Duration::from_secs(secs) > stop_limit(10_000));
+        assert!(Duration::from_secs(secs) > stop_limit(19_000));
+    }
+}
