@@ -123,7 +123,10 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
     while !worker.is_finished() && t.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(10));
     }
-    if !worker.is_finished() {
+    if worker.is_finished() {
+        // No service, no retry: `status` must not show a stopped service's retries.
+        let _ = std::fs::remove_file(retry::path(&cfg));
+    } else {
         log::error!(
             "watch: the worker did not stop within {} ms",
             limit.as_millis()

@@ -142,6 +142,8 @@ pub fn worker(
     let mut pending: BTreeMap<Vmid, Pending> = BTreeMap::new();
     let mut budget = Budget::default();
     let state_path = retry::path(&cfg);
+    // Nothing is in retry yet (a file left by a killed service is stale).
+    let _ = std::fs::remove_file(&state_path);
     let mut published = retry::State::new();
     loop {
         publish(&state_path, &pending, &mut published);
