@@ -297,11 +297,17 @@ pub fn run(
     if list.is_empty() {
         down = ovsdb_unreachable(cfg);
     }
+    // Containers the watch service is retrying (`watch::retry`), with their last error.
+    let mut retrying = crate::watch::retry::read(&crate::watch::retry::path(cfg));
+    retrying.retain(|v, _| list.iter().any(|c| c.vmid == *v));
     if format.is_json() {
-        format.print(&serde_json::json!({ "containers": list }));
+        format.print(&serde_json::json!({ "containers": list, "retrying": retrying }));
     } else {
         for l in table(&list, only.is_none()) {
             println!("{l}");
+        }
+        for (v, r) in &retrying {
+            println!("  {v}: retrying (attempt {}): {}", r.attempt, r.last_error);
         }
     }
     if counters && !format.is_json() {

@@ -225,3 +225,38 @@ pub fn on_new_link(
         until: Instant::now() + opts.plug_wait,
     });
 }
+
+/// The vmid a deleted link `name` may have blocked: a PVE host veth `veth<vmid>i<n>` or
+/// op-agent's default name `vi<vmid>` / `vi<vmid>i<n>` ([`crate::desired`]). Its deletion can
+/// change the outcome of a retry (a lingering old link took the name), so it re-arms one.
+pub fn vmid_of_gone(name: &str) -> Option<pve_integration::Vmid> {
+    if let Some((v, _)) = pve_integration::HostVeth::parse(name) {
+        return Some(v);
+    }
+    let rest = name.strip_prefix("vi")?;
+    let (id, net) = rest.split_once('i').unwrap_or((rest, "0"));
+    if id.is_empty() || net.is_empty() || !net.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vmid_of_gone;
+
+    #[test]
+    fn gone_links_name_their_vmid() {
+        let v = |n: &str| vmid_of_gone(n).map(pve_integration::Vmid::get);
+        assert_eq!(v("vi100"), Some(100));
+        assert_eq!(v("vi100i1"), Some(100));
+        assert_eq!(v("veth101i0"), Some(101));
+        assert_eq!(v("vi"), None);
+        assert_eq!(v("vi100i"), None);
+        assert_eq!(v("virbr0"), None);
+        assert_eq!(v("eth0"), None);
+    }
+}

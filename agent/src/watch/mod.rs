@@ -24,13 +24,15 @@
 //!   applied, a NIC PVE hot-added is renamed and plugged once its `netN` is in the conf;
 //! - [`worker`]: converges what is due within a short window (20 ms after the last request,
 //!   at most 200 ms) as one batch through the engine ([`crate::engine::converge_batch`]:
-//!   post-start steps, audit `phase` = `watch`, two waits for ovs-vswitchd per batch), retrying a failed container with backoff (250 ms doubling to
-//!   4 s, 6 attempts); it takes the per-vmid lock the hooks take ([`crate::engine::converge`]),
+//!   post-start steps, audit `phase` = `watch`, two waits for ovs-vswitchd per batch),
+//!   retrying a failed container with backoff (250 ms doubling, capped at 30 s) for as long
+//!   as it runs and is managed, at once when an event concerns it, and writing the containers
+//!   in retry for `op-agent status` ([`retry`]); it takes the per-vmid lock the hooks take ([`crate::engine::converge`]),
 //!   so a hook and the service never work on one container at once;
 //! - [`metrics`]: with `[metrics] textfile` in agent.toml, writes the text of `op-agent metrics`
 //!   there every `interval_s`, replacing the file atomically;
-//! - exits 0 on SIGTERM or SIGINT after the run in progress (itself bounded by
-//!   `[hook] deadline_ms`).
+//! - on SIGTERM or SIGINT starts no new run, lets the run or batch in progress finish or roll
+//!   back (bounded by `[hook] deadline_ms`), then exits 0 ([`stop_limit`]).
 //!
 //! Runs are executed on the worker thread (each builds its own runtime, like a hook); the event
 //! loop runs on a current-thread tokio runtime.
@@ -41,6 +43,7 @@ pub mod heap;
 pub mod links;
 pub mod metrics;
 pub mod ovsdb_monitor;
+pub mod retry;
 pub mod worker;
 
 use crate::config::AgentConfig;
@@ -51,7 +54,8 @@ use futures_util::StreamExt;
 use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use worker::Job;
 
@@ -93,9 +97,11 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
     let wcfg = cfg.clone();
     let lock_wait = opts.conf.lock_timeout;
     let batch = opts.batch;
+    let stop = Arc::new(AtomicBool::new(false));
+    let wstop = stop.clone();
     let worker = std::thread::Builder::new()
         .name("op-agent-watch-worker".into())
-        .spawn(move || worker::worker(wcfg, rx, lock_wait, batch))
+        .spawn(move || worker::worker(wcfg, rx, lock_wait, batch, wstop))
         .map_err(|e| format!("cannot start the worker thread: {e}"))?;
     // Detached: it only sleeps in poll(2) or waits for a lock (bounded), and ends with the
     // process.
@@ -105,24 +111,42 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
         .map_err(|e| format!("cannot start the metrics textfile thread: {e}"))?;
     let rt = inspect::runtime().map_err(|e| e.to_string())?;
     let r = rt.block_on(event_loop(&cfg, &opts, tx.clone()));
+    // First: no new run or batch starts from now on (the worker checks before each).
+    stop.store(true, Ordering::SeqCst);
+    let _ = tx.send(Job::Stop);
+    let t = Instant::now();
     if let Some(t) = textfile {
         t.stop(Duration::from_secs(3));
     }
-    let _ = tx.send(Job::Stop);
     drop(rt);
-    // The run in progress is bounded by [hook] deadline_ms; wait that long plus a margin.
-    let limit = Duration::from_millis(cfg.toml.hook.deadline_ms) + Duration::from_secs(2);
-    let t = Instant::now();
+    let limit = stop_limit(cfg.toml.hook.deadline_ms);
     while !worker.is_finished() && t.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(10));
     }
-    if !worker.is_finished() {
+    if worker.is_finished() {
+        // No service, no retry: `status` must not show a stopped service's retries.
+        let _ = std::fs::remove_file(retry::path(&cfg));
+    } else {
         log::error!(
             "watch: the worker did not stop within {} ms",
             limit.as_millis()
         );
     }
     r
+}
+
+/// Margin of [`stop_limit`] over the run's deadline: the audit rows after the deadline, the
+/// per-vmid and PVE config locks taken before a run (at most 250 ms each) and joining threads.
+pub const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long the service waits on SIGTERM for the run (or batch) in progress: its deadline
+/// (`deadline_ms`, which a rollback also fits in: [`crate::engine::Budget::Rollback`]), plus
+/// a quarter of it again as the rollback reserve (a batch's rollback starts at the latest a
+/// quarter before its deadline), plus [`STOP_MARGIN`]. With the default `deadline_ms` of
+/// 10 000: 17.5 s; debian/op-agent.service's `TimeoutStopSec` covers it.
+pub fn stop_limit(deadline_ms: u64) -> Duration {
+    let d = Duration::from_millis(deadline_ms);
+    d + d / 4 + STOP_MARGIN
 }
 
 async fn event_loop(
@@ -177,6 +201,10 @@ async fn event_loop(
                     }
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
                         known.remove(&m.header.index);
+                        let l = Link::from_notification(&m);
+                        if let Some(v) = links::vmid_of_gone(&l.name) {
+                            let _ = tx.send(Job::Rearm(v, "link gone"));
+                        }
                     }
                     NetlinkPayload::Overrun(_) => {
                         links::resync(cfg, opts, &nl, &mut known, &tx, &plugs).await;
@@ -208,5 +236,25 @@ pub fn run(config: Option<&std::path::Path>, opts: WatchOptions, verbose: bool) 
             eprintln!("op-agent watch: {e}");
             ExitCode::Internal
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stop_limit;
+    use std::time::Duration;
+
+    #[test]
+    fn the_units_stop_timeout_covers_the_default_stop_limit() {
+        let unit = include_str!("../../../debian/op-agent.service");
+        let secs: u64 = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+            .and_then(|v| v.trim().strip_suffix('s'))
+            .and_then(|v| v.parse().ok())
+            .expect("TimeoutStopSec=<n>s in debian/op-agent.service");
+        assert_eq!(stop_limit(10_000), Duration::from_millis(17_500));
+        assert!(Duration::from_secs(secs) > stop_limit(10_000));
+        assert!(Duration::from_secs(secs) > stop_limit(19_000));
     }
 }

@@ -6,13 +6,15 @@
 //! [`REPAIR_BUDGET`] repairs per container per [`REPAIR_PERIOD`], so two writers fighting over
 //! a row cannot make the service spin).
 
+use super::retry;
 use crate::config::AgentConfig;
 use crate::engine::plan::Step;
 use crate::engine::{self, Note, Phase, RunOptions};
 use crate::inspect;
 use pve_integration::Vmid;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// A repair the OVSDB monitor asks for.
@@ -35,11 +37,12 @@ pub enum Job {
     All(&'static str),
     /// Converge one container the monitor found drifted, if a dry run still finds work.
     Repair(Repair),
+    /// Make a pending retry of the container due now (an event that can change its outcome,
+    /// e.g. a link of its name deleted); nothing when it is not in retry.
+    Rearm(Vmid, &'static str),
     /// Stop after the run in progress.
     Stop,
 }
-
-const MAX_ATTEMPTS: u32 = 6;
 
 /// Repairs allowed per container within [`REPAIR_PERIOD`].
 pub const REPAIR_BUDGET: usize = 10;
@@ -56,6 +59,8 @@ struct Pending {
     gate: bool,
     /// Attempts that found PVE's config lock held.
     locked: u32,
+    /// The last failure, for `op-agent status` ([`super::retry`]).
+    last_error: Option<String>,
 }
 
 impl Pending {
@@ -67,6 +72,7 @@ impl Pending {
             notes: Vec::new(),
             gate: false,
             locked: 0,
+            last_error: None,
         }
     }
 }
@@ -105,24 +111,45 @@ impl Budget {
     }
 }
 
+/// Makes `v` due now for `why`: a new request, or one that re-arms a pending retry at once (an
+/// event that can change the outcome), its backoff starting again from the first step.
 fn add(pending: &mut BTreeMap<Vmid, Pending>, v: Vmid, why: &'static str) {
     let p = pending.entry(v).or_insert_with(|| Pending::now(why));
     p.due = Instant::now();
     p.attempt = 0;
+    p.locked = 0;
     p.why = why;
     p.gate = false;
 }
 
-/// The worker loop: runs post-start steps (audit `phase` = `watch`) for due containers, one at a
-/// time, with retries (250 ms doubling to 4 s, 6 attempts), until [`Job::Stop`]. Each run holds
+/// The worker loop: runs post-start steps (audit `phase` = `watch`) for due containers, with
+/// retries ([`retry::backoff`]: 250 ms doubling, capped at 30 s) for as long as the container
+/// runs and is managed; a request for a container in retry makes it due at once. Stops before
+/// the next run or batch once `stop` is set (SIGTERM), or at [`Job::Stop`]; the run in
+/// progress is not interrupted (it is bounded by `[hook] deadline_ms`). Writes the containers
+/// in retry to [`retry::path`] after each round. Each run holds
 /// PVE's config lock of the container (waited for up to `pve_lock`, at most 250 ms, then
-/// retried with the same backoff, up to 60 times), so it never reads the
+/// retried with the same backoff), so it never reads the
 /// conf in the middle of a `pct set` (pve-container `update_net` writes it more than once,
 /// e.g. without the `netN` between deleting the old pair and hotplugging the new one).
-pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>, pve_lock: Duration, batch: bool) {
+pub fn worker(
+    cfg: AgentConfig,
+    rx: mpsc::Receiver<Job>,
+    pve_lock: Duration,
+    batch: bool,
+    stop: Arc<AtomicBool>,
+) {
     let mut pending: BTreeMap<Vmid, Pending> = BTreeMap::new();
     let mut budget = Budget::default();
+    let state_path = retry::path(&cfg);
+    // Nothing is in retry yet (a file left by a killed service is stale).
+    let _ = std::fs::remove_file(&state_path);
+    let mut published = retry::State::new();
     loop {
+        publish(&state_path, &pending, &mut published);
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
         let now = Instant::now();
         let wait = pending
             .values()
@@ -169,7 +196,7 @@ pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>, pve_lock: Duration, bat
                 .into_iter()
                 .filter_map(|v| pending.remove(&v).map(|p| (v, p)))
                 .collect();
-            for (v, retry) in batched::run_batch(&cfg, due, &mut budget, pve_lock) {
+            for (v, retry) in batched::run_batch(&cfg, due, &mut budget, pve_lock, &stop) {
                 pending.entry(v).or_insert(retry);
             }
             if ran {
@@ -178,6 +205,9 @@ pub fn worker(cfg: AgentConfig, rx: mpsc::Receiver<Job>, pve_lock: Duration, bat
             continue;
         }
         for v in due {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
             if let Some(p) = pending.remove(&v) {
                 if let Some(retry) = run_one(&cfg, v, p, &mut budget, pve_lock) {
                     pending.entry(v).or_insert(retry);
@@ -201,6 +231,12 @@ fn take(cfg: &AgentConfig, pending: &mut BTreeMap<Vmid, Pending>, job: Job) -> b
     match job {
         Job::Stop => return false,
         Job::One(v, why) => add(pending, v, why),
+        Job::Rearm(v, why) => {
+            if let Some(p) = pending.get_mut(&v) {
+                log::info!("watch: {v}: {why}; retrying now");
+                p.due = Instant::now();
+            }
+        }
         Job::All(why) => {
             for v in inspect::managed(cfg) {
                 if inspect::is_running(cfg, v) {
@@ -214,14 +250,53 @@ fn take(cfg: &AgentConfig, pending: &mut BTreeMap<Vmid, Pending>, job: Job) -> b
                 gate: true,
                 ..Pending::now(r.why)
             });
+            // A retry waiting out its backoff becomes due at once: what the monitor saw
+            // (a bridge that appeared, a row changed) can change the outcome.
+            p.due = p.due.min(Instant::now());
             p.notes.extend(r.notes);
         }
     }
     true
 }
 
-/// Retries of a run whose PVE config lock stayed held (a `pct` operation of many seconds).
-const MAX_LOCK_ATTEMPTS: u32 = 60;
+/// Writes the containers of `pending` that are in retry to `path` when they differ from
+/// `published` (what was written last); a write error is logged, the worker goes on.
+fn publish(
+    path: &std::path::Path,
+    pending: &BTreeMap<Vmid, Pending>,
+    published: &mut retry::State,
+) {
+    let now = Instant::now();
+    let state: retry::State = pending
+        .iter()
+        .filter_map(|(v, p)| {
+            let e = p.last_error.as_ref()?;
+            Some((
+                v.get(),
+                retry::Entry {
+                    attempt: p.attempt.max(p.locked),
+                    last_error: e.clone(),
+                    next_ms: 0,
+                },
+            ))
+        })
+        .collect();
+    if state == *published {
+        return;
+    }
+    let mut with_time = state.clone();
+    for (v, e) in with_time.iter_mut() {
+        let due = Vmid::new(*v)
+            .and_then(|v| pending.get(&v))
+            .map(|p| p.due.saturating_duration_since(now))
+            .unwrap_or_default();
+        e.next_ms = retry::epoch_ms_after(due);
+    }
+    if let Err(e) = retry::write(path, &with_time) {
+        log::warn!("watch: cannot write {}: {e}", path.display());
+    }
+    *published = state;
+}
 
 /// Longest wait of the worker for PVE's config lock per attempt: PVE holds it through a whole
 /// `pct start` (pve-container `vm_start` under `lock_config`, post-start hookscript included),
@@ -307,14 +382,7 @@ fn gate_passes(v: Vmid, p: &Pending, dry: &engine::Report, budget: &mut Budget) 
 /// changing the container; retried with backoff, not counted.
 fn lock_retry(v: Vmid, p: Pending, e: &crate::lock::LockError) -> Option<Pending> {
     let locked = p.locked + 1;
-    if locked >= MAX_LOCK_ATTEMPTS {
-        log::error!(
-            "watch: {v} ({}): {e}; giving up after {locked} attempts",
-            p.why
-        );
-        return None;
-    }
-    let back = Duration::from_millis(250u64 << (locked - 1).min(4));
+    let back = retry::backoff(locked);
     log::warn!(
         "watch: {v} ({}): {e}; retry in {} ms",
         p.why,
@@ -323,6 +391,7 @@ fn lock_retry(v: Vmid, p: Pending, e: &crate::lock::LockError) -> Option<Pending
     Some(Pending {
         due: Instant::now() + back,
         locked,
+        last_error: Some(e.to_string()),
         ..p
     })
 }
@@ -336,14 +405,7 @@ fn after_run(v: Vmid, p: Pending, result: Result<String, engine::RunError>) -> O
         }
         Err(e) => {
             let attempt = p.attempt + 1;
-            if attempt >= MAX_ATTEMPTS {
-                log::error!(
-                    "watch: {v} ({}): {e}; giving up after {attempt} attempts",
-                    p.why
-                );
-                return None;
-            }
-            let back = Duration::from_millis(250u64 << (attempt - 1).min(4));
+            let back = retry::backoff(attempt);
             log::warn!(
                 "watch: {v} ({}): {e}; retry in {} ms",
                 p.why,
@@ -356,6 +418,7 @@ fn after_run(v: Vmid, p: Pending, result: Result<String, engine::RunError>) -> O
                 notes: Vec::new(),
                 gate: false,
                 locked: 0,
+                last_error: Some(e.to_string()),
             })
         }
     }

@@ -10,18 +10,26 @@ use crate::config::AgentConfig;
 use crate::engine::{self, Phase, RunOptions};
 use crate::inspect;
 use pve_integration::Vmid;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Converges `due` as one batch; returns the retries to schedule.
+/// Converges `due` as one batch; returns the retries to schedule. Once `stop` is set (SIGTERM)
+/// no run of the batch starts: it is checked before the batch's runs (and while PVE's config
+/// locks are being taken), never in the middle of a run.
 pub(super) fn run_batch(
     cfg: &AgentConfig,
     due: Vec<(Vmid, Pending)>,
     budget: &mut Budget,
     pve_lock: Duration,
+    stop: &AtomicBool,
 ) -> Vec<(Vmid, Pending)> {
     let mut retries = Vec::new();
+    let stopped = || stop.load(Ordering::SeqCst);
     if due.len() <= 1 {
         for (v, p) in due {
+            if stopped() {
+                break;
+            }
             if let Some(r) = run_one(cfg, v, p, budget, pve_lock) {
                 retries.push((v, r));
             }
@@ -32,6 +40,9 @@ pub(super) fn run_batch(
     let mut locks = Vec::new();
     let mut batch: Vec<(Vmid, Pending, engine::Job)> = Vec::new();
     for (v, p) in due {
+        if stopped() {
+            return retries;
+        }
         let managed = match inspect::managed_one(cfg, v) {
             Some(m) if inspect::is_running(cfg, v) => m,
             _ => {
@@ -69,7 +80,7 @@ pub(super) fn run_batch(
         let mut k = keep.into_iter();
         batch.retain(|_| k.next().unwrap_or(true));
     }
-    if batch.is_empty() {
+    if batch.is_empty() || stopped() {
         return retries;
     }
     log::info!("watch: converging {} containers as one batch", batch.len());
