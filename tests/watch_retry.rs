@@ -9,35 +9,7 @@
 //! Run: `cargo build --workspace && cargo test --features failpoints --test watch_retry`.
 
 use op_testkit::{PveConf, TestHost};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Binds the lxc monitor socket of every vmid in netns `netns` (a thread that enters it), so
-/// the service there sees the containers as running.
-fn running_in(netns: &str, root: &Path, vmids: &[u32]) -> Vec<UnixListener> {
-    let ns = PathBuf::from(format!("/run/netns/{netns}"));
-    let (root, vmids) = (root.to_path_buf(), vmids.to_vec());
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&ns).expect("netns file");
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        vmids
-            .iter()
-            .map(|v| {
-                let name = pve_integration::running::command_socket_name(
-                    &root,
-                    v.to_string().parse().unwrap(),
-                );
-                let addr = SocketAddr::from_abstract_name(name.trim_start_matches('@').as_bytes())
-                    .unwrap();
-                UnixListener::bind_addr(&addr).unwrap()
-            })
-            .collect()
-    })
-    .join()
-    .unwrap()
-}
 
 fn wait_all(host: &TestHost, vmids: &[u32], limit: Duration) -> Duration {
     let t = Instant::now();
@@ -82,7 +54,7 @@ fn containers_come_back_when_the_bridge_returns_after_ten_seconds() {
         host.manage_bridged(*v, PveConf::bridged(*v, 10));
         host.plug_like_pve(*v);
     }
-    let _running = running_in(host.netns(), host.root(), &vmids);
+    let _running = host.bind_running(&vmids);
     let mut watch = host.spawn_watch(&[]);
     wait_all(&host, &vmids, Duration::from_secs(20));
 
@@ -137,7 +109,7 @@ fn a_container_toml_typo_fixed_after_ten_seconds_is_picked_up() {
     let host = TestHost::new("retrytypo");
     host.manage_bridged(100, PveConf::bridged(100, 10));
     host.plug_like_pve(100);
-    let _running = running_in(host.netns(), host.root(), &[100]);
+    let _running = host.bind_running(&[100]);
     let mut watch = host.spawn_watch(&[]);
     host.wait_converged(100, "vi100", 10, Duration::from_secs(10));
 
@@ -163,7 +135,7 @@ fn a_lingering_old_link_that_goes_after_ten_seconds_does_not_end_the_retries() {
     let host = TestHost::new("retrylink");
     host.manage_bridged(100, PveConf::bridged(100, 10));
     host.plug_like_pve(100);
-    let _running = running_in(host.netns(), host.root(), &[100]);
+    let _running = host.bind_running(&[100]);
     let mut watch = host.spawn_watch(&[]);
     host.wait_converged(100, "vi100", 10, Duration::from_secs(10));
 

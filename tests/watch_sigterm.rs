@@ -12,35 +12,8 @@
 //! cargo test --features failpoints --test watch_sigterm`.
 
 use op_testkit::{PveConf, TestHost};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Binds the lxc monitor socket of every vmid in netns `netns` (a thread that enters it), so
-/// the service there sees the containers as running.
-fn running_in(netns: &str, root: &Path, vmids: &[u32]) -> Vec<UnixListener> {
-    let ns = PathBuf::from(format!("/run/netns/{netns}"));
-    let (root, vmids) = (root.to_path_buf(), vmids.to_vec());
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&ns).expect("netns file");
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        vmids
-            .iter()
-            .map(|v| {
-                let name = pve_integration::running::command_socket_name(
-                    &root,
-                    v.to_string().parse().unwrap(),
-                );
-                let addr = SocketAddr::from_abstract_name(name.trim_start_matches('@').as_bytes())
-                    .unwrap();
-                UnixListener::bind_addr(&addr).unwrap()
-            })
-            .collect()
-    })
-    .join()
-    .unwrap()
-}
 
 fn now_ms() -> i64 {
     let d = std::time::SystemTime::now()
@@ -88,7 +61,7 @@ fn sigterm_mid_repair(name: &str, args: &[&str]) {
         host.manage_bridged(*v, PveConf::bridged(*v, 10));
         host.plug_like_pve(*v);
     }
-    let _running = running_in(host.netns(), host.root(), &vmids);
+    let _running = host.bind_running(&vmids);
     let fp = host.root().join("failpoint");
     std::fs::create_dir_all(&fp).unwrap();
     // Resumed at once during the start-up reconcile.

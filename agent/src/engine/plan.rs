@@ -265,19 +265,6 @@ pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<
     })
 }
 
-/// PVE's `rate=` limit in the columns of an OVS port: pve-common
-/// `PVE::Network::setup_tc_rate_limit` shapes what the host sends into the container (htb
-/// root, `rate`/`burst`) and polices what it sends out (ingress `police rate`/`burst`); OVS
-/// does the same with a `linux-htb` QoS + Queue and `Interface.ingress_policing_*`.
-pub fn port_rate(r: pve_integration::Rate) -> crate::ovsdb::PortRate {
-    crate::ovsdb::PortRate {
-        max_rate_bits: r.bits_per_sec(),
-        burst_bits: r.burst_bits(),
-        policing_kbits: r.kbits_per_sec(),
-        policing_burst_kbits: r.burst_kbits(),
-    }
-}
-
 /// True when an existing Port already is what `want` describes and ovs-vswitchd applied it.
 pub fn port_matches(have: &ObservedPort, want: &PortPlan) -> bool {
     have.bridge.as_deref() == Some(want.bridge.as_str())
@@ -292,15 +279,6 @@ pub fn port_matches(have: &ObservedPort, want: &PortPlan) -> bool {
         && have.ofport.unwrap_or(-1) > 0
         && have.error.is_none()
         && rate_matches(have, want)
-}
-
-/// Whether the port's QoS and ingress policing are those of `want.rate` (a `QoS` row exactly
-/// when there is a rate; the policing rate, 0 without one).
-pub fn rate_matches(have: &ObservedPort, want: &PortPlan) -> bool {
-    let want_kbits = want
-        .rate
-        .map_or(0, |r| i64::try_from(r.policing_kbits).unwrap_or(i64::MAX));
-    have.qos == want.rate.is_some() && have.policing_kbits.unwrap_or(0) == want_kbits
 }
 
 fn check_target_link(nic: &DesiredNic, obs: &ObservedNic) -> Result<(), PlanError> {
@@ -602,6 +580,9 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
 pub fn plan_post_stop(d: &Desired, obs: &Observed) -> Vec<Planned> {
     sweep_owned(d, obs, false)
 }
+
+mod rate;
+pub use rate::{port_rate, rate_matches};
 
 #[cfg(test)]
 mod linux_bridge_tests;

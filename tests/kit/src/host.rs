@@ -518,6 +518,35 @@ impl TestHost {
         }
     }
 
+    /// Binds the lxc monitor command socket of every vmid in this host's network namespace
+    /// (from a thread that enters it), so that a service there sees those containers as
+    /// running (PVE's `check_running`) without LXC. The sockets close when dropped.
+    pub fn bind_running(&self, vmids: &[u32]) -> Vec<std::os::unix::net::UnixListener> {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixListener};
+        let ns = PathBuf::from(format!("/run/netns/{}", self.netns()));
+        let (root, vmids) = (self.root().to_path_buf(), vmids.to_vec());
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&ns).expect("netns file");
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            vmids
+                .iter()
+                .map(|v| {
+                    let name = pve_integration::running::command_socket_name(
+                        &root,
+                        v.to_string().parse().unwrap(),
+                    );
+                    let addr =
+                        SocketAddr::from_abstract_name(name.trim_start_matches('@').as_bytes())
+                            .unwrap();
+                    UnixListener::bind_addr(&addr).unwrap()
+                })
+                .collect()
+        })
+        .join()
+        .unwrap()
+    }
+
     /// Container ids that have an LXC directory under `R/var/lib/lxc`.
     fn containers(&self) -> Vec<String> {
         std::fs::read_dir(self.lxcpath())
