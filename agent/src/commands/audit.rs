@@ -143,6 +143,10 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
             cmd_head(db, out).map_err(unreadable)?;
             Ok(ExitCode::Ok)
         }
+        AuditCommand::Export { since_seq } if fresh_install(db) => {
+            crate::audit::export::write_empty_export(*since_seq, out).map_err(unreadable)?;
+            Ok(ExitCode::Ok)
+        }
         AuditCommand::Export { since_seq } => {
             crate::audit::export::write_export(db, *since_seq, out).map_err(unreadable)?;
             Ok(ExitCode::Ok)
@@ -155,7 +159,7 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
 }
 
 /// True when the database `db` does not exist: a host where op-agent never ran a hook (a
-/// fresh install). `log` and `head` then print an empty log, and `verify` without anchors
+/// fresh install). `log` and `head` then print an empty log, `export` a header without rows, and `verify` without anchors
 /// an intact empty one; a database that exists but cannot be read is still an error.
 fn fresh_install(db: &Path) -> bool {
     matches!(db.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
