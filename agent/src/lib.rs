@@ -105,6 +105,11 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
     // Commands whose failures go to the PVE task log or a terminal: warnings and errors on
     // stderr when syslog is unreachable.
     let log_warn = || logging::init("op-agent", log::LevelFilter::Warn, false);
+    // A dry run logs nothing (it changes nothing): [`logging::init_quiet`].
+    let log_for = |dry_run: bool| match dry_run {
+        true => logging::init_quiet("op-agent", false),
+        false => log_warn(),
+    };
     let ok = |()| ExitCode::Ok;
     match cli.command {
         Command::Hook {
@@ -113,7 +118,11 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             dry_run,
             timings,
         } => {
-            logging::init("op-agent", log::LevelFilter::Warn, cli.verbose);
+            if dry_run {
+                logging::init_quiet("op-agent", cli.verbose);
+            } else {
+                logging::init("op-agent", log::LevelFilter::Warn, cli.verbose);
+            }
             let opts = hook::HookOptions { dry_run, timings };
             Ok(hook::run(path, &vmid, &phase, &opts))
         }
@@ -130,7 +139,7 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         }
         Command::Watch(a) => commands::watch::run(&a, path),
         Command::Apply(a) => {
-            log_warn();
+            log_for(a.dry_run);
             commands::apply::run(&a, load()?, cli.output_format)
         }
         Command::Check(a) => {
@@ -170,7 +179,7 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             commands::set::run(&a, &load()?)
         }
         Command::Gc(a) => {
-            log_warn();
+            log_for(a.dry_run);
             commands::gc::run(&a, &load()?, cli.output_format)
         }
         Command::Mesh(a) => {

@@ -101,7 +101,7 @@ pub(super) async fn wait_all<L: Links, V: Vswitch>(
         .ovs
         .wait_cur_cfg(next_cfg, batch_budget(host, waiting.len()))
         .await;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let ms = crate::report::rounded_ms(t.elapsed());
     for &ri in waiting {
         let r = &mut runs[ri];
         r.rec.timing("ovs.wait", t.elapsed());

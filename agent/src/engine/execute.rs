@@ -179,7 +179,7 @@ async fn wait<L: Links, V: Vswitch>(
         .ovs
         .wait_cur_cfg(next_cfg, host.wait_budget(Budget::Forward))
         .await;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let ms = crate::report::rounded_ms(t.elapsed());
     rec.timing("ovs.wait", t.elapsed());
     match r {
         Ok(cur) => {
