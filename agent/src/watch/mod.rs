@@ -14,7 +14,8 @@
 //!   dropped events (the socket buffer overran, `ENOBUFS`), it re-lists every link;
 //! - [`ovsdb_monitor`]: keeps a `monitor` (RFC 7047 §4.1.5) of the Bridge, Port and Interface
 //!   tables; every (re)connect reconciles every managed running container (reconnecting with
-//!   exponential backoff, 100 ms doubling to 2 s); an owned Port deleted or changed by someone
+//!   exponential backoff, 100 ms doubling to 2 s, warning once and then at most once a minute
+//!   while OVSDB stays unreachable, [`warn_limit`]); an owned Port deleted or changed by someone
 //!   else, a dead PVE-named row next to op-agent's link, or a bridge that appears makes the
 //!   containers concerned due ([`decide`]);
 //! - [`conf`]: follows the PVE confs of this node and the container TOMLs (inotify, plus a slow
@@ -44,6 +45,7 @@ pub mod links;
 pub mod metrics;
 pub mod ovsdb_monitor;
 pub mod retry;
+pub mod warn_limit;
 pub mod worker;
 
 use crate::config::AgentConfig;

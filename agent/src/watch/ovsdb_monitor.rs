@@ -28,6 +28,9 @@ use tokio::time::Instant;
 /// How long updates are collected after the first of a burst before they are judged.
 pub const WINDOW: Duration = Duration::from_millis(20);
 
+/// The longest wait between two connects while OVSDB is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
 /// Keeps the monitor connection until the worker is gone; reconnects with exponential
 /// backoff (100 ms doubling to 2 s) and sends [`Job::All`] on every (re)connect. `probe`
 /// (zero: none) is the interval of an `echo` that detects a server that stopped answering.
@@ -47,17 +50,17 @@ pub async fn supervise(cfg: AgentConfig, nl: Netlink, probe: Duration, tx: mpsc:
         let (c, mut tables, mut rx) = match session {
             Ok(s) => s,
             Err(e) => {
-                if first {
-                    log::warn!("watch: {e}; retrying in {} ms", backoff.as_millis());
-                } else {
-                    log::debug!("watch: {e}; retrying in {} ms", backoff.as_millis());
-                }
+                super::warn_limit::ovsdb_down(format_args!(
+                    "watch: {e}; retrying every {} s at most",
+                    MAX_BACKOFF.as_secs()
+                ));
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
         backoff = Duration::from_millis(100);
+        super::warn_limit::ovsdb_back();
         let why = if first {
             "start-up"
         } else {
@@ -83,7 +86,9 @@ pub async fn supervise(cfg: AgentConfig, nl: Netlink, probe: Duration, tx: mpsc:
         };
         match s.follow(&mut tables, &mut rx).await {
             None => return,
-            Some(reason) => log::warn!("watch: OVSDB lost: {reason}; reconnecting"),
+            Some(reason) => super::warn_limit::ovsdb_down(format_args!(
+                "watch: OVSDB lost: {reason}; reconnecting"
+            )),
         }
     }
 }

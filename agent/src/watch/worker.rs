@@ -406,11 +406,17 @@ fn after_run(v: Vmid, p: Pending, result: Result<String, engine::RunError>) -> O
         Err(e) => {
             let attempt = p.attempt + 1;
             let back = retry::backoff(attempt);
-            log::warn!(
+            let line = format_args!(
                 "watch: {v} ({}): {e}; retry in {} ms",
                 p.why,
                 back.as_millis()
             );
+            if ovsdb_unreachable(&e) {
+                // One condition for every container: warned once, then once a minute.
+                super::warn_limit::ovsdb_down(line);
+            } else {
+                log::warn!("{line}");
+            }
             Some(Pending {
                 due: Instant::now() + back,
                 attempt,
@@ -422,6 +428,20 @@ fn after_run(v: Vmid, p: Pending, result: Result<String, engine::RunError>) -> O
             })
         }
     }
+}
+
+/// Whether run error `e` is OVSDB being unreachable (no connection, or lost), which the
+/// monitor warns about too ([`super::warn_limit::OVSDB_DOWN`]).
+fn ovsdb_unreachable(e: &engine::RunError) -> bool {
+    use crate::ovsdb::OvsdbError;
+    matches!(
+        e,
+        engine::RunError::Ovsdb(
+            OvsdbError::Connect { .. }
+                | OvsdbError::ConnectTimeout { .. }
+                | OvsdbError::ConnectionClosed { .. }
+        )
+    )
 }
 
 #[path = "worker_batch.rs"]
