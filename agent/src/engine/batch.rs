@@ -477,10 +477,11 @@ async fn per_run_stage<L: Links, V: Vswitch>(
 async fn roll_back_failed<L: Links, V: Vswitch>(host: &Host<L, V>, runs: &mut [Run<'_>]) {
     for r in runs.iter_mut().filter(|r| r.done.is_none()) {
         let Some(e) = r.failure.take() else { continue };
+        let mut handed = Vec::new();
         for (net, u) in r.undo.take_all() {
-            rollback::restore_pve(host, net, u, &mut r.rec).await;
+            handed.push(rollback::restore_pve(host, net, u, &mut r.rec).await);
         }
-        r.done = Some(Err(e));
+        r.done = Some(Err(e.rolled_back(&handed)));
     }
 }
 

@@ -70,7 +70,8 @@ pub async fn execute<L: Links, V: Vswitch>(
             Err(e) => {
                 if let Some(n) = p.net.map(|n| n.get()) {
                     if let Some(u) = undo.take(n) {
-                        rollback::restore_pve(host, n, u, rec).await;
+                        let back = rollback::restore_pve(host, n, u, rec).await;
+                        return Err(e.rolled_back(&[back]));
                     }
                 }
                 return Err(e);

@@ -35,16 +35,62 @@ pub fn record_rollback(rec: &mut Recorder, step: &str, r: Result<(), String>, mu
     }
 }
 
+/// What a hand-back of one NIC did, for the line the admin reads (the PVE task log): which
+/// PVE Port is back on which bridge, and each action that failed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HandedBack {
+    /// The NIC's index (`net<N>`).
+    pub net: u8,
+    /// `(PVE's Port name, its bridge)` when that Port was re-added and applied.
+    pub port: Option<(String, String)>,
+    /// The link under PVE's name again (renamed back, or set up again).
+    pub link: Option<String>,
+    /// Each action that failed, with its error.
+    pub failed: Vec<String>,
+}
+
+impl HandedBack {
+    /// One clause for the failure line: `rolled back: PVE's port veth100i0 is back on ovsbr0;
+    /// the container is reachable as before`, or `rollback of net0 incomplete: …` naming each
+    /// failed action (the audit rows `rollback.*` have the details).
+    pub fn clause(&self) -> String {
+        match (&self.port, &self.link, self.failed.is_empty()) {
+            (Some((port, bridge)), _, true) => format!(
+                "rolled back: PVE's port {port} is back on {bridge}; the container is \
+                 reachable as before"
+            ),
+            (None, Some(link), true) => {
+                format!(
+                    "rolled back: {link} is as PVE left it; the container is reachable as before"
+                )
+            }
+            (None, None, true) => format!("net{}: nothing to roll back", self.net),
+            (_, _, false) => format!(
+                "rollback of net{} incomplete: {}",
+                self.net,
+                self.failed.join("; ")
+            ),
+        }
+    }
+}
+
+/// The clauses of `handed` joined for one line (see [`HandedBack::clause`]).
+pub fn clauses(handed: &[HandedBack]) -> String {
+    let v: Vec<String> = handed.iter().map(HandedBack::clause).collect();
+    v.join("; ")
+}
+
 /// Puts PVE's plumbing of `net` back after a failed step: delete op-agent's Port and wait for
 /// ovs-vswitchd to release the device, rename back (and up), or set PVE's veth up again when
 /// it was only set down, then re-add PVE's Port with PVE's own values. Each wait uses
-/// [`Budget::Rollback`]. Never fails: every action's outcome is an audit row.
+/// [`Budget::Rollback`]. Never fails: every action's outcome is an audit row, and the result
+/// says what is back ([`HandedBack`]).
 pub async fn restore_pve<L: Links, V: Vswitch>(
     host: &Host<L, V>,
     net: u8,
     u: Undo,
     rec: &mut Recorder,
-) {
+) -> HandedBack {
     hand_back(host, net, u, rec, "rollback").await
 }
 
@@ -56,8 +102,20 @@ pub async fn hand_back<L: Links, V: Vswitch>(
     u: Undo,
     rec: &mut Recorder,
     prefix: &str,
-) {
+) -> HandedBack {
     let net_v = Some(net);
+    let mut done = HandedBack {
+        net,
+        ..HandedBack::default()
+    };
+    let (mut link_back, mut port_back) = (None, None);
+    let mut note = |r: &Result<(), String>, action: &str| match r {
+        Ok(()) => true,
+        Err(e) => {
+            done.failed.push(format!("{action}: {e}"));
+            false
+        }
+    };
     if let Some((pve, ours)) = &u.renamed {
         // Our port first, and ovs-vswitchd must have released the device before it is renamed
         // back (ovs-issues#284, as on the way forward).
@@ -82,6 +140,9 @@ pub async fn hand_back<L: Links, V: Vswitch>(
                 .map_err(|e| e.to_string()),
             (Ok(()), Err(e)) => Err(e.to_string()),
         };
+        if note(&r, &format!("rename {ours} back to {pve}")) {
+            link_back = Some(pve.clone());
+        }
         record_rollback(
             rec,
             &format!("{prefix}.rename"),
@@ -94,6 +155,9 @@ pub async fn hand_back<L: Links, V: Vswitch>(
             Ok(l) => host.nl.set_up(&l).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
+        if note(&r, &format!("set {link} up")) {
+            link_back = Some(link.clone());
+        }
         record_rollback(
             rec,
             &format!("{prefix}.link-up"),
@@ -103,7 +167,8 @@ pub async fn hand_back<L: Links, V: Vswitch>(
     }
     if let Some(p) = u.pve_port {
         let Some(bridge) = p.bridge.clone() else {
-            return;
+            done.link = link_back;
+            return done;
         };
         let spec = PortSpec {
             name: p.name.clone(),
@@ -126,6 +191,12 @@ pub async fn hand_back<L: Links, V: Vswitch>(
                 }),
             Err(e) => Err(e.to_string()),
         };
+        if note(
+            &r,
+            &format!("re-add PVE's port {} on {}", p.name, spec.bridge),
+        ) {
+            port_back = Some((p.name.clone(), spec.bridge.clone()));
+        }
         record_rollback(
             rec,
             &format!("{prefix}.add-port"),
@@ -133,6 +204,9 @@ pub async fn hand_back<L: Links, V: Vswitch>(
             json!({"net": net_v, "port": p.name}),
         );
     }
+    done.link = link_back;
+    done.port = port_back;
+    done
 }
 
 #[cfg(test)]

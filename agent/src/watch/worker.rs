@@ -435,7 +435,7 @@ fn after_run(v: Vmid, p: Pending, result: Result<String, engine::RunError>) -> O
 fn ovsdb_unreachable(e: &engine::RunError) -> bool {
     use crate::ovsdb::OvsdbError;
     matches!(
-        e,
+        e.root(),
         engine::RunError::Ovsdb(
             OvsdbError::Connect { .. }
                 | OvsdbError::ConnectTimeout { .. }
