@@ -192,6 +192,10 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             let cfg = load().map_err(|e| CliError::from(e).with_code(ExitCode::Config))?;
             commands::enroll_multi::run(&a, vmids, &cfg)
         }
+        Command::ImportState(a) if a.enroll => {
+            let cfg = load().map_err(|e| CliError::from(e).with_code(ExitCode::Config))?;
+            commands::import_enroll::run(&a, &cfg)
+        }
         Command::ImportState(a) => {
             let out_dir = match &a.out {
                 Some(d) => d.clone(),

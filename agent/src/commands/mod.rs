@@ -17,6 +17,7 @@ pub mod enroll;
 pub mod enroll_multi;
 pub mod gc;
 pub mod generate;
+pub mod import_enroll;
 pub mod import_state;
 pub mod man_extra;
 pub mod mesh;
