@@ -32,6 +32,8 @@
 //!   so a hook and the service never work on one container at once;
 //! - [`metrics`]: with `[metrics] textfile` in agent.toml, writes the text of `op-agent metrics`
 //!   there every `interval_s`, replacing the file atomically;
+//! - [`notify`]: tells systemd `READY=1` once its sources are up, pings its watchdog while the
+//!   worker is not stuck in a run, and says `STOPPING=1`;
 //! - on SIGTERM or SIGINT starts no new run, lets the run or batch in progress finish or roll
 //!   back (bounded by `[hook] deadline_ms`), then exits 0 ([`stop_limit`]).
 //!
@@ -43,6 +45,7 @@ pub mod decide;
 pub mod heap;
 pub mod links;
 pub mod metrics;
+pub mod notify;
 pub mod ovsdb_monitor;
 pub mod retry;
 pub mod warn_limit;
@@ -101,9 +104,11 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
     let batch = opts.batch;
     let stop = Arc::new(AtomicBool::new(false));
     let wstop = stop.clone();
+    let heartbeat = notify::Heartbeat::default();
+    let whb = heartbeat.clone();
     let worker = std::thread::Builder::new()
         .name("op-agent-watch-worker".into())
-        .spawn(move || worker::worker(wcfg, rx, lock_wait, batch, wstop))
+        .spawn(move || worker::worker(wcfg, rx, lock_wait, batch, wstop, whb))
         .map_err(|e| format!("cannot start the worker thread: {e}"))?;
     // Detached: it only sleeps in poll(2) or waits for a lock (bounded), and ends with the
     // process.
@@ -112,7 +117,7 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
     let textfile = metrics::spawn(&cfg)
         .map_err(|e| format!("cannot start the metrics textfile thread: {e}"))?;
     let rt = inspect::runtime().map_err(|e| e.to_string())?;
-    let r = rt.block_on(event_loop(&cfg, &opts, tx.clone()));
+    let r = rt.block_on(event_loop(&cfg, &opts, tx.clone(), &heartbeat));
     // First: no new run or batch starts from now on (the worker checks before each).
     stop.store(true, Ordering::SeqCst);
     let _ = tx.send(Job::Stop);
@@ -155,6 +160,7 @@ async fn event_loop(
     cfg: &AgentConfig,
     opts: &WatchOptions,
     tx: mpsc::Sender<Job>,
+    heartbeat: &notify::Heartbeat,
 ) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
@@ -188,10 +194,31 @@ async fn event_loop(
         "watch: running (plug wait {} ms)",
         opts.plug_wait.as_millis()
     );
+    notify::ready("watching links, OVSDB and PVE confs");
+    // Watchdog pings while the worker is not stuck in a run ([`notify`]).
+    let wd_every = notify::watchdog_interval();
+    let mut wd = tokio::time::interval(wd_every.unwrap_or(Duration::from_secs(3600)));
+    wd.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stuck_after = stop_limit(cfg.toml.hook.deadline_ms);
+    let mut stuck_logged = false;
     let result = loop {
         tokio::select! {
             _ = term.recv() => { log::info!("watch: SIGTERM, stopping"); break Ok(()); }
             _ = int.recv() => { log::info!("watch: SIGINT, stopping"); break Ok(()); }
+            _ = wd.tick(), if wd_every.is_some() => {
+                let now = Instant::now();
+                if heartbeat.alive(now, stuck_after) {
+                    notify::watchdog();
+                    stuck_logged = false;
+                } else if !stuck_logged {
+                    stuck_logged = true;
+                    log::error!(
+                        "watch: a run has lasted more than {} ms; no watchdog ping, systemd \
+                         restarts the service",
+                        stuck_after.as_millis()
+                    );
+                }
+            }
             ev = events.next() => {
                 let Some((msg, _)) = ev else {
                     break Err("netlink link-event socket closed".to_string());
@@ -216,6 +243,7 @@ async fn event_loop(
             }
         }
     };
+    notify::stopping();
     sup.abort();
     result
 }

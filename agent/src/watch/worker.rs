@@ -138,6 +138,7 @@ pub fn worker(
     pve_lock: Duration,
     batch: bool,
     stop: Arc<AtomicBool>,
+    heartbeat: super::notify::Heartbeat,
 ) {
     let mut pending: BTreeMap<Vmid, Pending> = BTreeMap::new();
     let mut budget = Budget::default();
@@ -146,6 +147,7 @@ pub fn worker(
     let _ = std::fs::remove_file(&state_path);
     let mut published = retry::State::new();
     loop {
+        heartbeat.idle();
         publish(&state_path, &pending, &mut published);
         if stop.load(Ordering::SeqCst) {
             return;
@@ -191,6 +193,9 @@ pub fn worker(
             .map(|(v, _)| *v)
             .collect();
         let ran = !due.is_empty();
+        if ran {
+            heartbeat.busy();
+        }
         if batch {
             let due: Vec<(Vmid, Pending)> = due
                 .into_iter()
