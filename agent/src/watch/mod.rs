@@ -27,7 +27,8 @@
 //!   at most 200 ms) as one batch through the engine ([`crate::engine::converge_batch`]:
 //!   post-start steps, audit `phase` = `watch`, two waits for ovs-vswitchd per batch),
 //!   retrying a failed container with backoff (250 ms doubling, capped at 30 s) for as long
-//!   as it runs and is managed, at once when an event concerns it, and writing the containers
+//!   as it runs and is managed, at once when an event concerns it or, for a run the audit log
+//!   could not record (a full disk), when free space is back ([`disk_space`]), and writing the containers
 //!   in retry for `op-agent status` ([`retry`]); it takes the per-vmid lock the hooks take ([`crate::engine::converge`]),
 //!   so a hook and the service never work on one container at once;
 //! - [`metrics`]: with `[metrics] textfile` in agent.toml, writes the text of `op-agent metrics`
@@ -42,6 +43,7 @@
 
 pub mod conf;
 pub mod decide;
+pub mod disk_space;
 pub mod heap;
 pub mod links;
 pub mod metrics;

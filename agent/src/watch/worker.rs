@@ -61,6 +61,9 @@ struct Pending {
     locked: u32,
     /// The last failure, for `op-agent status` ([`super::retry`]).
     last_error: Option<String>,
+    /// The last failure was the audit log not written (e.g. a full disk): re-armed when space
+    /// comes back ([`super::disk_space`]).
+    audit_failed: bool,
 }
 
 impl Pending {
@@ -73,6 +76,7 @@ impl Pending {
             gate: false,
             locked: 0,
             last_error: None,
+            audit_failed: false,
         }
     }
 }
@@ -146,6 +150,7 @@ pub fn worker(
     // Nothing is in retry yet (a file left by a killed service is stale).
     let _ = std::fs::remove_file(&state_path);
     let mut published = retry::State::new();
+    let mut disk = super::disk_space::DiskSpace::new(&cfg.toml.audit.database);
     loop {
         heartbeat.idle();
         publish(&state_path, &pending, &mut published);
@@ -153,11 +158,20 @@ pub fn worker(
             return;
         }
         let now = Instant::now();
-        let wait = pending
+        let waits_for_space = pending.values().any(|p| p.audit_failed);
+        let mut wait = pending
             .values()
             .map(|p| p.due.saturating_duration_since(now))
             .min()
             .unwrap_or(Duration::from_secs(3600));
+        if waits_for_space {
+            wait = wait.min(super::disk_space::POLL);
+            if disk.space_back() {
+                rearm_audit_failed(&mut pending);
+            }
+        } else {
+            disk.reset();
+        }
         match rx.recv_timeout(wait) {
             Ok(job) => {
                 if !take(&cfg, &mut pending, job) {
@@ -222,6 +236,17 @@ pub fn worker(
         if ran {
             super::heap::trim();
         }
+    }
+}
+
+/// Free space is back on the audit log's file system: every retry that failed to write the
+/// audit log is due at once, its backoff starting over.
+fn rearm_audit_failed(pending: &mut BTreeMap<Vmid, Pending>) {
+    for (v, p) in pending.iter_mut().filter(|(_, p)| p.audit_failed) {
+        log::info!("watch: {v}: space is free again for the audit log; retrying now");
+        p.due = Instant::now();
+        p.attempt = 0;
+        p.audit_failed = false;
     }
 }
 
@@ -429,6 +454,12 @@ fn after_run(v: Vmid, p: Pending, result: Result<String, engine::RunError>) -> O
                 notes: Vec::new(),
                 gate: false,
                 locked: 0,
+                audit_failed: matches!(
+                    e.root(),
+                    engine::RunError::AuditBefore(_)
+                        | engine::RunError::Audit(_)
+                        | engine::RunError::Unrecorded(_)
+                ),
                 last_error: Some(e.to_string()),
             })
         }
