@@ -102,6 +102,23 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
     use exit::ExitCode;
     let path = cli.config.as_deref();
     let load = || config::AgentConfig::load(path);
+    // Commands that read this node's containers: a `[pve] root` without `etc/pve` is an
+    // error (78), never "no container" (which would make `gc` remove every running
+    // container's Port as "not running").
+    let load_node = || -> Result<config::AgentConfig, CliError> {
+        let c = load()?;
+        pve_integration::paths::check_pve_root(&c.toml.pve.root).map_err(|e| {
+            CliError::new(
+                ExitCode::Config,
+                format!(
+                    "{}: [pve] root = {e}: not a Proxmox VE node, or the wrong root; nothing \
+                     was read or changed",
+                    c.path.display()
+                ),
+            )
+        })?;
+        Ok(c)
+    };
     // Commands whose failures go to the PVE task log or a terminal: warnings and errors on
     // stderr when syslog is unreachable.
     let log_warn = || logging::init("op-agent", log::LevelFilter::Warn, false);
@@ -140,16 +157,16 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         Command::Watch(a) => commands::watch::run(&a, path),
         Command::Apply(a) => {
             log_for(a.dry_run);
-            commands::apply::run(&a, load()?, cli.output_format)
+            commands::apply::run(&a, load_node()?, cli.output_format)
         }
         Command::Check(a) => {
             log_warn();
             match a.vmid.as_deref() {
                 Some(v) if !a.all => {
                     let vmid = commands::vmid_arg(v)?;
-                    commands::check::run(vmid, &load()?, cli.output_format)
+                    commands::check::run(vmid, &load_node()?, cli.output_format)
                 }
-                _ => commands::check_all::run(&load()?, cli.output_format),
+                _ => commands::check_all::run(&load_node()?, cli.output_format),
             }
         }
         Command::Status(a) => {
@@ -159,7 +176,7 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
                 (true, output::OutputFormat::Text) => output::OutputFormat::Json,
                 (_, f) => f,
             };
-            commands::status::run(only, format, a.counters, &load()?)
+            commands::status::run(only, format, a.counters, &load_node()?)
         }
         Command::Metrics(a) => {
             log_warn();
@@ -172,15 +189,15 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         }
         Command::Release(a) => {
             log_warn();
-            commands::release::run(&a, &load()?)
+            commands::release::run(&a, &load_node()?)
         }
         Command::Set(a) => {
             log_warn();
-            commands::set::run(&a, &load()?)
+            commands::set::run(&a, &load_node()?)
         }
         Command::Gc(a) => {
             log_for(a.dry_run);
-            commands::gc::run(&a, &load()?, cli.output_format)
+            commands::gc::run(&a, &load_node()?, cli.output_format)
         }
         Command::Mesh(a) => {
             log_warn();
