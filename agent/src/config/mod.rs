@@ -15,7 +15,7 @@ mod metrics;
 mod safe_read;
 mod validate;
 pub use metrics::MetricsSection;
-pub use safe_read::{check_owner_mode, check_regular, read_checked};
+pub use safe_read::{check_owner_mode, check_regular, read_checked, read_checked_bytes};
 pub use validate::{validate, MAX_DEADLINE_MS, MIN_DEADLINE_MS, MIN_TIMEOUT_MS};
 
 /// Default location of the agent configuration.

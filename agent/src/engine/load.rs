@@ -72,12 +72,12 @@ impl Managed {
             return Ok(None);
         };
         let ct = crate::config::parse_container(&self.ct_toml, &text)?;
-        let Some(text) = crate::config::read_checked(&self.pve_conf)? else {
+        let Some(bytes) = crate::config::read_checked_bytes(&self.pve_conf)? else {
             return Ok(None);
         };
         let path = &self.pve_conf;
-        let pve = pve_integration::parse_conf(text.as_bytes(), &path.display().to_string())
-            .map_err(|e| {
+        let pve =
+            pve_integration::parse_conf(&bytes[..], &path.display().to_string()).map_err(|e| {
                 ConfigError::file(path, format!("{} ({})", e.kind, e.key)).at_line(e.line)
             })?;
         if !pve
@@ -104,8 +104,8 @@ impl Managed {
 /// True when the PVE conf at `pve_conf` names op-agent's hookscript, or cannot be read (then
 /// [`Managed::load`] reports the error).
 fn enrolled(pve_conf: &std::path::Path) -> bool {
-    match crate::config::read_checked(pve_conf) {
-        Ok(Some(text)) => pve_integration::enrolled_hookscript(text.as_bytes())
+    match crate::config::read_checked_bytes(pve_conf) {
+        Ok(Some(bytes)) => pve_integration::enrolled_hookscript(&bytes)
             .is_some_and(|h| pve_integration::is_op_hook(&h)),
         Ok(None) => false,
         Err(_) => true,
