@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 mod metrics;
 mod safe_read;
 mod validate;
+mod witness;
 pub use metrics::MetricsSection;
 pub use safe_read::{check_owner_mode, check_regular, read_checked};
+pub use witness::{is_node_name, WitnessSection};
 pub use validate::{validate, MAX_DEADLINE_MS, MIN_DEADLINE_MS, MIN_TIMEOUT_MS};
 
 /// Default location of the agent configuration.
@@ -196,6 +198,7 @@ pub struct AgentToml {
     pub pve: PveSection,
     pub mesh: MeshSection,
     pub metrics: MetricsSection,
+    pub witness: WitnessSection,
 }
 
 /// The agent configuration plus where it came from.
