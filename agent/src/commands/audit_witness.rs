@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use crate::audit::verify::VerifyOptions;
 use crate::audit::{encoding, Head};
-use crate::commands::audit::{initial_key, report_json, report_text, AuditCommand, EXIT_UNREADABLE};
+use crate::commands::audit::{
+    initial_key, report_json, report_text, AuditCommand, EXIT_UNREADABLE,
+};
 use crate::commands::{CliError, CommandResult};
 use crate::config::AgentConfig;
 use crate::exit::ExitCode;
@@ -98,7 +100,14 @@ pub fn verify(cmd: &AuditCommand, cfg: &AgentConfig, out: &mut dyn Write) -> Com
     } else {
         ExitCode::Ok
     };
-    let by = |s: &Sourced| format!("{} (row {} of {})", s.row.by, s.row.row_seq, s.source.display());
+    let by = |s: &Sourced| {
+        format!(
+            "{} (row {} of {})",
+            s.row.by,
+            s.row.row_seq,
+            s.source.display()
+        )
+    };
     if json {
         let mut v = report_json(&wr.report);
         v["witnesses"] = serde_json::json!({
@@ -123,7 +132,9 @@ pub fn verify(cmd: &AuditCommand, cfg: &AgentConfig, out: &mut dyn Write) -> Com
                 names.join(", ")
             ));
         } else if claims.heads.is_empty() {
-            line.push_str(&format!("; WARNING no witnessed heads of node {subject} found"));
+            line.push_str(&format!(
+                "; WARNING no witnessed heads of node {subject} found"
+            ));
         } else {
             line.push_str(&format!(
                 "; node {subject}: {} witnessed heads by {} agree",
@@ -228,7 +239,8 @@ pub fn list(json: bool, cfg: &AgentConfig, out: &mut dyn Write) -> CommandResult
             };
             format!("{} {head}{c}", p.node)
         };
-        writeln!(out, "{line}").map_err(|e| CliError::with_status(EXIT_UNREADABLE, e.to_string()))?;
+        writeln!(out, "{line}")
+            .map_err(|e| CliError::with_status(EXIT_UNREADABLE, e.to_string()))?;
     }
     Ok(ExitCode::Ok)
 }

@@ -17,8 +17,8 @@ mod validate;
 mod witness;
 pub use metrics::MetricsSection;
 pub use safe_read::{check_owner_mode, check_regular, read_checked};
-pub use witness::{is_node_name, WitnessSection};
 pub use validate::{validate, MAX_DEADLINE_MS, MIN_DEADLINE_MS, MIN_TIMEOUT_MS};
+pub use witness::{is_node_name, WitnessSection};
 
 /// Default location of the agent configuration.
 pub const DEFAULT_AGENT_TOML: &str = "/etc/op-agent/agent.toml";

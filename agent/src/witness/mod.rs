@@ -200,7 +200,9 @@ mod tests {
         let (f, back) = parse("pve1", text.as_bytes()).unwrap();
         assert_eq!((back, f.epoch, f.ts), (h, Some(2), 1000));
         assert!(parse("pve2", text.as_bytes()).unwrap_err().contains("pve1"));
-        assert!(parse("pve1", b"{}").unwrap_err().contains("not a head file"));
+        assert!(parse("pve1", b"{}")
+            .unwrap_err()
+            .contains("not a head file"));
         let zero = text.replace("\"seq\":7", "\"seq\":0");
         assert!(parse("pve1", zero.as_bytes()).is_err());
     }
@@ -213,7 +215,10 @@ mod tests {
         publish(&dir, "a", "two\n").unwrap();
         publish(&dir, "b", "bee\n").unwrap();
         std::fs::write(dir.join(".b.json.tmp"), "x").unwrap();
-        assert_eq!(std::fs::read_to_string(head_path(&dir, "a")).unwrap(), "two\n");
+        assert_eq!(
+            std::fs::read_to_string(head_path(&dir, "a")).unwrap(),
+            "two\n"
+        );
         let peers = read_peers(&dir, "a");
         assert_eq!(peers.len(), 1);
         assert_eq!(peers[0].node, "b");

@@ -228,10 +228,7 @@ mod tests {
     use super::*;
 
     fn seen(node: &str, seq: i64, b: u8) -> Seen {
-        let h = Head {
-            seq,
-            hash: [b; 32],
-        };
+        let h = Head { seq, hash: [b; 32] };
         Seen {
             node: node.into(),
             content: Ok(super::super::render(node, h, 5, None).into_bytes()),
@@ -241,10 +238,18 @@ mod tests {
     #[test]
     fn new_heads_are_witnessed_once_and_contradictions_never_replace_them() {
         let mut t = Tracker::default();
-        assert!(matches!(t.observe(&seen("b", 3, 1)), Some(Event::Head { .. })));
+        assert!(matches!(
+            t.observe(&seen("b", 3, 1)),
+            Some(Event::Head { .. })
+        ));
         assert_eq!(t.observe(&seen("b", 3, 1)), None);
-        assert!(matches!(t.observe(&seen("b", 5, 2)), Some(Event::Head { .. })));
-        let Some(Event::Contradiction { kind, witnessed, .. }) = t.observe(&seen("b", 4, 9))
+        assert!(matches!(
+            t.observe(&seen("b", 5, 2)),
+            Some(Event::Head { .. })
+        ));
+        let Some(Event::Contradiction {
+            kind, witnessed, ..
+        }) = t.observe(&seen("b", 4, 9))
         else {
             panic!("rollback not reported")
         };

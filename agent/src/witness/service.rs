@@ -74,8 +74,7 @@ impl Follower {
             }
             Ok(())
         };
-        reader::for_each_row(&r.conn, db, Rows::After(after), &mut each)
-            .map_err(|e| e.to_string())
+        reader::for_each_row(&r.conn, db, Rows::After(after), &mut each).map_err(|e| e.to_string())
     }
 }
 
@@ -235,7 +234,9 @@ fn check_own(st: &mut State, now: Instant, interval: Duration) -> Option<Event> 
             ),
             Ok((_, h)) => (
                 Some(h),
-                format!("this node's head file was replaced with {h}, which its chain does not hold"),
+                format!(
+                    "this node's head file was replaced with {h}, which its chain does not hold"
+                ),
             ),
             Err(e) => (None, format!("this node's head file was replaced: {e}")),
         },
