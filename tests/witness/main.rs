@@ -318,3 +318,37 @@ fn edited_head_files_are_recorded_as_contradictions_and_repaired() {
         "{out}"
     );
 }
+
+#[test]
+fn the_default_folder_is_used_only_under_a_mounted_pmxcfs_with_the_pve_node_name() {
+    let host = op_testkit::TestHost::new("wdef");
+    host.write_agent_toml("[witness]\ninterval_s = 0.2\n");
+    host.manage_bridged(100, op_testkit::PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
+    let _watch = host.spawn_watch(&[]);
+    let o = host.hook(100, "post-start").run();
+    assert_eq!(o.code(), Some(0), "{}", o.text());
+    let heads = host.root().join("etc/pve/op-agent/heads");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(!heads.exists(), "head folder written without pmxcfs");
+    std::fs::write(host.root().join("etc/pve/.version"), "1\n").unwrap();
+    // PVE::INotify::nodename: uname's nodename (the kernel host name) up to the first dot.
+    let host_name = nix::unistd::gethostname().unwrap();
+    let node = host_name.to_str().unwrap().split('.').next().unwrap();
+    let file = heads.join(format!("{node}.json"));
+    let t = std::time::Instant::now();
+    while !file.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no {} after .version appeared: {}",
+            file.display(),
+            std::fs::read_to_string(host.watch_log()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let f: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(f["node"], node);
+    let head = host.agent(&["audit", "head"]).stdout_text();
+    assert!(head.starts_with(&format!("{}:", f["seq"])), "{head} vs {f}");
+}

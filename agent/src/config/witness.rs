@@ -22,7 +22,8 @@ pub struct WitnessSection {
     /// [`is_node_name`].
     #[serde(deserialize_with = "node_name")]
     pub node: Option<String>,
-    /// The folder of the head files; `None` (default): `<pve root>/etc/pve/op-agent/heads`.
+    /// The folder of the head files; `None` (default): `<pve root>/etc/pve/op-agent/heads`,
+    /// used only while pmxcfs is mounted there (`crate::witness::service::pmxcfs_marker`).
     pub dir: Option<PathBuf>,
     /// Seconds between two publications of this node's head and between two reads of the
     /// peers' head files (default 10; from 0.1 to 3600, fractions allowed).

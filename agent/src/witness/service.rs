@@ -1,6 +1,7 @@
 //! The witness thread of `op-agent watch`: every `[witness] interval_s` (default 10 s), and at
 //! once when inotify reports a change in the head folder (pmxcfs reports only writes made on
 //! this node, hence the poll for the others'), it
+//! 0. with the default folder, does nothing while pmxcfs is not mounted ([`pmxcfs_marker`]);
 //! 1. reads the rows appended to this node's chain since the last look, learning its own
 //!    witness rows and the epoch of keyed checkpoints ([`Follower`]);
 //! 2. reads the other nodes' head files and appends one witness row per new head or
@@ -125,6 +126,17 @@ struct State {
     repair_at: Option<Instant>,
     /// The own file bytes already recorded as changed (recorded once).
     own_reported: Option<Result<Vec<u8>, String>>,
+    /// With the default folder: pmxcfs' `.version`, whose absence means `/etc/pve` is not
+    /// mounted (nothing is then read or written, so nothing lands under the mount point).
+    mounted: Option<PathBuf>,
+    /// Whether the missing mount was logged.
+    unmounted_logged: bool,
+}
+
+/// `<pve root>/etc/pve/.version`: pmxcfs serves this file (pve-cluster `src/pmxcfs/pmxcfs.c`
+/// plugs it in beside `.members` and `.vmlist`); a plain folder has none.
+pub fn pmxcfs_marker(pve_root: &Path) -> PathBuf {
+    pve_root.join("etc/pve/.version")
 }
 
 fn run(cfg: &AgentConfig) {
@@ -138,9 +150,16 @@ fn run(cfg: &AgentConfig) {
         written: None,
         repair_at: None,
         own_reported: None,
+        mounted: match cfg.toml.witness.dir {
+            Some(_) => None,
+            None => Some(pmxcfs_marker(&cfg.toml.pve.root)),
+        },
+        unmounted_logged: false,
     };
-    if let Err(e) = std::fs::create_dir_all(&st.dir) {
-        log::warn!("watch: witness: cannot create {}: {e}", st.dir.display());
+    if st.mounted.as_ref().is_none_or(|m| m.exists()) {
+        if let Err(e) = std::fs::create_dir_all(&st.dir) {
+            log::warn!("watch: witness: cannot create {}: {e}", st.dir.display());
+        }
     }
     let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
         .and_then(|i| {
@@ -185,6 +204,16 @@ fn run(cfg: &AgentConfig) {
 
 /// One round: catch up with the chain, witness the peers, check the own file, publish.
 fn round(st: &mut State, interval: Duration, tick: bool) {
+    if let Some(m) = st.mounted.as_ref().filter(|m| !m.exists()) {
+        if !st.unmounted_logged {
+            log::info!(
+                "watch: witness: {} is missing (pmxcfs not mounted): no witnessing until it is",
+                m.display()
+            );
+            st.unmounted_logged = true;
+        }
+        return;
+    }
     if let Err(e) = st.follow.catch_up(&st.db) {
         log::warn!("watch: witness: {e}");
         return;
