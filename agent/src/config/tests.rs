@@ -173,6 +173,8 @@ fn the_shipped_agent_toml_parses_with_every_example_uncommented() {
         ))
     );
     assert_eq!(a.hook, HookSection::default());
+    assert_eq!(a.witness.node.as_deref(), Some("pve1"));
+    assert_eq!(a.witness.interval_s, 10.0);
 }
 
 #[test]
