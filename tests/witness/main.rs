@@ -12,7 +12,7 @@ mod tamper;
 use cluster::{cluster_with_runs, kinds, wait_for, Cluster, INTERVAL};
 use rusqlite::Connection;
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tamper::{rewrite_from, snapshot, truncate_and_append};
 
 #[test]
@@ -79,10 +79,55 @@ fn three_nodes_witness_each_other_and_verify_intact_everywhere() {
             "{}: {out}",
             n.name
         );
+        args.push("--json");
+        let (code, out) = n.audit(&args);
+        assert_eq!(code, Some(0), "{}: {out}", n.name);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["status"], "intact", "{out}");
+        assert_eq!(v["witnesses"]["by"], serde_json::json!(others), "{out}");
+        assert!(v["anchors_matched"].as_u64().unwrap() >= 1, "{out}");
         let (code, out) = n.audit(&["witnesses"]);
         assert_eq!(code, Some(0), "{out}");
         let listed: BTreeSet<&str> = out.lines().filter_map(|l| l.split(' ').next()).collect();
         assert_eq!(listed, others.iter().copied().collect(), "{out}");
+        let (_, out) = n.audit(&["witnesses", "--json"]);
+        for l in out.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let (seq, _) = n.witnessed(v["node"].as_str().unwrap()).pop().unwrap();
+            assert!(
+                v["head"].as_str().unwrap().starts_with(&format!("{seq}:")),
+                "{l}"
+            );
+            assert_eq!(v["contradictions"], 0, "{l}");
+        }
+    }
+    // Busy: a hook on every node every 100 ms for 12 intervals. Each node publishes at most
+    // once per interval, so each node appends at most 2 witness rows per interval.
+    let before: Vec<usize> = c.nodes.iter().map(|n| n.witness_rows().len()).collect();
+    let t = Instant::now();
+    while t.elapsed() < INTERVAL * 12 {
+        for n in &c.nodes {
+            n.hook();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = t.elapsed();
+    std::thread::sleep(INTERVAL * 2);
+    let intervals = (took + INTERVAL * 2).as_secs_f64() / INTERVAL.as_secs_f64();
+    for (n, b) in c.nodes.iter().zip(before) {
+        let added = n.witness_rows().len() - b;
+        eprintln!(
+            "{}: {added} witness rows in {:.1} intervals of hooks every 100 ms on every node (at most {:.0})",
+            n.name,
+            intervals,
+            2.0 * (intervals + 1.0)
+        );
+        assert!(added >= 2, "{}: {added}", n.name);
+        assert!(
+            added as f64 <= 2.0 * (intervals + 1.0),
+            "{}: {added}",
+            n.name
+        );
     }
     for n in &mut c.nodes {
         let st = n.watch.as_mut().unwrap().stop();
@@ -326,6 +371,9 @@ fn the_default_folder_is_used_only_under_a_mounted_pmxcfs_with_the_pve_node_name
     host.manage_bridged(100, op_testkit::PveConf::bridged(100, 10));
     host.plug_like_pve(100);
     let _watch = host.spawn_watch(&[]);
+    // With keyed checkpoints the head file carries the epoch of the last one.
+    let o = host.agent(&["audit", "init-key"]);
+    assert_eq!(o.code(), Some(0), "{}", o.text());
     let o = host.hook(100, "post-start").run();
     assert_eq!(o.code(), Some(0), "{}", o.text());
     let heads = host.root().join("etc/pve/op-agent/heads");
@@ -336,7 +384,7 @@ fn the_default_folder_is_used_only_under_a_mounted_pmxcfs_with_the_pve_node_name
     let host_name = nix::unistd::gethostname().unwrap();
     let node = host_name.to_str().unwrap().split('.').next().unwrap();
     let file = heads.join(format!("{node}.json"));
-    let t = std::time::Instant::now();
+    let t = Instant::now();
     while !file.exists() {
         assert!(
             t.elapsed() < Duration::from_secs(5),
@@ -349,6 +397,7 @@ fn the_default_folder_is_used_only_under_a_mounted_pmxcfs_with_the_pve_node_name
     let f: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(f["node"], node);
+    assert_eq!(f["epoch"], 0, "{f}");
     let head = host.agent(&["audit", "head"]).stdout_text();
     assert!(head.starts_with(&format!("{}:", f["seq"])), "{head} vs {f}");
 }

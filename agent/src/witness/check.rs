@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::audit::export::verify_export;
 use crate::audit::reader::{self, verify_db, Rows};
-use crate::audit::verify::{VerifyOptions, VerifyReport};
+use crate::audit::verify::{Verifier, VerifyOptions, VerifyReport};
 use crate::audit::{Head, StoredRow};
 
 use super::observe::{witness_row, WitnessRow};
@@ -160,6 +160,8 @@ pub fn verify(
     let mut o = opts.clone();
     o.anchors.extend(claims.anchors());
     let report = match subject {
+        // A fresh install has no database: an empty chain, which contradicts any witness.
+        Subject::Db(db) if !db.exists() => Verifier::new(&o, 0).finish(None),
         Subject::Db(db) => verify_db(db, &o).map_err(|e| e.to_string())?,
         Subject::Export(p) => {
             let f = std::fs::File::open(p)
