@@ -156,6 +156,13 @@ fn run(cfg: &AgentConfig) {
         },
         unmounted_logged: false,
     };
+    if !crate::config::is_node_name(&st.me) {
+        log::warn!(
+            "watch: witness: the host name gives no node name ({:?}): set [witness] node in agent.toml; no witnessing",
+            st.me
+        );
+        return;
+    }
     if st.mounted.as_ref().is_none_or(|m| m.exists()) {
         if let Err(e) = std::fs::create_dir_all(&st.dir) {
             log::warn!("watch: witness: cannot create {}: {e}", st.dir.display());
