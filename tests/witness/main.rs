@@ -48,9 +48,13 @@ fn three_nodes_witness_each_other_and_verify_intact_everywhere() {
         n.export(&d.path().join(format!("{}.export", n.name)));
     }
     for n in &c.nodes {
+        // Without exports: the peers' seen files and the own head file, as pmxcfs holds them.
         let (code, out) = n.audit(&["verify", "--witnesses"]);
         assert_eq!(code, Some(0), "{}: {out}", n.name);
         assert!(out.starts_with("intact: "), "{}: {out}", n.name);
+        for o in c.nodes.iter().filter(|o| o.name != n.name) {
+            assert!(out.contains(o.name), "{} not a witness: {out}", o.name);
+        }
         let peers: Vec<String> = c
             .nodes
             .iter()
@@ -224,6 +228,24 @@ fn a_rewritten_restored_or_truncated_chain_is_named_by_its_witnesses() {
         for n in &by {
             assert!(named.contains(n), "{n} not named: {out}");
         }
+        // On pve-b without exports: the others' latest witnesses of pve-b in pmxcfs.
+        let latest = ["pve-a", "pve-c"]
+            .iter()
+            .map(|w| {
+                c.node(w)
+                    .witnessed("pve-b")
+                    .iter()
+                    .map(|x| x.0)
+                    .max()
+                    .unwrap()
+            })
+            .min()
+            .unwrap();
+        let (code, out, _) = b.agent_with(&cfg, &["audit", "verify", "--witnesses"]);
+        assert_eq!(code, Some(1), "without exports, {}: {out}", db.display());
+        let want_latest = format!("first contradicted witnessed seq {latest}, witnessed by ");
+        assert!(out.contains(&want_latest), "(want {want_latest}): {out}");
+        assert!(out.contains(".seen.json"), "{out}");
         // On pve-a, about pve-b, from pve-b's export.
         let (code, _, exp) = b.agent_with(&cfg, &["audit", "export"]);
         assert_eq!(code, Some(0));
@@ -343,6 +365,20 @@ fn edited_head_files_are_recorded_as_contradictions_and_repaired() {
             .unwrap()
             .contains("which its chain does not hold")),
         "{own:?}"
+    );
+    // The forged head does not stop the witnessing: pve-b's next head is witnessed again.
+    let before = c.node("pve-b").rows().last().unwrap().seq;
+    c.node("pve-b").hook();
+    wait_for(
+        &c,
+        INTERVAL * 8,
+        "pve-b's next head witnessed after the forgery",
+        || {
+            c.node("pve-a")
+                .witnessed("pve-b")
+                .iter()
+                .any(|(s, _)| *s > before && *s < 1_000_000)
+        },
     );
     let d = tempfile::tempdir().unwrap();
     let a_exp = d.path().join("a.export");

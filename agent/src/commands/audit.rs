@@ -40,9 +40,9 @@ pub enum AuditCommand {
         #[arg(long, value_name = "EXPORT")]
         file: Option<PathBuf>,
         /// Also check the chain against every witness row about it in the other cluster
-        /// nodes' chains (`--peer-export`; without it, this node's head file in the
-        /// `[witness]` folder): names the first contradicted seq and the node that
-        /// witnessed it.
+        /// nodes' chains (`--peer-export`; without it, each peer's last witnessed head of
+        /// it and its own head file in the `[witness]` folder): names the first contradicted
+        /// seq and the node that witnessed it.
         #[arg(long)]
         witnesses: bool,
         /// An export (`audit export`) of another node's database holding witness rows;

@@ -15,7 +15,7 @@ use crate::exit::ExitCode;
 use crate::time::format_time_ms;
 use crate::witness::check::{self, Claims, Sourced, Subject};
 use crate::witness::observe::WitnessRow;
-use crate::witness::{head_path, heads_dir, node_name, parse, read_small};
+use crate::witness::{head_path, heads_dir, node_name, parse, read_seen_files, read_small};
 
 fn unreadable(json: bool, msg: String, out: &mut dyn Write) -> CommandResult {
     if json {
@@ -85,10 +85,34 @@ pub fn verify(cmd: &AuditCommand, cfg: &AgentConfig, out: &mut dyn Write) -> Com
             return unreadable(json, e, out);
         }
     }
-    if peer_exports.is_empty() && subject == me {
-        // No peer's rows at hand: the head this node published, as the cluster holds it.
-        if let Some(s) = own_head_file(cfg, &me) {
-            claims.heads.push(s);
+    if peer_exports.is_empty() {
+        // No peer's rows at hand: each peer's last witness of the subject and the subject's
+        // own head, as pmxcfs holds them.
+        let dir = heads_dir(cfg);
+        for (by, path, f) in read_seen_files(&dir, &subject) {
+            let Some(h) = f.seen.get(&subject) else {
+                continue;
+            };
+            let Ok(head) = format!("{}:{}", h.seq, h.hash).parse::<Head>() else {
+                continue;
+            };
+            claims.heads.push(Sourced {
+                row: WitnessRow {
+                    node: subject.clone(),
+                    by,
+                    contradiction: None,
+                    head: Some(head),
+                    row_seq: 0,
+                    row_ts: f.ts,
+                    detail: String::new(),
+                },
+                source: path,
+            });
+        }
+        if subject == me {
+            if let Some(s) = own_head_file(cfg, &me) {
+                claims.heads.push(s);
+            }
         }
     }
     let wr = match check::verify(chain, &claims, &opts) {

@@ -63,6 +63,53 @@ impl HeadFile {
     }
 }
 
+/// A seen file, `<dir>/<node>.seen.json`: the last head of each other node that `node` recorded in a witness row, so
+/// that `audit verify --witnesses` without peer exports finds each peer's latest witness of
+/// it in pmxcfs: `{"node":"pve1","ts":…,"seen":{"pve2":{"seq":17,"hash":"…"}}}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeenFile {
+    /// The witnessing node (must match the file name).
+    pub node: String,
+    /// When it was written, UTC ms since the Unix epoch.
+    pub ts: i64,
+    /// Per peer node: its last witnessed head.
+    pub seen: std::collections::BTreeMap<String, SeenHead>,
+}
+
+/// One entry of [`SeenFile::seen`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeenHead {
+    /// `seq` of the witnessed head.
+    pub seq: i64,
+    /// Its hash, 64 lowercase hex digits.
+    pub hash: String,
+}
+
+/// Every seen file of `dir` but `me`'s: `(witnessing node, path, file)`; files that do not
+/// parse or name another node than their file name are skipped.
+pub fn read_seen_files(dir: &Path, me: &str) -> Vec<(String, PathBuf, SeenFile)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, PathBuf, SeenFile)> = rd
+        .flatten()
+        .take(10_000)
+        .filter_map(|e| {
+            let name = e.file_name();
+            let node = name.to_str()?.strip_suffix(".seen.json")?.to_string();
+            if !is_node_name(&node) || node == me {
+                return None;
+            }
+            let f: SeenFile = serde_json::from_slice(&read_small(&e.path()).ok()?).ok()?;
+            (f.node == node).then(|| (node, e.path(), f))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// This node's name in the head files: `[witness] node`, else the PVE node name
 /// ([`crate::watch::conf::nodename`], as pve-common `PVE::INotify::nodename`).
 pub fn node_name(cfg: &AgentConfig) -> String {
@@ -104,9 +151,17 @@ pub fn render(node: &str, head: Head, ts: i64, epoch: Option<u64>) -> String {
 /// # Errors
 /// The I/O error, naming the file.
 pub fn publish(dir: &Path, node: &str, text: &str) -> Result<(), String> {
+    write_atomic(dir, &format!("{node}.json"), text)
+}
+
+/// Writes `text` as `<dir>/<name>` as [`publish`] does (temporary file `.<name>.tmp`).
+///
+/// # Errors
+/// The I/O error, naming the file.
+pub fn write_atomic(dir: &Path, name: &str, text: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".{node}.json.tmp"));
-    let path = head_path(dir, node);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
     let r = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

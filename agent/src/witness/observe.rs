@@ -1,13 +1,17 @@
 //! The pure part of witnessing: what a head file read now means given what this node
 //! witnessed before ([`Tracker`]), and the detail JSON of the witness rows it asks for.
 //!
-//! Per peer node the tracker keeps the highest head witnessed (from this node's own chain at
-//! start, then from what it appends) and the bytes of the file last read. A file whose bytes
-//! did not change asks for nothing. Otherwise, as [`Tracker::observe`] says: a higher `seq`
-//! is a new head (a `witness.head` row); the same head again asks for nothing; the same `seq`
-//! with another hash (fork), a lower `seq` (rollback), a file that cannot be read or parsed
-//! (malformed) is a contradiction (a `witness.contradiction` row) and never replaces the
-//! witnessed head.
+//! Per peer node the tracker keeps the head it last accepted from that node's file (from this
+//! node's own chain at start, then from what it appends) and the bytes of the file last read.
+//! A file whose bytes did not change asks for nothing. Otherwise, as [`Tracker::observe`]
+//! says: the accepted head again asks for nothing; a higher `seq` is a new head (a
+//! `witness.head` row); the same `seq` with another hash (fork), a lower `seq` (rollback), a
+//! file that cannot be read or parsed (malformed) is a contradiction (a
+//! `witness.contradiction` row). A fork or a malformed file leaves the accepted head as it
+//! is; after a rollback the lower head is the one later heads are compared with, so a file
+//! forged to a far-future `seq` is contradicted as soon as the node writes its real head
+//! again and cannot stop the witnessing of its later heads (the forged head stays recorded:
+//! `audit verify --witnesses` of that node reports it, beside the contradiction).
 
 use std::collections::BTreeMap;
 
@@ -137,29 +141,38 @@ struct Peer {
     last_bytes: Option<Result<Vec<u8>, String>>,
 }
 
-/// Per peer node: the highest head witnessed and the file last read.
+/// Per peer node: the head accepted from its file and the file last read.
 #[derive(Debug, Default, Clone)]
 pub struct Tracker {
     peers: BTreeMap<String, Peer>,
 }
 
 impl Tracker {
-    /// Takes a row of this node's own chain into account (at start, every row; later, the
-    /// rows appended): a `witness.head` row about a peer raises its witnessed head.
+    /// Takes a row of this node's own chain into account (at start, every row in `seq` order;
+    /// later, the rows appended): a `witness.head` row about a peer, or a `rollback`
+    /// contradiction, sets the head accepted from it, as [`Tracker::observe`] did.
     pub fn learn(&mut self, r: &StoredRow) {
-        if let Some(w) = witness_row(r).filter(|w| w.contradiction.is_none()) {
-            if let Some(h) = w.head {
-                let p = self.peers.entry(w.node).or_default();
-                if p.witnessed.is_none_or(|o| h.seq > o.seq) {
-                    p.witnessed = Some(h);
-                }
-            }
+        let Some(w) = witness_row(r) else { return };
+        let accepts = match w.contradiction.as_deref() {
+            None => true,
+            Some(k) => k == "rollback",
+        };
+        if let (true, Some(h)) = (accepts, w.head) {
+            self.peers.entry(w.node).or_default().witnessed = Some(h);
         }
     }
 
-    /// The highest head witnessed of `node`.
+    /// The head last accepted from `node`'s file.
     pub fn witnessed(&self, node: &str) -> Option<Head> {
         self.peers.get(node).and_then(|p| p.witnessed)
+    }
+
+    /// Every peer with an accepted head, sorted by node.
+    pub fn all_witnessed(&self) -> Vec<(String, Head)> {
+        self.peers
+            .iter()
+            .filter_map(|(n, p)| p.witnessed.map(|h| (n.clone(), h)))
+            .collect()
     }
 
     /// What the file `seen` means (see the module doc); remembers its bytes and, for a new
@@ -204,13 +217,16 @@ impl Tracker {
                 witnessed: Some(w),
                 reason: format!("head file names {h}, but {w} was witnessed at that seq"),
             }),
-            Some(w) if h.seq < w.seq => Some(Event::Contradiction {
-                node,
-                kind: "rollback",
-                found: Some(h),
-                witnessed: Some(w),
-                reason: format!("head file went back to {h} after {w} was witnessed"),
-            }),
+            Some(w) if h.seq < w.seq => {
+                p.witnessed = Some(h);
+                Some(Event::Contradiction {
+                    node,
+                    kind: "rollback",
+                    found: Some(h),
+                    witnessed: Some(w),
+                    reason: format!("head file went back to {h} after {w} was witnessed"),
+                })
+            }
             _ => {
                 p.witnessed = Some(h);
                 Some(Event::Head {
@@ -236,41 +252,40 @@ mod tests {
     }
 
     #[test]
-    fn new_heads_are_witnessed_once_and_contradictions_never_replace_them() {
+    fn new_heads_are_witnessed_once_and_contradictions_are_recorded() {
         let mut t = Tracker::default();
-        assert!(matches!(
-            t.observe(&seen("b", 3, 1)),
-            Some(Event::Head { .. })
-        ));
+        let head = |e: Option<Event>| matches!(e, Some(Event::Head { .. }));
+        let contradiction = |e: Option<Event>| match e {
+            Some(Event::Contradiction {
+                kind, witnessed, ..
+            }) => (kind, witnessed.map(|w| w.seq)),
+            other => panic!("not a contradiction: {other:?}"),
+        };
+        assert!(head(t.observe(&seen("b", 3, 1))));
         assert_eq!(t.observe(&seen("b", 3, 1)), None);
-        assert!(matches!(
-            t.observe(&seen("b", 5, 2)),
-            Some(Event::Head { .. })
-        ));
-        let Some(Event::Contradiction {
-            kind, witnessed, ..
-        }) = t.observe(&seen("b", 4, 9))
-        else {
-            panic!("rollback not reported")
-        };
-        assert_eq!((kind, witnessed.unwrap().seq), ("rollback", 5));
-        // Still the same bytes: reported once.
-        assert_eq!(t.observe(&seen("b", 4, 9)), None);
-        let Some(Event::Contradiction { kind, .. }) = t.observe(&seen("b", 5, 7)) else {
-            panic!("fork not reported")
-        };
-        assert_eq!(kind, "fork");
-        // Back to the witnessed head: nothing.
+        assert!(head(t.observe(&seen("b", 5, 2))));
+        // Another hash at the accepted seq: a fork, the accepted head kept.
+        assert_eq!(
+            contradiction(t.observe(&seen("b", 5, 7))),
+            ("fork", Some(5))
+        );
         assert_eq!(t.observe(&seen("b", 5, 2)), None);
-        assert_eq!(t.witnessed("b").unwrap().seq, 5);
+        // A far-future head is a claim; going back from it is a rollback, reported once,
+        // and the node's later heads are witnessed again.
+        assert!(head(t.observe(&seen("b", 1_000_000, 3))));
+        assert_eq!(
+            contradiction(t.observe(&seen("b", 6, 4))),
+            ("rollback", Some(1_000_000))
+        );
+        assert_eq!(t.observe(&seen("b", 6, 4)), None);
+        assert!(head(t.observe(&seen("b", 7, 5))));
+        assert_eq!(t.witnessed("b").unwrap().seq, 7);
         let bad = Seen {
             node: "b".into(),
             content: Ok(b"{\"node\":\"b\"".to_vec()),
         };
-        let Some(Event::Contradiction { kind, .. }) = t.observe(&bad) else {
-            panic!("malformed not reported")
-        };
-        assert_eq!(kind, "malformed");
+        assert_eq!(contradiction(t.observe(&bad)).0, "malformed");
+        assert_eq!(t.witnessed("b").unwrap().seq, 7);
     }
 
     #[test]

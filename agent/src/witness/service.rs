@@ -5,7 +5,8 @@
 //! 1. reads the rows appended to this node's chain since the last look, learning its own
 //!    witness rows and the epoch of keyed checkpoints ([`Follower`]);
 //! 2. reads the other nodes' head files and appends one witness row per new head or
-//!    contradiction ([`super::observe::Tracker`]), all in one transaction;
+//!    contradiction ([`super::observe::Tracker`]), all in one transaction, then rewrites its
+//!    seen file (`<node>.seen.json`, [`super::SeenFile`]: the last head of each peer witnessed);
 //! 3. checks this node's own head file: bytes other than those it wrote, naming a head its
 //!    chain does not hold, are recorded (`own-file-changed`) and the file is written again
 //!    one interval later (so the other nodes see the edit before it is repaired);
@@ -323,6 +324,34 @@ fn append(st: &mut State, events: &[Event]) {
         // The tracker already moved on; forget the files so the next round retries.
         st.follow.tracker = Tracker::default();
         st.follow.seen_seq = 0;
+        return;
+    }
+    if events.iter().any(|e| matches!(e, Event::Head { .. })) {
+        write_seen(st);
+    }
+}
+
+/// Writes `<dir>/<me>.seen.json` from what the chain holds ([`super::SeenFile`]).
+fn write_seen(st: &State) {
+    let f = super::SeenFile {
+        node: st.me.clone(),
+        ts: now_ms(),
+        seen: st
+            .follow
+            .tracker
+            .all_witnessed()
+            .into_iter()
+            .map(|(n, h)| {
+                let hash = crate::audit::encoding::hex(&h.hash);
+                (n, super::SeenHead { seq: h.seq, hash })
+            })
+            .collect(),
+    };
+    let mut text = serde_json::to_string(&f).unwrap_or_default();
+    text.push('\n');
+    let name = format!("{}.seen.json", st.me);
+    if let Err(e) = super::write_atomic(&st.dir, &name, &text) {
+        log::warn!("watch: witness: {e}");
     }
 }
 
