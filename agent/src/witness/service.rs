@@ -7,9 +7,10 @@
 //! 2. reads the other nodes' head files and appends one witness row per new head or
 //!    contradiction ([`super::observe::Tracker`]), all in one transaction, then rewrites its
 //!    seen file (`<node>.seen.json`, [`super::SeenFile`]: the last head of each peer witnessed);
-//! 3. checks this node's own head file: bytes other than those it wrote, naming a head its
-//!    chain does not hold, are recorded (`own-file-changed`) and the file is written again
-//!    one interval later (so the other nodes see the edit before it is repaired);
+//! 3. checks this node's own head file: bytes other than those it wrote are recorded once
+//!    (`own-file-changed`, saying whether its chain holds the head named) and the file is
+//!    written again one interval later (so the other nodes see the edit before it is
+//!    repaired);
 //! 4. publishes this node's head when rows other than its own witness rows were appended
 //!    since the last publication (a hook run, a watch run, a checkpoint) or at start, at most
 //!    once per interval. A head that only grew by witness rows is not published on its own:
@@ -314,7 +315,7 @@ fn append(st: &mut State, events: &[Event]) {
         .collect();
     for (_, ok, detail) in &rows {
         if *ok {
-            log::info!("watch: witness: {detail}");
+            log::debug!("watch: witness: {detail}");
         } else {
             log::warn!("watch: witness: contradiction: {detail}");
         }
