@@ -110,6 +110,13 @@ impl Cluster {
     /// Three nodes `pve-a`, `pve-b`, `pve-c`, each with container 100 managed and plugged as
     /// PVE leaves it before post-start, and its watch service running.
     pub fn start(hint: &str) -> Cluster {
+        Cluster::start_with(hint, &[])
+    }
+
+    /// [`Cluster::start`] with `pve-c`'s watch started with `c_args` (e.g. `--no-inotify`:
+    /// it sees the head files only by its read every interval, as pmxcfs writes made on
+    /// other nodes).
+    pub fn start_with(hint: &str, c_args: &[&str]) -> Cluster {
         let pve = tempfile::tempdir().unwrap();
         let heads = pve.path().join("op-agent/heads");
         let nodes = ["pve-a", "pve-b", "pve-c"]
@@ -124,7 +131,8 @@ impl Cluster {
                 ));
                 host.manage_bridged(100, PveConf::bridged(100, 10));
                 host.plug_like_pve(100);
-                let watch = Some(host.spawn_watch(&[]));
+                let args = if name == "pve-c" { c_args } else { &[] };
+                let watch = Some(host.spawn_watch(args));
                 Node { name, host, watch }
             })
             .collect();
@@ -199,7 +207,12 @@ impl Node {
 /// Three nodes with hooks on each, then `rounds - 1` more hooks on `pve-b` each witnessed by
 /// the others before the next.
 pub fn cluster_with_runs(hint: &str, rounds: usize) -> Cluster {
-    let c = Cluster::start(hint);
+    cluster_with_runs_args(hint, rounds, &[])
+}
+
+/// [`cluster_with_runs`] with `pve-c`'s watch started with `c_args`.
+pub fn cluster_with_runs_args(hint: &str, rounds: usize, c_args: &[&str]) -> Cluster {
+    let c = Cluster::start_with(hint, c_args);
     for n in &c.nodes {
         n.hook();
     }

@@ -121,7 +121,7 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
         .map_err(|e| format!("cannot start the conf watch thread: {e}"))?;
     // Detached as well: it sleeps in poll(2) between rounds of short file reads and one
     // audit append (bounded by the busy timeout).
-    crate::witness::service::spawn(&cfg)
+    crate::witness::service::spawn(&cfg, opts.conf.inotify)
         .map_err(|e| format!("cannot start the witness thread: {e}"))?;
     let textfile = metrics::spawn(&cfg)
         .map_err(|e| format!("cannot start the metrics textfile thread: {e}"))?;

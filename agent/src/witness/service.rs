@@ -9,7 +9,7 @@
 //!    seen file (`<node>.seen.json`, [`super::SeenFile`]: the last head of each peer witnessed);
 //! 3. checks this node's own head file: bytes other than those it wrote are recorded once
 //!    (`own-file-changed`, saying whether its chain holds the head named) and the file is
-//!    written again one interval later (so the other nodes see the edit before it is
+//!    written again two intervals later (so the other nodes see the edit before it is
 //!    repaired);
 //! 4. publishes this node's head when rows other than its own witness rows were appended
 //!    since the last publication (a hook run, a watch run, a checkpoint) or at start, at most
@@ -101,18 +101,23 @@ fn chain_holds(db: &Path, h: Head) -> bool {
 }
 
 /// Starts the witness thread (detached: it sleeps in `poll(2)` and ends with the process);
-/// `None` when `[witness] enabled = false`.
+/// `None` when `[witness] enabled = false`. `inotify` false (`watch --no-inotify`): the read
+/// every interval alone follows the head files, as it does for pmxcfs writes made on other
+/// nodes.
 ///
 /// # Errors
 /// The thread cannot be started.
-pub fn spawn(cfg: &AgentConfig) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
+pub fn spawn(
+    cfg: &AgentConfig,
+    inotify: bool,
+) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
     if !cfg.toml.witness.enabled {
         return Ok(None);
     }
     let cfg = cfg.clone();
     std::thread::Builder::new()
         .name("op-agent-watch-witness".into())
-        .spawn(move || run(&cfg))
+        .spawn(move || run(&cfg, inotify))
         .map(Some)
 }
 
@@ -141,7 +146,7 @@ pub fn pmxcfs_marker(pve_root: &Path) -> PathBuf {
     pve_root.join("etc/pve/.version")
 }
 
-fn run(cfg: &AgentConfig) {
+fn run(cfg: &AgentConfig, inotify: bool) {
     let interval = cfg.toml.witness.interval();
     let mut st = State {
         me: node_name(cfg),
@@ -170,21 +175,24 @@ fn run(cfg: &AgentConfig) {
             log::warn!("watch: witness: cannot create {}: {e}", st.dir.display());
         }
     }
-    let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
-        .and_then(|i| {
-            let m = AddWatchFlags::IN_MOVED_TO
-                | AddWatchFlags::IN_CLOSE_WRITE
-                | AddWatchFlags::IN_DELETE;
-            i.add_watch(&st.dir, m).map(|_| i)
-        })
-        .map_err(|e| {
-            log::info!(
-                "watch: witness: no inotify on {} ({e}); the poll every {} ms covers it",
-                st.dir.display(),
-                interval.as_millis()
-            )
-        })
-        .ok();
+    let ino = match inotify {
+        false => None,
+        true => Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+            .and_then(|i| {
+                let m = AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_CLOSE_WRITE
+                    | AddWatchFlags::IN_DELETE;
+                i.add_watch(&st.dir, m).map(|_| i)
+            })
+            .map_err(|e| {
+                log::info!(
+                    "watch: witness: no inotify on {} ({e}); the read every {} ms covers it",
+                    st.dir.display(),
+                    interval.as_millis()
+                )
+            })
+            .ok(),
+    };
     log::info!(
         "watch: witness: node {} publishes and reads heads in {} every {} ms",
         st.me,
@@ -262,7 +270,8 @@ fn check_own(st: &mut State, now: Instant, interval: Duration) -> Option<Event> 
         return None;
     }
     st.own_reported = Some(content.clone());
-    st.repair_at = Some(now + interval);
+    // Two intervals: every peer reads the files at least once (each interval) before.
+    st.repair_at = Some(now + interval * 2);
     let written_head = parse(&st.me, written.as_bytes()).ok().map(|(_, h)| h);
     let (found, reason) = match &content {
         Ok(b) => match parse(&st.me, b) {
