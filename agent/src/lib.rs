@@ -34,6 +34,7 @@ pub mod released;
 pub mod report;
 pub mod time;
 pub mod watch;
+pub mod witness;
 
 /// The message of the last panic, kept by the panic hook for the audit row.
 static PANIC_MSG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
@@ -147,12 +148,7 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             logging::init("op-agent", log::LevelFilter::Warn, cli.verbose);
             let cfg =
                 load().map_err(|e| CliError::from(e).with_code(ExitCode::Config).unscoped())?;
-            commands::audit::run(
-                &command,
-                &cfg.toml.audit.database,
-                &cfg.audit_key_file(),
-                &mut std::io::stdout(),
-            )
+            commands::audit::run_config(&command, &cfg, &mut std::io::stdout())
         }
         Command::Watch(a) => commands::watch::run(&a, path),
         Command::Apply(a) => {

@@ -77,6 +77,7 @@ pub fn main_sections(subcommands: &[String]) -> String {
         ("/var/lib/vz/snippets/op-hook", "The hookscript (local:snippets/op-hook) Proxmox VE runs for every phase."),
         ("/var/lib/op-agent/audit.db", "The hash-chained audit log (SQLite, WAL)."),
         ("/var/lib/op-agent/audit.key", "The key of keyed audit checkpoints (made by audit init-key), with its lock audit.key.lock."),
+        ("/etc/pve/op-agent/heads/<node>.json", "Each cluster node's published audit chain head, witnessed by the other nodes' watch services ([witness] in agent.toml)."),
         ("/run/op-agent/<vmid>.lock", "The per-container lock hooks, apply, gc and watch take."),
         ("/run/openvswitch/db.sock", "ovsdb-server's socket (agent.toml [ovsdb] socket)."),
     ] {

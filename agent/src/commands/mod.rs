@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod audit;
 pub mod audit_filter;
+pub mod audit_witness;
 pub mod bash_completion;
 pub mod check;
 pub mod check_all;

@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 mod metrics;
 mod safe_read;
 mod validate;
+mod witness;
 pub use metrics::MetricsSection;
 pub use safe_read::{check_owner_mode, check_regular, read_checked, read_checked_bytes};
 pub use validate::{validate, MAX_DEADLINE_MS, MIN_DEADLINE_MS, MIN_TIMEOUT_MS};
+pub use witness::{is_node_name, WitnessSection};
 
 /// Default location of the agent configuration.
 pub const DEFAULT_AGENT_TOML: &str = "/etc/op-agent/agent.toml";
@@ -196,6 +198,7 @@ pub struct AgentToml {
     pub pve: PveSection,
     pub mesh: MeshSection,
     pub metrics: MetricsSection,
+    pub witness: WitnessSection,
 }
 
 /// The agent configuration plus where it came from.

@@ -35,6 +35,9 @@
 //!   there every `interval_s`, replacing the file atomically;
 //! - [`notify`]: tells systemd `READY=1` once its sources are up, pings its watchdog while the
 //!   worker is not stuck in a run, and says `STOPPING=1`;
+//! - [`crate::witness::service`]: publishes this node's audit chain head to
+//!   `/etc/pve/op-agent/heads/<node>.json` and records the other nodes' heads as witness rows
+//!   (`[witness]` in agent.toml);
 //! - on SIGTERM or SIGINT starts no new run, lets the run or batch in progress finish or roll
 //!   back (bounded by `[hook] deadline_ms`), then exits 0 ([`stop_limit`]).
 //!
@@ -116,6 +119,10 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
     // process.
     conf::spawn(cfg.clone(), opts.conf.clone(), tx.clone())
         .map_err(|e| format!("cannot start the conf watch thread: {e}"))?;
+    // Detached as well: it sleeps in poll(2) between rounds of short file reads and one
+    // audit append (bounded by the busy timeout).
+    crate::witness::service::spawn(&cfg, opts.conf.inotify)
+        .map_err(|e| format!("cannot start the witness thread: {e}"))?;
     let textfile = metrics::spawn(&cfg)
         .map_err(|e| format!("cannot start the metrics textfile thread: {e}"))?;
     let rt = inspect::runtime().map_err(|e| e.to_string())?;
