@@ -6,7 +6,7 @@
 //! Root only (fails, never skips). Run:
 //! `cargo build -p pve-integration && cargo test --test release`.
 
-use op_testkit::{bridged_ip, Nic, PveConf, TestHost};
+use op_testkit::{bridged_ip, stays_pves_net0, wait_pves_net0, Nic, PveConf, TestHost};
 use std::time::{Duration, Instant};
 
 fn conf_net0(host: &TestHost, vmid: u32) -> String {
@@ -18,65 +18,12 @@ fn conf_net0(host: &TestHost, vmid: u32) -> String {
         .unwrap()
 }
 
-/// `Ok` when container 100's net0 is PVE's again: link `veth100i0` up without op-agent's
-/// alias, no `vi100` link or Port, and a Port `veth100i0` on `ovsbr0` with `tag`, no
-/// `external_ids`, the bridge's MTU and an ofport > 0.
-fn pves(host: &TestHost, tag: u16) -> Result<(), String> {
-    if host.has_link("vi100") || host.ports("ovsbr0").contains(&"vi100".to_string()) {
-        return Err("vi100 is still there".into());
-    }
-    let l = host.link("veth100i0").ok_or("no veth100i0")?;
-    if !host.is_up("veth100i0") {
-        return Err("veth100i0 is down".into());
-    }
-    if l.get("ifalias").is_some_and(|a| a.as_str() != Some("")) {
-        return Err(format!("veth100i0 alias {:?}", l["ifalias"]));
-    }
-    if !host.ports("ovsbr0").contains(&"veth100i0".to_string()) {
-        return Err("no Port veth100i0 on ovsbr0".into());
-    }
-    let got = host.ovs_get("Port", "veth100i0", "tag");
-    if got != tag.to_string() {
-        return Err(format!("Port veth100i0 tag {got}"));
-    }
-    let ids = host.ovs_get("Port", "veth100i0", "external_ids");
-    if ids != "{}" {
-        return Err(format!("Port veth100i0 external_ids {ids}"));
-    }
-    let mtu = host.ovs_get("Interface", "veth100i0", "mtu_request");
-    if mtu != "1500" {
-        return Err(format!("Interface veth100i0 mtu_request {mtu}"));
-    }
-    let of: i64 = host
-        .ovs_get("Interface", "veth100i0", "ofport")
-        .parse()
-        .unwrap_or(-1);
-    if of <= 0 {
-        return Err(format!("Interface veth100i0 ofport {of}"));
-    }
-    Ok(())
-}
-
 fn wait_pves(host: &TestHost, tag: u16, limit: Duration) {
-    let t = Instant::now();
-    loop {
-        match pves(host, tag) {
-            Ok(()) => return,
-            Err(e) if t.elapsed() > limit => panic!("not PVE's after {limit:?}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+    wait_pves_net0(host, 100, tag, limit);
 }
 
-/// PVE's state must hold for `d` while the watch runs.
 fn stays_pves(host: &TestHost, tag: u16, d: Duration) {
-    let t = Instant::now();
-    while t.elapsed() < d {
-        if let Err(e) = pves(host, tag) {
-            panic!("taken back after {:?}: {e}", t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stays_pves_net0(host, 100, tag, d);
 }
 
 #[test]

@@ -91,6 +91,15 @@ pub fn run(args: &ReleaseArgs, cfg: &AgentConfig) -> CommandResult {
     Ok(code)
 }
 
+/// Releases running managed container `v` as `op-agent release <v>` does (`enroll --remove`
+/// shares it): the lines describing what was done.
+///
+/// # Errors
+/// Why it was not released, with its exit code and one line (what became of the NICs).
+pub(crate) fn release_vmid(cfg: &AgentConfig, v: Vmid) -> Result<Vec<String>, (ExitCode, String)> {
+    release_one(cfg, v).map_err(|Failure(c, m)| (c, m))
+}
+
 /// Why a container was not released: the exit code and the one line.
 struct Failure(ExitCode, String);
 
