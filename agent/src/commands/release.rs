@@ -45,27 +45,42 @@ use std::time::Instant;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReleaseArgs {
     /// Container ids (100..999999999); omit with `--all`.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(required_unless_present_any = ["all", "list"], conflicts_with_all = ["all", "list"])]
     pub vmids: Vec<String>,
     /// Every managed container that is running and not released yet.
     #[arg(long)]
     pub all: bool,
+    /// Print the vmids `--all` would release, one per line, and change nothing (the package's
+    /// prerm names them).
+    #[arg(long, conflicts_with = "all")]
+    pub list: bool,
 }
 
-/// Releases the containers `args` names with the loaded agent.toml `cfg`, printing one line
-/// per container (`100: net0 vi100 -> veth100i0 on ovsbr0 tag 10`). Returns `Ok` with 0 when
+/// The containers `release --all` takes: managed, running and not released yet, ascending.
+fn releasable(cfg: &AgentConfig) -> Vec<Vmid> {
+    inspect::managed(cfg)
+        .into_iter()
+        .filter(|v| inspect::is_running(cfg, *v))
+        .filter(|v| !crate::released::is_released(&cfg.toml.pve.root, *v))
+        .collect()
+}
+
+/// Releases the containers `args` names with the loaded agent.toml `cfg` (with `--list` only
+/// prints their vmids), printing one line per container (`100: net0 vi100 -> veth100i0 on ovsbr0 tag 10`). Returns `Ok` with 0 when
 /// every container was released, else the code of the first failure, each failure printed
 /// on stderr as it happens.
 ///
 /// # Errors
 /// `Usage` (64) for a malformed vmid, before anything is changed.
 pub fn run(args: &ReleaseArgs, cfg: &AgentConfig) -> CommandResult {
+    if args.list {
+        for v in releasable(cfg) {
+            println!("{v}");
+        }
+        return Ok(ExitCode::Ok);
+    }
     let vmids: Vec<Vmid> = if args.all {
-        inspect::managed(cfg)
-            .into_iter()
-            .filter(|v| inspect::is_running(cfg, *v))
-            .filter(|v| !crate::released::is_released(&cfg.toml.pve.root, *v))
-            .collect()
+        releasable(cfg)
     } else {
         args.vmids
             .iter()
