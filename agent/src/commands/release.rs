@@ -21,8 +21,8 @@
 //! `release`): `run.intent`, `release.rename`, `release.add-port` (`release.del-port` for a
 //! NIC without a Port to put back). What would make a step fail (PVE's name taken, PVE's bridge
 //! neither an OVS nor a Linux bridge, OVSDB unreachable) is refused before the first change,
-//! with a `run.failed` row. When a step fails all the same, the marker is removed and the
-//! container converged again by op-agent (audit `phase` = `release`), so it is never left half
+//! with a `run.failed` row. When a step fails all the same (exit 71), the marker is removed and
+//! the container converged again by op-agent (audit `phase` = `release`), so it is never left half
 //! PVE's, half op-agent's.
 
 use super::CommandResult;
@@ -66,9 +66,11 @@ fn releasable(cfg: &AgentConfig) -> Vec<Vmid> {
 }
 
 /// Releases the containers `args` names with the loaded agent.toml `cfg` (with `--list` only
-/// prints their vmids), printing one line per container (`100: net0 vi100 -> veth100i0 on ovsbr0 tag 10`). Returns `Ok` with 0 when
-/// every container was released, else the code of the first failure, each failure printed
-/// on stderr as it happens.
+/// prints their vmids), printing one line per container
+/// (`100: net0 vi100 -> veth100i0 on ovsbr0 tag 10`). Returns `Ok` with 0 when every
+/// container was released, else the code of the first failure (71, [`ExitCode::HandBack`],
+/// when a step failed part-way and op-agent's plumbing is back), each failure printed on
+/// stderr as it happens.
 ///
 /// # Errors
 /// `Usage` (64) for a malformed vmid, before anything is changed.
@@ -220,7 +222,7 @@ fn release_one(cfg: &AgentConfig, v: Vmid) -> Result<Vec<String>, Failure> {
     let why = "a step failed (op-agent audit log shows which)";
     match back.result {
         Ok(_) => Err(Failure::new(
-            ExitCode::Failed,
+            ExitCode::HandBack,
             format!("not released: {why}; op-agent's plumbing is back"),
         )),
         Err(e) => Err(Failure::new(
