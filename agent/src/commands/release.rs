@@ -271,7 +271,9 @@ pub(crate) async fn hand_back_all(
         .iter()
         .zip(&obs.nics)
         .filter(|(nic, o)| {
-            !matches!(nic.mode, NicMode::Skip(_))
+            // naming = "keep": PVE's name and Port are there already.
+            !d.keeps_names()
+                && !matches!(nic.mode, NicMode::Skip(_))
                 && o.target_link.as_ref().is_some_and(|t| t.ours)
                 && only.is_none_or(|s| s.contains(&nic.net.get()))
         })

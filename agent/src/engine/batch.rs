@@ -312,8 +312,9 @@ fn stage(s: &Step) -> Stage {
         | Step::LinkDown { .. }
         | Step::ClearQdiscs { .. }
         | Step::LinkRename { .. }
-        | Step::LinkUp { .. } => Stage::Links,
-        Step::AddPort(_) | Step::ReplacePort(_) => Stage::Add,
+        | Step::LinkUp { .. }
+        | Step::AltName { .. } => Stage::Links,
+        Step::AddPort(_) | Step::ReplacePort(_) | Step::AdoptPort(_) => Stage::Add,
         Step::CheckMaster { .. }
         | Step::ConfirmMesh
         | Step::RecordMesh { .. }

@@ -351,13 +351,41 @@ pub(super) async fn step<L: Links, V: Vswitch>(
             rec.outcome(name, Outcome::Ok, json!({"net": net, "link": link}));
             Ok(None)
         }
-        Step::AddPort(pp) | Step::ReplacePort(pp) => {
-            let r = if matches!(p.step, Step::ReplacePort(_)) {
-                host.ovs
-                    .replace_port(&pp.name, DelGuard::Owned.to_ovsdb(), pp)
-                    .await
-            } else {
-                host.ovs.add_port(pp).await
+        Step::AltName { link, altname } => {
+            let l = host
+                .require_link(link)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
+            let alias = ownership::owner_alias(d.vmid.get(), net.unwrap_or(0));
+            host.nl
+                .add_altname(&l, altname, &alias)
+                .await
+                .map_err(RunError::Netlink)
+                .inspect_err(|e| failed(rec, e))?;
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "link": link, "altname": altname, "ifindex": l.index}),
+            );
+            Ok(Some(format!(
+                "net{} {link} altname {altname}",
+                net.unwrap_or(0)
+            )))
+        }
+        Step::AddPort(pp) | Step::ReplacePort(pp) | Step::AdoptPort(pp) => {
+            let r = match p.step {
+                Step::ReplacePort(_) => {
+                    host.ovs
+                        .replace_port(&pp.name, DelGuard::Owned.to_ovsdb(), pp)
+                        .await
+                }
+                // PVE's own row of the same name, taken over in one transaction.
+                Step::AdoptPort(_) => {
+                    host.ovs
+                        .replace_port(&pp.name, DelGuard::Any.to_ovsdb(), pp)
+                        .await
+                }
+                _ => host.ovs.add_port(pp).await,
             };
             let next = r.map_err(RunError::Ovsdb).inspect_err(|e| failed(rec, e))?;
             rec.outcome(

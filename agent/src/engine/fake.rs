@@ -443,6 +443,23 @@ impl Links for Fake {
             .ok_or_else(|| nl_err("qdisc del", &link.name))
     }
 
+    /// Records the call and sets the alias (the fake keeps no alternative names).
+    async fn add_altname(
+        &self,
+        link: &Link,
+        altname: &str,
+        alias: &str,
+    ) -> Result<(), NetlinkError> {
+        self.0.borrow_mut().calls.push(format!(
+            "add_altname {} {altname} alias={alias:?}",
+            link.name
+        ));
+        self.with_link(link.index, |l| {
+            l.alias = (!alias.is_empty()).then(|| alias.to_string())
+        })
+        .ok_or_else(|| nl_err("altname", &link.name))
+    }
+
     async fn rename(
         &self,
         link: &Link,

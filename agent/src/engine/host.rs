@@ -44,6 +44,14 @@ pub trait Links {
         alias: &str,
         up: bool,
     ) -> Result<(), NetlinkError>;
+    /// Gives `link` the alternative name `altname` and sets IFLA_IFALIAS to `alias`
+    /// ([`Netlink::add_altname`]).
+    async fn add_altname(
+        &self,
+        link: &Link,
+        altname: &str,
+        alias: &str,
+    ) -> Result<(), NetlinkError>;
     /// Confirms the host's mesh interface of `cfg` ([`crate::mesh::confirm`]); the error is
     /// one line.
     async fn confirm_mesh(&self, cfg: &MeshSection) -> Result<MeshState, String>;
@@ -139,6 +147,14 @@ impl Links for Netlink {
         up: bool,
     ) -> Result<(), NetlinkError> {
         Netlink::rename(self, link, new_name, alias, up).await
+    }
+    async fn add_altname(
+        &self,
+        link: &Link,
+        altname: &str,
+        alias: &str,
+    ) -> Result<(), NetlinkError> {
+        Netlink::add_altname(self, link, altname, alias).await
     }
     async fn confirm_mesh(&self, cfg: &MeshSection) -> Result<MeshState, String> {
         crate::mesh::confirm(self, cfg).await

@@ -61,6 +61,13 @@ pub enum Step {
     /// ownership, then the same insert as [`Step::AddPort`]), so a failure never leaves the NIC
     /// without a port.
     ReplacePort(PortPlan),
+    /// `naming = "keep"`: give PVE's veth op-agent's name as an alternative name
+    /// (`IFLA_ALT_IFNAME`) and op-agent's alias (the owner mark).
+    AltName { link: String, altname: String },
+    /// `naming = "keep"`: replace PVE's own Port of the same name (any owner) by op-agent's,
+    /// with the desired values and op-agent's marks, in ONE transaction; then as
+    /// [`Step::AddPort`].
+    AdoptPort(PortPlan),
     /// Check that the renamed link is still enslaved to its Linux bridge.
     CheckMaster { link: String, bridge: String },
     /// Confirm the host's mesh interface (netmaker mode, pre-start).
@@ -107,73 +114,12 @@ impl Step {
             Step::LinkUp { .. } => "link.up",
             Step::AddPort(_) => "ovs.add-port",
             Step::ReplacePort(_) => "ovs.replace-port",
+            Step::AltName { .. } => "link.altname",
+            Step::AdoptPort(_) => "ovs.adopt-port",
             Step::CheckMaster { .. } => "link.check-master",
             Step::ConfirmMesh => "mesh.confirm",
             Step::RecordMesh { .. } => "mesh.via",
             Step::Skip { .. } => "nic.skip",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Step::DelPort { port, guard } => write!(
-                f,
-                "ovs.del-port {port}{}",
-                if *guard == DelGuard::Owned {
-                    " (owned only)"
-                } else {
-                    ""
-                }
-            ),
-            Step::DelLink { link, why } => write!(f, "{} {link}", why.describe().0),
-            Step::LinkDown { link } => write!(f, "link.down {link}"),
-            Step::ClearQdiscs { link } => write!(f, "link.clear-qdiscs {link}"),
-            Step::LinkRename { from, to, up } => {
-                write!(
-                    f,
-                    "link.rename {from} -> {to}{}",
-                    if *up { " (up)" } else { "" }
-                )
-            }
-            Step::LinkUp { link } => write!(f, "link.up {link}"),
-            Step::AddPort(p) | Step::ReplacePort(p) => {
-                let verb = if matches!(self, Step::AddPort(_)) {
-                    "add-port"
-                } else {
-                    "replace-port"
-                };
-                write!(f, "ovs.{verb} {} {}", p.bridge, p.name)?;
-                if let Some(t) = p.tag {
-                    write!(f, " tag={t}")?;
-                }
-                if !p.trunks.is_empty() {
-                    let t: Vec<String> = p.trunks.iter().map(u16::to_string).collect();
-                    write!(f, " trunks={}", t.join(","))?;
-                }
-                if let Some(m) = &p.vlan_mode {
-                    write!(f, " vlan_mode={m}")?;
-                }
-                if let Some(m) = p.mtu_request {
-                    write!(f, " mtu_request={m}")?;
-                }
-                if let Some(r) = &p.rate {
-                    write!(
-                        f,
-                        " qos=linux-htb:max-rate={} ingress_policing_rate={}",
-                        r.max_rate_bits, r.policing_kbits
-                    )?;
-                }
-                for (k, v) in &p.external_ids {
-                    write!(f, " external_ids:{k}={v}")?;
-                }
-                Ok(())
-            }
-            Step::CheckMaster { link, bridge } => write!(f, "link.check-master {link} in {bridge}"),
-            Step::ConfirmMesh => write!(f, "mesh.confirm"),
-            Step::RecordMesh { link } => write!(f, "mesh.via {link}"),
-            Step::Skip { reason } => write!(f, "nic.skip ({reason})"),
         }
     }
 }
@@ -254,7 +200,7 @@ pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<
         .and_then(|m| u32::try_from(m).ok())
         .or(obs.bridge_mtu);
     Some(PortPlan {
-        name: nic.name.to_string(),
+        name: d.port_name(nic).to_string(),
         bridge,
         vlan_mode: pve_integration::ovs_vlan_mode(tag, &trunks).map(str::to_string),
         tag,
@@ -444,6 +390,10 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
     }
     for (nic, o) in d.nics.iter().zip(&obs.nics) {
         let net = Some(nic.net);
+        if let (None, true) = (left_alone(nic, o, obs), d.keeps_names()) {
+            keep::plan_keep_nic(d, nic, o, obs, &mut steps)?;
+            continue;
+        }
         let mut push = |step: Step| steps.push(Planned { net, step });
         if let Some(reason) = left_alone(nic, o, obs) {
             push(Step::Skip { reason });
@@ -581,6 +531,8 @@ pub fn plan_post_stop(d: &Desired, obs: &Observed) -> Vec<Planned> {
     sweep_owned(d, obs, false)
 }
 
+mod display;
+mod keep;
 mod rate;
 pub use rate::{port_rate, rate_matches};
 
