@@ -186,3 +186,72 @@ fn keep_mode_leaves_pve_its_names_and_live_edits() {
     host.sim_ok(&["stop", "100"]);
     host.assert_audit_intact("keep mode");
 }
+
+fn rows(host: &TestHost, table: &str) -> usize {
+    host.vsctl_ok(&["--bare", "--columns=_uuid", "list", table])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+fn policing(host: &TestHost) -> String {
+    host.ovs_get("Interface", "veth100i0", "ingress_policing_rate")
+}
+
+fn wait_policing(host: &TestHost, want: &str, what: &str) {
+    let t = Instant::now();
+    while policing(host) != want {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{what}: ingress_policing_rate {}",
+            policing(host)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// PVE's `rate=` in keep mode: OVS QoS and policing on PVE's own Port (as on a renamed NIC),
+/// following PVE's live edits of the rate and of the tag, with one QoS row at any time and
+/// none after the stop.
+#[test]
+fn keep_mode_puts_pves_rate_on_its_port_and_follows_live_edits() {
+    let host = TestHost::new("keep-rate");
+    host.write_pve_conf(
+        100,
+        PveConf::op_hook(100).nic(
+            Nic::with_id(0, "ovsbr0", 100)
+                .ip("10.10.0.101/24")
+                .tag(10)
+                .prop("rate", 1),
+        ),
+    );
+    host.manage(100, KEEP);
+    host.sim_ok(&["start", "100"]);
+    wait_kept(&host, "veth100i0", "vi100", 10, "after start");
+    assert_eq!(policing(&host), "8388");
+    assert_eq!(rows(&host, "QoS"), 1);
+    let mut w = host.spawn_watch(&[]);
+
+    let rate2 = net(&host, 0).unwrap().replace("rate=1", "rate=2");
+    let out = host.sim(&["set", "100", "-net0", &rate2]);
+    assert!(out.status.success(), "rate edit: {}", out.text());
+    wait_policing(&host, "16777", "after the rate edit");
+    assert_eq!(rows(&host, "QoS"), 1, "{}", w.log_text());
+
+    let tag20 = net(&host, 0).unwrap().replace("tag=10", "tag=20");
+    let out = host.sim(&["set", "100", "-net0", &tag20]);
+    assert!(out.status.success(), "tag edit: {}", out.text());
+    wait_kept(&host, "veth100i0", "vi100", 20, "after the tag edit");
+    wait_policing(&host, "16777", "after the tag edit");
+    assert_eq!(rows(&host, "QoS"), 1, "{}", w.log_text());
+    assert_eq!(rows(&host, "Queue"), 1, "{}", w.log_text());
+
+    assert!(w.stop().is_some_and(|s| s.success()), "{}", w.log_text());
+    host.sim_ok(&["stop", "100"]);
+    assert_eq!(
+        (rows(&host, "QoS"), rows(&host, "Queue")),
+        (0, 0),
+        "after the stop"
+    );
+    host.assert_audit_intact("keep mode rate");
+}

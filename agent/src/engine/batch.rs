@@ -316,6 +316,7 @@ fn stage(s: &Step) -> Stage {
         | Step::AltName { .. } => Stage::Links,
         Step::AddPort(_) | Step::ReplacePort(_) | Step::AdoptPort(_) => Stage::Add,
         Step::CheckMaster { .. }
+        | Step::DelStaleQos
         | Step::ConfirmMesh
         | Step::RecordMesh { .. }
         | Step::Skip { .. } => Stage::Last,

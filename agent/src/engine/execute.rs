@@ -430,6 +430,21 @@ pub(super) async fn step<L: Links, V: Vswitch>(
             s.push_str(&format!(" ofport {}", ofport.unwrap_or(-1)));
             Ok(Some(s))
         }
+        Step::DelStaleQos => {
+            let marks = std::collections::BTreeMap::from([
+                (
+                    ownership::OWNER_KEY.to_string(),
+                    ownership::OWNER.to_string(),
+                ),
+                ("vm-id".to_string(), d.vmid.to_string()),
+            ]);
+            match host.ovs.del_qos_marked(&marks).await {
+                Ok(n) => rec.outcome(name, Outcome::Ok, json!({"deleted": n})),
+                // Still referenced (a Port of the container is there): left for the next run.
+                Err(e) => rec.outcome(name, Outcome::Failed, json!({"error": e.to_string()})),
+            }
+            Ok(None)
+        }
         Step::CheckMaster { link, bridge } => {
             let l = host
                 .require_link(link)

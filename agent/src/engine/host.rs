@@ -15,6 +15,7 @@ use crate::ovsdb::vswitch::batch::IfaceStatus;
 use crate::ovsdb::{Client, DelGuard, OvsdbError, PortRow, PortSpec, Snapshot};
 use crate::report::Recorder;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Host links, as rtnetlink (`RTM_GETLINK`/`RTM_SETLINK`) serves them. Names are plain strings.
@@ -84,6 +85,12 @@ pub trait Vswitch {
         &self,
         name: &str,
     ) -> Result<Option<(Option<i64>, Option<String>)>, OvsdbError>;
+    /// Deletes the QoS and Queue rows marked with all of `marks` ([`Client::del_qos_marked`]);
+    /// how many. The default (fakes) deletes none.
+    async fn del_qos_marked(&self, marks: &BTreeMap<String, String>) -> Result<u64, OvsdbError> {
+        let _ = marks;
+        Ok(0)
+    }
     /// Deletes many Ports, each under its own guard, in as few transactions as the guards
     /// allow ([`Client::del_ports`]); per item what [`Vswitch::del_port`] returns. The default
     /// deletes them one by one.
@@ -190,6 +197,9 @@ impl Vswitch for Client {
         name: &str,
     ) -> Result<Option<(Option<i64>, Option<String>)>, OvsdbError> {
         Client::interface_status(self, name).await
+    }
+    async fn del_qos_marked(&self, marks: &BTreeMap<String, String>) -> Result<u64, OvsdbError> {
+        Client::del_qos_marked(self, marks).await
     }
     async fn del_ports(
         &self,

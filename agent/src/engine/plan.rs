@@ -68,6 +68,10 @@ pub enum Step {
     /// with the desired values and op-agent's marks, in ONE transaction; then as
     /// [`Step::AddPort`].
     AdoptPort(PortPlan),
+    /// `naming = "keep"`, pre-start and post-stop: delete the QoS and Queue rows op-agent
+    /// made for this container's Ports that PVE's own `ovs-vsctl del-port` of those Ports
+    /// left behind (roots of the schema, never collected). Never fatal.
+    DelStaleQos,
     /// Check that the renamed link is still enslaved to its Linux bridge.
     CheckMaster { link: String, bridge: String },
     /// Confirm the host's mesh interface (netmaker mode, pre-start).
@@ -116,6 +120,7 @@ impl Step {
             Step::ReplacePort(_) => "ovs.replace-port",
             Step::AltName { .. } => "link.altname",
             Step::AdoptPort(_) => "ovs.adopt-port",
+            Step::DelStaleQos => "ovs.del-stale-qos",
             Step::CheckMaster { .. } => "link.check-master",
             Step::ConfirmMesh => "mesh.confirm",
             Step::RecordMesh { .. } => "mesh.via",
@@ -335,6 +340,7 @@ pub fn plan_pre_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanE
     }
     // A live port belongs to a running container (pre-start run by hand): left alone.
     steps.extend(sweep_owned(d, obs, true));
+    steps.extend(stale_qos(d));
     Ok(steps)
 }
 
@@ -528,7 +534,17 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
 /// `veth<vmid>i<n>` rows, never ours), even while the kernel is still destroying the
 /// container's veths (it does so asynchronously): a row left behind is PVE bug #1232.
 pub fn plan_post_stop(d: &Desired, obs: &Observed) -> Vec<Planned> {
-    sweep_owned(d, obs, false)
+    let mut steps = sweep_owned(d, obs, false);
+    steps.extend(stale_qos(d));
+    steps
+}
+
+/// [`Step::DelStaleQos`] in keep mode (PVE deletes the Ports op-agent marked, not their QoS).
+fn stale_qos(d: &Desired) -> Option<Planned> {
+    d.keeps_names().then_some(Planned {
+        net: None,
+        step: Step::DelStaleQos,
+    })
 }
 
 mod display;

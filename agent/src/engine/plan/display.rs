@@ -62,6 +62,7 @@ impl fmt::Display for Step {
                 Ok(())
             }
             Step::CheckMaster { link, bridge } => write!(f, "link.check-master {link} in {bridge}"),
+            Step::DelStaleQos => write!(f, "ovs.del-stale-qos"),
             Step::ConfirmMesh => write!(f, "mesh.confirm"),
             Step::RecordMesh { link } => write!(f, "mesh.via {link}"),
             Step::Skip { reason } => write!(f, "nic.skip ({reason})"),

@@ -143,3 +143,24 @@ fn pves_rate_goes_on_the_port_and_a_foreign_vi100_is_refused() {
         Err(PlanError::Missing(_))
     ));
 }
+
+#[test]
+fn keep_modes_stop_and_start_delete_the_qos_rows_pve_left() {
+    use crate::engine::plan::{plan_post_stop, plan_pre_start};
+    let mut d = keep(Some("1"));
+    let obs = observed(ObservedNic::default());
+    let last = |v: Vec<crate::engine::plan::Planned>| v.last().map(|p| p.step.to_string());
+    assert_eq!(
+        last(plan_post_stop(&d, &obs)).as_deref(),
+        Some("ovs.del-stale-qos")
+    );
+    assert_eq!(
+        last(plan_pre_start(&d, &obs).unwrap()).as_deref(),
+        Some("ovs.del-stale-qos")
+    );
+    d.naming = crate::config::Naming::Rename;
+    assert!(
+        plan_post_stop(&d, &obs).is_empty(),
+        "rename: PVE never deletes op-agent's Ports"
+    );
+}
