@@ -48,7 +48,10 @@ fn wait_kept(host: &TestHost, veth: &str, alt: &str, tag: u16, what: &str) {
     let t = Instant::now();
     loop {
         match kept(host, veth, alt, tag) {
-            Ok(()) => return,
+            Ok(()) => {
+                eprintln!("{what}: kept in {} ms", t.elapsed().as_millis());
+                return;
+            }
             Err(e) if t.elapsed() > Duration::from_secs(5) => panic!("{what}: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
