@@ -186,6 +186,16 @@ fn keep_mode_leaves_pve_its_names_and_live_edits() {
         .audit_rows_for(100)
         .iter()
         .any(|r| r.outcome == "failed"));
+
+    // Back to rename while it runs: the altname goes, then the usual rename and Port.
+    host.manage(100, "network_type = \"bridge\"\n");
+    let out = host.agent(&["apply", "100"]);
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    host.converged(100, "vi100", 10).unwrap();
+    let l = host.link("vi100").unwrap();
+    assert_eq!(l["ifname"], "vi100");
+    assert!(l.get("altnames").is_none(), "{l}");
+    assert!(host.ping(100, &bridged_ip(101)), "100 reaches 101 renamed");
     host.sim_ok(&["stop", "100"]);
     host.assert_audit_intact("keep mode");
 }

@@ -423,6 +423,33 @@ impl Netlink {
             .map_err(|e| err("alias", e))
     }
 
+    /// Removes the alternative name `altname` from `link` (`RTM_DELLINKPROP`, what `ip link
+    /// property del altname` sends). An `altname` the link does not have is no error.
+    ///
+    /// # Errors
+    /// The kernel refused.
+    pub async fn del_altname(&self, link: &Link, altname: &str) -> Result<(), NetlinkError> {
+        let r = self
+            .handle
+            .link()
+            .property_del(link.index)
+            .alt_ifname(&[altname])
+            .execute()
+            .await;
+        match r {
+            Err(rtnetlink::Error::NetlinkError(m))
+                if m.code.map(|c| -c.get()) == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            r => r.map_err(|e| NetlinkError {
+                op: "del-altname",
+                link: format!("{} altname {altname}", link.name),
+                source: e,
+            }),
+        }
+    }
+
     /// The addresses on `link` as `(address, prefix length)`, IPv4 and IPv6.
     pub async fn addresses(&self, link: &Link) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
         let mut s = self

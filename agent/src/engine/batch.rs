@@ -313,7 +313,8 @@ fn stage(s: &Step) -> Stage {
         | Step::ClearQdiscs { .. }
         | Step::LinkRename { .. }
         | Step::LinkUp { .. }
-        | Step::AltName { .. } => Stage::Links,
+        | Step::AltName { .. }
+        | Step::DelAltName { .. } => Stage::Links,
         Step::AddPort(_) | Step::ReplacePort(_) | Step::AdoptPort(_) => Stage::Add,
         Step::CheckMaster { .. }
         | Step::DelStaleQos

@@ -372,6 +372,23 @@ pub(super) async fn step<L: Links, V: Vswitch>(
                 net.unwrap_or(0)
             )))
         }
+        Step::DelAltName { link, altname } => {
+            let l = host
+                .require_link(link)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
+            host.nl
+                .del_altname(&l, altname)
+                .await
+                .map_err(RunError::Netlink)
+                .inspect_err(|e| failed(rec, e))?;
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "link": link, "altname": altname}),
+            );
+            Ok(None)
+        }
         Step::AddPort(pp) | Step::ReplacePort(pp) | Step::AdoptPort(pp) => {
             let r = match p.step {
                 Step::ReplacePort(_) => {

@@ -460,6 +460,12 @@ impl Links for Fake {
         .ok_or_else(|| nl_err("altname", &link.name))
     }
 
+    async fn del_altname(&self, link: &Link, altname: &str) -> Result<(), NetlinkError> {
+        let line = format!("del_altname {} {altname}", link.name);
+        self.0.borrow_mut().calls.push(line);
+        Ok(())
+    }
+
     async fn rename(
         &self,
         link: &Link,

@@ -53,6 +53,8 @@ pub trait Links {
         altname: &str,
         alias: &str,
     ) -> Result<(), NetlinkError>;
+    /// Removes the alternative name `altname` from `link` ([`Netlink::del_altname`]).
+    async fn del_altname(&self, link: &Link, altname: &str) -> Result<(), NetlinkError>;
     /// Confirms the host's mesh interface of `cfg` ([`crate::mesh::confirm`]); the error is
     /// one line.
     async fn confirm_mesh(&self, cfg: &MeshSection) -> Result<MeshState, String>;
@@ -162,6 +164,9 @@ impl Links for Netlink {
         alias: &str,
     ) -> Result<(), NetlinkError> {
         Netlink::add_altname(self, link, altname, alias).await
+    }
+    async fn del_altname(&self, link: &Link, altname: &str) -> Result<(), NetlinkError> {
+        Netlink::del_altname(self, link, altname).await
     }
     async fn confirm_mesh(&self, cfg: &MeshSection) -> Result<MeshState, String> {
         crate::mesh::confirm(self, cfg).await

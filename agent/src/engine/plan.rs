@@ -64,6 +64,9 @@ pub enum Step {
     /// `naming = "keep"`: give PVE's veth op-agent's name as an alternative name
     /// (`IFLA_ALT_IFNAME`) and op-agent's alias (the owner mark).
     AltName { link: String, altname: String },
+    /// Remove op-agent's alternative name from PVE's veth (left by `naming = "keep"`), so that
+    /// the rename to that name can happen (the kernel refuses a name in use as an altname).
+    DelAltName { link: String, altname: String },
     /// `naming = "keep"`: replace PVE's own Port of the same name (any owner) by op-agent's,
     /// with the desired values and op-agent's marks, in ONE transaction; then as
     /// [`Step::AddPort`].
@@ -119,6 +122,7 @@ impl Step {
             Step::AddPort(_) => "ovs.add-port",
             Step::ReplacePort(_) => "ovs.replace-port",
             Step::AltName { .. } => "link.altname",
+            Step::DelAltName { .. } => "link.del-altname",
             Step::AdoptPort(_) => "ovs.adopt-port",
             Step::DelStaleQos => "ovs.del-stale-qos",
             Step::CheckMaster { .. } => "link.check-master",
@@ -465,6 +469,14 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
                     push(Step::DelPort {
                         port: nic.name.to_string(),
                         guard: DelGuard::Owned,
+                    });
+                }
+                if t.as_ref().is_some_and(|t| t.index == l.index) {
+                    // op-agent's name is an alternative name of PVE's veth (the container ran
+                    // in keep mode): it must go before the rename.
+                    push(Step::DelAltName {
+                        link: l.name.clone(),
+                        altname: nic.name.to_string(),
                     });
                 }
                 push(Step::LinkDown {

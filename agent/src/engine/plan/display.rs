@@ -29,6 +29,9 @@ impl fmt::Display for Step {
             }
             Step::LinkUp { link } => write!(f, "link.up {link}"),
             Step::AltName { link, altname } => write!(f, "link.altname {link} {altname}"),
+            Step::DelAltName { link, altname } => {
+                write!(f, "link.del-altname {link} {altname}")
+            }
             Step::AddPort(p) | Step::ReplacePort(p) | Step::AdoptPort(p) => {
                 let verb = match self {
                     Step::AddPort(_) => "add-port",

@@ -164,3 +164,22 @@ fn keep_modes_stop_and_start_delete_the_qos_rows_pve_left() {
         "rename: PVE never deletes op-agent's Ports"
     );
 }
+
+#[test]
+fn back_to_rename_removes_the_altname_before_the_rename() {
+    let mut d = keep(None);
+    d.naming = crate::config::Naming::Rename;
+    let obs = observed(ObservedNic {
+        pve_link: Some(veth(7, true)),
+        target_link: Some(veth(7, true)),
+        pve_port: Some(pves_port()),
+        ..Default::default()
+    });
+    let l = lines(&d, &obs);
+    let at = |s: &str| l.iter().position(|x| x.starts_with(s)).unwrap();
+    assert_eq!(
+        l[at("link.del-altname")],
+        "link.del-altname veth100i0 vi100"
+    );
+    assert!(at("link.del-altname") < at("link.rename"), "{l:?}");
+}
