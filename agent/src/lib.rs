@@ -203,7 +203,11 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         Command::Enroll(a) => {
             let vmids = commands::enroll::check_args(&a)?;
             let cfg = load().map_err(|e| CliError::from(e).with_code(ExitCode::Config))?;
-            commands::enroll_multi::run(&a, vmids, &cfg)
+            if a.remove {
+                commands::unenroll::run(&a, vmids, &cfg)
+            } else {
+                commands::enroll_multi::run(&a, vmids, &cfg)
+            }
         }
         Command::ImportState(a) if a.enroll => {
             let cfg = load().map_err(|e| CliError::from(e).with_code(ExitCode::Config))?;

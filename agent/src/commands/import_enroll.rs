@@ -118,6 +118,7 @@ fn keep_config(vmid: Vmid) -> EnrollArgs {
         cluster: false,
         force: false,
         keep_config: true,
+        remove: false,
         dry_run: false,
     }
 }

@@ -27,6 +27,7 @@ pub mod query;
 pub mod release;
 pub mod set;
 pub mod status;
+pub mod unenroll;
 pub mod watch;
 
 use crate::config::ConfigError;

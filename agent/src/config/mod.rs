@@ -12,10 +12,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod metrics;
+mod naming;
 mod safe_read;
 mod validate;
 mod witness;
 pub use metrics::MetricsSection;
+pub use naming::{Naming, NamingSection};
 pub use safe_read::{check_owner_mode, check_regular, read_checked, read_checked_bytes};
 pub use validate::{validate, MAX_DEADLINE_MS, MIN_DEADLINE_MS, MIN_TIMEOUT_MS};
 pub use witness::{is_node_name, WitnessSection};
@@ -199,6 +201,8 @@ pub struct AgentToml {
     pub mesh: MeshSection,
     pub metrics: MetricsSection,
     pub witness: WitnessSection,
+    /// `[naming] mode`: the default of containers whose TOML sets no `naming`.
+    pub naming: NamingSection,
 }
 
 /// The agent configuration plus where it came from.
@@ -273,6 +277,8 @@ pub struct ContainerToml {
     pub require_mesh: Option<bool>,
     #[serde(default)]
     pub on_firewall: OnFirewall,
+    /// `rename` or `keep` (`None`: agent.toml's `[naming] mode`).
+    pub naming: Option<Naming>,
     #[serde(default)]
     pub nic: Vec<NicToml>,
 }

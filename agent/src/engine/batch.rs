@@ -312,9 +312,12 @@ fn stage(s: &Step) -> Stage {
         | Step::LinkDown { .. }
         | Step::ClearQdiscs { .. }
         | Step::LinkRename { .. }
-        | Step::LinkUp { .. } => Stage::Links,
-        Step::AddPort(_) | Step::ReplacePort(_) => Stage::Add,
+        | Step::LinkUp { .. }
+        | Step::AltName { .. }
+        | Step::DelAltName { .. } => Stage::Links,
+        Step::AddPort(_) | Step::ReplacePort(_) | Step::AdoptPort(_) => Stage::Add,
         Step::CheckMaster { .. }
+        | Step::DelStaleQos
         | Step::ConfirmMesh
         | Step::RecordMesh { .. }
         | Step::Skip { .. } => Stage::Last,

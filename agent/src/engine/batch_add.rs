@@ -139,7 +139,7 @@ fn batch_budget<L: Links, V: Vswitch>(host: &Host<L, V>, containers: usize) -> s
 /// The Port of an add or replace step.
 fn spec(s: &Step) -> Option<&crate::ovsdb::PortSpec> {
     match s {
-        Step::AddPort(pp) | Step::ReplacePort(pp) => Some(pp),
+        Step::AddPort(pp) | Step::ReplacePort(pp) | Step::AdoptPort(pp) => Some(pp),
         _ => None,
     }
 }
@@ -170,7 +170,12 @@ pub(super) async fn add_stage<L: Links, V: Vswitch>(
         let Some(pp) = spec(&runs[ri].steps[si].step) else {
             continue;
         };
-        let r = host.ovs.replace_port(&pp.name, owned(), pp).await;
+        // PVE's own row (keep mode) is taken over whoever owns it.
+        let guard = match runs[ri].steps[si].step {
+            Step::AdoptPort(_) => crate::ovsdb::DelGuard::Any,
+            _ => owned(),
+        };
+        let r = host.ovs.replace_port(&pp.name, guard, pp).await;
         results.push(((ri, si), r));
     }
     let elapsed = t.elapsed();

@@ -38,6 +38,7 @@ fn desired(v: u32) -> Desired {
         vmid: Vmid::new(v).unwrap(),
         network_type: crate::config::NetworkType::Bridge,
         require_mesh: false,
+        naming: crate::config::Naming::Rename,
         nics: vec![DesiredNic {
             net: NetIndex::new(0).unwrap(),
             pve_veth: format!("veth{v}i0"),
@@ -62,6 +63,7 @@ fn jobs() -> Vec<Job> {
                 ct_toml: format!("/fake/{v}.toml").into(),
                 pve_conf: format!("/fake/{v}.conf").into(),
                 pve_root: "/fake".into(),
+                default_naming: crate::config::Naming::Rename,
             },
             phase: Phase::PostStart,
             label: "watch".into(),

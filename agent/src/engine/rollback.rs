@@ -96,6 +96,9 @@ pub async fn restore_pve<L: Links, V: Vswitch>(
 
 /// [`restore_pve`] with audit steps named `<prefix>.rename`, `<prefix>.link-up` and
 /// `<prefix>.add-port` (`op-agent release` hands NICs back with the prefix `release`).
+/// Test builds (`failpoints`): `OP_AGENT_FAILPOINT=fail:<prefix>.rename` or
+/// `fail:<prefix>.add-port` makes that action fail without running, after the ones before it
+/// ran (a hand-back that fails part-way).
 pub async fn hand_back<L: Links, V: Vswitch>(
     host: &Host<L, V>,
     net: u8,
@@ -131,14 +134,18 @@ pub async fn hand_back<L: Links, V: Vswitch>(
             // is what gets the container its network again once OVS answers.
             Err(_) => Ok(()),
         };
-        let r = match (released, host.require_link(ours).await) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Ok(l)) => host
-                .nl
-                .rename(&l, pve, "", true)
-                .await
-                .map_err(|e| e.to_string()),
-            (Ok(()), Err(e)) => Err(e.to_string()),
+        let injected = super::execute::injected_failure(&format!("{prefix}.rename"));
+        let r = match (injected, released) {
+            (Some(e), _) => Err(e.to_string()),
+            (None, Err(e)) => Err(e),
+            (None, Ok(())) => match host.require_link(ours).await {
+                Ok(l) => host
+                    .nl
+                    .rename(&l, pve, "", true)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
         };
         if note(&r, &format!("rename {ours} back to {pve}")) {
             link_back = Some(pve.clone());
@@ -180,7 +187,12 @@ pub async fn hand_back<L: Links, V: Vswitch>(
             external_ids: Default::default(),
             rate: None,
         };
-        let r = match host.ovs.add_port(&spec).await {
+        let injected = super::execute::injected_failure(&format!("{prefix}.add-port"));
+        let r = match injected {
+            Some(e) => Err(e.to_string()),
+            None => host.ovs.add_port(&spec).await.map_err(|e| e.to_string()),
+        };
+        let r = match r {
             Ok(next) => host
                 .ovs
                 .wait_cur_cfg(next, host.wait_budget(Budget::Rollback))
@@ -189,7 +201,7 @@ pub async fn hand_back<L: Links, V: Vswitch>(
                 .map_err(|e| {
                     format!("the Port row is back, but ovs-vswitchd did not apply it: {e}")
                 }),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         if note(
             &r,

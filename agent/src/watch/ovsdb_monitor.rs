@@ -163,6 +163,14 @@ impl Session<'_> {
         if !tc.new_bridges.is_empty() {
             vmids.extend(inspect::managed(self.cfg));
         }
+        // A Port named after a device's alternative name: the device's own name says whose.
+        for name in &tc.other_ports {
+            if let Ok(Some(l)) = self.nl.link_by_name(name).await {
+                if l.name != *name {
+                    vmids.extend(HostVeth::parse(&l.name).map(|(v, _)| v));
+                }
+            }
+        }
         let mut out = Vec::new();
         for v in vmids {
             if !inspect::is_running(self.cfg, v) {
@@ -188,7 +196,7 @@ impl Session<'_> {
         let wants = decide::wanted_ports(d);
         let mut notes = Vec::new();
         let mut why = "ovsdb drift";
-        if tc.owned.contains(&v) {
+        if tc.owned.contains(&v) || d.keeps_names() {
             for dr in decide::drifts(&wants, t) {
                 log::warn!(
                     "watch: {v}: OVS port {} was changed by someone else: {}; restoring it",
@@ -237,6 +245,32 @@ impl Session<'_> {
                 }),
             });
             why = "dead port";
+        }
+        if d.keeps_names() {
+            for name in &tc.other_ports {
+                let Some(nic) = d.nics.iter().find(|n| n.name.as_str() == name) else {
+                    continue;
+                };
+                if t.port_by_name(name).is_none() {
+                    continue;
+                }
+                log::warn!(
+                    "watch: {v}: OVS port {name} was added for {}, which already is Port {} \
+                     (naming = \"keep\": {name} is only its alternative name); one device on \
+                     two Ports is never valid, deleting Port {name}",
+                    nic.pve_veth,
+                    nic.pve_veth
+                );
+                notes.push(Note {
+                    step: "watch.second-port".into(),
+                    outcome: Outcome::Ok,
+                    detail: json!({
+                        "port": name, "net": format!("net{}", nic.net), "device": nic.pve_veth,
+                        "why": "a second Port for a device op-agent manages, made by its alternative name",
+                    }),
+                });
+                why = "second port";
+            }
         }
         let bridges: BTreeSet<&str> = wants
             .iter()

@@ -28,6 +28,7 @@ fn desired() -> Desired {
         vmid: "100".parse::<Vmid>().unwrap(),
         network_type: NetworkType::Bridge,
         require_mesh: false,
+        naming: crate::config::Naming::Rename,
         nics: vec![DesiredNic {
             net: NetIndex::new(0).unwrap(),
             pve_veth: "veth100i0".into(),
