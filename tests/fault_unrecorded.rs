@@ -57,6 +57,13 @@ fn audit_unwritable_after_the_intent_says_what_was_applied_and_the_next_run_reco
         .position(|r| r.step == "audit.unrecorded")
         .unwrap_or_else(|| panic!("no audit.unrecorded row: {rows:?}"));
     assert!(rows[at].detail.contains(&lost.run_id), "{:?}", rows[at]);
+    assert!(
+        rows[at]
+            .detail
+            .contains("never reached the log (audit disk full or read-only"),
+        "the row says in one sentence what happened: {:?}",
+        rows[at]
+    );
     assert!(rows[at].seq > lost.seq);
     assert_ne!(rows[at].run_id, lost.run_id);
     assert!(

@@ -78,6 +78,11 @@ fn a_reused_vmid_without_hookscript_is_left_alone_by_watch() {
         )) && out.contains(&format!("rm {}", toml.display())),
         "{out}"
     );
+    // The hint is one command the admin can paste, not one broken by a run of spaces.
+    assert!(
+        out.contains("(or keep it: op-agent enroll 100 --keep-config)"),
+        "{out}"
+    );
 }
 
 /// A FIFO as agent.toml: every hook (an unmanaged guest's too) returns at once with one line

@@ -55,6 +55,27 @@ fn status_table_json_and_ovsdb_down() {
     let r101 = line("101");
     assert_eq!((r101[2], r101[8]), ("yes", "stopped"), "{out}");
     assert!(!out.lines().any(|l| l.starts_with("102")), "{out}");
+    // `status > /dev/full`: one line and EX_IOERR (74), not a panic (70).
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = host
+        .agent_cmd(&["status"])
+        .command()
+        .stdout(full)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        (o.status.code(), err.trim()),
+        (
+            Some(74),
+            "op-agent status: cannot write to stdout: No space left on device (os error 28)"
+        ),
+        "{err}"
+    );
 
     for fmt in ["json", "json-pretty"] {
         let o = host.agent(&["status", "--output-format", fmt]);

@@ -19,7 +19,7 @@ pub enum ExitCode {
     /// OVSDB operation on the host failed, `EX_OSERR`); `pct` was not run and the NICs are
     /// back on op-agent's plumbing with the values the PVE conf holds.
     HandBack = 71,
-    /// The audit database could not be written (`EX_IOERR`).
+    /// The audit database, or the command's standard output, could not be written (`EX_IOERR`).
     AuditIo = 74,
     /// A deadline, an ovs-vswitchd wait or a lock timed out (`EX_TEMPFAIL`).
     Timeout = 75,

@@ -65,11 +65,19 @@ pub fn run(cli: cli::Cli) -> i32 {
         }
         _ => None,
     };
+    let name = cli.command.name();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(cli)));
     match r {
         Ok(code) => code,
         Err(_) => {
             let msg = PANIC_MSG.lock().map(|m| m.clone()).unwrap_or_default();
+            // `println!` panics when stdout cannot be written (`status > /dev/full`, a full
+            // disk under a redirect): an I/O error of the caller's, not a bug of ours.
+            if let Some(why) = msg.strip_prefix("failed printing to stdout: ") {
+                let why = why.split(" at ").next().unwrap_or(why);
+                crate::errln!("op-agent {name}: cannot write to stdout: {why}");
+                return exit::ExitCode::AuditIo.code();
+            }
             match &hook_args {
                 Some((cfg, vmid, phase)) => {
                     crate::errln!("op-agent: {vmid} {phase}: internal error: {msg}");
@@ -86,9 +94,20 @@ pub fn run(cli: cli::Cli) -> i32 {
 /// `op-agent <command>: <message>`. Returns the exit code.
 fn dispatch(cli: cli::Cli) -> i32 {
     let name = cli.command.name();
+    let is_hook = matches!(cli.command, cli::Command::Hook { .. });
     let r = run_command(cli);
     if let Err(e) = &r {
         crate::errln!("{}", e.line(name));
+    }
+    // Output lost on the way (`status > /dev/full`): never a success over a truncated file.
+    // Not for `hook`: its exit code is the container start's, and its lines are copies of
+    // what the audit row and syslog hold.
+    if !is_hook {
+        let _ = std::io::Write::flush(&mut output::stdout());
+        if let Some(why) = output::stdout_error() {
+            crate::errln!("op-agent {name}: cannot write to stdout: {why}");
+            return exit::ExitCode::AuditIo.code();
+        }
     }
     commands::exit_status(&r)
 }
@@ -148,7 +167,7 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             logging::init("op-agent", log::LevelFilter::Warn, cli.verbose);
             let cfg =
                 load().map_err(|e| CliError::from(e).with_code(ExitCode::Config).unscoped())?;
-            commands::audit::run_config(&command, &cfg, &mut std::io::stdout())
+            commands::audit::run_config(&command, &cfg, &mut crate::output::stdout())
         }
         Command::Watch(a) => commands::watch::run(&a, path),
         Command::Apply(a) => {

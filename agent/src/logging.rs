@@ -242,7 +242,9 @@ pub fn init_quiet(ident: &str, verbose: bool) {
 /// pipe (`EPIPE`; SIGPIPE is ignored for hooks) still finishes its run with its own exit code,
 /// and the audit row and syslog record the outcome. `println!` would panic instead.
 pub fn out_line(line: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        crate::output::note_stdout_error(&e);
+    }
 }
 
 /// [`out_line`] for stderr (`eprintln!` panics on a closed stderr).

@@ -95,3 +95,42 @@ mod tests {
         assert!(!OutputFormat::Text.is_json() && OutputFormat::Json.is_json());
     }
 }
+
+/// The first error writing a command's standard output (`status > /dev/full`), kept so the
+/// command ends with one line and `EX_IOERR` (74) instead of a success over a truncated file.
+static STDOUT_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Keeps the first stdout write error ([`stdout_error`]); a closed pipe (`EPIPE`) is not one.
+pub fn note_stdout_error(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        return;
+    }
+    if let Ok(mut slot) = STDOUT_ERROR.lock() {
+        slot.get_or_insert_with(|| e.to_string());
+    }
+}
+
+/// The first stdout write error of this process (`No space left on device (os error 28)`).
+pub fn stdout_error() -> Option<String> {
+    STDOUT_ERROR.lock().ok().and_then(|s| s.clone())
+}
+
+/// A command's standard output: writes like [`std::io::Stdout`] and keeps the first failure
+/// for [`stdout_error`], so commands that write with `let _ = writeln!(out, …)` still end
+/// with exit 74 when their output was lost.
+pub struct CheckedStdout(std::io::Stdout);
+
+/// [`CheckedStdout`] over this process's stdout.
+pub fn stdout() -> CheckedStdout {
+    CheckedStdout(std::io::stdout())
+}
+
+impl std::io::Write for CheckedStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).inspect_err(note_stdout_error)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().inspect_err(note_stdout_error)
+    }
+}

@@ -492,7 +492,7 @@ pub fn take_unrecorded(path: &std::path::Path) -> Option<Value> {
         o.insert(
             "found".into(),
             Value::String(
-                "that run wrote its intent, but its outcome rows never reached the log                  (audit disk full or read-only, or the process was killed); its changes may                  have been applied: this run's rows show the state it found"
+                "that run wrote its intent, but its outcome rows never reached the log (audit disk full or read-only, or the process was killed); its changes may have been applied: this run's rows show the state it found"
                     .into(),
             ),
         );

@@ -323,7 +323,7 @@ fn clock_text(rep: &VerifyReport) -> String {
     let c = &rep.clock_backwards;
     match c.first {
         Some((seq, behind)) => format!(
-            "; WARNING clock: {} rows have a time more than {} s before an earlier row's              (first at seq {seq}, {} s back; at most {} s back): the clock was set back, not              tampering; select by seq with `audit log --from-seq`",
+            "; WARNING clock: {} rows have a time more than {} s before an earlier row's (first at seq {seq}, {} s back; at most {} s back): the clock was set back, not tampering; select by seq with `audit log --from-seq`",
             c.rows,
             verify::CLOCK_TOLERANCE_MS / 1000,
             behind / 1000,
@@ -432,4 +432,33 @@ fn cmd_init_key(key_file: &Path, out: &mut dyn Write) -> Result<(), CliError> {
         encoding::hex(&k)
     )
     .map_err(unreadable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_warning_reads_as_one_sentence() {
+        let rep = VerifyReport {
+            rows: 3,
+            head: None,
+            checkpoints: 0,
+            checkpoints_keyed: false,
+            unsealed_rows: 0,
+            anchors_matched: 0,
+            tamper: None,
+            clock_backwards: verify::ClockWarnings {
+                rows: 2,
+                first: Some((7, 3_600_000)),
+                max_behind_ms: 7_200_000,
+            },
+        };
+        let t = clock_text(&rep);
+        assert!(
+            t.starts_with("; WARNING clock: 2 rows have a time more than 60 s before an earlier row's (first at seq 7, 3600 s back; at most 7200 s back): the clock was set back, not tampering"),
+            "{t}"
+        );
+        assert!(!t.contains("  "), "{t}");
+    }
 }

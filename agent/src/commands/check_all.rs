@@ -148,7 +148,12 @@ fn running_word(r: bool) -> &'static str {
 pub fn run(cfg: &AgentConfig, format: crate::output::OutputFormat) -> CommandResult {
     let (checks, on_bridge) = check_all(cfg)?;
     if !format.is_json() {
-        return Ok(print_text(cfg, &checks, &on_bridge, &mut std::io::stdout()));
+        return Ok(print_text(
+            cfg,
+            &checks,
+            &on_bridge,
+            &mut crate::output::stdout(),
+        ));
     }
     let mut buf = Vec::new();
     interfaces_warnings(&cfg.toml.pve.root, &on_bridge, &mut buf);

@@ -91,7 +91,7 @@ pub fn run(
                 format.print(&report);
                 return Ok(code);
             }
-            let out = &mut std::io::stdout();
+            let out = &mut crate::output::stdout();
             let code = check(config, only, out);
             if !*live {
                 return Ok(code);
@@ -323,7 +323,7 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
                 };
                 let _ = writeln!(
                     out,
-                    "ERROR {}: container {vmid} is not enrolled ({why} in {}), op-agent ignores it; remove the stale TOML: rm {} (or keep it: op-agent enroll {vmid}                      --keep-config)",
+                    "ERROR {}: container {vmid} is not enrolled ({why} in {}), op-agent ignores it; remove the stale TOML: rm {} (or keep it: op-agent enroll {vmid} --keep-config)",
                     winner.display(),
                     paths::lxc_conf_path(&root, vmid).display(),
                     winner.display()

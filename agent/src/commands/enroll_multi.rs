@@ -110,7 +110,7 @@ fn enrolled(cfg: &AgentConfig, vmid: Vmid) -> bool {
 /// One container: [`enroll::run_one`]'s. More: the exit code of the first failure, with a
 /// line counting the failures; the others are still enrolled.
 pub fn run(args: &EnrollArgs, vmids: Vec<Vmid>, cfg: &AgentConfig) -> CommandResult {
-    let out = &mut std::io::stdout();
+    let out = &mut crate::output::stdout();
     if !args.all && vmids.len() == 1 {
         return enroll::run_one(args, vmids[0], cfg, out).map(|()| ExitCode::Ok);
     }

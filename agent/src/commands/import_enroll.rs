@@ -58,7 +58,7 @@ pub fn op_dbus_warning(link: &Path) -> String {
 /// `Config` (78): the state file is unreadable. The exit code is 0 only when every entry was
 /// imported and every imported container enrolled; else the first failure's.
 pub fn run(args: &ImportStateArgs, cfg: &AgentConfig) -> CommandResult {
-    let out = &mut std::io::stdout();
+    let out = &mut crate::output::stdout();
     let (code, vmids) = import_state::import(args, &cfg.containers_dir(), out)?;
     let mut first_failure: Option<CliError> = None;
     let (mut enrolled, mut total) = (0usize, 0usize);

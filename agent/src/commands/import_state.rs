@@ -210,7 +210,7 @@ fn convert_entry(entry: &Value, source: &str, index: usize) -> Converted {
 /// # Errors
 /// `Config` (78): the state file is unreadable ([`ImportError`]).
 pub fn run(args: &ImportStateArgs, out_dir: &Path) -> CommandResult {
-    import(args, out_dir, &mut std::io::stdout()).map(|(code, _)| code)
+    import(args, out_dir, &mut crate::output::stdout()).map(|(code, _)| code)
 }
 
 /// [`run`], writing to `out`; also returns the containers whose TOML is in place (written,

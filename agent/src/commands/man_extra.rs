@@ -43,17 +43,13 @@ pub fn main_sections(subcommands: &[String]) -> String {
         (ExitCode::Unavailable.code(), "ovsdb-server unreachable, a bridge missing, the mesh interface down, pct missing (EX_UNAVAILABLE)."),
         (ExitCode::Internal.code(), "Internal error, including a caught panic (EX_SOFTWARE)."),
         (ExitCode::HandBack.code(), "set or release: handing a NIC back to PVE failed part-way; pct was not run and the NICs are back on op-agent's plumbing with the PVE conf's values (EX_OSERR)."),
-        (ExitCode::AuditIo.code(), "The audit database could not be written (EX_IOERR)."),
+        (ExitCode::AuditIo.code(), "The audit database could not be written, or a command could not write its output (stdout on a full disk, /dev/full) (EX_IOERR)."),
         (ExitCode::Timeout.code(), "A deadline, an ovs-vswitchd wait or a lock timed out (EX_TEMPFAIL)."),
         (ExitCode::Refused.code(), "Refused: a link or port op-agent did not make holds its name, firewall=1, a Linux bridge named in [[nic]], unsafe file permissions (EX_NOPERM)."),
         (ExitCode::Config.code(), "agent.toml, a container TOML or the PVE conf is invalid (EX_CONFIG)."),
     ] {
         s.push_str(&item(&format!("\\fB{code}\\fR"), what));
     }
-    s.push_str(&item(
-        "\\fB2\\fR",
-        "audit: the database or an export exists but cannot be read.",
-    ));
     s.push_str(".SH ENVIRONMENT\n");
     s.push_str(&item(
         "\\fBOP_AGENT_CONFIG\\fR",

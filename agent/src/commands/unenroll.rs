@@ -42,7 +42,7 @@ struct Fail(ExitCode, String);
 /// `pct` failed or a TOML could not be removed). More: the code of the first failure, the
 /// others are still done.
 pub fn run(args: &EnrollArgs, vmids: Vec<Vmid>, cfg: &AgentConfig) -> CommandResult {
-    let out = &mut std::io::stdout();
+    let out = &mut crate::output::stdout();
     let mut failed: Vec<(Vmid, Fail)> = Vec::new();
     for &v in &vmids {
         let mut lines = Vec::new();
