@@ -308,3 +308,57 @@ fn set_refused_by_pve_leaves_the_old_values_on_op_agents_name() {
     assert!(conf_net0(&host, 104).contains("tag=30"));
     host.assert_audit_intact("after a refused set");
 }
+
+/// A VLAN the container TOML pins (`enroll --tag 10` writes `[[nic]] tag = 10`) wins over the
+/// PVE conf: `op-agent set` refuses to change it (78, one line naming the file and line,
+/// audit row `set.refused`) before anything is changed, instead of letting `pct set` write
+/// tag=20 to the PVE conf and the GUI while the NIC stays on VLAN 10. An edit that keeps the
+/// pinned tag goes through.
+#[test]
+fn set_refuses_to_change_a_tag_the_container_toml_pins() {
+    let host = TestHost::with_bridges("set-pin", &["ovsbr0", "ovsbr1"], &[]);
+    let path = host.pve_root().pct_shim();
+    ct(&host, 101, "ovsbr0", 10);
+    host.manage(
+        100,
+        "network_type = \"bridge\"\n\n[[nic]]\nnet = 0\ntag = 10\n",
+    );
+    host.write_pve_conf(
+        100,
+        PveConf::op_hook(100).nic(
+            Nic::new(0, "ovsbr0")
+                .hwaddr(&pve_mac(100))
+                .ip(&format!("{}/24", bridged_ip(100)))
+                .tag(10),
+        ),
+    );
+    host.sim_ok(&["start", "100"]);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
+    let before = conf_net0(&host, 100);
+
+    let out = set(&host, &path, 100, &with(&before, "tag", "20"));
+    assert_eq!(out.code(), Some(78), "{}", out.text());
+    let toml = host.root().join("etc/op-agent/containers/100.toml");
+    let err = out.stderr_text();
+    assert_eq!(
+        err.trim(),
+        format!(
+            "op-agent set: 100: not set: {} line 3: [[nic]] net = 0 pins tag = 10, which wins \
+             over the tag=20 this edit writes; change the container TOML (or remove the pin) \
+             first, then `op-agent apply 100`; nothing was changed",
+            toml.display()
+        )
+    );
+    assert_eq!(conf_net0(&host, 100), before, "PVE conf untouched");
+    assert_on(&host, "ovsbr0", 10);
+    assert!(host.ping(100, &bridged_ip(101)), "still on VLAN 10");
+    let rows = set_rows(&host);
+    assert_eq!(rows, [("set.refused".to_string(), "failed".to_string())]);
+
+    // The pinned tag kept, the rate changed: through.
+    let out = set(&host, &path, 100, &with(&before, "rate", "5"));
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    assert!(conf_net0(&host, 100).contains("rate=5"));
+    assert_on(&host, "ovsbr0", 10);
+    host.assert_audit_intact("after a refused set");
+}

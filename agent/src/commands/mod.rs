@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod query;
 pub mod release;
 pub mod set;
+pub mod set_pins;
 pub mod status;
 pub mod unenroll;
 pub mod watch;

@@ -181,6 +181,9 @@ pub fn run(args: &SetArgs, cfg: &AgentConfig) -> CommandResult {
     })?;
     let root = &cfg.toml.pve.root;
     let managed = Managed::find(cfg, v).map_err(|e| CliError::new(e.code(), e.to_string()))?;
+    if managed.is_some() {
+        refuse_pinned(cfg, v, &args.options)?;
+    }
     let live =
         managed.filter(|_| inspect::is_running(cfg, v) && !crate::released::is_released(root, v));
     let Some(managed) = live else {
@@ -236,7 +239,7 @@ pub fn run(args: &SetArgs, cfg: &AgentConfig) -> CommandResult {
     drop(_marker);
     drop(lock);
     let ended = match &back.result {
-        Ok(_) => "the NICs are converged on the values the PVE conf holds".to_string(),
+        Ok(_) => "the NICs are converged on the PVE conf's values".to_string(),
         Err(e) => format!("converging afterwards failed: {e}"),
     };
     match (pct_run, back.result) {
@@ -268,6 +271,49 @@ pub fn run(args: &SetArgs, cfg: &AgentConfig) -> CommandResult {
             ),
         )),
     }
+}
+
+/// Refuses (78, audit row `set.refused`) an edit that changes a `bridge`, `tag` or `trunks`
+/// the container TOML pins ([`super::set_pins::conflicts`]), before anything is changed:
+/// `pct set` would write it to the PVE conf while op-agent kept the pinned value.
+fn refuse_pinned(cfg: &AgentConfig, v: Vmid, options: &[String]) -> Result<(), CliError> {
+    let ct = cfg
+        .load_container(v)
+        .map_err(|e| CliError::new(e.exit_code(), e.to_string()))?;
+    let Some(ct) = ct else {
+        return Ok(());
+    };
+    let pins = super::set_pins::conflicts(&ct, options);
+    if pins.is_empty() {
+        return Ok(());
+    }
+    let audit = AuditLog::open(
+        &cfg.toml.audit.database,
+        &AuditOptions {
+            busy_timeout: Duration::from_secs(2),
+            key_file: Some(cfg.audit_key_file()),
+            ..AuditOptions::default()
+        },
+    );
+    if let Ok(audit) = audit {
+        let mut rec = Recorder::new(v.get(), "set", Some(audit), Instant::now());
+        rec.outcome(
+            "set.refused",
+            Outcome::Failed,
+            json!({"options": options, "pinned": pins}),
+        );
+        if let Err(e) = rec.finish() {
+            crate::errln!("op-agent set: {v}: audit row of the refusal not written: {e}");
+        }
+    }
+    Err(CliError::new(
+        ExitCode::Config,
+        format!(
+            "{v}: not set: {}; change the container TOML (or remove the pin) first, then \
+             `op-agent apply {v}`; nothing was changed",
+            pins.join("; ")
+        ),
+    ))
 }
 
 /// [`engine::edit_marker`] while it exists; removed on drop (before the lock is released).
