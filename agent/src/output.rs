@@ -65,37 +65,6 @@ pub fn report_json(text: &str, exit: crate::exit::ExitCode) -> serde_json::Value
     serde_json::json!({"exit": exit.code(), "errors": errors, "warnings": warnings, "lines": lines})
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn report_lines_by_level() {
-        let v = report_json(
-            "ok /a.toml\nERROR /b.toml:2: bad\nWARNING x\n100: y\n",
-            crate::exit::ExitCode::Config,
-        );
-        assert_eq!(v["exit"], 78);
-        assert_eq!(
-            (v["errors"].as_u64(), v["warnings"].as_u64()),
-            (Some(1), Some(1))
-        );
-        assert_eq!(
-            v["lines"][1],
-            serde_json::json!({"level": "error", "text": "/b.toml:2: bad"})
-        );
-        assert_eq!(v["lines"][3]["level"], "info");
-    }
-
-    #[test]
-    fn json_and_pretty() {
-        let v = serde_json::json!({"a": [1, 2]});
-        assert_eq!(OutputFormat::Json.render(&v), r#"{"a":[1,2]}"#);
-        assert!(OutputFormat::JsonPretty.render(&v).contains("\n  \"a\": ["));
-        assert!(!OutputFormat::Text.is_json() && OutputFormat::Json.is_json());
-    }
-}
-
 /// The first error writing a command's standard output (`status > /dev/full`), kept so the
 /// command ends with one line and `EX_IOERR` (74) instead of a success over a truncated file.
 static STDOUT_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
@@ -132,5 +101,36 @@ impl std::io::Write for CheckedStdout {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush().inspect_err(note_stdout_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_lines_by_level() {
+        let v = report_json(
+            "ok /a.toml\nERROR /b.toml:2: bad\nWARNING x\n100: y\n",
+            crate::exit::ExitCode::Config,
+        );
+        assert_eq!(v["exit"], 78);
+        assert_eq!(
+            (v["errors"].as_u64(), v["warnings"].as_u64()),
+            (Some(1), Some(1))
+        );
+        assert_eq!(
+            v["lines"][1],
+            serde_json::json!({"level": "error", "text": "/b.toml:2: bad"})
+        );
+        assert_eq!(v["lines"][3]["level"], "info");
+    }
+
+    #[test]
+    fn json_and_pretty() {
+        let v = serde_json::json!({"a": [1, 2]});
+        assert_eq!(OutputFormat::Json.render(&v), r#"{"a":[1,2]}"#);
+        assert!(OutputFormat::JsonPretty.render(&v).contains("\n  \"a\": ["));
+        assert!(!OutputFormat::Text.is_json() && OutputFormat::Json.is_json());
     }
 }
