@@ -483,3 +483,37 @@ fn enroll_many_and_all() {
     assert!(toml(101).exists() && !toml(103).exists());
     assert!(h.pct_calls().contains("set\n101\n"), "{}", h.pct_calls());
 }
+
+/// The closing line says when the NICs change: at the next start for a stopped container, at
+/// once (op-agent.service) for a running one, whose PVE conf now names op-hook.
+#[test]
+fn enroll_says_when_the_nics_change() {
+    use std::os::linux::net::SocketAddrExt;
+    let h = Host::new(CONF);
+    let o = h.run(true, &["enroll", "100"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout)
+            .contains("container 100 is enrolled: the next `pct start 100` renames its NICs; see"),
+        "{}",
+        text(&o.stdout)
+    );
+    // Running: lxc's monitor socket, as pve-container `check_running` looks for it.
+    h.root.write_pve_conf(101, CONF);
+    let name = pve_integration::running::command_socket_name(
+        h.root(),
+        pve_integration::Vmid::new(101).unwrap(),
+    );
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name.as_bytes()[1..]).unwrap();
+    let _monitor = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let o = h.run(true, &["enroll", "101"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains(
+            "container 101 is enrolled: it is running: op-agent.service renames and re-plugs \
+             its NICs now (without the service: `op-agent apply 101`)"
+        ),
+        "{}",
+        text(&o.stdout)
+    );
+}

@@ -449,9 +449,19 @@ fn enroll(
         ));
     }
     let _ = writeln!(out, "ran {pct_cmd}");
+    // A running container is converged at once by op-agent.service (`op-agent watch` reads
+    // the PVE conf's new hookscript line), not at its next start.
+    let when = if crate::inspect::is_running(cfg, vmid) {
+        format!(
+            "it is running: op-agent.service renames and re-plugs its NICs now (without the \
+             service: `op-agent apply {vmid}`)"
+        )
+    } else {
+        format!("the next `pct start {vmid}` renames its NICs")
+    };
     let _ = writeln!(
         out,
-        "container {vmid} is enrolled: the next `pct start {vmid}` renames its NICs; see `op-agent status` and `op-agent audit log`"
+        "container {vmid} is enrolled: {when}; see `op-agent status` and `op-agent audit log`"
     );
     Ok(())
 }
