@@ -244,9 +244,15 @@ fn watch_writes_the_textfile_at_once_and_replaces_it_atomically() {
     host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
 
     // With interval_s = 2 the file is there before 2 s: written at start, not after a period.
+    // Under op-agent.service's `UMask=0077`: the file is still readable by node_exporter's
+    // user (0644).
     textfile(2.0);
     let t = Instant::now();
-    let mut w = host.spawn_watch(&[]);
+    let mut w = host
+        .agent_cmd(&["watch"])
+        .config(host.agent_toml())
+        .umask(0o077)
+        .spawn(&host.watch_log());
     while !prom.exists() {
         assert!(
             t.elapsed() < Duration::from_secs(2),
@@ -257,6 +263,9 @@ fn watch_writes_the_textfile_at_once_and_replaces_it_atomically() {
         std::thread::sleep(Duration::from_millis(5));
     }
     eprintln!("textfile there {} ms after spawn", t.elapsed().as_millis());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&prom).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644, "{} mode {mode:o}", prom.display());
     let first = std::fs::read_to_string(&prom).unwrap();
     text::parse(&first).unwrap();
     assert!(w.stop().is_some_and(|s| s.success()), "{}", w.log_text());

@@ -65,6 +65,19 @@ fn service_is_hardened_and_writes_only_its_state() {
             want.display()
         );
     }
+    // The folder of the textfile agent.toml suggests ([metrics] textfile) is writable.
+    let agent_toml = std::fs::read_to_string(repo("config/agent.toml")).unwrap();
+    let example = agent_toml
+        .lines()
+        .find_map(|l| l.strip_prefix("#textfile = "))
+        .map(|v| v.trim_matches('"'))
+        .expect("agent.toml suggests a textfile");
+    let textfile_dir = Path::new(example).parent().unwrap();
+    assert!(
+        rw.iter().any(|p| Path::new(p) == textfile_dir),
+        "{} (agent.toml's textfile) not writable: {rw:?}",
+        textfile_dir.display()
+    );
     // The witness folder is made before the sandbox, so ReadWritePaths finds it.
     assert!(
         text.lines()

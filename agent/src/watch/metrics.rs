@@ -13,7 +13,7 @@ use crate::config::AgentConfig;
 use crate::metrics::{self, audit::AuditTally};
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -96,8 +96,8 @@ fn run(cfg: AgentConfig, path: PathBuf, stop: mpsc::Receiver<()>) {
     }
 }
 
-/// Replaces `path` with `data` atomically: writes `.<name>.tmp.<pid>` beside it (mode 0644,
-/// `O_EXCL | O_NOFOLLOW`), fsyncs it and renames it over `path`. On failure the temporary
+/// Replaces `path` with `data` atomically: writes `.<name>.tmp.<pid>` beside it (mode 0644 set
+/// with fchmod(2), whatever the umask; `O_EXCL | O_NOFOLLOW`), fsyncs it and renames it over `path`. On failure the temporary
 /// file is removed and `path` is left as it was.
 ///
 /// # Errors
@@ -124,6 +124,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
             .mode(0o644)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
+        // 0644 whatever the umask (op-agent.service has `UMask=0077`): node_exporter reads
+        // the file as its own user.
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -25,6 +25,7 @@ pub struct AgentCommand {
     env_remove: Vec<OsString>,
     netns: Option<String>,
     timeout: Duration,
+    umask: Option<u32>,
 }
 
 impl AgentCommand {
@@ -38,6 +39,7 @@ impl AgentCommand {
             env_remove: Vec::new(),
             netns: None,
             timeout: CMD_TIMEOUT,
+            umask: None,
         }
     }
 
@@ -90,6 +92,12 @@ impl AgentCommand {
         self
     }
 
+    /// Runs with file mode creation mask `mask` (`0o077`, the `UMask=` of op-agent.service).
+    pub fn umask(mut self, mask: u32) -> Self {
+        self.umask = Some(mask);
+        self
+    }
+
     /// Kills the run after `timeout` (the run then panics).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -115,6 +123,16 @@ impl AgentCommand {
             c.env_remove(k);
         }
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(mask) = self.umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask(2) is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                c.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
         c
     }
 
