@@ -87,6 +87,8 @@ fn status_table_json_and_ovsdb_down() {
         assert_eq!(fmt == "json-pretty", o.stdout_text().lines().count() > 1);
     }
 
+    // Two running: `apply --all` below converges them as one batch.
+    host.sim_ok(&["start", "101"]);
     // OVSDB down: the states are unknown and the exit code says so.
     host.vsctl_ok(&["show"]);
     let mut cfg = host.config();
@@ -100,6 +102,16 @@ fn status_table_json_and_ovsdb_down() {
         "{}",
         o.text()
     );
+    // `apply` and `apply --all` (the batch path): the same 69, the socket named.
+    for args in [&["apply", "100"][..], &["apply", "--all"][..]] {
+        let o = host.agent(args);
+        assert_eq!(o.code(), Some(69), "{args:?}: {}", o.text());
+        assert!(
+            o.stderr_text().contains("no-such-db.sock"),
+            "{args:?}: {}",
+            o.text()
+        );
+    }
     // Also with nothing managed.
     std::fs::remove_file(host.root().join("etc/op-agent/containers/100.toml")).unwrap();
     std::fs::remove_file(host.root().join("etc/op-agent/containers/101.toml")).unwrap();

@@ -293,6 +293,18 @@ impl Client {
 /// [`OvsdbError::BadReply`] with `e`'s message.
 pub fn dup(e: &OvsdbError) -> OvsdbError {
     match e {
+        // The errno is what tells "unavailable" (69) from other failures.
+        OvsdbError::Connect { path, source } => OvsdbError::Connect {
+            path: path.clone(),
+            source: match source.raw_os_error() {
+                Some(errno) => std::io::Error::from_raw_os_error(errno),
+                None => std::io::Error::new(source.kind(), source.to_string()),
+            },
+        },
+        OvsdbError::ConnectTimeout { path, ms } => OvsdbError::ConnectTimeout {
+            path: path.clone(),
+            ms: *ms,
+        },
         OvsdbError::ConnectionClosed { path, reason } => OvsdbError::ConnectionClosed {
             path: path.clone(),
             reason: reason.clone(),
@@ -336,6 +348,20 @@ pub fn dup(e: &OvsdbError) -> OvsdbError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copied_connect_error_keeps_its_variant_and_errno() {
+        let e = OvsdbError::Connect {
+            path: "/run/openvswitch/db.sock".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        let d = dup(&e);
+        assert_eq!(d.to_string(), e.to_string());
+        assert!(
+            matches!(&d, OvsdbError::Connect { source, .. } if source.raw_os_error() == Some(libc::ENOENT)),
+            "{d:?}"
+        );
+    }
 
     #[test]
     fn named_uuids_get_the_item_suffix() {
