@@ -333,11 +333,14 @@ fn import_state_enroll_attaches_hookscripts_and_warns_about_op_dbus() {
         "{out}"
     );
     assert!(out.contains("enrolled 1 of 1 containers"), "{out}");
+    // Containers of other nodes: neither imported nor enrolled here (a TOML here would be a
+    // stale one, which `config check` reports as an error).
     for v in ["101", "102", "200"] {
         assert!(
-            out.contains(&format!("{v}: not enrolled: no ")),
+            out.contains(&format!("{v}: not imported: no ")),
             "{v}: {out}"
         );
+        assert!(!h.root.container_toml(v.parse().unwrap()).exists(), "{v}");
     }
     assert_eq!(
         h.pct_calls(),
@@ -357,6 +360,19 @@ fn import_state_enroll_attaches_hookscripts_and_warns_about_op_dbus() {
             && err.contains("systemctl disable --now op-dbus.service"),
         "{err}"
     );
+    // Again (and `enroll --keep-config`): already enrolled, kept, no refusal.
+    let o = h.run(true, &["import-state", state, "--enroll"]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the same skipped entries: {out}{err}"
+    );
+    assert!(out.contains("enrolled 1 of 1 containers"), "{out}{err}");
+    assert!(!err.contains("not enrolled"), "{err}");
+    let o = h.run(true, &["enroll", "100", "--keep-config"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read_to_string(h.local_toml()).unwrap(), t);
 }
 
 #[test]

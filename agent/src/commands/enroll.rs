@@ -493,7 +493,9 @@ fn keep_stale(
     } else {
         None
     };
-    let Some(stale) = present.filter(|_| !enrolled) else {
+    // Enrolled already: `--keep-config` keeps its TOML too (a second `import-state --enroll`
+    // or `enroll --keep-config` is not a conflict).
+    let Some(stale) = present.filter(|_| !enrolled || args.keep_config) else {
         return Ok(None);
     };
     if args.keep_config {

@@ -59,7 +59,8 @@ pub fn op_dbus_warning(link: &Path) -> String {
 /// imported and every imported container enrolled; else the first failure's.
 pub fn run(args: &ImportStateArgs, cfg: &AgentConfig) -> CommandResult {
     let out = &mut crate::output::stdout();
-    let (code, vmids) = import_state::import(args, &cfg.containers_dir(), out)?;
+    let root = cfg.toml.pve.root.clone();
+    let (code, vmids) = import_state::import(args, &cfg.containers_dir(), Some(&root), out)?;
     let mut first_failure: Option<CliError> = None;
     let (mut enrolled, mut total) = (0usize, 0usize);
     for v in vmids {

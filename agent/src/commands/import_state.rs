@@ -210,17 +210,21 @@ fn convert_entry(entry: &Value, source: &str, index: usize) -> Converted {
 /// # Errors
 /// `Config` (78): the state file is unreadable ([`ImportError`]).
 pub fn run(args: &ImportStateArgs, out_dir: &Path) -> CommandResult {
-    import(args, out_dir, &mut crate::output::stdout()).map(|(code, _)| code)
+    import(args, out_dir, None, &mut crate::output::stdout()).map(|(code, _)| code)
 }
 
 /// [`run`], writing to `out`; also returns the containers whose TOML is in place (written,
-/// unchanged, or with `--dry-run` would be written), in the state file's order.
+/// unchanged, or with `--dry-run` would be written), in the state file's order. With
+/// `on_node` (the `[pve] root` of `--enroll`), an entry whose container has no PVE conf on
+/// this node is left out (a line says so; not a failure): in a cluster it belongs to another
+/// node, and a TOML here would be a stale one that `config check` reports.
 ///
 /// # Errors
 /// As [`run`].
 pub fn import(
     args: &ImportStateArgs,
     out_dir: &Path,
+    on_node: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<(ExitCode, Vec<Vmid>), CliError> {
     let mut ready = Vec::new();
@@ -251,6 +255,18 @@ pub fn import(
                 running,
                 text,
             } => {
+                if let Some(root) = on_node {
+                    let conf = pve_integration::paths::lxc_conf_path(root, *vmid);
+                    if !conf.exists() {
+                        let _ = writeln!(
+                            out,
+                            "{vmid}: not imported: no {} on this node (import and enroll it on \
+                             its node)",
+                            conf.display()
+                        );
+                        continue;
+                    }
+                }
                 let target = out_dir.join(format!("{vmid}.toml"));
                 let note = match running {
                     Some(true) => {
