@@ -244,9 +244,8 @@ pub fn dead_port_line(vmid: Vmid, net: u32, port: &str, link: &str, error: &str)
     format!(
         "watch: {vmid}: PVE's live edit of net{net} failed: op-agent renamed {port} to {link}, so PVE \
          could not plug it and left a dead OVS port {port} ({error}); removing that row, {link} keeps \
-         its network. To change net{net} of a running container, edit its op-agent container TOML \
-         and run `op-agent apply {vmid}`, or stop the container, `pct set {vmid} -net{net} ...`, \
-         and start it"
+         its network. To change net{net} of a running container, run the same edit as \
+         `op-agent set {vmid} -net{net} ...`: it hands the NIC back to PVE for the edit"
     )
 }
 

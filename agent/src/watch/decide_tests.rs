@@ -180,8 +180,8 @@ fn a_dead_veth_row_is_found_once_vswitchd_failed_it() {
     for part in [
         "live edit of net0 failed",
         "renamed veth100i0 to vi100",
-        "op-agent apply 100",
-        "stop the container",
+        "`op-agent set 100 -net0 ...`",
+        "hands the NIC back to PVE",
     ] {
         assert!(line.contains(part), "{part}: {line}");
     }

@@ -83,6 +83,7 @@ pub async fn supervise(cfg: AgentConfig, nl: Netlink, probe: Duration, tx: mpsc:
             probe,
             timeout,
             tx: &tx,
+            dead_warned: Default::default(),
         };
         match s.follow(&mut tables, &mut rx).await {
             None => return,
@@ -93,6 +94,10 @@ pub async fn supervise(cfg: AgentConfig, nl: Netlink, probe: Duration, tx: mpsc:
     }
 }
 
+/// How long after its row is gone a dead Port's name stays warned about
+/// ([`Session::dead_warned`]): longer than one `pct set` (its config lock waits up to 10 s).
+const DEAD_WARN_QUIET: Duration = Duration::from_secs(30);
+
 struct Session<'a> {
     cfg: &'a AgentConfig,
     nl: &'a Netlink,
@@ -100,6 +105,11 @@ struct Session<'a> {
     probe: Duration,
     timeout: Duration,
     tx: &'a mpsc::Sender<Job>,
+    /// Dead `veth…` Ports already warned about, and when: one line per failed PVE edit,
+    /// however many updates show the row before the repair deletes it, and although PVE's
+    /// `update_net` leaves two such rows in a row (its hotplug's `tap_plug`, then its
+    /// rollback's). A name is forgotten [`DEAD_WARN_QUIET`] after its row is gone.
+    dead_warned: std::sync::Mutex<std::collections::BTreeMap<String, Instant>>,
 }
 
 impl Session<'_> {
@@ -153,6 +163,12 @@ impl Session<'_> {
 
     /// The repairs one window's `changes` make due (replica `t` is the state after them).
     async fn judge(&self, t: &Tables, changes: &[Change]) -> Vec<Repair> {
+        if let Ok(mut w) = self.dead_warned.lock() {
+            let now = Instant::now();
+            w.retain(|n, at| {
+                t.port_by_name(n).is_some() || now.duration_since(*at) < DEAD_WARN_QUIET
+            });
+        }
         let tc = decide::touched(changes, t);
         let mut vmids: BTreeSet<Vmid> = tc.owned.clone();
         vmids.extend(
@@ -234,14 +250,21 @@ impl Session<'_> {
             }
             let link = nic.name.as_str();
             let n = u32::from(net.get());
-            log::warn!("{}", decide::dead_port_line(v, n, name, link, &error));
+            let first = self
+                .dead_warned
+                .lock()
+                .map(|mut w| w.insert(name.clone(), Instant::now()).is_none())
+                .unwrap_or(true);
+            if first {
+                log::warn!("{}", decide::dead_port_line(v, n, name, link, &error));
+            }
             notes.push(Note {
                 step: "watch.dead-port".into(),
                 outcome: Outcome::Ok,
                 detail: json!({
                     "port": name, "net": format!("net{n}"), "link": link, "error": error,
                     "cause": "PVE's live edit of a NIC op-agent renamed failed",
-                    "instead": format!("edit the container TOML and run `op-agent apply {v}`, or pct set on the stopped container"),
+                    "instead": format!("op-agent set {v} -net{n} ..., which hands the NIC back to PVE for the edit"),
                 }),
             });
             why = "dead port";
