@@ -385,17 +385,42 @@ pub fn parse_agent_toml(path: &Path, text: &str) -> Result<AgentToml, ConfigErro
 /// Parses a container TOML text (`path` is only used in messages).
 pub fn parse_container(path: &Path, text: &str) -> Result<ContainerConfig, ConfigError> {
     let toml: ContainerToml = parse_toml(path, text)?;
-    let nic_lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim_start().starts_with("[[nic]]"))
-        .map(|(i, _)| i + 1)
-        .collect();
+    let nic_lines = nic_lines(text);
     Ok(ContainerConfig {
         path: path.to_path_buf(),
         toml,
         nic_lines,
     })
+}
+
+/// The line of each `nic` table, in order, from the TOML parser's spans: the `[[nic]]`
+/// header however it is spelled (`[[ nic ]]`, a trailing comment), or the line where an
+/// inline table (`nic = [{ net = 0 }]`) starts. Empty when the text does not parse.
+fn nic_lines(text: &str) -> Vec<usize> {
+    use toml::de::{DeTable, DeValue};
+    let line_of = |pos: usize| text[..pos.min(text.len())].matches('\n').count() + 1;
+    let Ok(doc) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let Some((_, nic)) = doc.get_ref().iter().find(|(k, _)| k.get_ref() == "nic") else {
+        return Vec::new();
+    };
+    let DeValue::Array(items) = nic.get_ref() else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            // An array-of-tables element spans from its header; fall back to its first key.
+            let start = match item.get_ref() {
+                DeValue::Table(t) if item.span().is_empty() => {
+                    t.iter().map(|(k, _)| k.span().start).min().unwrap_or(0)
+                }
+                _ => item.span().start,
+            };
+            line_of(start)
+        })
+        .collect()
 }
 
 /// Parses TOML into `T`, turning the toml crate's error into `file:line: key `k`: message`.

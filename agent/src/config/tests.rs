@@ -41,6 +41,17 @@ fn container_toml_full() {
 }
 
 #[test]
+fn nic_lines_follow_the_parser_not_the_spelling() {
+    // `[[ nic ]]` with a comment, a `[[nic]]` inside a multi-line string, and an inline array.
+    let text = "network_type = \"bridge\"\n\n[[ nic ]] # net0\nnet = 0\n\n[[nic]]\nnet = 1\n";
+    assert_eq!(parse_container(&p(), text).unwrap().nic_lines, vec![3, 6]);
+    let text = "on_firewall = \"skip\"\nnetwork_type = \"bridge\"\n\n[[nic]]\nnet = 0\nname = \"\"\"\n[[nic]]\n\"\"\"\n[[nic]]\nnet = 1\n";
+    assert_eq!(parse_container(&p(), text).unwrap().nic_lines, vec![4, 9]);
+    let text = "network_type = \"bridge\"\nnic = [\n  { net = 0 },\n  { net = 1, tag = 5 },\n]\n";
+    assert_eq!(parse_container(&p(), text).unwrap().nic_lines, vec![3, 4]);
+}
+
+#[test]
 fn unknown_key_names_file_line_key() {
     let text = "network_type = \"bridge\"\n[[nic]]\nnet = 0\ntagg = 10\n";
     let e = parse_container(&p(), text).unwrap_err();
