@@ -30,7 +30,8 @@ pub struct Cli {
     /// Log debug messages.
     #[arg(short, long, global = true)]
     pub verbose: bool,
-    /// Output format of check, config check, gc, apply, status, audit log (as pvesh).
+    /// Output format of status, check, config check, apply, gc and audit log/verify/witnesses
+    /// (as pvesh); the other commands print their one format.
     #[arg(
         long,
         global = true,

@@ -167,6 +167,7 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             logging::init("op-agent", log::LevelFilter::Warn, cli.verbose);
             let cfg =
                 load().map_err(|e| CliError::from(e).with_code(ExitCode::Config).unscoped())?;
+            let command = command.with_json(cli.output_format.is_json());
             commands::audit::run_config(&command, &cfg, &mut crate::output::stdout())
         }
         Command::Watch(a) => commands::watch::run(&a, path),

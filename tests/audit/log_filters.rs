@@ -76,6 +76,15 @@ fn audit_log_filters_local_time_and_a_fresh_install() {
         "export must not create the database"
     );
 
+    // The global `--output-format json` is `verify --json`.
+    let o = AgentCommand::new(&["--output-format", "json", "audit", "verify"])
+        .config(root.agent_toml())
+        .env_remove("OP_AGENT_CONFIG")
+        .run();
+    assert_eq!(o.code(), Some(0), "{}", o.text());
+    let v: serde_json::Value = serde_json::from_str(o.stdout_text().trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", o.text()));
+    assert_eq!(v["rows"], 0, "{v}");
     // Output that cannot be written (`> /dev/full`) is one line and EX_IOERR, not a panic.
     let full = std::fs::OpenOptions::new()
         .write(true)

@@ -186,6 +186,21 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
     }
 }
 
+impl AuditCommand {
+    /// `--json` for the subcommands that have it (`verify`, `log`, `witnesses`): what the
+    /// global `--output-format json|json-pretty` asks for. The others print their one format
+    /// (`head`: `SEQ:HASH`, `export`: JSON lines already).
+    pub fn with_json(mut self, on: bool) -> AuditCommand {
+        match &mut self {
+            AuditCommand::Verify { json, .. }
+            | AuditCommand::Log { json, .. }
+            | AuditCommand::Witnesses { json } => *json |= on,
+            _ => {}
+        }
+        self
+    }
+}
+
 /// Runs `cmd` with the configuration `cfg`: `verify --witnesses` (or `--peer-export`) and
 /// `witnesses` through [`super::audit_witness`], every other subcommand through [`run`]
 /// with `[audit] database` and the checkpoint key file of `cfg`.
