@@ -54,3 +54,32 @@ fn help_wraps_to_the_terminal_width() {
         }
     }
 }
+
+/// A mistyped `--config` is an error (78) naming the file, not a run with every default
+/// (another audit database, another PVE root); without `--config` a missing default file
+/// still means all defaults.
+#[test]
+fn a_missing_config_given_on_the_command_line_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let typo = d.path().join("agnet.toml");
+    for args in [
+        &["status"][..],
+        &["audit", "head"][..],
+        &["config", "check"][..],
+    ] {
+        let o = AgentCommand::new(args)
+            .config(&typo)
+            .env_remove("OP_AGENT_CONFIG")
+            .run();
+        assert_eq!(o.code(), Some(78), "{args:?}: {}", o.text());
+        // (`config check` reports on stdout, as for every file it checks.)
+        let err = o.text();
+        assert!(
+            err.contains(&format!(
+                "{}: no such file (given with --config",
+                typo.display()
+            )),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -293,7 +293,8 @@ pub struct ContainerConfig {
 
 impl AgentConfig {
     /// Reads the agent configuration from `explicit` (`--config`), else `$OP_AGENT_CONFIG`,
-    /// else [`DEFAULT_AGENT_TOML`]. A missing file means all defaults.
+    /// else [`DEFAULT_AGENT_TOML`]. A missing file means all defaults, except one named with
+    /// `--config` (an error: a typo must not run with every default).
     pub fn load(explicit: Option<&Path>) -> Result<AgentConfig, ConfigError> {
         let path = match explicit {
             Some(p) => p.to_path_buf(),
@@ -308,6 +309,16 @@ impl AgentConfig {
             .unwrap_or_else(|| PathBuf::from("."));
         let toml = match read_checked(&path)? {
             Some(text) => parse_agent_toml(&path, &text)?,
+            // A file named on the command line is meant to exist: a typo must not run with
+            // every default (another audit database, another PVE root).
+            None if explicit.is_some() => {
+                return Err(ConfigError::file(
+                    &path,
+                    "no such file (given with --config; without --config the default is \
+                     /etc/op-agent/agent.toml, and a missing one means all defaults)"
+                        .to_string(),
+                ))
+            }
             None => AgentToml::default(),
         };
         Ok(AgentConfig { path, dir, toml })
