@@ -23,8 +23,10 @@ fn drain(sock: &UnixDatagram) -> Vec<String> {
 fn dry_runs_send_nothing_to_the_log() {
     let host = TestHost::new("dryquiet");
     host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.manage_bridged(101, PveConf::bridged(101, 10));
     host.plug_like_pve(100);
-    let _running = host.bind_running(&[100]);
+    host.plug_like_pve(101);
+    let _running = host.bind_running(&[100, 101]);
     let sock_path = host.root().join("syslog.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
@@ -45,9 +47,23 @@ fn dry_runs_send_nothing_to_the_log() {
         assert!(!o.stdout_text().is_empty(), "{args:?} prints its plan");
         let logged = drain(&sock);
         assert!(logged.is_empty(), "{args:?} logged: {logged:?}");
+        if args[0] == "apply" {
+            // Two containers: every plan line says whose it is.
+            let out = o.stdout_text();
+            assert!(
+                out.lines()
+                    .all(|l| l.starts_with("100: ") || l.starts_with("101: ")),
+                "{out}"
+            );
+            assert!(out.contains("101: "), "{out}");
+        }
     }
     assert!(host.audit_rows().is_empty(), "{:?}", host.audit_rows());
-    assert_eq!(host.ports("ovsbr0"), vec!["veth100i0"], "nothing changed");
+    assert_eq!(
+        host.ports("ovsbr0"),
+        vec!["veth100i0", "veth101i0"],
+        "nothing changed"
+    );
 
     // Control: the real run logs its steps and the chain head to the same listener.
     let o = run(&["hook", "100", "post-start"]);

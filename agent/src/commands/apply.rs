@@ -119,13 +119,19 @@ pub fn run(
     }
     for r in engine::converge_batch(&cfg, &jobs, &[], opts) {
         let v = r.vmid;
+        // With several containers each plan line names its own (`101: rename …`).
+        let who = if jobs.len() > 1 {
+            format!("{v}: ")
+        } else {
+            String::new()
+        };
         for plan in &r.plans {
             let lines = engine::plan::plan_lines(plan);
             for l in &lines {
-                println!("{l}");
+                println!("{who}{l}");
             }
             if lines.is_empty() {
-                println!("(nothing to do)");
+                println!("{who}(nothing to do)");
             }
         }
         match r.result {
