@@ -32,6 +32,13 @@ fn status_table_json_and_ovsdb_down() {
         "hostname: ct102\nnet0: name=eth0,bridge=ovsbr0,hwaddr=BC:24:11:00:03:66,type=veth\n",
     );
     host.manage(102, "network_type = \"bridge\"\n");
+    // 103: running, its NIC left to PVE (`manage = false`): skipped, not "ok".
+    host.write_pve_conf(103, PveConf::bridged(103, 10));
+    host.manage(
+        103,
+        "network_type = \"bridge\"\n\n[[nic]]\nnet = 0\nmanage = false\n",
+    );
+    host.sim_ok(&["start", "103"]);
     let o = host.agent(&["status"]);
     let out = o.stdout_text();
     assert_eq!(o.code(), Some(0), "{}", o.text());
@@ -55,6 +62,13 @@ fn status_table_json_and_ovsdb_down() {
     let r101 = line("101");
     assert_eq!((r101[2], r101[8]), ("yes", "stopped"), "{out}");
     assert!(!out.lines().any(|l| l.starts_with("102")), "{out}");
+    let r103 = line("103");
+    assert_eq!((r103[4], r103[8]), ("veth103i0", "skipped"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l == "  103 net0: left to PVE (manage = false)"),
+        "{out}"
+    );
     // `status > /dev/full`: one line and EX_IOERR (74), not a panic (70).
     let full = std::fs::OpenOptions::new()
         .write(true)

@@ -41,7 +41,8 @@ pub struct NicStatus {
     pub bridge: Option<String>,
     /// The Port's tag, else the configured one.
     pub tag: Option<u16>,
-    /// `ok`, `drift`, `stopped` (container not running), `unknown` (OVSDB not reachable),
+    /// `ok`, `drift`, `stopped` (container not running), `skipped: <why>` (left to PVE:
+    /// `firewall=1`, `manage = false`), `unknown` (OVSDB not reachable),
     /// `error` (config), `released` (handed back to PVE by `op-agent release`) or
     /// `mesh via <if>`.
     pub state: String,
@@ -136,6 +137,10 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
             "stopped".to_string()
         } else if released {
             "released".to_string()
+        } else if let crate::desired::NicMode::Skip(why) = &nic.mode {
+            // Left to PVE (firewall=1 with on_firewall = "skip", manage = false): op-agent
+            // does not vouch for it.
+            format!("skipped: {why}")
         } else if obs.is_none() {
             "unknown".to_string()
         } else if !lines.is_empty() {
@@ -256,8 +261,13 @@ pub fn table(list: &[ContainerStatus], empty_host: bool) -> Vec<String> {
             let state = if c.running { "error" } else { "stopped" };
             out.push(row(&vmid, mode, hook, "-", "-", "-", "-", &seq, state));
         }
+        let mut left = Vec::new();
         for n in &c.nics {
-            let state = n.state.strip_prefix("mesh ").unwrap_or(&n.state);
+            let mut state = n.state.strip_prefix("mesh ").unwrap_or(&n.state);
+            if let Some(why) = state.strip_prefix("skipped: ") {
+                left.push(format!("  {} net{}: left to PVE ({why})", c.vmid, n.net));
+                state = "skipped";
+            }
             out.push(row(
                 &vmid,
                 mode,
@@ -270,6 +280,7 @@ pub fn table(list: &[ContainerStatus], empty_host: bool) -> Vec<String> {
                 state,
             ));
         }
+        out.extend(left);
         if let Some(e) = &c.error {
             out.push(format!("  {}: {e}", c.vmid));
         }
