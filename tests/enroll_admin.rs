@@ -411,6 +411,23 @@ fn config_check_says_which_file_wins() {
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(78), "{out}");
     assert!(out.contains("100.toml:2:") && out.contains("tagg"), "{out}");
+    // A hookscript others may write: whoever can write it runs code as root at every start.
+    std::fs::write(h.local_toml(), "network_type = \"bridge\"\n").unwrap();
+    let hook = h.root().join("var/lib/vz/snippets/op-hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = h.run(true, &["config", "check"]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(78), "{out}");
+    assert!(
+        out.contains(&format!(
+            "ERROR {}: mode 0777: group or others may write the hookscript PVE runs as root",
+            hook.display()
+        )) && out.contains(&format!("chmod 0755 {}", hook.display())),
+        "{out}"
+    );
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = h.run(true, &["config", "check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
 }
 
 const FW_CONF: &str = "arch: amd64\nhostname: ct100\n\

@@ -113,6 +113,25 @@ pub fn run(
     }
 }
 
+/// The hookscript (`local:snippets/op-hook`) when users other than its owner may write it:
+/// PVE runs it as root at every start of every enrolled container, so whoever can write it
+/// runs code as root. `None` when it is absent (enroll reports that) or safe.
+fn hookscript_problem(root: &Path) -> Option<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let path = paths::resolve_volume(root, pve_integration::pct::HOOK_VOLID).ok()?;
+    let m = std::fs::metadata(&path).ok()?;
+    let mode = m.permissions().mode() & 0o7777;
+    (mode & 0o022 != 0).then(|| {
+        format!(
+            "{}: mode {mode:04o}: group or others may write the hookscript PVE runs as root at \
+             every container start; chmod 0755 {} (owner uid {})",
+            path.display(),
+            path.display(),
+            m.uid()
+        )
+    })
+}
+
 /// The exit code of `config check --live`: the files' error (78) first, else the live one.
 fn worst(files: ExitCode, live: ExitCode) -> ExitCode {
     if files != ExitCode::Ok {
@@ -237,6 +256,10 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
             "ERROR {}: [pve] root = {e}: every hook of a managed container fails",
             cfg.path.display()
         );
+    }
+    if let Some(line) = hookscript_problem(&root) {
+        errors += 1;
+        let _ = writeln!(out, "ERROR {line}");
     }
     // Host link names must be unique across containers: name -> "<vmid> net<n>".
     let mut taken: std::collections::BTreeMap<String, String> = Default::default();
