@@ -83,3 +83,16 @@ fn a_missing_config_given_on_the_command_line_is_an_error() {
         );
     }
 }
+
+/// `watch --conf-poll-ms` below its floor (100) is a usage error, not silently raised.
+#[test]
+fn watch_conf_poll_below_100_ms_is_a_usage_error() {
+    let o = AgentCommand::new(&["watch", "--conf-poll-ms", "50"]).run();
+    assert_eq!(o.code(), Some(64), "{}", o.text());
+    assert!(
+        o.stderr_text()
+            .contains("invalid value '50' for '--conf-poll-ms <MS>'"),
+        "{}",
+        o.text()
+    );
+}

@@ -14,7 +14,8 @@ pub struct WatchArgs {
     pub probe_ms: u64,
     /// Period (ms) of the scan of PVE confs and container TOMLs that catches what inotify does
     /// not report (changes replicated from other nodes); at least 100.
-    #[arg(long, default_value_t = 10000, value_name = "MS")]
+    #[arg(long, default_value_t = 10000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(100..))]
     pub conf_poll_ms: u64,
     /// Longest wait (ms) for PVE's config lock before a conf is read (retried after it).
     #[arg(long, default_value_t = 2000, value_name = "MS")]
@@ -46,7 +47,7 @@ pub fn run(args: &WatchArgs, config: Option<&Path>) -> super::CommandResult {
         }),
         conf: crate::watch::conf::ConfOptions {
             inotify: !args.no_inotify,
-            poll: Duration::from_millis(args.conf_poll_ms.max(100)),
+            poll: Duration::from_millis(args.conf_poll_ms),
             lock_timeout: Duration::from_millis(args.conf_lock_ms),
         },
         batch: !args.no_batch,
