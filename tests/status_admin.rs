@@ -103,6 +103,27 @@ fn status_table_json_and_ovsdb_down() {
 
     // Two running: `apply --all` below converges them as one batch.
     host.sim_ok(&["start", "101"]);
+    // OVSDB hung (ovsdb-server frozen): unknown too, exit 69, and one wait of timeout_ms for
+    // the whole listing, not one per container.
+    let mut cfg = host.config();
+    cfg.ovsdb_timeout_ms = Some(1000);
+    host.set_config(&cfg);
+    host.ovs()
+        .signal("ovsdb-server", nix::sys::signal::Signal::SIGSTOP);
+    let o = host.agent(&["status"]);
+    host.ovs()
+        .signal("ovsdb-server", nix::sys::signal::Signal::SIGCONT);
+    assert_eq!(o.code(), Some(69), "{}", o.text());
+    assert!(
+        o.stderr_text().contains("OVSDB cannot be reached"),
+        "{}",
+        o.text()
+    );
+    assert!(
+        o.took < std::time::Duration::from_millis(2500),
+        "3 containers, one wait of 1000 ms: took {:?}",
+        o.took
+    );
     // OVSDB down: the states are unknown and the exit code says so.
     host.vsctl_ok(&["show"]);
     let mut cfg = host.config();

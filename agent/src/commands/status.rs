@@ -75,7 +75,14 @@ pub struct ContainerStatus {
     pub counters: Option<LinkStats>,
 }
 
-async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerStatus {
+/// The status of `vmid`. `down`: OVSDB already failed to answer for an earlier container of
+/// this listing, so its states are unknown too, without another wait of `[ovsdb]
+/// timeout_ms`.
+async fn status_of(
+    cfg: &AgentConfig,
+    vmid: pve_integration::Vmid,
+    down: Option<&str>,
+) -> ContainerStatus {
     let running = inspect::is_running(cfg, vmid);
     let mut st = ContainerStatus {
         vmid: vmid.get(),
@@ -104,9 +111,17 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
     };
     st.mode = d.network_type.as_str().to_string();
     let released = crate::released::is_released(&cfg.toml.pve.root, vmid);
-    let observed = inspect::observe(cfg, &d).await;
+    let observed = match down {
+        Some(e) => {
+            st.unavailable = true;
+            st.error = Some(e.to_string());
+            None
+        }
+        None => Some(inspect::observe(cfg, &d).await),
+    };
     let (obs, mesh) = match observed {
-        Ok((t, o)) => {
+        None => (None, None),
+        Some(Ok((t, o))) => {
             let mesh = if d.network_type == NetworkType::Netmaker {
                 Some(crate::mesh::confirm(&t.nl, &cfg.toml.mesh).await)
             } else {
@@ -114,8 +129,9 @@ async fn status_of(cfg: &AgentConfig, vmid: pve_integration::Vmid) -> ContainerS
             };
             (Some(o), mesh)
         }
-        Err(e) => {
-            st.unavailable = e.code() == ExitCode::Unavailable;
+        Some(Err(e)) => {
+            // Unreachable or not answering (a hung ovsdb-server): either way unknown.
+            st.unavailable = matches!(e.code(), ExitCode::Unavailable | ExitCode::Timeout);
             st.error = Some(e.to_string());
             (None, None)
         }
@@ -189,9 +205,13 @@ pub fn collect(
     };
     let rt = inspect::runtime().map_err(|e| e.to_string())?;
     Ok(rt.block_on(async {
-        let mut out = Vec::new();
+        let mut out: Vec<ContainerStatus> = Vec::new();
         for v in vmids {
-            out.push(status_of(cfg, v).await);
+            let down = out
+                .iter()
+                .find(|c| c.unavailable)
+                .and_then(|c| c.error.clone());
+            out.push(status_of(cfg, v, down.as_deref()).await);
         }
         match crate::counters::dump().await {
             Ok(stats) => crate::counters::fill_status(&mut out, &stats),
