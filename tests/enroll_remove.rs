@@ -169,3 +169,34 @@ fn remove_keeps_everything_when_the_release_is_refused_and_other_hooks() {
     let out = remove(&host, &path, &["102"]);
     assert_eq!(out.code(), Some(78), "{}", out.text());
 }
+
+/// The hookscript removed by hand first (`pct set 100 --delete hookscript` while the container
+/// runs): op-agent's name and Port stay until the next stop, and PVE's live edits fail on
+/// them. `release 100` and `enroll --remove 100` still hand the NIC back, so that PVE's edit
+/// then works.
+#[test]
+fn remove_after_the_hookscript_was_deleted_by_hand_still_releases() {
+    let host = TestHost::new("unenr-hand");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.sim_ok(&["start", "100"]);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
+    let path = host.pve_root().pct_shim();
+    host.sim_ok(&["set", "100", "--delete", "hookscript"]);
+    assert!(!conf(&host, 100).contains("hookscript"));
+    host.converged(100, "vi100", 10).unwrap();
+
+    let out = remove(&host, &path, &["100"]);
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    let text = out.stdout_text();
+    assert!(
+        text.contains("100: released net0 vi100 -> veth100i0 on ovsbr0 tag 10"),
+        "{text}"
+    );
+    wait_pves_net0(&host, 100, 10, Duration::from_secs(1));
+    assert!(!host.pve_root().container_toml(100).exists());
+    let tag30 = net0(&host, 100).replace("tag=10", "tag=30");
+    let out = host.sim(&["set", "100", "-net0", &tag30]);
+    assert!(out.status.success(), "pve-sim set: {}", out.text());
+    wait_pves_net0(&host, 100, 30, Duration::from_secs(1));
+    host.assert_audit_intact("after enroll --remove of an unhooked container");
+}

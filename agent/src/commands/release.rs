@@ -129,7 +129,9 @@ impl Failure {
 /// The lines to print for `v`, or why it was not released.
 fn release_one(cfg: &AgentConfig, v: Vmid) -> Result<Vec<String>, Failure> {
     let root = &cfg.toml.pve.root;
-    let managed = Managed::find(cfg, v)
+    // Also a container whose hookscript was removed by hand while it ran: its NICs are still
+    // op-agent's until its next stop.
+    let managed = Managed::find_unhooked(cfg, v)
         .map_err(|e| Failure::new(e.code(), e.to_string()))?
         .ok_or_else(|| Failure::new(ExitCode::Failed, "not managed by op-agent"))?;
     if !inspect::is_running(cfg, v) {

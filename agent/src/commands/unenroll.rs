@@ -112,7 +112,8 @@ fn remove_one(
             "pct is not on PATH: this is not a Proxmox VE host (nothing was changed)".into(),
         ));
     }
-    let managed = Managed::find(cfg, vmid).map_err(|e| Fail(e.code(), e.to_string()))?;
+    // With its hookscript removed by hand, a running container still has op-agent's NICs.
+    let managed = Managed::find_unhooked(cfg, vmid).map_err(|e| Fail(e.code(), e.to_string()))?;
     let release = managed.is_some()
         && inspect::is_running(cfg, vmid)
         && !crate::released::is_released(root, vmid);

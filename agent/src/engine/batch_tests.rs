@@ -64,6 +64,7 @@ fn jobs() -> Vec<Job> {
                 pve_conf: format!("/fake/{v}.conf").into(),
                 pve_root: "/fake".into(),
                 default_naming: crate::config::Naming::Rename,
+                unhooked: false,
             },
             phase: Phase::PostStart,
             label: "watch".into(),

@@ -22,6 +22,9 @@ pub struct Managed {
     pub pve_root: PathBuf,
     /// agent.toml's `[naming] mode`, for a container TOML without `naming`.
     pub default_naming: crate::config::Naming,
+    /// Found by [`Managed::find_unhooked`]: the PVE conf may no longer name op-agent's
+    /// hookscript (removed by hand), and [`Managed::load`] loads it all the same.
+    pub unhooked: bool,
 }
 
 impl Managed {
@@ -37,6 +40,18 @@ impl Managed {
     /// Errors: [`RunError::PveRoot`] when a container TOML exists but `[pve] root` has no
     /// `etc/pve` (silently doing nothing would switch op-agent off for every container).
     pub fn find(cfg: &AgentConfig, vmid: Vmid) -> Result<Option<Managed>, RunError> {
+        Self::find_as(cfg, vmid, false)
+    }
+
+    /// [`Managed::find`] without asking for op-agent's hookscript: a container whose
+    /// hookscript was removed by hand (`pct set <vmid> --delete hookscript`) while it ran keeps
+    /// op-agent's names and Ports until its next stop, and only `release` and `enroll
+    /// --remove` hand them back (nothing else acts on it: PVE runs no hookscript for it).
+    pub fn find_unhooked(cfg: &AgentConfig, vmid: Vmid) -> Result<Option<Managed>, RunError> {
+        Self::find_as(cfg, vmid, true)
+    }
+
+    fn find_as(cfg: &AgentConfig, vmid: Vmid, unhooked: bool) -> Result<Option<Managed>, RunError> {
         let candidates = cfg.container_candidates(vmid);
         if !candidates.iter().any(|p| p.exists()) {
             return Ok(None);
@@ -47,7 +62,7 @@ impl Managed {
             source,
         })?;
         let pve_conf = pve_integration::paths::lxc_conf_path(root, vmid);
-        if !pve_conf.exists() || !enrolled(&pve_conf) {
+        if !pve_conf.exists() || !(unhooked || enrolled(&pve_conf)) {
             return Ok(None);
         }
         // The first candidate that is there at all, as `read_checked` sees it: a dangling
@@ -63,6 +78,7 @@ impl Managed {
             pve_conf,
             pve_root: root.clone(),
             default_naming: cfg.toml.naming.mode,
+            unhooked,
         }))
     }
 
@@ -83,10 +99,11 @@ impl Managed {
             pve_integration::parse_conf(&bytes[..], &path.display().to_string()).map_err(|e| {
                 ConfigError::file(path, format!("{} ({})", e.kind, e.key)).at_line(e.line)
             })?;
-        if !pve
-            .hookscript
-            .as_deref()
-            .is_some_and(pve_integration::is_op_hook)
+        if !self.unhooked
+            && !pve
+                .hookscript
+                .as_deref()
+                .is_some_and(pve_integration::is_op_hook)
         {
             // The hookscript was removed since `find`.
             return Ok(None);
@@ -138,6 +155,7 @@ mod tests {
             pve_conf: pve,
             pve_root: dir.path().into(),
             default_naming: Naming::Keep,
+            unhooked: false,
         };
         std::fs::write(&ct, "network_type = \"bridge\"\n").unwrap();
         assert_eq!(m.load().unwrap().unwrap().naming, Naming::Keep);
