@@ -127,7 +127,7 @@ fn set_whose_hand_back_fails_part_way_converges_back_with_its_own_exit_code() {
         assert!(
             err.contains("handing a NIC back to PVE failed")
                 && err.contains("pct was not run")
-                && err.contains("converged on the values the PVE conf holds"),
+                && err.contains("converged on the PVE conf's values"),
             "{fp}: {err}"
         );
         assert_eq!(conf(&host), before, "{fp}: pct must not have run");

@@ -538,3 +538,40 @@ fn a_stop_with_watch_running_is_not_taken_for_drift() {
     let st = w.stop().expect("watch exits on SIGTERM");
     assert!(st.success(), "watch exit status {st:?}");
 }
+
+/// A NIC with `mtu=1400` in its PVE conf: the watch's repair sets the `mtu_request` post-start
+/// set, and `check` agrees. Both follow PVE, which gives the host end the bridge's MTU whatever
+/// the NIC's `mtu=` (pve-container `lxcnetaddbr`: `ip link set dev $iface up mtu
+/// $bridgemtu`; pve-common `PVE::Network` `$ovs_bridge_add_port`: `mtu_request=$bridgemtu`);
+/// `mtu=` is the container end's (LXC `lxc.net.N.mtu`). A regression test: it passed before
+/// as after, the reported loss of 1400 being PVE's own behaviour.
+#[test]
+fn a_repair_sets_the_mtu_request_post_start_set() {
+    let host = TestHost::new("w-mtu");
+    host.manage_bridged(
+        100,
+        PveConf::op_hook(100).nic(
+            op_testkit::Nic::new(0, "ovsbr0")
+                .hwaddr(&op_testkit::pve_mac(100))
+                .ip(&format!("{}/24", op_testkit::bridged_ip(100)))
+                .tag(10)
+                .prop("mtu", 1400),
+        ),
+    );
+    host.sim_ok(&["start", "100"]);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
+    let at_start = host.ovs_get("Interface", "vi100", "mtu_request");
+    eprintln!("post-start mtu_request {at_start}");
+    assert_ne!(
+        at_start, "1400",
+        "the host end takes the bridge's MTU, as PVE's"
+    );
+    let mut w = host.spawn_watch(&[]);
+    wait_step_rows(&host, &[100], "config.validate", 0, Duration::from_secs(20));
+    host.vsctl_ok(&["--if-exists", "del-port", "ovsbr0", "vi100"]);
+    wait_all_plugged(&host, &[100], 10, Instant::now(), Duration::from_secs(2));
+    assert_eq!(host.ovs_get("Interface", "vi100", "mtu_request"), at_start);
+    let c = host.agent(&["check", "100"]);
+    assert_eq!(c.code(), Some(0), "{}", c.text());
+    assert!(w.stop().is_some_and(|s| s.success()), "{}", w.log_text());
+}

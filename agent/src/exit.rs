@@ -17,7 +17,7 @@ pub enum ExitCode {
     Internal = 70,
     /// `op-agent set` / `release`: handing a NIC back to PVE failed part-way (a netlink or
     /// OVSDB operation on the host failed, `EX_OSERR`); `pct` was not run and the NICs are
-    /// back on op-agent's plumbing with the values the PVE conf holds.
+    /// back on op-agent's plumbing with the PVE conf's values.
     HandBack = 71,
     /// The audit database, or the command's standard output, could not be written (`EX_IOERR`).
     AuditIo = 74,
