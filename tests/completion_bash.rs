@@ -87,6 +87,10 @@ fn bash_completion_past_the_first_word() {
     );
     assert_eq!(c(&["op-agent", "check", ""]), ["100", "205"]);
     assert_eq!(c(&["op-agent", "enroll", "100", "2"]), ["205"]);
+    // The live-edit and hand-back commands take vmids too (`release` several).
+    assert_eq!(c(&["op-agent", "set", ""]), ["100", "205"]);
+    assert_eq!(c(&["op-agent", "release", "100", "2"]), ["205"]);
+    has(&c(&["op-agent", "enroll", "--r"]), &["--remove"]);
     has(
         &c(&["op-agent", "enroll", "--"]),
         &["--all", "--on-firewall", "--dry-run"],

@@ -6,7 +6,7 @@
 //!   word completes (clap-rs/clap#6421). The second spelling is rewritten to the first.
 //! - A wrapper completes what clap cannot know: the vmids of this node's containers (the
 //!   `<vmid>.conf` files in `/etc/pve/lxc`, or `$OP_AGENT_COMPLETION_LXC`) for `hook`,
-//!   `apply`, `check`, `status` and `enroll`, and the four phases after `hook <vmid>`; every
+//!   `apply`, `check`, `status`, `set`, `enroll` and `release`, and the four phases after `hook <vmid>`; every
 //!   other word goes to clap's function.
 
 /// The hookscript phases `hook` acts on (pve-container `LXC.pm` `run_hook`... callers).
@@ -51,7 +51,7 @@ _{w}_vmids() {{
     done
     if [[ $cur != -* && $prev != -* ]]; then
         case "$sub,$pos" in
-        hook,0|apply,0|check,0|status,0|enroll,*)
+        hook,0|apply,0|check,0|status,0|set,0|enroll,*|release,*)
             COMPREPLY=( $(compgen -W "$(_{w}_vmids)" -- "$cur") )
             return 0 ;;
         hook,1)
