@@ -405,6 +405,16 @@ fn config_check_says_which_file_wins() {
         "{out}"
     );
     assert!(out.contains("net0 -> vi100 on ovsbr0 tag 30"), "{out}");
+    // The pin differs from the PVE conf's tag=10: a warning says which one op-agent applies.
+    assert!(
+        out.contains(&format!(
+            "WARNING {} line 2: [[nic]] net = 0 pins tag = 30 while {} has tag=10: op-agent \
+             applies tag = 30",
+            cluster.display(),
+            h.root().join("etc/pve/lxc/100.conf").display()
+        )),
+        "{out}"
+    );
     // A broken shadowed file is still reported.
     std::fs::write(h.local_toml(), "network_type = \"bridge\"\ntagg = 1\n").unwrap();
     let o = h.run(true, &["config", "check"]);

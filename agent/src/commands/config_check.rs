@@ -361,6 +361,10 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
                 }
                 match crate::desired::resolve(vmid, &pve, &pve_path, &ct) {
                     Ok(d) => {
+                        for w in super::set_pins::differs_from_conf(&ct, &pve, &pve_path) {
+                            warnings_early += 1;
+                            let _ = writeln!(out, "WARNING {w}");
+                        }
                         for n in &d.nics {
                             let me = format!("{vmid} net{}", n.net);
                             let plugged =

@@ -1,8 +1,10 @@
-//! What `op-agent set` refuses before it changes anything: an edit whose `bridge`, `tag` or
+//! The container TOML's `[[nic]]` pins against the PVE conf. What `op-agent set` refuses
+//! before it changes anything ([`conflicts`]): an edit whose `bridge`, `tag` or
 //! `trunks` for a `netN` differs from a value the container TOML's `[[nic]]` pins for it. The
 //! TOML wins over the PVE conf ([`crate::desired`]), so `pct set` would write the new value to
 //! the PVE conf and the GUI while op-agent kept the NIC on the pinned one: a VLAN the admin
-//! believes changed, silently not.
+//! believes changed, silently not. What `config check` warns about ([`differs_from_conf`]):
+//! a pin that already differs from the PVE conf.
 
 use crate::config::ContainerConfig;
 
@@ -103,6 +105,64 @@ pub fn conflicts(ct: &ContainerConfig, options: &[String]) -> Vec<String> {
                     "{at} pins trunks = {ts:?}, which wins over {}",
                     writes("trunks", new)
                 ));
+            }
+        }
+    }
+    out
+}
+
+/// One line per `[[nic]]` pin that differs from what the PVE conf `pve` (at `pve_path`) holds
+/// for that `netN`, for `config check`: `/etc/op-agent/containers/100.toml line 3: [[nic]] net
+/// = 0 pins tag = 10 while /etc/pve/lxc/100.conf has tag=20: op-agent applies tag = 10, the
+/// GUI shows tag=20 …`. After `op-agent release` and PVE's own `pct set`, this is how the
+/// admin learns that `apply` will not keep PVE's new value.
+pub fn differs_from_conf(
+    ct: &ContainerConfig,
+    pve: &pve_integration::PveConf,
+    pve_path: &std::path::Path,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, nic) in ct.toml.nic.iter().enumerate() {
+        let Some(conf) = pve.nets.get(&nic.net) else {
+            continue;
+        };
+        let at = format!(
+            "{} line {}: [[nic]] net = {}",
+            ct.path.display(),
+            ct.nic_lines.get(i).copied().unwrap_or(0),
+            nic.net
+        );
+        let shown = |v: Option<String>, key: &str| match v {
+            Some(v) => format!("{key}={v}"),
+            None => format!("no {key}="),
+        };
+        let mut push = |key: &str, pin: String, conf_value: Option<String>| {
+            out.push(format!(
+                "{at} pins {key} = {pin} while {} has {}: op-agent applies {key} = {pin}, the GUI \
+                 and `pct config` show the other; remove the pin to follow the PVE conf",
+                pve_path.display(),
+                shown(conf_value, key)
+            ));
+        };
+        if let Some(b) = &nic.bridge {
+            if conf.bridge.as_ref().map(|x| x.as_str()) != Some(b.as_str()) {
+                push(
+                    "bridge",
+                    format!("{b:?}"),
+                    conf.bridge.as_ref().map(|x| x.to_string()),
+                );
+            }
+        }
+        if let Some(t) = nic.tag {
+            if conf.tag.map(|x| x.get()) != Some(t) {
+                push("tag", t.to_string(), conf.tag.map(|x| x.get().to_string()));
+            }
+        }
+        if let Some(ts) = &nic.trunks {
+            let have: Vec<u16> = conf.trunks.iter().map(|x| x.get()).collect();
+            if trunks_text(&have) != trunks_text(ts) {
+                let v = (!have.is_empty()).then(|| trunks_text(&have));
+                push("trunks", format!("{ts:?}"), v);
             }
         }
     }
