@@ -70,20 +70,9 @@ fn status_table_json_and_ovsdb_down() {
         "{out}"
     );
     // `status > /dev/full`: one line and EX_IOERR (74), not a panic (70).
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
-    let o = host
-        .agent_cmd(&["status"])
-        .command()
-        .stdout(full)
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let (code, err) = host.agent_cmd(&["status"]).run_to_dev_full();
     assert_eq!(
-        (o.status.code(), err.trim()),
+        (code, err.trim()),
         (
             Some(74),
             "op-agent status: cannot write to stdout: No space left on device (os error 28)"

@@ -86,21 +86,12 @@ fn audit_log_filters_local_time_and_a_fresh_install() {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", o.text()));
     assert_eq!(v["rows"], 0, "{v}");
     // Output that cannot be written (`> /dev/full`) is one line and EX_IOERR, not a panic.
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
-    let o = AgentCommand::new(&["audit", "verify"])
+    let (code, err) = AgentCommand::new(&["audit", "verify"])
         .config(root.agent_toml())
         .env_remove("OP_AGENT_CONFIG")
-        .command()
-        .stdout(full)
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
+        .run_to_dev_full();
     assert_eq!(
-        (o.status.code(), err.trim()),
+        (code, err.trim()),
         (
             Some(74),
             "op-agent audit verify: cannot write to stdout: No space left on device (os error 28)"

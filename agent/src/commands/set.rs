@@ -52,31 +52,49 @@ pub struct SetArgs {
     pub options: Vec<String>,
 }
 
-/// The `netN` indexes `pct set` options touch: `-netN`/`--netN` (also `--netN=…`) and the
-/// names in `-delete`/`--delete` (comma or space separated, as pve-container's `delete`
-/// format `pve-configid-list` allows).
-pub fn touched_nets(options: &[String]) -> BTreeSet<u8> {
-    let net = |s: &str| -> Option<u8> {
-        let d = s.trim().strip_prefix("net")?;
-        (!d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| d.parse().ok())
-            .flatten()
-            .filter(|n| *n < 32)
-    };
-    let mut out = BTreeSet::new();
+/// `pct set` options as `(name, value)` pairs: `-name value`, `--name value` or
+/// `--name=value` (every option of `pct set` takes a value; pve-common `cli_handler` parses
+/// them with Getopt::Long). A next word starting with `-` is taken as the next option, not
+/// as a value (`-description -net0 …` counts net0 as touched: handing back one NIC too many
+/// is harmless, one too few makes PVE's hotplug fail). Words that are not options are
+/// skipped.
+pub fn option_pairs(options: &[String]) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
     let mut it = options.iter().peekable();
     while let Some(o) = it.next() {
         let Some(opt) = o.strip_prefix("--").or_else(|| o.strip_prefix('-')) else {
             continue;
         };
-        let (name, inline) = match opt.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (opt, None),
-        };
+        match opt.split_once('=') {
+            Some((n, v)) => out.push((n.to_string(), Some(v.to_string()))),
+            None => {
+                let v = it.next_if(|w| !w.starts_with('-')).cloned();
+                out.push((opt.to_string(), v));
+            }
+        }
+    }
+    out
+}
+
+/// `N` of a `netN` key (0..31), if `s` is one.
+pub fn net_key(s: &str) -> Option<u8> {
+    let d = s.trim().strip_prefix("net")?;
+    (!d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| d.parse().ok())
+        .flatten()
+        .filter(|n| *n < 32)
+}
+
+/// The `netN` indexes `pct set` options touch: `-netN`/`--netN` (also `--netN=…`) and the
+/// names in `-delete`/`--delete` (comma or space separated, as pve-container's `delete`
+/// format `pve-configid-list` allows).
+pub fn touched_nets(options: &[String]) -> BTreeSet<u8> {
+    let mut out = BTreeSet::new();
+    for (name, value) in option_pairs(options) {
         if name == "delete" {
-            let v = inline.or_else(|| it.next().cloned()).unwrap_or_default();
-            out.extend(v.split([',', ' ', ';']).filter_map(net));
-        } else if let Some(n) = net(name) {
+            let v = value.unwrap_or_default();
+            out.extend(v.split([',', ' ', ';']).filter_map(net_key));
+        } else if let Some(n) = net_key(&name) {
             out.insert(n);
         }
     }

@@ -11,28 +11,10 @@ use crate::config::ContainerConfig;
 /// The `netN` values `options` write (`-netN VALUE`, `--netN VALUE`, `--netN=VALUE`), as
 /// pve-container's `net` property strings: `name=eth0,bridge=ovsbr0,tag=20,trunks=20;30`.
 fn net_values(options: &[String]) -> Vec<(u8, String)> {
-    let mut out = Vec::new();
-    let mut it = options.iter();
-    while let Some(o) = it.next() {
-        let Some(opt) = o.strip_prefix("--").or_else(|| o.strip_prefix('-')) else {
-            continue;
-        };
-        let (name, inline) = match opt.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (opt, None),
-        };
-        let Some(n) = name
-            .strip_prefix("net")
-            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|d| d.parse::<u8>().ok())
-        else {
-            continue;
-        };
-        if let Some(v) = inline.or_else(|| it.next().cloned()) {
-            out.push((n, v));
-        }
-    }
-    out
+    super::set::option_pairs(options)
+        .into_iter()
+        .filter_map(|(name, v)| Some((super::set::net_key(&name)?, v?)))
+        .collect()
 }
 
 /// The value of `key` in a property string (`None`: not given, which PVE writes as unset).

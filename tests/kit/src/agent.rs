@@ -149,6 +149,26 @@ impl AgentCommand {
         out
     }
 
+    /// Runs to the end with stdout on `/dev/full` (every write fails with ENOSPC, as on a full
+    /// disk under a redirect): the exit code and stderr.
+    pub fn run_to_dev_full(&self) -> (Option<i32>, String) {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap_or_else(|e| panic!("/dev/full: {e}"));
+        let o = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(full)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap_or_else(|e| panic!("{:?}: {e}", self.command()));
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
     /// Starts it as a long-running service, stdout discarded and stderr appended to `log`.
     pub fn spawn(&self, log: &Path) -> Service {
         let err = std::fs::OpenOptions::new()
