@@ -29,13 +29,16 @@ fn with(net0: &str, key: &str, new: &str) -> String {
 }
 
 fn set(host: &TestHost, path: &str, vmid: u32, net0: &str) -> CmdOutput {
+    set_args(host, path, vmid, &["-net0", net0])
+}
+
+fn set_args(host: &TestHost, path: &str, vmid: u32, options: &[&str]) -> CmdOutput {
     let t = Instant::now();
-    let out = host
-        .agent_cmd(&["set", &vmid.to_string(), "-net0", net0])
-        .env("PATH", path)
-        .run();
+    let v = vmid.to_string();
+    let args: Vec<&str> = [&["set", v.as_str()][..], options].concat();
+    let out = host.agent_cmd(&args).env("PATH", path).run();
     eprintln!(
-        "op-agent set {vmid} -net0 {net0}: exit {:?} in {} ms: {}",
+        "op-agent set {vmid} {options:?}: exit {:?} in {} ms: {}",
         out.code(),
         t.elapsed().as_millis(),
         out.text().trim()
@@ -344,8 +347,7 @@ fn set_refuses_to_change_a_tag_the_container_toml_pins() {
         err.trim(),
         format!(
             "op-agent set: 100: not set: {} line 3: [[nic]] net = 0 pins tag = 10, which wins \
-             over the tag=20 this edit writes; change the container TOML (or remove the pin) \
-             first, then `op-agent apply 100`; nothing was changed",
+             over the tag=20 this edit writes; edit the container TOML first; nothing was changed",
             toml.display()
         )
     );
@@ -354,6 +356,29 @@ fn set_refuses_to_change_a_tag_the_container_toml_pins() {
     assert!(host.ping(100, &bridged_ip(101)), "still on VLAN 10");
     let rows = set_rows(&host);
     assert_eq!(rows, [("set.refused".to_string(), "failed".to_string())]);
+    // Deleting the NIC the TOML has a [[nic]] for: every later start would refuse the
+    // container (78 at pre-start), so refused before PVE deletes it.
+    let out = set_args(&host, &path, 100, &["--delete", "net0"]);
+    assert_eq!(out.code(), Some(78), "{}", out.text());
+    assert!(
+        out.stderr_text()
+            .contains("[[nic]] net = 0 names net0, which this edit deletes"),
+        "{}",
+        out.text()
+    );
+    assert_eq!(conf_net0(&host, 100), before, "PVE conf untouched");
+    // firewall=1 under on_firewall = "refuse": PVE would apply it and op-agent then refuse
+    // the NIC at every start; refused before (77).
+    let out = set(&host, &path, 100, &with(&before, "firewall", "1"));
+    assert_eq!(out.code(), Some(77), "{}", out.text());
+    assert!(
+        out.stderr_text()
+            .contains("net0: firewall=1 with on_firewall = \"refuse\""),
+        "{}",
+        out.text()
+    );
+    assert_eq!(conf_net0(&host, 100), before, "PVE conf untouched");
+    assert_on(&host, "ovsbr0", 10);
 
     // The pinned tag kept, the rate changed: through.
     let out = set(&host, &path, 100, &with(&before, "rate", "5"));

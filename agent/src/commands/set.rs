@@ -291,9 +291,12 @@ pub fn run(args: &SetArgs, cfg: &AgentConfig) -> CommandResult {
     }
 }
 
-/// Refuses (78, audit row `set.refused`) an edit that changes a `bridge`, `tag` or `trunks`
-/// the container TOML pins ([`super::set_pins::conflicts`]), before anything is changed:
-/// `pct set` would write it to the PVE conf while op-agent kept the pinned value.
+/// Refuses (audit row `set.refused`), before anything is changed, an edit that changes a
+/// `bridge`, `tag` or `trunks` the container TOML pins or deletes a NIC it has a `[[nic]]`
+/// for (78, [`super::set_pins::conflicts`]: `pct set` would write it to the PVE conf while
+/// op-agent kept the pinned value, or every later start would refuse the container), or
+/// that gives a NIC `firewall=1` under `on_firewall = "refuse"` (77,
+/// [`super::set_pins::firewall_refusals`]).
 fn refuse_pinned(cfg: &AgentConfig, v: Vmid, options: &[String]) -> Result<(), CliError> {
     let ct = cfg
         .load_container(v)
@@ -301,8 +304,9 @@ fn refuse_pinned(cfg: &AgentConfig, v: Vmid, options: &[String]) -> Result<(), C
     let Some(ct) = ct else {
         return Ok(());
     };
+    let firewall = super::set_pins::firewall_refusals(&ct, options);
     let pins = super::set_pins::conflicts(&ct, options);
-    if pins.is_empty() {
+    if pins.is_empty() && firewall.is_empty() {
         return Ok(());
     }
     let audit = AuditLog::open(
@@ -318,18 +322,22 @@ fn refuse_pinned(cfg: &AgentConfig, v: Vmid, options: &[String]) -> Result<(), C
         rec.outcome(
             "set.refused",
             Outcome::Failed,
-            json!({"options": options, "pinned": pins}),
+            json!({"options": options, "pinned": pins, "firewall": firewall}),
         );
         if let Err(e) = rec.finish() {
             crate::errln!("op-agent set: {v}: audit row of the refusal not written: {e}");
         }
     }
+    let (code, why) = if firewall.is_empty() {
+        (ExitCode::Config, pins)
+    } else {
+        (ExitCode::Refused, firewall)
+    };
     Err(CliError::new(
-        ExitCode::Config,
+        code,
         format!(
-            "{v}: not set: {}; change the container TOML (or remove the pin) first, then \
-             `op-agent apply {v}`; nothing was changed",
-            pins.join("; ")
+            "{v}: not set: {}; edit the container TOML first; nothing was changed",
+            why.join("; ")
         ),
     ))
 }

@@ -49,6 +49,24 @@ fn normalise_trunks(s: &str) -> String {
 /// the tag=20 this edit writes`. Empty: nothing pinned is touched.
 pub fn conflicts(ct: &ContainerConfig, options: &[String]) -> Vec<String> {
     let mut out = Vec::new();
+    // A `[[nic]]` of a NIC the edit deletes: every later pre-start would refuse the
+    // container (`[[nic]] net = 0: no net0 in …`, which guards against a mistyped `net`).
+    for (name, value) in super::set::option_pairs(options) {
+        if name != "delete" {
+            continue;
+        }
+        let value = value.unwrap_or_default();
+        for net in value.split([',', ' ', ';']).filter_map(super::set::net_key) {
+            if let Some(i) = ct.toml.nic.iter().position(|n| n.net == net) {
+                out.push(format!(
+                    "{} line {}: [[nic]] net = {net} names net{net}, which this edit deletes (the \
+                     next start would refuse the container); remove that [[nic]] table",
+                    ct.path.display(),
+                    ct.nic_lines.get(i).copied().unwrap_or(0)
+                ));
+            }
+        }
+    }
     for (net, value) in net_values(options) {
         let Some((i, nic)) = ct.toml.nic.iter().enumerate().find(|(_, n)| n.net == net) else {
             continue;
@@ -91,6 +109,32 @@ pub fn conflicts(ct: &ContainerConfig, options: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// One line per NIC the edit gives `firewall=1` while the container TOML keeps the default
+/// `on_firewall = "refuse"`: PVE would apply it and op-agent then refuse to converge the NIC
+/// (renaming it would silently disable pve-firewall for it), every later start included.
+pub fn firewall_refusals(ct: &ContainerConfig, options: &[String]) -> Vec<String> {
+    if ct.toml.on_firewall != crate::config::OnFirewall::Refuse {
+        return Vec::new();
+    }
+    net_values(options)
+        .into_iter()
+        .filter(|(_, v)| {
+            matches!(
+                prop(v, "firewall").map(str::trim),
+                Some("1" | "on" | "yes" | "true")
+            )
+        })
+        .map(|(net, _)| {
+            format!(
+                "net{net}: firewall=1 with on_firewall = \"refuse\" in {} (renaming the NIC would \
+                 silently disable pve-firewall for it, so op-agent would refuse it at every start); \
+                 set on_firewall = \"skip\" there to leave such NICs to PVE",
+                ct.path.display()
+            )
+        })
+        .collect()
 }
 
 /// One line per `[[nic]]` pin that differs from what the PVE conf `pve` (at `pve_path`) holds
@@ -192,7 +236,14 @@ mod tests {
         );
         assert!(conflicts(&c, &s(&["-net0", "name=eth0,bridge=ovsbr0,tag=10,rate=5"])).is_empty());
         assert!(conflicts(&c, &s(&["-net1", "name=eth1,bridge=ovsbr0,tag=20"])).is_empty());
-        assert!(conflicts(&c, &s(&["--delete", "net0"])).is_empty());
+        assert!(conflicts(&c, &s(&["--delete", "net1"])).is_empty());
+        assert_eq!(
+            conflicts(&c, &s(&["--delete", "net2,net0"])),
+            [
+                "/etc/op-agent/containers/100.toml line 3: [[nic]] net = 0 names net0, which this \
+              edit deletes (the next start would refuse the container); remove that [[nic]] table"
+            ]
+        );
     }
 
     #[test]
