@@ -200,3 +200,29 @@ fn remove_after_the_hookscript_was_deleted_by_hand_still_releases() {
     wait_pves_net0(&host, 100, 30, Duration::from_secs(1));
     host.assert_audit_intact("after enroll --remove of an unhooked container");
 }
+
+/// Taken off op-agent, then enrolled again while it runs: the release `enroll --remove` made
+/// no longer holds it back, and op-agent.service converges it at once, as `enroll` says.
+#[test]
+fn enroll_after_remove_of_a_running_container_converges_it() {
+    let host = TestHost::new("unenr-again");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.sim_ok(&["start", "100"]);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
+    let mut w = host.spawn_watch(&[]);
+    let path = host.pve_root().pct_shim();
+    let out = remove(&host, &path, &["100"]);
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    wait_pves_net0(&host, 100, 10, Duration::from_secs(1));
+
+    let out = host.agent_cmd(&["enroll", "100"]).env("PATH", &path).run();
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    assert!(
+        out.stdout_text()
+            .contains("op-agent.service renames and re-plugs its NICs now"),
+        "{}",
+        out.text()
+    );
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(3));
+    assert!(w.stop().is_some_and(|s| s.success()), "{}", w.log_text());
+}

@@ -450,7 +450,11 @@ fn enroll(
     }
     let _ = writeln!(out, "ran {pct_cmd}");
     // A running container is converged at once by op-agent.service (`op-agent watch` reads
-    // the PVE conf's new hookscript line), not at its next start.
+    // the PVE conf's new hookscript line), not at its next start; a release left by an
+    // earlier `op-agent release` / `enroll --remove` no longer holds it back.
+    if let Err(e) = crate::released::clear(&root, vmid) {
+        let _ = writeln!(out, "warning: cannot remove the release marker: {e}");
+    }
     let when = if crate::inspect::is_running(cfg, vmid) {
         format!(
             "it is running: op-agent.service renames and re-plugs its NICs now (without the \
