@@ -184,6 +184,15 @@ fn remove_after_the_hookscript_was_deleted_by_hand_still_releases() {
     host.sim_ok(&["set", "100", "--delete", "hookscript"]);
     assert!(!conf(&host, 100).contains("hookscript"));
     host.converged(100, "vi100", 10).unwrap();
+    // `config check` says to release it before removing the TOML `release` needs.
+    let c = host.agent(&["config", "check"]);
+    assert_eq!(c.code(), Some(78), "{}", c.text());
+    assert!(
+        c.stdout_text()
+            .contains("remove the stale TOML: op-agent release 100 (it runs: its NICs stay op-agent's until it stops), then rm "),
+        "{}",
+        c.text()
+    );
 
     let out = remove(&host, &path, &["100"]);
     assert_eq!(out.code(), Some(0), "{}", out.text());

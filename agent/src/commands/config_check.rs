@@ -344,9 +344,16 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
                     Some(h) => format!("hookscript is {h}"),
                     None => "no hookscript".into(),
                 };
+                // Running with its hookscript removed by hand: its NICs may still be op-agent's
+                // until it stops, and `release` needs the TOML to hand them back.
+                let first = if crate::inspect::is_running(&cfg, vmid) {
+                    format!("op-agent release {vmid} (it runs: its NICs stay op-agent's until it stops), then ")
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     out,
-                    "ERROR {}: container {vmid} is not enrolled ({why} in {}), op-agent ignores it; remove the stale TOML: rm {} (or keep it: op-agent enroll {vmid} --keep-config)",
+                    "ERROR {}: container {vmid} is not enrolled ({why} in {}), op-agent ignores it; remove the stale TOML: {first}rm {} (or keep it: op-agent enroll {vmid} --keep-config)",
                     winner.display(),
                     paths::lxc_conf_path(&root, vmid).display(),
                     winner.display()
