@@ -99,6 +99,31 @@ fn keep_mode_leaves_pve_its_names_and_live_edits() {
     wait_kept(&host, "veth100i0", "vi100", 10, "after start");
     host.wait_converged(101, "vi101", 10, Duration::from_secs(5));
     assert!(host.ping(100, &bridged_ip(101)), "100 reaches 101 on 10");
+    // `check` and `status` judge it by keep mode's rules: converged is ok, not drift.
+    let c = host.agent(&["check", "100"]);
+    assert_eq!(c.code(), Some(0), "{}", c.text());
+    let st = host.agent(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&st.stdout_text()).unwrap();
+    let c100 = v["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["vmid"] == 100)
+        .unwrap()
+        .clone();
+    assert_eq!(c100["nics"][0]["state"], "ok", "{c100}");
+    // A tag changed by hand is drift (no watch yet), and apply repairs it.
+    host.vsctl_ok(&["set", "Port", "veth100i0", "tag=99"]);
+    let c = host.agent(&["check", "100"]);
+    assert_eq!(c.code(), Some(1), "{}", c.text());
+    assert!(
+        c.stdout_text().contains("net0: apply would run"),
+        "{}",
+        c.text()
+    );
+    let out = host.agent(&["apply", "100"]);
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    wait_kept(&host, "veth100i0", "vi100", 10, "after apply");
     let mut w = host.spawn_watch(&[]);
 
     // PVE's own live tag edit: it succeeds, and the watch puts op-agent's marks back.

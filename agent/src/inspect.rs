@@ -105,6 +105,13 @@ pub fn drift(d: &Desired, obs: &Observed) -> Vec<Drift> {
     let mut wanted_names = std::collections::BTreeSet::new();
     for (nic, o) in d.nics.iter().zip(&obs.nics) {
         let n = nic.net.get();
+        if d.keeps_names() {
+            // naming = "keep": op-agent's Port is PVE's `veth…` one, under PVE's name; the
+            // rename-mode checks below would all misfire. What apply would still do (the
+            // plan, below) is the drift.
+            wanted_names.insert(d.port_name(nic).to_string());
+            continue;
+        }
         wanted_names.insert(nic.name.to_string());
         if plan::left_alone(nic, o, obs).is_some() {
             continue;
