@@ -222,3 +222,36 @@ fn release_changes_nothing_when_pves_bridge_is_gone() {
     let v: serde_json::Value = serde_json::from_str(&st.stdout_text()).unwrap();
     assert_eq!(v["containers"][0]["nics"][0]["state"], "ok", "{v}");
 }
+
+/// ovs-vswitchd frozen (SIGSTOP) during `release`: it cannot let go of `vi100`, so the NIC is
+/// not renamed under it and the release fails; no dead Port for a `veth100i0` that does not
+/// exist is left behind (the watch would take it for a failed PVE live edit), and once
+/// ovs-vswitchd runs again `apply` puts the NIC back on op-agent's Port.
+#[test]
+fn release_with_ovs_vswitchd_frozen_leaves_no_dead_port() {
+    use nix::sys::signal::Signal;
+    let host = TestHost::new("rel-stop");
+    let mut cfg = host.config();
+    cfg.hook_deadline_ms = Some(2000);
+    host.set_config(&cfg);
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.sim_ok(&["start", "100"]);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
+    host.ovs().signal("ovs-vswitchd", Signal::SIGSTOP);
+    let out = host.agent(&["release", "100"]);
+    host.ovs().signal("ovs-vswitchd", Signal::SIGCONT);
+    assert_ne!(out.code(), Some(0), "{}", out.text());
+    assert!(host.has_link("vi100") && !host.has_link("veth100i0"));
+    assert!(
+        !host.ports("ovsbr0").contains(&"veth100i0".to_string()),
+        "a Port for a device that does not exist: {:?}",
+        host.ports("ovsbr0")
+    );
+    let out = host.agent(&["apply", "100"]);
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    host.converged(100, "vi100", 10).unwrap();
+    assert!(host
+        .audit_rows_for(100)
+        .iter()
+        .any(|r| r.phase == "release"));
+}

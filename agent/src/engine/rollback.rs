@@ -177,6 +177,20 @@ pub async fn hand_back<L: Links, V: Vswitch>(
             done.link = link_back;
             return done;
         };
+        if let (Some((pve, ours)), None) = (&u.renamed, &link_back) {
+            // The rename back failed: no device has PVE's name, and a Port for it would be a
+            // dead row (ofport -1) beside a link left without any Port.
+            let why = format!("{ours} could not be renamed back to {pve}");
+            done.failed
+                .push(format!("re-add PVE's port {}: skipped, {why}", p.name));
+            rec.outcome(
+                &format!("{prefix}.add-port"),
+                crate::audit::Outcome::Skipped,
+                json!({"net": net_v, "port": p.name, "why": why}),
+            );
+            done.link = link_back;
+            return done;
+        }
         let spec = PortSpec {
             name: p.name.clone(),
             bridge,

@@ -107,7 +107,8 @@ pub enum OvsdbError {
     },
     /// ovs-vswitchd did not raise `cur_cfg` to `next_cfg` in time (it may not be running).
     #[error(
-        "ovs-vswitchd did not apply next_cfg {next_cfg} within {ms} ms (cur_cfg is {cur_cfg:?})"
+        "ovs-vswitchd did not apply next_cfg {next_cfg} within {ms} ms (cur_cfg is {}; is ovs-vswitchd running?)",
+        cur_cfg.map_or_else(|| "unset".to_string(), |c| c.to_string())
     )]
     WaitTimeout {
         /// The `next_cfg` waited for.

@@ -58,7 +58,7 @@ async fn wait_cur_cfg_follows_updates_and_only_raises() {
         .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "ovs-vswitchd did not apply next_cfg 9 within 50 ms (cur_cfg is Some(5))"
+        "ovs-vswitchd did not apply next_cfg 9 within 50 ms (cur_cfg is 5; is ovs-vswitchd running?)"
     );
 }
 
