@@ -430,6 +430,8 @@ fn lock_retry(v: Vmid, p: Pending, e: &crate::lock::LockError) -> Option<Pending
 fn after_run(v: Vmid, p: Pending, result: Result<String, engine::RunError>) -> Option<Pending> {
     match result {
         Ok(s) => {
+            // A run that only deleted a row (a dead or second Port) has no NIC summary.
+            let s = if s.is_empty() { "repaired" } else { s.as_str() };
             log::info!("watch: {v} ({}): {s}", p.why);
             None
         }
