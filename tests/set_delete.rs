@@ -53,6 +53,10 @@ fn set_delete_net1_hot_removes_a_managed_nic() {
 
     let out = set(&host, &path, &["--delete", "net1"], &[]);
     assert_eq!(out.code(), Some(0), "{}", out.text());
+    assert_eq!(
+        out.stdout_text().trim(),
+        "100: set net1: PVE applied it; nothing left for op-agent to change"
+    );
     assert!(
         !conf(&host)
             .lines()

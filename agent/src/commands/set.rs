@@ -263,6 +263,12 @@ pub fn run(args: &SetArgs, cfg: &AgentConfig) -> CommandResult {
     match (pct_run, back.result) {
         (Some(r), Ok(summary)) if r.code == Some(0) => {
             let nets: Vec<String> = nets.iter().map(|n| format!("net{n}")).collect();
+            // (`--delete net1`: PVE removed the NIC; op-agent had nothing left to plug.)
+            let summary = if summary == "nothing to change" {
+                "PVE applied it; nothing left for op-agent to change".to_string()
+            } else {
+                summary
+            };
             println!("{v}: set {}: {summary}", nets.join(","));
             Ok(ExitCode::Ok)
         }
