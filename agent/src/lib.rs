@@ -96,18 +96,19 @@ fn dispatch(cli: cli::Cli) -> i32 {
     let name = cli.command.name();
     let is_hook = matches!(cli.command, cli::Command::Hook { .. });
     let r = run_command(cli);
-    if let Err(e) = &r {
-        crate::errln!("{}", e.line(name));
-    }
-    // Output lost on the way (`status > /dev/full`): never a success over a truncated file.
-    // Not for `hook`: its exit code is the container start's, and its lines are copies of
-    // what the audit row and syslog hold.
+    // Output lost on the way (`status > /dev/full`): never a success over a truncated file,
+    // and one line (a command that stopped at the failed write has no other news). Not for
+    // `hook`: its exit code is the container start's, and its lines are copies of what the
+    // audit row and syslog hold.
     if !is_hook {
         let _ = std::io::Write::flush(&mut output::stdout());
         if let Some(why) = output::stdout_error() {
             crate::errln!("op-agent {name}: cannot write to stdout: {why}");
             return exit::ExitCode::AuditIo.code();
         }
+    }
+    if let Err(e) = &r {
+        crate::errln!("{}", e.line(name));
     }
     commands::exit_status(&r)
 }

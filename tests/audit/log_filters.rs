@@ -86,18 +86,22 @@ fn audit_log_filters_local_time_and_a_fresh_install() {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", o.text()));
     assert_eq!(v["rows"], 0, "{v}");
     // Output that cannot be written (`> /dev/full`) is one line and EX_IOERR, not a panic.
-    let (code, err) = AgentCommand::new(&["audit", "verify"])
-        .config(root.agent_toml())
-        .env_remove("OP_AGENT_CONFIG")
-        .run_to_dev_full();
-    assert_eq!(
-        (code, err.trim()),
-        (
-            Some(74),
-            "op-agent audit verify: cannot write to stdout: No space left on device (os error 28)"
-        ),
-        "{err}"
-    );
+    for (sub, name) in [("verify", "audit verify"), ("head", "audit")] {
+        let (code, err) = AgentCommand::new(&["audit", sub])
+            .config(root.agent_toml())
+            .env_remove("OP_AGENT_CONFIG")
+            .run_to_dev_full();
+        assert_eq!(
+            (code, err.trim().to_string()),
+            (
+                Some(74),
+                format!(
+                    "op-agent {name}: cannot write to stdout: No space left on device (os error 28)"
+                )
+            ),
+            "{sub}: {err}"
+        );
+    }
 
     let mut log = AuditLog::open(
         &root.audit_db(),
