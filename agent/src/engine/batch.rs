@@ -473,14 +473,23 @@ async fn per_run_stage<L: Links, V: Vswitch>(
 }
 
 /// Every run that failed in the last stage: PVE's plumbing of each NIC op-agent had taken
-/// apart is put back, and the run ends with its failure.
+/// apart is put back, for all of them at once ([`rollback::hand_back_many`]: one transaction
+/// per kind and one wait each, however many failed; a wait that failed the whole batch must
+/// not turn into a rollback with its own waits per container), and each run ends with its
+/// failure and its own `rollback.*` rows.
 async fn roll_back_failed<L: Links, V: Vswitch>(host: &Host<L, V>, runs: &mut [Run<'_>]) {
+    let mut recs: Vec<&mut Recorder> = Vec::new();
+    let mut items = Vec::new();
     for r in runs.iter_mut().filter(|r| r.done.is_none()) {
         let Some(e) = r.failure.take() else { continue };
         for (net, u) in r.undo.take_all() {
-            rollback::restore_pve(host, net, u, &mut r.rec).await;
+            items.push((recs.len(), net, u));
         }
         r.done = Some(Err(e));
+        recs.push(&mut r.rec);
+    }
+    if !items.is_empty() {
+        rollback::hand_back_many(host, items, &mut recs, "rollback").await;
     }
 }
 
