@@ -22,8 +22,8 @@
 //!   container is read under PVE's config lock, then the container converges: a `netN` PVE
 //!   removed loses op-agent's link and Port, a changed tag/trunks/bridge/mtu/link_down is
 //!   applied, a NIC PVE hot-added is renamed and plugged once its `netN` is in the conf;
-//! - [`worker`]: converges what is due within a short window (20 ms after the last request,
-//!   at most 200 ms) as one batch through the engine ([`crate::engine::converge_batch`]:
+//! - [`worker`]: converges what is due within a short window (50 ms after the last request,
+//!   at most 500 ms) as one batch through the engine ([`crate::engine::converge_batch`]:
 //!   post-start steps, audit `phase` = `watch`, two waits for ovs-vswitchd per batch),
 //!   retrying a failed container with backoff (250 ms doubling, capped at 30 s) for as long
 //!   as it runs and is managed, at once when an event concerns it, and writing the containers
