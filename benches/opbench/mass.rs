@@ -4,7 +4,8 @@
 //! - `ifreload`: every owned Port deleted in one `ovs-vsctl` transaction (what `ifreload -a`
 //!   does to ports its stanza does not list) → until every `vi<vmid>` Port is back with
 //!   `ofport` > 0;
-//! - `veth re-created`: every container's veth pair deleted and a new `veth<vmid>i0` plugged as
+//! - `veth re-created`: every container's veth pair deleted (untimed, until ovs-vswitchd has
+//!   settled; its reconfigurations in a row of their own), then a new `veth<vmid>i0` plugged as
 //!   PVE does (a mass in-guest reboot) → until every container is converged again.
 //!
 //! Side A is `op-agent watch` (batched); side B the per-container path of the same binary
@@ -119,13 +120,32 @@ fn ifreload(h: &Host, vmids: &[u32]) -> Res<Instant> {
     Ok(t0)
 }
 
-/// Every veth pair re-created and plugged like PVE's `tap_plug` (one batched `ovs-vsctl`).
-fn recreate(h: &Host, vmids: &[u32]) -> Res<Instant> {
+/// Every veth pair deleted, untimed (the stop half of a mass in-guest reboot: LXC deletes the
+/// pair when the container stops, the new one appears when it starts again): ovs-vswitchd
+/// reacts to each of its Ports' devices vanishing (a reconfiguration per burst of link events
+/// it sees), so this waits until it settled (`bridge_reconfigure` unchanged over one read of
+/// [`Host::ovs_counters`], at most 30 s). The reconfigurations and ms that took.
+fn unplug(h: &Host, vmids: &[u32]) -> Res<(i64, f64)> {
+    let (_, r0) = h.ovs_counters()?;
     let mut del = String::new();
     for v in vmids {
         del += &format!("link del vi{v}\n");
     }
+    let t = Instant::now();
     ip_batch(&del)?;
+    let mut last = r0;
+    loop {
+        let (_, r) = h.ovs_counters()?;
+        if r == last || t.elapsed() > Duration::from_secs(30) {
+            return Ok((r - r0, t.elapsed().as_secs_f64() * 1e3));
+        }
+        last = r;
+    }
+}
+
+/// Every veth pair re-created and plugged like PVE's `tap_plug` (one batched `ovs-vsctl`),
+/// after [`unplug`].
+fn recreate(h: &Host, vmids: &[u32]) -> Res<Instant> {
     let t0 = Instant::now();
     let mut add = String::new();
     for v in vmids {
@@ -207,7 +227,17 @@ pub(crate) fn mass(root: &Path, n: usize, rounds: usize) -> Res<()> {
             ("every veth re-created", recreate),
         ] {
             let mut samples = vec![];
+            let recreating = event == "every veth re-created";
+            let mut unplugs = vec![];
             for r in 0..rounds {
+                if recreating {
+                    let (rc, ms) = unplug(&h, &vmids)?;
+                    eprintln!(
+                        "mass {n} {side} veth deletion round {r}: settled in {ms:.0} ms, {rc} \
+                         reconfigurations"
+                    );
+                    unplugs.push((rc, ms));
+                }
                 let s = measure(&h, &vmids, &mut svc, || f(&h, &vmids))?;
                 eprintln!(
                     "mass {n} {side} {event} round {r}: {:.0} ms, {} reconfigurations",
@@ -221,6 +251,15 @@ pub(crate) fn mass(root: &Path, n: usize, rounds: usize) -> Res<()> {
             let cpu = stats(&samples.iter().map(|s| s.cpu_ms).collect::<Vec<_>>());
             let wrong: usize = samples.iter().map(|s| s.wrong).sum();
             p50.insert((event, b), t.med);
+            if recreating {
+                let rc = stats(&unplugs.iter().map(|u| u.0 as f64).collect::<Vec<_>>());
+                let ms = stats(&unplugs.iter().map(|u| u.1).collect::<Vec<_>>());
+                println!(
+                    "| {n} | every veth deleted first (untimed; until ovs-vswitchd settled) | \
+                     {side} | ({:.0}) | ({:.0}) | {:.0} | | | |",
+                    ms.med, ms.max, rc.med
+                );
+            }
             println!(
                 "| {n} | {event} | {side} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {wrong} |",
                 t.med, t.max, rc.med, bu.med, cpu.med

@@ -141,8 +141,9 @@ pub const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// How long the service waits on SIGTERM for the run (or batch) in progress: its deadline
 /// (`deadline_ms`, which a rollback also fits in: [`crate::engine::Budget::Rollback`]), plus
-/// a quarter of it again as the rollback reserve (a batch's rollback starts at the latest a
-/// quarter before its deadline), plus [`STOP_MARGIN`]. With the default `deadline_ms` of
+/// a quarter of it again as a reserve (a batch's rollback starts at the latest a sixth before
+/// its deadline, [`crate::engine::deadline::Budget::Batch`], and ends within it), plus
+/// [`STOP_MARGIN`]. With the default `deadline_ms` of
 /// 10 000: 17.5 s; debian/op-agent.service's `TimeoutStopSec` covers it.
 pub fn stop_limit(deadline_ms: u64) -> Duration {
     let d = Duration::from_millis(deadline_ms);
