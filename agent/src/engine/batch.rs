@@ -445,7 +445,11 @@ fn collect(runs: &mut [Run<'_>], st: Stage) -> Vec<(usize, usize)> {
     at
 }
 
-/// Stages 2 and 4: each alive run's steps of `st`, in its order, as a single run executes them.
+/// Stages 2 and 4: each alive run's steps of `st`, in its order, as a single run executes them;
+/// the runs side by side (their netlink requests pipelined on the one connection), so the
+/// kernel's link changes of a batch come in one burst, which ovs-vswitchd takes in one or two
+/// reconfigurations (it reconfigures once per burst of link events it sees), instead of one
+/// round trip after another.
 async fn per_run_stage<L: Links, V: Vswitch>(
     host: &Host<L, V>,
     mesh: &MeshSection,
@@ -453,23 +457,33 @@ async fn per_run_stage<L: Links, V: Vswitch>(
     st: Stage,
 ) {
     let at = collect(runs, st);
+    let mut mine: Vec<Vec<usize>> = runs.iter().map(|_| Vec::new()).collect();
     for (ri, si) in at {
-        let r = &mut runs[ri];
-        if !r.alive() {
-            continue;
-        }
-        let Some(d) = r.d.as_ref() else { continue };
-        let p = &r.steps[si];
-        let t = Instant::now();
-        let res = execute::step(host, mesh, d, &r.obs, p, &mut r.rec, &mut r.undo).await;
-        r.rec.timing(p.step.name(), t.elapsed());
-        execute::failpoint(p.step.name());
-        match res {
-            Ok(Some(s)) => r.summary.push(s),
-            Ok(None) => {}
-            Err(e) => r.failure = Some(e),
-        }
+        mine[ri].push(si);
     }
+    let each = runs
+        .iter_mut()
+        .zip(mine)
+        .filter(|(_, steps)| !steps.is_empty())
+        .map(|(r, steps)| async move {
+            for si in steps {
+                if !r.alive() {
+                    return;
+                }
+                let Some(d) = r.d.as_ref() else { return };
+                let p = &r.steps[si];
+                let t = Instant::now();
+                let res = execute::step(host, mesh, d, &r.obs, p, &mut r.rec, &mut r.undo).await;
+                r.rec.timing(p.step.name(), t.elapsed());
+                execute::failpoint(p.step.name());
+                match res {
+                    Ok(Some(s)) => r.summary.push(s),
+                    Ok(None) => {}
+                    Err(e) => r.failure = Some(e),
+                }
+            }
+        });
+    futures_util::future::join_all(each).await;
 }
 
 /// Every run that failed in the last stage: PVE's plumbing of each NIC op-agent had taken
