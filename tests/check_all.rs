@@ -64,4 +64,36 @@ fn check_all_predicts_pre_start_refusals() {
     );
     let o = host.agent(&["check", "104"]);
     assert_eq!(o.code(), Some(0), "{}", o.text());
+
+    // `config check --live`: the files' report, then the same live predictions.
+    let o = host.agent(&["config", "check", "--live"]);
+    let out = o.stdout_text();
+    let has = |s: &str| assert!(out.contains(s), "missing {s:?} in:\n{out}");
+    has("ERROR live 101 pre-start would refuse: net0: bridge ovsbr9 does not exist in OVSDB");
+    has("ERROR live 103 pre-start would refuse: net0: a link named vi103 exists");
+    has("live 104: ok (stopped)");
+    // 102's firewall=1 is a file error: 78 wins over the live findings.
+    assert_eq!(o.code(), Some(78), "{}", o.text());
+    let o = host.agent(&["config", "check", "--live", "--vmid", "104"]);
+    assert_eq!(o.code(), Some(0), "{}", o.text());
+    assert!(
+        o.stdout_text().contains("live 104: ok (stopped)"),
+        "{}",
+        o.text()
+    );
+    let o = host.agent(&["config", "check", "--live", "--vmid", "101"]);
+    assert_eq!(o.code(), Some(1), "{}", o.text());
+    let o = host.agent(&[
+        "--output-format",
+        "json",
+        "config",
+        "check",
+        "--live",
+        "--vmid",
+        "101",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout_text()).unwrap();
+    assert_eq!(v["exit"], 1, "{v}");
+    assert_eq!(v["live"]["containers"][0]["vmid"], 101, "{v}");
+    assert_eq!(v["live"]["containers"][0]["state"], "drift", "{v}");
 }

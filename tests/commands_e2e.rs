@@ -199,6 +199,29 @@ fn gc_removes_only_owned_stale_rows_and_query_parses() {
     }
     assert_ne!(host.ovs_get("Interface", "ghost0", "error"), "[]");
 
+    // agent.toml naming a `[pve] root` without etc/pve: every command that reads this node's
+    // containers refuses (78) instead of seeing "no container running" (gc would then remove
+    // every running container's Port).
+    let good = host.config();
+    host.set_config(&op_testkit::AgentToml {
+        pve_root: Some(host.root().join("no-such-root")),
+        ..host.config()
+    });
+    for args in [
+        &["gc"][..],
+        &["gc", "--dry-run"],
+        &["status"],
+        &["check", "--all"],
+        &["apply", "--all"],
+        &["release", "--all"],
+    ] {
+        let (code, out, err) = op_out(&host, args);
+        assert_eq!(code, 78, "{args:?}: {out}{err}");
+        assert!(err.contains("has no etc/pve"), "{args:?}: {err}");
+    }
+    assert_eq!(host.ports("ovsbr0"), before, "nothing removed");
+    host.set_config(&good);
+
     let (code, out, err) = op_out(&host, &["gc", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
     assert!(

@@ -297,6 +297,68 @@ fn import_state_seed_example() {
     assert_eq!(o.status.code(), Some(78));
 }
 
+/// `import-state --enroll`: the imported TOML is kept and the hookscript attached (through
+/// `pct`) for the container this node has; the others are named as not on this node; an
+/// enabled op-dbus unit gets a warning. `--dry-run` prints the `pct` command only.
+#[test]
+fn import_state_enroll_attaches_hookscripts_and_warns_about_op_dbus() {
+    let h = Host::new(CONF);
+    let wants = h.root().join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(
+        "/lib/systemd/system/op-dbus.service",
+        wants.join("op-dbus.service"),
+    )
+    .unwrap();
+    let state = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/state.json");
+    let state = state.to_str().unwrap();
+
+    let o = h.run(true, &["import-state", state, "--enroll", "--dry-run"]);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("100: would run: pct set 100 --hookscript local:snippets/op-hook"),
+        "{out}"
+    );
+    assert_eq!(h.pct_calls(), "", "a dry run runs no pct");
+    assert!(!h.local_toml().exists());
+
+    let o = h.run(true, &["import-state", state, "--enroll"]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "entries were skipped: {out}{err}");
+    assert!(
+        out.contains(&format!(
+            "kept {} (--keep-config)",
+            h.local_toml().display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("enrolled 1 of 1 containers"), "{out}");
+    for v in ["101", "102", "200"] {
+        assert!(
+            out.contains(&format!("{v}: not enrolled: no ")),
+            "{v}: {out}"
+        );
+    }
+    assert_eq!(
+        h.pct_calls(),
+        "set\n100\n--hookscript\nlocal:snippets/op-hook\n--\n"
+    );
+    let conf = std::fs::read_to_string(h.root().join("etc/pve/lxc/100.conf")).unwrap();
+    assert!(
+        conf.contains("hookscript: local:snippets/op-hook"),
+        "{conf}"
+    );
+    // The imported values are what stays.
+    let t = std::fs::read_to_string(h.local_toml()).unwrap();
+    let parsed = op_agent::config::parse_container(&h.local_toml(), &t).unwrap();
+    assert_eq!(parsed.toml.nic[0].bridge.as_deref(), Some("ovsbr0"));
+    assert!(
+        err.contains("warning: op-dbus.service is still enabled")
+            && err.contains("systemctl disable --now op-dbus.service"),
+        "{err}"
+    );
+}
+
 #[test]
 fn config_check_says_which_file_wins() {
     let h = Host::new(&format!("{CONF}hookscript: local:snippets/op-hook\n"));

@@ -295,6 +295,14 @@ fn failed_rename_restores_pve_port_and_link_up() {
         .exit_stderr_took();
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+    // The task log line says what is back.
+    assert!(
+        err.contains(
+            "rolled back: PVE's port veth100i0 is back on ovsbr0; the container is reachable \
+             as before"
+        ),
+        "{err}"
+    );
     // What the admin had is back: the veth under PVE's name, UP, on PVE's port with its tag.
     assert!(host.has_link("veth100i0"));
     assert!(!host.has_link("vi100"));
@@ -322,4 +330,24 @@ fn failed_rename_restores_pve_port_and_link_up() {
     assert_eq!(code, Some(0), "{err}");
     assert!(host.has_link("vi100"));
     assert_eq!(host.ports("ovsbr0"), vec!["vi100"]);
+}
+
+#[test]
+fn failed_add_port_renames_back_and_says_so() {
+    let host = TestHost::plugged_for_failpoints("f-addfail", cfg!(feature = "failpoints"));
+    // The add fails after PVE's port was deleted and the veth renamed to vi100.
+    let (code, err, _) = host
+        .hook(100, "post-start")
+        .envs(&[("OP_AGENT_FAILPOINT", "fail:ovs.add-port")])
+        .run()
+        .exit_stderr_took();
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("failpoint: ovs.add-port failed; rolled back: PVE's port veth100i0 is back on ovsbr0; the container is reachable as before"),
+        "{err}"
+    );
+    assert!(host.has_link("veth100i0") && !host.has_link("vi100"));
+    assert_eq!(host.ports("ovsbr0"), vec!["veth100i0"]);
+    assert_eq!(host.ovs_get("Port", "veth100i0", "tag"), "10");
 }

@@ -130,6 +130,12 @@ fn start_renames_plugs_isolates_vlans_and_stop_cleans_up() {
         .iter()
         .map(|r| format!("{} {}", r.step, r.outcome))
         .collect();
+    // Durations in rows are rounded to two decimals (`10.29`, not `10.294517000000001`).
+    for r in rows.iter().filter(|r| r.step == "ovs.wait") {
+        let ms = r.detail_json()["ms"].to_string();
+        let decimals = ms.split_once('.').map_or(0, |(_, f)| f.len());
+        assert!(decimals <= 2, "ovs.wait ms {ms} in {}", r.detail);
+    }
     for want in [
         "run.intent intent",
         "ovs.del-port ok",

@@ -6,7 +6,9 @@
 //! Root only (fails, never skips). Run:
 //! `cargo build -p pve-integration && cargo test --test release`.
 
-use op_testkit::{bridged_ip, Nic, PveConf, TestHost};
+use op_testkit::{
+    bridged_ip, op_agent_bin, stays_pves_net0, wait_pves_net0, Nic, PveConf, TestHost,
+};
 use std::time::{Duration, Instant};
 
 fn conf_net0(host: &TestHost, vmid: u32) -> String {
@@ -18,65 +20,30 @@ fn conf_net0(host: &TestHost, vmid: u32) -> String {
         .unwrap()
 }
 
-/// `Ok` when container 100's net0 is PVE's again: link `veth100i0` up without op-agent's
-/// alias, no `vi100` link or Port, and a Port `veth100i0` on `ovsbr0` with `tag`, no
-/// `external_ids`, the bridge's MTU and an ofport > 0.
-fn pves(host: &TestHost, tag: u16) -> Result<(), String> {
-    if host.has_link("vi100") || host.ports("ovsbr0").contains(&"vi100".to_string()) {
-        return Err("vi100 is still there".into());
-    }
-    let l = host.link("veth100i0").ok_or("no veth100i0")?;
-    if !host.is_up("veth100i0") {
-        return Err("veth100i0 is down".into());
-    }
-    if l.get("ifalias").is_some_and(|a| a.as_str() != Some("")) {
-        return Err(format!("veth100i0 alias {:?}", l["ifalias"]));
-    }
-    if !host.ports("ovsbr0").contains(&"veth100i0".to_string()) {
-        return Err("no Port veth100i0 on ovsbr0".into());
-    }
-    let got = host.ovs_get("Port", "veth100i0", "tag");
-    if got != tag.to_string() {
-        return Err(format!("Port veth100i0 tag {got}"));
-    }
-    let ids = host.ovs_get("Port", "veth100i0", "external_ids");
-    if ids != "{}" {
-        return Err(format!("Port veth100i0 external_ids {ids}"));
-    }
-    let mtu = host.ovs_get("Interface", "veth100i0", "mtu_request");
-    if mtu != "1500" {
-        return Err(format!("Interface veth100i0 mtu_request {mtu}"));
-    }
-    let of: i64 = host
-        .ovs_get("Interface", "veth100i0", "ofport")
-        .parse()
-        .unwrap_or(-1);
-    if of <= 0 {
-        return Err(format!("Interface veth100i0 ofport {of}"));
-    }
-    Ok(())
-}
-
 fn wait_pves(host: &TestHost, tag: u16, limit: Duration) {
-    let t = Instant::now();
-    loop {
-        match pves(host, tag) {
-            Ok(()) => return,
-            Err(e) if t.elapsed() > limit => panic!("not PVE's after {limit:?}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+    wait_pves_net0(host, 100, tag, limit);
 }
 
-/// PVE's state must hold for `d` while the watch runs.
 fn stays_pves(host: &TestHost, tag: u16, d: Duration) {
-    let t = Instant::now();
-    while t.elapsed() < d {
-        if let Err(e) = pves(host, tag) {
-            panic!("taken back after {:?}: {e}", t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stays_pves_net0(host, 100, tag, d);
+}
+
+/// The package's `debian/prerm remove`, run in the namespace with this build's op-agent first
+/// on `PATH` and the host's agent.toml (`OP_AGENT_CONFIG`): its stderr.
+fn prerm(host: &TestHost) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/prerm");
+    let bin = op_agent_bin();
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = host.run_env(
+        &["sh", script.to_str().unwrap(), "remove"],
+        &[("PATH", &path)],
+    );
+    assert_eq!(out.code(), Some(0), "prerm: {}", out.text());
+    out.stderr_text()
 }
 
 #[test]
@@ -89,6 +56,12 @@ fn release_then_pves_own_hotplug_works_and_apply_takes_the_nic_back() {
     host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
     host.wait_converged(101, "vi101", 10, Duration::from_secs(5));
     let mut w = host.spawn_watch(&[]);
+    // prerm on removal names both and the one command that releases them.
+    let text = prerm(&host);
+    assert!(
+        text.contains("  100\n  101\n") && text.contains("op-agent release --all"),
+        "{text}"
+    );
 
     // PVE's live edit of net0's tag (on the renamed NIC it would fail: no veth100i0).
     let net0 = conf_net0(&host, 100);
@@ -136,6 +109,13 @@ fn release_then_pves_own_hotplug_works_and_apply_takes_the_nic_back() {
         .unwrap()
         .clone();
     assert_eq!(c["nics"][0]["state"], "released", "{c}");
+    let list = host.agent(&["release", "--list"]);
+    assert_eq!(
+        (list.code(), list.stdout_text().as_str()),
+        (Some(0), "101\n"),
+        "{}",
+        list.text()
+    );
     // A second release changes nothing.
     let again = host.agent(&["release", "100"]);
     assert_eq!(again.code(), Some(0), "{}", again.text());
@@ -170,6 +150,14 @@ fn release_then_pves_own_hotplug_works_and_apply_takes_the_nic_back() {
     host.sim_ok(&["start", "100"]);
     host.wait_converged(100, "vi100", 30, Duration::from_secs(5));
     assert!(host.has_link("veth101i0"), "101 stays released");
+    let text = prerm(&host);
+    assert!(
+        text.contains("  100\n") && !text.contains("  101\n"),
+        "{text}"
+    );
+    host.sim_ok(&["stop", "100"]);
+    let text = prerm(&host);
+    assert!(!text.contains("op-agent release --all"), "{text}");
 
     assert!(w.stop().is_some_and(|s| s.success()), "{}", w.log_text());
     host.assert_audit_intact("after release");

@@ -155,6 +155,31 @@ fn a_bom_and_an_upper_case_key_in_the_pve_conf_do_not_abort_the_start() {
     );
 }
 
+/// A PVE conf with a Latin-1 byte in a comment (written by hand, not UTF-8): PVE's
+/// `parse_pct_config` reads bytes and starts the container, so the hook converges it too (not
+/// 78 "not valid UTF-8", which aborted the start), and `config check` still sees the
+/// hookscript.
+#[test]
+fn a_latin1_comment_in_the_pve_conf_does_not_abort_the_start() {
+    let host = TestHost::new("r-latin1");
+    host.write_pve_conf(100, PveConf::bridged(100, 10));
+    let path = host.pve_root().pve_conf_path(100);
+    let mut bytes = b"#Caf\xe9 server\n".to_vec();
+    bytes.extend(std::fs::read(&path).unwrap());
+    std::fs::write(&path, bytes).unwrap();
+    host.manage(100, "network_type = \"bridge\"\n");
+    let out = host.sim_ok(&["start", "100"]);
+    assert!(out.contains("veth100i0 -> vi100"), "{out}");
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(2));
+    let c = host.agent(&["config", "check"]);
+    assert_eq!(c.code(), Some(0), "{}", c.text());
+    assert!(
+        c.stdout_text().contains("100: ") && c.stdout_text().contains("wins: valid"),
+        "{}",
+        c.text()
+    );
+}
+
 /// The hook's stdout and stderr are a pipe whose reader is gone: post-start still ends with its
 /// own exit code (not killed by SIGPIPE, no panic) and the audit row records the outcome.
 #[test]

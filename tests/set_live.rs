@@ -4,7 +4,7 @@
 //! private OVS and the watch service running. Root only (fails, never skips). Run:
 //! `cargo build -p pve-integration && cargo test --test set_live -- --nocapture`.
 
-use op_testkit::{bridged_ip, pve_mac, target_bin, CmdOutput, Nic, PveConf, TestHost};
+use op_testkit::{bridged_ip, pve_mac, CmdOutput, Nic, PveConf, TestHost};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,29 +26,6 @@ fn with(net0: &str, key: &str, new: &str) -> String {
         .collect();
     parts.push(format!("{key}={new}"));
     parts.join(",")
-}
-
-/// `R/bin/pct`: `pve-sim --root R "$@"`, PVE's CLI for op-agent.
-fn pct_shim(host: &TestHost) -> String {
-    let dir = host.root().join("bin");
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join("pct");
-    std::fs::write(
-        &p,
-        format!(
-            "#!/bin/sh\nexec {} --root {} \"$@\"\n",
-            target_bin("pve-sim").display(),
-            host.root().display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
 }
 
 fn set(host: &TestHost, path: &str, vmid: u32, net0: &str) -> CmdOutput {
@@ -182,7 +159,7 @@ fn set_rows(host: &TestHost) -> Vec<(String, String)> {
 #[test]
 fn set_changes_tag_bridge_rate_and_link_state_live() {
     let host = TestHost::with_bridges("set", &["ovsbr0", "ovsbr1"], &[]);
-    let path = pct_shim(&host);
+    let path = host.pve_root().pct_shim();
     ct(&host, 100, "ovsbr0", 10);
     ct(&host, 101, "ovsbr0", 10);
     ct(&host, 102, "ovsbr0", 20);
@@ -293,7 +270,7 @@ fn set_changes_tag_bridge_rate_and_link_state_live() {
 #[test]
 fn set_refused_by_pve_leaves_the_old_values_on_op_agents_name() {
     let host = TestHost::new("set-no");
-    let path = pct_shim(&host);
+    let path = host.pve_root().pct_shim();
     ct(&host, 100, "ovsbr0", 10);
     ct(&host, 101, "ovsbr0", 10);
     host.wait_converged(100, "vi100", 10, Duration::from_secs(5));

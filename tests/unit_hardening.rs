@@ -57,6 +57,7 @@ fn service_is_hardened_and_writes_only_its_state() {
         key_dir,
         Path::new("/run/op-agent"),
         Path::new("/run/lock/lxc"),
+        Path::new("/etc/pve/op-agent/heads"),
     ] {
         assert!(
             rw.iter().any(|p| Path::new(p) == want),
@@ -64,6 +65,15 @@ fn service_is_hardened_and_writes_only_its_state() {
             want.display()
         );
     }
+    // The witness folder is made before the sandbox, so ReadWritePaths finds it.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ExecStartPre=-+")
+                && l.contains("mkdir -p /etc/pve/op-agent/heads")),
+        "no ExecStartPre making the witness folder"
+    );
+    let default = op_agent::config::WitnessSection::default().heads_dir(Path::new("/"));
+    assert_eq!(default, Path::new("/etc/pve/op-agent/heads"));
     let tmpfiles = std::fs::read_to_string(repo("debian/op-agent.tmpfiles")).unwrap();
     assert!(
         tmpfiles.lines().any(|l| l.starts_with("d /run/op-agent ")),

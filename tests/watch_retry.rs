@@ -158,3 +158,47 @@ fn a_lingering_old_link_that_goes_after_ten_seconds_does_not_end_the_retries() {
     let st = watch.stop().expect("watch exits on SIGTERM");
     assert!(st.success(), "watch exit status {st:?}");
 }
+
+/// The audit log's file system full for longer than 8 s while a container needs repair (its
+/// veth re-created, as an in-guest reboot does): the retries go on (each changes nothing: no
+/// intent row, no change), and once space is free again the container converges within a
+/// few seconds, not after the next backoff step (15.75 s after the first failure).
+#[test]
+fn an_audit_disk_full_for_ten_seconds_is_retried_as_soon_as_space_is_back() {
+    let host = TestHost::new("retryfull");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
+    let _running = host.bind_running(&[100]);
+    let dir = host.audit_db().parent().unwrap().to_path_buf();
+    let _fs = op_testkit::Tmpfs::mount(&dir, "256k");
+    let mut watch = host.spawn_watch(&[]);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(10));
+
+    let _ = std::fs::write(dir.join("filler"), vec![0u8; 1 << 20]);
+    host.ip(&["link", "del", "vi100"]);
+    host.plug_like_pve(100);
+    let line = wait_status_retrying(&host, 100, Duration::from_secs(8));
+    eprintln!("in retry: {line}");
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        host.converged(100, "vi100", 10).is_err(),
+        "not while the audit log cannot be written"
+    );
+    assert!(
+        host.has_link("veth100i0"),
+        "nothing changed without an intent row"
+    );
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    let took = host.wait_converged(100, "vi100", 10, Duration::from_secs(3));
+    eprintln!("converged {} ms after space was back", took.as_millis());
+    assert!(
+        watch
+            .log_text()
+            .contains("space is free again for the audit log"),
+        "{}",
+        watch.log_text()
+    );
+    let st = watch.stop().expect("watch exits on SIGTERM");
+    assert!(st.success(), "watch exit status {st:?}");
+    host.assert_audit_intact("after the full disk");
+}

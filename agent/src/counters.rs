@@ -194,6 +194,7 @@ mod tests {
             vmid: Vmid::new(100).unwrap(),
             network_type: NetworkType::Bridge,
             require_mesh: false,
+            naming: crate::config::Naming::Rename,
             nics: vec![
                 nic(0, "vi100", "veth100i0"),
                 nic(1, "vi100i1", "veth100i1"),

@@ -60,6 +60,23 @@ pub struct DesiredNic {
     pub mode: NicMode,
 }
 
+impl Desired {
+    /// True in `naming = "keep"`: PVE's `veth<vmid>i<n>` keeps its name and its Port.
+    pub fn keeps_names(&self) -> bool {
+        self.naming == crate::config::Naming::Keep
+    }
+
+    /// The Port op-agent manages for `nic`: PVE's own `veth<vmid>i<n>` in keep mode, the
+    /// renamed link's otherwise.
+    pub fn port_name<'a>(&self, nic: &'a DesiredNic) -> &'a str {
+        if self.keeps_names() {
+            &nic.pve_veth
+        } else {
+            nic.name.as_str()
+        }
+    }
+}
+
 /// Everything a hook needs to know about one managed container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
@@ -67,6 +84,9 @@ pub struct Desired {
     pub network_type: NetworkType,
     /// Netmaker mode: abort pre-start when the mesh is not up.
     pub require_mesh: bool,
+    /// `naming` of the container TOML, else agent.toml's `[naming] mode`
+    /// ([`crate::engine::Managed::load`] applies that default).
+    pub naming: crate::config::Naming,
     /// Managed NICs in `netN` order.
     pub nics: Vec<DesiredNic>,
 }
@@ -139,6 +159,7 @@ pub fn resolve(
         require_mesh: t
             .require_mesh
             .unwrap_or(t.network_type == NetworkType::Netmaker),
+        naming: t.naming.unwrap_or_default(),
         nics,
     })
 }

@@ -15,6 +15,10 @@ pub enum ExitCode {
     Unavailable = 69,
     /// Internal error, including a caught panic (`EX_SOFTWARE`).
     Internal = 70,
+    /// `op-agent set` / `release`: handing a NIC back to PVE failed part-way (a netlink or
+    /// OVSDB operation on the host failed, `EX_OSERR`); `pct` was not run and the NICs are
+    /// back on op-agent's plumbing with the values the PVE conf holds.
+    HandBack = 71,
     /// The audit database could not be written (`EX_IOERR`).
     AuditIo = 74,
     /// A deadline, an ovs-vswitchd wait or a lock timed out (`EX_TEMPFAIL`).

@@ -34,6 +34,7 @@ pub mod released;
 pub mod report;
 pub mod time;
 pub mod watch;
+pub mod witness;
 
 /// The message of the last panic, kept by the panic hook for the audit row.
 static PANIC_MSG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
@@ -102,9 +103,31 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
     use exit::ExitCode;
     let path = cli.config.as_deref();
     let load = || config::AgentConfig::load(path);
+    // Commands that read this node's containers: a `[pve] root` without `etc/pve` is an
+    // error (78), never "no container" (which would make `gc` remove every running
+    // container's Port as "not running").
+    let load_node = || -> Result<config::AgentConfig, CliError> {
+        let c = load()?;
+        pve_integration::paths::check_pve_root(&c.toml.pve.root).map_err(|e| {
+            CliError::new(
+                ExitCode::Config,
+                format!(
+                    "{}: [pve] root = {e}: not a Proxmox VE node, or the wrong root; nothing \
+                     was read or changed",
+                    c.path.display()
+                ),
+            )
+        })?;
+        Ok(c)
+    };
     // Commands whose failures go to the PVE task log or a terminal: warnings and errors on
     // stderr when syslog is unreachable.
     let log_warn = || logging::init("op-agent", log::LevelFilter::Warn, false);
+    // A dry run logs nothing (it changes nothing): [`logging::init_quiet`].
+    let log_for = |dry_run: bool| match dry_run {
+        true => logging::init_quiet("op-agent", false),
+        false => log_warn(),
+    };
     let ok = |()| ExitCode::Ok;
     match cli.command {
         Command::Hook {
@@ -113,7 +136,11 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             dry_run,
             timings,
         } => {
-            logging::init("op-agent", log::LevelFilter::Warn, cli.verbose);
+            if dry_run {
+                logging::init_quiet("op-agent", cli.verbose);
+            } else {
+                logging::init("op-agent", log::LevelFilter::Warn, cli.verbose);
+            }
             let opts = hook::HookOptions { dry_run, timings };
             Ok(hook::run(path, &vmid, &phase, &opts))
         }
@@ -121,26 +148,21 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
             logging::init("op-agent", log::LevelFilter::Warn, cli.verbose);
             let cfg =
                 load().map_err(|e| CliError::from(e).with_code(ExitCode::Config).unscoped())?;
-            commands::audit::run(
-                &command,
-                &cfg.toml.audit.database,
-                &cfg.audit_key_file(),
-                &mut std::io::stdout(),
-            )
+            commands::audit::run_config(&command, &cfg, &mut std::io::stdout())
         }
         Command::Watch(a) => commands::watch::run(&a, path),
         Command::Apply(a) => {
-            log_warn();
-            commands::apply::run(&a, load()?, cli.output_format)
+            log_for(a.dry_run);
+            commands::apply::run(&a, load_node()?, cli.output_format)
         }
         Command::Check(a) => {
             log_warn();
             match a.vmid.as_deref() {
                 Some(v) if !a.all => {
                     let vmid = commands::vmid_arg(v)?;
-                    commands::check::run(vmid, &load()?, cli.output_format)
+                    commands::check::run(vmid, &load_node()?, cli.output_format)
                 }
-                _ => commands::check_all::run(&load()?, cli.output_format),
+                _ => commands::check_all::run(&load_node()?, cli.output_format),
             }
         }
         Command::Status(a) => {
@@ -150,7 +172,7 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
                 (true, output::OutputFormat::Text) => output::OutputFormat::Json,
                 (_, f) => f,
             };
-            commands::status::run(only, format, a.counters, &load()?)
+            commands::status::run(only, format, a.counters, &load_node()?)
         }
         Command::Metrics(a) => {
             log_warn();
@@ -163,15 +185,15 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         }
         Command::Release(a) => {
             log_warn();
-            commands::release::run(&a, &load()?)
+            commands::release::run(&a, &load_node()?)
         }
         Command::Set(a) => {
             log_warn();
-            commands::set::run(&a, &load()?)
+            commands::set::run(&a, &load_node()?)
         }
         Command::Gc(a) => {
-            log_warn();
-            commands::gc::run(&a, &load()?, cli.output_format)
+            log_for(a.dry_run);
+            commands::gc::run(&a, &load_node()?, cli.output_format)
         }
         Command::Mesh(a) => {
             log_warn();
@@ -181,7 +203,15 @@ fn run_command(cli: cli::Cli) -> commands::CommandResult {
         Command::Enroll(a) => {
             let vmids = commands::enroll::check_args(&a)?;
             let cfg = load().map_err(|e| CliError::from(e).with_code(ExitCode::Config))?;
-            commands::enroll_multi::run(&a, vmids, &cfg)
+            if a.remove {
+                commands::unenroll::run(&a, vmids, &cfg)
+            } else {
+                commands::enroll_multi::run(&a, vmids, &cfg)
+            }
+        }
+        Command::ImportState(a) if a.enroll => {
+            let cfg = load().map_err(|e| CliError::from(e).with_code(ExitCode::Config))?;
+            commands::import_enroll::run(&a, &cfg)
         }
         Command::ImportState(a) => {
             let out_dir = match &a.out {

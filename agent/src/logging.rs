@@ -198,6 +198,46 @@ pub fn init(ident: &str, stderr_level: log::LevelFilter, verbose: bool) {
     }
 }
 
+/// Records of a dry run: nothing reaches syslog or the journal (a dry run changes nothing,
+/// and the log is the host's record of what happened); records at or above `stderr_level`,
+/// except step records, go to stderr, as on a host without syslog.
+struct QuietLogger {
+    ident: String,
+    stderr_level: log::LevelFilter,
+}
+
+impl log::Log for QuietLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if record.level() <= self.stderr_level && record.target() != STEP_TARGET {
+            let _ = writeln!(std::io::stderr(), "{}: {}", self.ident, record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger of a dry run (`hook --dry-run`, `apply --dry-run`, `gc --dry-run`):
+/// nothing to syslog or the journal; warnings and errors to stderr (`Debug` too with
+/// `verbose`). Calling it after [`init`] is harmless (the first logger stays).
+pub fn init_quiet(ident: &str, verbose: bool) {
+    let stderr_level = if verbose {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Warn
+    };
+    let logger = QuietLogger {
+        ident: ident.to_string(),
+        stderr_level,
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(stderr_level);
+    }
+}
+
 /// Writes `line` and a newline to stdout, ignoring a failure: a hook whose reader closed the
 /// pipe (`EPIPE`; SIGPIPE is ignored for hooks) still finishes its run with its own exit code,
 /// and the audit row and syslog record the outcome. `println!` would panic instead.

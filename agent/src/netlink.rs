@@ -1,6 +1,6 @@
 //! Host links over rtnetlink (`RTM_GETLINK`, `RTM_SETLINK`, `RTM_GETADDR`): find a link, read its
 //! kind, flags, controller (master), addresses and traffic counters (`IFLA_STATS64`), bring it
-//! down, rename it, bring it up.
+//! down, rename it, bring it up, give it an alternative name (`RTM_NEWLINKPROP`).
 //!
 //! Knows nothing of Proxmox: names are plain strings here. Every call goes to the kernel of the
 //! network namespace the process runs in.
@@ -376,6 +376,78 @@ impl Netlink {
                 link: format!("{} -> {new_name}", link.name),
                 source: e,
             })
+    }
+
+    /// Gives `link` the alternative name `altname` (`RTM_NEWLINKPROP` with `IFLA_PROP_LIST` /
+    /// `IFLA_ALT_IFNAME`, Linux >= 5.5, what `ip link property add altname` sends) and sets
+    /// IFLA_IFALIAS to `alias` (`RTM_SETLINK`). An `altname` the link already has is kept (the
+    /// kernel's EEXIST for it); the kernel resolves a name lookup (`RTM_GETLINK` by
+    /// IFLA_IFNAME) through alternative names, so [`Netlink::link_by_name`] of `altname` then
+    /// finds `link`.
+    ///
+    /// # Errors
+    /// `altname` is another link's name or altname (EEXIST), or the kernel refused.
+    pub async fn add_altname(
+        &self,
+        link: &Link,
+        altname: &str,
+        alias: &str,
+    ) -> Result<(), NetlinkError> {
+        let err = |op: &'static str, e: rtnetlink::Error| NetlinkError {
+            op,
+            link: format!("{} altname {altname}", link.name),
+            source: e,
+        };
+        let r = self
+            .handle
+            .link()
+            .property_add(link.index)
+            .alt_ifname(&[altname])
+            .execute()
+            .await;
+        if let Err(e) = r {
+            let exists = matches!(&e, rtnetlink::Error::NetlinkError(m)
+                if m.code.map(|c| -c.get()) == Some(libc::EEXIST));
+            let mine = exists
+                && matches!(self.link_by_name(altname).await, Ok(Some(l)) if l.index == link.index);
+            if !mine {
+                return Err(err("altname", e));
+            }
+        }
+        let b = LinkUnspec::new_with_index(link.index).alias(alias);
+        self.handle
+            .link()
+            .set(b.build())
+            .execute()
+            .await
+            .map_err(|e| err("alias", e))
+    }
+
+    /// Removes the alternative name `altname` from `link` (`RTM_DELLINKPROP`, what `ip link
+    /// property del altname` sends). An `altname` the link does not have is no error.
+    ///
+    /// # Errors
+    /// The kernel refused.
+    pub async fn del_altname(&self, link: &Link, altname: &str) -> Result<(), NetlinkError> {
+        let r = self
+            .handle
+            .link()
+            .property_del(link.index)
+            .alt_ifname(&[altname])
+            .execute()
+            .await;
+        match r {
+            Err(rtnetlink::Error::NetlinkError(m))
+                if m.code.map(|c| -c.get()) == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            r => r.map_err(|e| NetlinkError {
+                op: "del-altname",
+                link: format!("{} altname {altname}", link.name),
+                source: e,
+            }),
+        }
     }
 
     /// The addresses on `link` as `(address, prefix length)`, IPv4 and IPv6.

@@ -22,6 +22,13 @@ struct PendingRow {
     detail: String,
 }
 
+/// `d` in ms rounded to two decimals (`0.70`, printed by serde_json as `0.7`), as audit rows
+/// and logs carry durations: the microsecond noise of a raw `f64`
+/// (`0.6999839999999999`) says nothing to an admin and bloats every row.
+pub fn rounded_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
 /// The audit rows of `pending` outcomes of one run.
 fn rows_of<'a>(
     vmid: u32,
@@ -491,4 +498,19 @@ pub fn take_unrecorded(path: &std::path::Path) -> Option<Value> {
         );
     }
     Some(v)
+}
+
+#[cfg(test)]
+mod rounded_ms_tests {
+    use super::rounded_ms;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_in_rows_have_two_decimals() {
+        let row = |d| serde_json::json!({ "ms": rounded_ms(d) }).to_string();
+        assert_eq!(row(Duration::from_nanos(699_998)), r#"{"ms":0.7}"#);
+        assert_eq!(row(Duration::from_nanos(10_294_517)), r#"{"ms":10.29}"#);
+        assert_eq!(row(Duration::from_nanos(4_999)), r#"{"ms":0.0}"#);
+        assert_eq!(row(Duration::from_millis(1_234)), r#"{"ms":1234.0}"#);
+    }
 }

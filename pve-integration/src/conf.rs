@@ -102,15 +102,20 @@ pub fn parse_conf<R: BufRead>(mut reader: R, source: &str) -> Result<PveConf, Co
             key: format!("line {:?}", what.chars().take(40).collect::<String>()),
             ..err("line", ConfErrorKind::Syntax)
         };
-        let line = match std::str::from_utf8(raw) {
+        // `parse_pct_config` works on the file's bytes and decodes nothing but the description
+        // (`decode_text`): a Latin-1 byte in a comment or description is no error for PVE, so
+        // it is none here either. Such a line is read with U+FFFD for each invalid byte; a
+        // value op-agent uses (`netN`, `hookscript`) is ASCII in every conf PVE writes.
+        let lossy;
+        let line: &str = match std::str::from_utf8(raw) {
             Ok(l) => l,
             Err(_) => {
-                let lossy = String::from_utf8_lossy(raw);
+                lossy = String::from_utf8_lossy(raw).into_owned();
                 if matches_no_pattern(&lossy) {
                     conf.ignored.push(ignored(&lossy));
                     continue;
                 }
-                return Err(err("line", ConfErrorKind::NotUtf8));
+                &lossy
             }
         };
         if line.trim().is_empty() {
@@ -410,8 +415,20 @@ lxc.net.0.mtu = 1000
         assert!(err("delete: net0\n").contains("only allowed in [pve:pending]"));
         assert!(err("hookscript: op-hook\n").contains("(hookscript)"));
         assert!(err("hookscript: 1local:snippets/x\n").contains("(hookscript)"));
-        let e = parse_conf(&b"memory: 512\nhostname: \xff\xfe\n"[..], "x").unwrap_err();
-        assert_eq!(e.to_string(), "x:2: line is not valid UTF-8 (line)");
+    }
+
+    /// Bytes that are not UTF-8 (a Latin-1 comment written by hand) are no error for
+    /// `parse_pct_config`, which reads bytes: the rest of the conf is read as usual.
+    #[test]
+    fn latin1_bytes_in_comments_and_values_are_read() {
+        let c = parse_conf(
+            &b"#Caf\xe9 server\nhostname: caf\xe9\nhookscript: local:snippets/op-hook\nnet0: name=eth0,bridge=ovsbr0,hwaddr=BC:24:11:00:00:01,type=veth\n"[..],
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.description, "Caf\u{fffd} server\n");
+        assert_eq!(c.hookscript.as_deref(), Some("local:snippets/op-hook"));
+        assert_eq!(c.nets.len(), 1);
     }
 
     #[test]

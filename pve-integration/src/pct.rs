@@ -1,4 +1,5 @@
-//! The one `pct` invocation op-agent makes: attaching its hookscript to a container.
+//! The `pct` invocations of `op-agent enroll`: attaching its hookscript to a container, and
+//! (`enroll --remove`) deleting it.
 
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -36,6 +37,26 @@ pub fn set_hookscript(pct: &Path, vmid: Vmid, volid: &str) -> std::io::Result<Ex
         .status()
 }
 
+/// `pct set <vmid> --delete hookscript`, as shown to the admin.
+pub fn delete_hookscript_cmdline(vmid: Vmid) -> String {
+    format!("{PCT} set {vmid} --delete hookscript")
+}
+
+/// Runs `<pct> set <vmid> --delete hookscript` with stdin `/dev/null`, output inherited, and
+/// returns its exit status. pve-container `src/PVE/LXC/Config.pm` `update_pct_config` puts
+/// `hookscript` on the pending delete list; `hookscript` is one of `$LXC_FASTPLUG_OPTIONS`, so
+/// `vmconfig_hotplug_pending` (running) or `vmconfig_apply_pending` (stopped) drops it from the
+/// conf at once: the next `pct start` runs no hookscript.
+///
+/// # Errors
+/// The I/O error when `pct` cannot be started.
+pub fn delete_hookscript(pct: &Path, vmid: Vmid) -> std::io::Result<ExitStatus> {
+    Command::new(pct)
+        .args(["set", &vmid.to_string(), "--delete", "hookscript"])
+        .stdin(Stdio::null())
+        .status()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +90,15 @@ mod tests {
             "set 100 --hookscript local:snippets/op-hook\n"
         );
         assert!(set_hookscript(&d.path().join("missing"), v, HOOK_VOLID).is_err());
+        assert_eq!(
+            delete_hookscript_cmdline(v),
+            "pct set 100 --delete hookscript"
+        );
+        let st = delete_hookscript(&pct, v).unwrap();
+        assert_eq!(st.code(), Some(3));
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "set 100 --delete hookscript\n"
+        );
     }
 }

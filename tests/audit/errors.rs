@@ -133,6 +133,9 @@ fn corrupt_file_is_exit_2_and_a_typed_open_error() {
             key_file: None,
             json: true,
             file: None,
+            witnesses: false,
+            peer_exports: vec![],
+            node: None,
         },
         &db,
     );
@@ -146,6 +149,9 @@ fn corrupt_file_is_exit_2_and_a_typed_open_error() {
             key_file: None,
             json: false,
             file: None,
+            witnesses: false,
+            peer_exports: vec![],
+            node: None,
         },
         &db.with_file_name("missing.db"),
     );
@@ -269,6 +275,9 @@ fn export_then_verify_file_offline() {
                 key_file: None,
                 json: true,
                 file: Some(p.into()),
+                witnesses: false,
+                peer_exports: vec![],
+                node: None,
             },
             &nodb,
         )

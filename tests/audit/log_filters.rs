@@ -54,6 +54,27 @@ fn audit_log_filters_local_time_and_a_fresh_install() {
         "{}",
         o.text()
     );
+    // `audit export` on a fresh install: the header alone, no head, which `verify --file`
+    // reads as an intact empty log.
+    let o = audit(&root, &["export"], "UTC");
+    assert_eq!(o.code(), Some(0), "{}", o.text());
+    let lines: Vec<String> = o.stdout_text().lines().map(String::from).collect();
+    assert_eq!(lines.len(), 1, "{}", o.text());
+    let hdr: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(hdr["head"], serde_json::Value::Null, "{}", lines[0]);
+    assert_eq!(hdr["since_seq"], 0, "{}", lines[0]);
+    let export = root.path().join("fresh-export.jsonl");
+    std::fs::write(&export, o.stdout_text()).unwrap();
+    let o = audit(
+        &root,
+        &["verify", "--file", export.to_str().unwrap()],
+        "UTC",
+    );
+    assert_eq!(o.code(), Some(0), "{}", o.text());
+    assert!(
+        !root.audit_db().exists(),
+        "export must not create the database"
+    );
 
     let mut log = AuditLog::open(
         &root.audit_db(),

@@ -28,6 +28,9 @@ fn cli_verify(
         key_file: key,
         json: true,
         file: None,
+        witnesses: false,
+        peer_exports: vec![],
+        node: None,
     };
     let code = cli::run(
         &cmd,

@@ -24,7 +24,7 @@ ok()   { PASS=$((PASS+1)); echo "ok   $*"; }
 fail() { FAILN=$((FAILN+1)); echo "FAIL $*"; }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else fail "$what"; fi; }
 
-for t in debootstrap lintian dpkg-buildpackage dh; do
+for t in debootstrap lintian dpkg-buildpackage dh python3; do
 	command -v $t >/dev/null || { echo "test-deb: $t missing: apt-get install --no-install-recommends debootstrap lintian dpkg-dev debhelper" >&2; exit 1; }
 done
 
@@ -119,7 +119,19 @@ cp "$REPO/hookscript/op-hook" "$CH/var/lib/vz/snippets/op-hook"
 echo "secret" > "$CH/var/lib/op-agent/audit.db"
 check "audit init-key writes the key beside the log" sh -c "chroot '$CH' /usr/bin/op-agent audit init-key >/dev/null && test -f '$CH/var/lib/op-agent/audit.key' && test ! -e '$CH/etc/op-agent/audit.key'"
 echo "old" > "$CH/etc/op-agent/audit.key"   # an earlier version's key, never moved
-check "remove" IN dpkg -r op-agent
+# A running managed container (its lxc monitor's abstract command socket, bound in the network
+# namespace the chroot shares): prerm names it and the one command that releases it.
+printf 'hookscript: local:snippets/op-hook\nnet0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01\n' > "$CH/etc/pve/lxc/100.conf"
+printf 'network_type = "bridge"\n' > "$CH/etc/op-agent/containers/100.toml"
+python3 -c 'import socket,time; s=socket.socket(socket.AF_UNIX); s.bind("\0/var/lib/lxc/100/command"); s.listen(1); time.sleep(60)' &
+SOCK=$!
+sleep 0.5
+REMOVE_OUT=$(IN dpkg -r op-agent 2>&1) && ok "remove" || fail "remove: $REMOVE_OUT"
+kill "$SOCK" 2>/dev/null || true
+wait "$SOCK" 2>/dev/null || true
+check "prerm names the running managed container" sh -c "printf '%s\n' \"\$1\" | grep -qx '  100'" _ "$REMOVE_OUT"
+check "prerm prints the command that releases it" sh -c "printf '%s' \"\$1\" | grep -q 'op-agent release --all'" _ "$REMOVE_OUT"
+rm -f "$CH/etc/pve/lxc/100.conf" "$CH/etc/op-agent/containers/100.toml"
 check "binary gone after remove" test ! -e "$CH/usr/bin/op-agent"
 check "conffile kept after remove" test -f "$CH/etc/op-agent/agent.toml"
 check "audit log kept after remove" test -f "$CH/var/lib/op-agent/audit.db"

@@ -73,6 +73,36 @@ pub fn verify_export(
     Ok(ver.finish(None))
 }
 
+/// Writes the export of a log that has no rows yet (a fresh install, no database): the
+/// header alone, with no head. `audit verify --file` reads it as an intact empty log.
+///
+/// # Errors
+/// [`ReadError`]: `out` fails.
+pub fn write_empty_export(since_seq: i64, out: &mut dyn Write) -> Result<(), ReadError> {
+    write_header(since_seq, None, out)
+}
+
+/// The header line: format, `since_seq`, the head (`None` for an empty log) and this host's
+/// name.
+fn write_header(
+    since_seq: i64,
+    head: Option<String>,
+    out: &mut dyn Write,
+) -> Result<(), ReadError> {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let hdr = ExportHeader {
+        format: EXPORT_FORMAT.to_string(),
+        since_seq,
+        head,
+        host,
+    };
+    writeln!(out, "{}", serde_json::to_string(&hdr)?)?;
+    Ok(())
+}
+
 /// Writes an export of the database at `db` to `out`: the header (this host's name, the head
 /// when exported), then every row with `seq > since_seq`, all read in one read transaction
 /// (a consistent snapshot while writers go on).
@@ -89,17 +119,7 @@ pub fn write_export(db: &Path, since_seq: i64, out: &mut dyn Write) -> Result<()
             source,
         })?;
     let head = reader::read_head(c, db)?;
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
-    let hdr = ExportHeader {
-        format: EXPORT_FORMAT.to_string(),
-        since_seq,
-        head: head.map(|h| h.to_string()),
-        host,
-    };
-    writeln!(out, "{}", serde_json::to_string(&hdr)?)?;
+    write_header(since_seq, head.map(|h| h.to_string()), out)?;
     reader::for_each_row(c, db, reader::Rows::After(since_seq), &mut |row| {
         writeln!(out, "{}", serde_json::to_string(row)?)?;
         Ok(())

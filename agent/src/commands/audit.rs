@@ -39,6 +39,28 @@ pub enum AuditCommand {
         /// Verify an export file (from `audit export`) instead of the database, offline.
         #[arg(long, value_name = "EXPORT")]
         file: Option<PathBuf>,
+        /// Also check the chain against every witness row about it in the other cluster
+        /// nodes' chains (`--peer-export`; without it, each peer's last witnessed head of
+        /// it and its own head file in the `[witness]` folder): names the first contradicted
+        /// seq and the node that witnessed it.
+        #[arg(long)]
+        witnesses: bool,
+        /// An export (`audit export`) of another node's database holding witness rows;
+        /// repeatable. Implies `--witnesses`.
+        #[arg(long = "peer-export", value_name = "FILE", num_args = 1..)]
+        peer_exports: Vec<PathBuf>,
+        /// The node whose chain is checked (default: this node, `[witness] node`); for
+        /// another node give its export with `--file` (this node's database then witnesses
+        /// too).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+    },
+    /// List, per other cluster node, the last head this node witnessed and when, and the
+    /// contradictions recorded about it.
+    Witnesses {
+        /// One JSON object per node.
+        #[arg(long)]
+        json: bool,
     },
     /// Print rows in seq order, one per line (or JSON lines).
     Log {
@@ -89,6 +111,7 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
             key_file,
             json,
             file,
+            ..
         } if fresh_install(db) && anchors.is_empty() && file.is_none() => {
             let rep = VerifyReport {
                 rows: 0,
@@ -112,6 +135,7 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
             key_file,
             json,
             file,
+            ..
         } => cmd_verify(
             anchors,
             key_file.as_deref(),
@@ -143,6 +167,10 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
             cmd_head(db, out).map_err(unreadable)?;
             Ok(ExitCode::Ok)
         }
+        AuditCommand::Export { since_seq } if fresh_install(db) => {
+            crate::audit::export::write_empty_export(*since_seq, out).map_err(unreadable)?;
+            Ok(ExitCode::Ok)
+        }
         AuditCommand::Export { since_seq } => {
             crate::audit::export::write_export(db, *since_seq, out).map_err(unreadable)?;
             Ok(ExitCode::Ok)
@@ -151,11 +179,37 @@ pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) 
             cmd_init_key(key_file, out)?;
             Ok(ExitCode::Ok)
         }
+        AuditCommand::Witnesses { .. } => Err(CliError::with_status(
+            EXIT_UNREADABLE,
+            "`audit witnesses` needs agent.toml ([witness]): run it through `op-agent`",
+        )),
+    }
+}
+
+/// Runs `cmd` with the configuration `cfg`: `verify --witnesses` (or `--peer-export`) and
+/// `witnesses` through [`super::audit_witness`], every other subcommand through [`run`]
+/// with `[audit] database` and the checkpoint key file of `cfg`.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_config(
+    cmd: &AuditCommand,
+    cfg: &crate::config::AgentConfig,
+    out: &mut dyn Write,
+) -> CommandResult {
+    match cmd {
+        AuditCommand::Verify {
+            witnesses,
+            peer_exports,
+            ..
+        } if *witnesses || !peer_exports.is_empty() => super::audit_witness::verify(cmd, cfg, out),
+        AuditCommand::Witnesses { json } => super::audit_witness::list(*json, cfg, out),
+        _ => run(cmd, &cfg.toml.audit.database, &cfg.audit_key_file(), out),
     }
 }
 
 /// True when the database `db` does not exist: a host where op-agent never ran a hook (a
-/// fresh install). `log` and `head` then print an empty log, and `verify` without anchors
+/// fresh install). `log` and `head` then print an empty log, `export` a header without rows, and `verify` without anchors
 /// an intact empty one; a database that exists but cannot be read is still an error.
 fn fresh_install(db: &Path) -> bool {
     matches!(db.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
@@ -165,6 +219,18 @@ fn fresh_install(db: &Path) -> bool {
 /// and the source.
 fn unreadable<E: std::error::Error + Send + Sync + 'static>(e: E) -> CliError {
     CliError::with_status(EXIT_UNREADABLE, e.to_string()).caused_by(e)
+}
+
+/// The initial (epoch 0) checkpoint key from the file `key` (`verify --key-file`).
+///
+/// # Errors
+/// The file cannot be read, or holds a later epoch's key.
+pub(super) fn initial_key(key: &Path) -> Result<[u8; 32], String> {
+    match crate::audit::read_key_file(key) {
+        Ok((0, k)) => Ok(k),
+        Ok((e, _)) => Err(format!("{} holds the key of epoch {e}; verify needs the INITIAL key (epoch 0) printed by init-key", key.display())),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn cmd_verify(
@@ -193,15 +259,9 @@ fn cmd_verify(
         initial_key: None,
     };
     if let Some(k) = key {
-        match crate::audit::read_key_file(k) {
-            Ok((0, key)) => opts.initial_key = Some(key),
-            Ok((e, _)) => {
-                return unreadable(
-                    format!("{} holds the key of epoch {e}; verify needs the INITIAL key (epoch 0) printed by init-key", k.display()),
-                    out,
-                )
-            }
-            Err(e) => return unreadable(e.to_string(), out),
+        match initial_key(k) {
+            Ok(key) => opts.initial_key = Some(key),
+            Err(e) => return unreadable(e, out),
         }
     }
     let res = match file {

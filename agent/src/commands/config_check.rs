@@ -17,6 +17,12 @@
 //! would delete the port (`openvswitch._addbridge`) or un-enslave it and set it down
 //! (`bridge._add_ports`). The warning names the one line to add; nothing is edited. Warnings
 //! do not change the exit code; an absent interfaces file is not reported.
+//!
+//! `--live` then checks the host as the next pre-start will find it, for every managed
+//! container (or `--vmid`), as `op-agent check --all` does: `live <vmid>: ok (running|stopped)`
+//! or `ERROR live <vmid> <finding>` (a bridge missing from OVSDB or not Open vSwitch, a name
+//! held by a link op-agent did not make, drift). Exit 78 for a file error, else 1 for a
+//! finding, 69 when OVSDB cannot be reached.
 
 use super::{CliError, CommandResult};
 use crate::config::{self, AgentConfig};
@@ -41,6 +47,11 @@ pub enum ConfigCommand {
         /// Only this container.
         #[arg(long, value_name = "VMID")]
         vmid: Option<String>,
+        /// Also check the host as pre-start will find it, for every managed container (as
+        /// `op-agent check --all`): bridges in OVSDB and Open vSwitch, names free, drift.
+        /// Exit 78 any file error, else 1 any finding, 69 OVSDB unreachable.
+        #[arg(long)]
+        live: bool,
     },
 }
 
@@ -55,7 +66,7 @@ pub fn run(
     format: crate::output::OutputFormat,
 ) -> CommandResult {
     match &args.command {
-        ConfigCommand::Check { vmid } => {
+        ConfigCommand::Check { vmid, live } => {
             let only = vmid
                 .as_deref()
                 .map(str::parse::<Vmid>)
@@ -65,10 +76,97 @@ pub fn run(
                 let mut buf = Vec::new();
                 let code = check(config, only, &mut buf);
                 let text = String::from_utf8_lossy(&buf);
-                format.print(&crate::output::report_json(&text, code));
+                let mut report = crate::output::report_json(&text, code);
+                if !*live {
+                    format.print(&report);
+                    return Ok(code);
+                }
+                let (live, live_code) = match live_checks(config, only) {
+                    Ok((checks, c)) => (serde_json::json!({"containers": checks}), c),
+                    Err((c, msg)) => (serde_json::json!({"error": msg}), c),
+                };
+                let code = worst(code, live_code);
+                report["live"] = live;
+                report["exit"] = serde_json::json!(code.code());
+                format.print(&report);
                 return Ok(code);
             }
-            Ok(check(config, only, &mut std::io::stdout()))
+            let out = &mut std::io::stdout();
+            let code = check(config, only, out);
+            if !*live {
+                return Ok(code);
+            }
+            let live_code = match live_checks(config, only) {
+                Ok((checks, c)) => {
+                    for c in &checks {
+                        print_check(c, out);
+                    }
+                    c
+                }
+                Err((c, msg)) => {
+                    let _ = writeln!(out, "ERROR live: {msg}");
+                    c
+                }
+            };
+            Ok(worst(code, live_code))
+        }
+    }
+}
+
+/// The exit code of `config check --live`: the files' error (78) first, else the live one.
+fn worst(files: ExitCode, live: ExitCode) -> ExitCode {
+    if files != ExitCode::Ok {
+        files
+    } else {
+        live
+    }
+}
+
+/// `--live`: [`super::check_all::check_all`] (or [`super::check::check_vmid`] for `only`) on
+/// the config at `config`; the exit code 0 when nothing would be refused or differs, else 1.
+///
+/// # Errors
+/// `(exit code, message)`: OVSDB or netlink unreachable (69).
+fn live_checks(
+    config: Option<&Path>,
+    only: Option<Vmid>,
+) -> Result<(Vec<super::check_all::ContainerCheck>, ExitCode), (ExitCode, String)> {
+    let cfg = AgentConfig::load(config).map_err(|e| (e.exit_code(), e.to_string()))?;
+    let checks = match only {
+        None => {
+            super::check_all::check_all(&cfg)
+                .map_err(|e| (ExitCode::Unavailable, e.message().to_string()))?
+                .0
+        }
+        Some(v) => match super::check::check_vmid(&cfg, v) {
+            Ok(r) => vec![super::check_all::ContainerCheck::of(v, r)],
+            Err((code, msg)) => return Err((code, format!("{v}: {msg}"))),
+        },
+    };
+    let ok = checks
+        .iter()
+        .all(|c| matches!(c.state, "ok" | "not-managed"));
+    Ok((checks, if ok { ExitCode::Ok } else { ExitCode::Failed }))
+}
+
+/// One container's `--live` result: `live <vmid>: ok (running|stopped)`, `ERROR live <vmid>:
+/// <why>` or one `WARNING live <vmid> <finding>` per finding.
+fn print_check(c: &super::check_all::ContainerCheck, out: &mut dyn Write) {
+    let state = |r: bool| if r { "running" } else { "stopped" };
+    match (c.state, c.running) {
+        ("ok", Some(r)) => {
+            let _ = writeln!(out, "live {}: ok ({})", c.vmid, state(r));
+        }
+        ("not-managed", _) => {
+            let _ = writeln!(out, "live {}: not managed", c.vmid);
+        }
+        ("error", _) => {
+            let _ = writeln!(out, "ERROR live {}: {}", c.vmid, c.findings.join("; "));
+        }
+        _ => {
+            for f in &c.findings {
+                let _ = writeln!(out, "ERROR live {} {f}", c.vmid);
+            }
         }
     }
 }

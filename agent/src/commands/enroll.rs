@@ -8,6 +8,8 @@
 //! when `pct` is not on `PATH` (not a Proxmox VE host). `--dry-run` prints the file and the
 //! command and changes nothing.
 //!
+//! `enroll --remove` is [`super::unenroll`].
+//!
 //! The helpers [`render_container_toml`] and [`write_config_file`] are shared with
 //! `import-state`.
 
@@ -61,6 +63,12 @@ pub struct EnrollArgs {
     /// vmid) instead of refusing to adopt it; it is checked as the hook would.
     #[arg(long, conflicts_with_all = ["bridge", "tag", "trunks", "netmaker", "force"])]
     pub keep_config: bool,
+    /// Take the containers off op-agent in one step: release a running one's NICs to PVE
+    /// (as `op-agent release`), run `pct set <vmid> --delete hookscript`, remove the
+    /// container TOML.
+    #[arg(long, conflicts_with_all = ["all", "on_firewall", "bridge", "tag", "trunks",
+          "netmaker", "cluster", "force", "keep_config"])]
+    pub remove: bool,
     /// Print the TOML and the pct command without doing either.
     #[arg(long)]
     pub dry_run: bool,

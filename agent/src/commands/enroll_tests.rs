@@ -80,6 +80,7 @@ fn a_stale_toml_is_adopted_only_with_keep_config() {
         cluster: false,
         force: false,
         keep_config: false,
+        remove: false,
         dry_run: true,
     };
     let mut out = Vec::new();

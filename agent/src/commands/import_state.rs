@@ -34,6 +34,10 @@ pub struct ImportStateArgs {
     /// Print what would be written without writing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also attach op-agent's hookscript to each container imported (written or unchanged)
+    /// that has a PVE conf on this node, as `op-agent enroll <vmid> --keep-config` does.
+    #[arg(long, conflicts_with = "out")]
+    pub enroll: bool,
 }
 
 /// One entry of `plugins.lxc.containers[]` converted, or why not.
@@ -206,7 +210,20 @@ fn convert_entry(entry: &Value, source: &str, index: usize) -> Converted {
 /// # Errors
 /// `Config` (78): the state file is unreadable ([`ImportError`]).
 pub fn run(args: &ImportStateArgs, out_dir: &Path) -> CommandResult {
-    let mut out = std::io::stdout();
+    import(args, out_dir, &mut std::io::stdout()).map(|(code, _)| code)
+}
+
+/// [`run`], writing to `out`; also returns the containers whose TOML is in place (written,
+/// unchanged, or with `--dry-run` would be written), in the state file's order.
+///
+/// # Errors
+/// As [`run`].
+pub fn import(
+    args: &ImportStateArgs,
+    out_dir: &Path,
+    out: &mut dyn Write,
+) -> Result<(ExitCode, Vec<Vmid>), CliError> {
+    let mut ready = Vec::new();
     let path = args.state.display().to_string();
     let parsed = std::fs::read_to_string(&args.state)
         .map_err(|source| ImportError::Io {
@@ -244,6 +261,7 @@ pub fn run(args: &ImportStateArgs, out_dir: &Path) -> CommandResult {
                 let existing = std::fs::read_to_string(&target).ok();
                 if existing.as_deref() == Some(text.as_str()) {
                     let _ = writeln!(out, "unchanged {}", target.display());
+                    ready.push(*vmid);
                     continue;
                 }
                 if existing.is_some() && !args.force {
@@ -260,11 +278,13 @@ pub fn run(args: &ImportStateArgs, out_dir: &Path) -> CommandResult {
                     for l in text.lines() {
                         let _ = writeln!(out, "    {l}");
                     }
+                    ready.push(*vmid);
                     continue;
                 }
                 match write_config_file(&target, text) {
                     Ok(()) => {
                         written += 1;
+                        ready.push(*vmid);
                         let _ = writeln!(out, "wrote {}{note}", target.display());
                     }
                     Err(e) => {
@@ -280,11 +300,12 @@ pub fn run(args: &ImportStateArgs, out_dir: &Path) -> CommandResult {
         "{written} written, {failed} not converted, {} entries",
         items.len()
     );
-    if failed > 0 {
-        Ok(ExitCode::Failed)
+    let code = if failed > 0 {
+        ExitCode::Failed
     } else {
-        Ok(ExitCode::Ok)
-    }
+        ExitCode::Ok
+    };
+    Ok((code, ready))
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ pub fn main_sections(subcommands: &[String]) -> String {
         (ExitCode::Usage.code(), "Malformed vmid, phase, date or command line (EX_USAGE)."),
         (ExitCode::Unavailable.code(), "ovsdb-server unreachable, a bridge missing, the mesh interface down, pct missing (EX_UNAVAILABLE)."),
         (ExitCode::Internal.code(), "Internal error, including a caught panic (EX_SOFTWARE)."),
+        (ExitCode::HandBack.code(), "set or release: handing a NIC back to PVE failed part-way; pct was not run and the NICs are back on op-agent's plumbing with the PVE conf's values (EX_OSERR)."),
         (ExitCode::AuditIo.code(), "The audit database could not be written (EX_IOERR)."),
         (ExitCode::Timeout.code(), "A deadline, an ovs-vswitchd wait or a lock timed out (EX_TEMPFAIL)."),
         (ExitCode::Refused.code(), "Refused: a link or port op-agent did not make holds its name, firewall=1, a Linux bridge named in [[nic]], unsafe file permissions (EX_NOPERM)."),
@@ -77,6 +78,7 @@ pub fn main_sections(subcommands: &[String]) -> String {
         ("/var/lib/vz/snippets/op-hook", "The hookscript (local:snippets/op-hook) Proxmox VE runs for every phase."),
         ("/var/lib/op-agent/audit.db", "The hash-chained audit log (SQLite, WAL)."),
         ("/var/lib/op-agent/audit.key", "The key of keyed audit checkpoints (made by audit init-key), with its lock audit.key.lock."),
+        ("/etc/pve/op-agent/heads/<node>.json", "Each cluster node's published audit chain head, witnessed by the other nodes' watch services ([witness] in agent.toml)."),
         ("/run/op-agent/<vmid>.lock", "The per-container lock hooks, apply, gc and watch take."),
         ("/run/openvswitch/db.sock", "ovsdb-server's socket (agent.toml [ovsdb] socket)."),
     ] {

@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod audit;
 pub mod audit_filter;
+pub mod audit_witness;
 pub mod bash_completion;
 pub mod check;
 pub mod check_all;
@@ -17,6 +18,7 @@ pub mod enroll;
 pub mod enroll_multi;
 pub mod gc;
 pub mod generate;
+pub mod import_enroll;
 pub mod import_state;
 pub mod man_extra;
 pub mod mesh;
@@ -25,6 +27,7 @@ pub mod query;
 pub mod release;
 pub mod set;
 pub mod status;
+pub mod unenroll;
 pub mod watch;
 
 use crate::config::ConfigError;

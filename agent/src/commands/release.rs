@@ -21,8 +21,8 @@
 //! `release`): `run.intent`, `release.rename`, `release.add-port` (`release.del-port` for a
 //! NIC without a Port to put back). What would make a step fail (PVE's name taken, PVE's bridge
 //! neither an OVS nor a Linux bridge, OVSDB unreachable) is refused before the first change,
-//! with a `run.failed` row. When a step fails all the same, the marker is removed and the
-//! container converged again by op-agent (audit `phase` = `release`), so it is never left half
+//! with a `run.failed` row. When a step fails all the same (exit 71), the marker is removed and
+//! the container converged again by op-agent (audit `phase` = `release`), so it is never left half
 //! PVE's, half op-agent's.
 
 use super::CommandResult;
@@ -45,27 +45,44 @@ use std::time::Instant;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReleaseArgs {
     /// Container ids (100..999999999); omit with `--all`.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(required_unless_present_any = ["all", "list"], conflicts_with_all = ["all", "list"])]
     pub vmids: Vec<String>,
     /// Every managed container that is running and not released yet.
     #[arg(long)]
     pub all: bool,
+    /// Print the vmids `--all` would release, one per line, and change nothing (the package's
+    /// prerm names them).
+    #[arg(long, conflicts_with = "all")]
+    pub list: bool,
 }
 
-/// Releases the containers `args` names with the loaded agent.toml `cfg`, printing one line
-/// per container (`100: net0 vi100 -> veth100i0 on ovsbr0 tag 10`). Returns `Ok` with 0 when
-/// every container was released, else the code of the first failure, each failure printed
-/// on stderr as it happens.
+/// The containers `release --all` takes: managed, running and not released yet, ascending.
+fn releasable(cfg: &AgentConfig) -> Vec<Vmid> {
+    inspect::managed(cfg)
+        .into_iter()
+        .filter(|v| inspect::is_running(cfg, *v))
+        .filter(|v| !crate::released::is_released(&cfg.toml.pve.root, *v))
+        .collect()
+}
+
+/// Releases the containers `args` names with the loaded agent.toml `cfg` (with `--list` only
+/// prints their vmids), printing one line per container
+/// (`100: net0 vi100 -> veth100i0 on ovsbr0 tag 10`). Returns `Ok` with 0 when every
+/// container was released, else the code of the first failure (71, [`ExitCode::HandBack`],
+/// when a step failed part-way and op-agent's plumbing is back), each failure printed on
+/// stderr as it happens.
 ///
 /// # Errors
 /// `Usage` (64) for a malformed vmid, before anything is changed.
 pub fn run(args: &ReleaseArgs, cfg: &AgentConfig) -> CommandResult {
+    if args.list {
+        for v in releasable(cfg) {
+            println!("{v}");
+        }
+        return Ok(ExitCode::Ok);
+    }
     let vmids: Vec<Vmid> = if args.all {
-        inspect::managed(cfg)
-            .into_iter()
-            .filter(|v| inspect::is_running(cfg, *v))
-            .filter(|v| !crate::released::is_released(&cfg.toml.pve.root, *v))
-            .collect()
+        releasable(cfg)
     } else {
         args.vmids
             .iter()
@@ -89,6 +106,15 @@ pub fn run(args: &ReleaseArgs, cfg: &AgentConfig) -> CommandResult {
         }
     }
     Ok(code)
+}
+
+/// Releases running managed container `v` as `op-agent release <v>` does (`enroll --remove`
+/// shares it): the lines describing what was done.
+///
+/// # Errors
+/// Why it was not released, with its exit code and one line (what became of the NICs).
+pub(crate) fn release_vmid(cfg: &AgentConfig, v: Vmid) -> Result<Vec<String>, (ExitCode, String)> {
+    release_one(cfg, v).map_err(|Failure(c, m)| (c, m))
 }
 
 /// Why a container was not released: the exit code and the one line.
@@ -196,7 +222,7 @@ fn release_one(cfg: &AgentConfig, v: Vmid) -> Result<Vec<String>, Failure> {
     let why = "a step failed (op-agent audit log shows which)";
     match back.result {
         Ok(_) => Err(Failure::new(
-            ExitCode::Failed,
+            ExitCode::HandBack,
             format!("not released: {why}; op-agent's plumbing is back"),
         )),
         Err(e) => Err(Failure::new(
@@ -245,7 +271,9 @@ pub(crate) async fn hand_back_all(
         .iter()
         .zip(&obs.nics)
         .filter(|(nic, o)| {
-            !matches!(nic.mode, NicMode::Skip(_))
+            // naming = "keep": PVE's name and Port are there already.
+            !d.keeps_names()
+                && !matches!(nic.mode, NicMode::Skip(_))
                 && o.target_link.as_ref().is_some_and(|t| t.ours)
                 && only.is_none_or(|s| s.contains(&nic.net.get()))
         })

@@ -17,8 +17,10 @@
 //!    then, and `update_net` re-plugs the old values itself).
 //!
 //! Every row has `phase` = `set`. On a container that is stopped, not managed or released,
-//! `pct set` just runs. Exit 0 when `pct` and the convergence succeeded; else 1 (or the
-//! convergence's code) with one line: PVE's message, and where the NICs ended.
+//! `pct set` just runs. Exit 0 when `pct` and the convergence succeeded; 71
+//! ([`ExitCode::HandBack`]) when a hand-back step failed part-way (`pct` not run, the NICs
+//! converged back on the conf's values); else 1 (or the convergence's code) with one line:
+//! PVE's message, and where the NICs ended.
 
 use super::{CliError, CommandResult};
 use crate::audit::{AuditLog, AuditOptions, Outcome};
@@ -251,8 +253,15 @@ pub fn run(args: &SetArgs, cfg: &AgentConfig) -> CommandResult {
             ExitCode::Failed,
             format!("{v}: {}; {ended}", r.message),
         )),
-        (None, _) => Err(CliError::new(
-            ExitCode::Failed,
+        (None, Ok(_)) => Err(CliError::new(
+            ExitCode::HandBack,
+            format!(
+                "{v}: not set: handing a NIC back to PVE failed (op-agent audit log shows \
+                 which), pct was not run; {ended}"
+            ),
+        )),
+        (None, Err(e)) => Err(CliError::new(
+            e.code(),
             format!(
                 "{v}: not set: handing a NIC back to PVE failed (op-agent audit log shows \
                  which), pct was not run; {ended}"

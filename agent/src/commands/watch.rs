@@ -19,7 +19,8 @@ pub struct WatchArgs {
     /// Longest wait (ms) for PVE's config lock before a conf is read (retried after it).
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub conf_lock_ms: u64,
-    /// Do not use inotify: the scan alone follows the confs.
+    /// Do not use inotify: the scan alone follows the confs, and the read every
+    /// `[witness] interval_s` alone the other nodes' head files.
     #[arg(long)]
     pub no_inotify: bool,
     /// Receive buffer (KiB) of the netlink link-event socket (`SO_RCVBUFFORCE`); an overrun

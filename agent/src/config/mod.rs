@@ -12,11 +12,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod metrics;
+mod naming;
 mod safe_read;
 mod validate;
+mod witness;
 pub use metrics::MetricsSection;
-pub use safe_read::{check_owner_mode, check_regular, read_checked};
+pub use naming::{Naming, NamingSection};
+pub use safe_read::{check_owner_mode, check_regular, read_checked, read_checked_bytes};
 pub use validate::{validate, MAX_DEADLINE_MS, MIN_DEADLINE_MS, MIN_TIMEOUT_MS};
+pub use witness::{is_node_name, WitnessSection};
 
 /// Default location of the agent configuration.
 pub const DEFAULT_AGENT_TOML: &str = "/etc/op-agent/agent.toml";
@@ -196,6 +200,9 @@ pub struct AgentToml {
     pub pve: PveSection,
     pub mesh: MeshSection,
     pub metrics: MetricsSection,
+    pub witness: WitnessSection,
+    /// `[naming] mode`: the default of containers whose TOML sets no `naming`.
+    pub naming: NamingSection,
 }
 
 /// The agent configuration plus where it came from.
@@ -270,6 +277,8 @@ pub struct ContainerToml {
     pub require_mesh: Option<bool>,
     #[serde(default)]
     pub on_firewall: OnFirewall,
+    /// `rename` or `keep` (`None`: agent.toml's `[naming] mode`).
+    pub naming: Option<Naming>,
     #[serde(default)]
     pub nic: Vec<NicToml>,
 }

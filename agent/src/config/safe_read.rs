@@ -18,6 +18,23 @@ use std::path::Path;
 /// folder holding the link target) must not be writable by group or others unless it has the
 /// sticky bit: otherwise anyone could swap the file for another.
 pub fn read_checked(path: &Path) -> Result<Option<String>, ConfigError> {
+    match read_checked_bytes(path)? {
+        None => Ok(None),
+        Some(b) => String::from_utf8(b).map(Some).map_err(|e| {
+            ConfigError::file(
+                path,
+                format!(
+                    "cannot read: not UTF-8 (byte {} is invalid)",
+                    e.utf8_error().valid_up_to()
+                ),
+            )
+        }),
+    }
+}
+
+/// [`read_checked`] without the UTF-8 requirement: the bytes, for a PVE conf (PVE's
+/// `parse_pct_config` reads bytes, and a Latin-1 comment written by hand is no error there).
+pub fn read_checked_bytes(path: &Path) -> Result<Option<Vec<u8>>, ConfigError> {
     let lmeta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -55,9 +72,9 @@ pub fn read_checked(path: &Path) -> Result<Option<String>, ConfigError> {
         .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
     check_regular(path, &meta)?;
     check_owner_mode(path, &meta)?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut &file, &mut text)
-        .map(|_| Some(text))
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut &file, &mut bytes)
+        .map(|_| Some(bytes))
         .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))
 }
 

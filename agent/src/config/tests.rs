@@ -173,4 +173,39 @@ fn the_shipped_agent_toml_parses_with_every_example_uncommented() {
         ))
     );
     assert_eq!(a.hook, HookSection::default());
+    assert_eq!(a.witness.node.as_deref(), Some("pve1"));
+    assert_eq!(a.witness.interval_s, 10.0);
+}
+
+#[test]
+fn witness_section_defaults_and_bad_values_name_the_line() {
+    let a: AgentToml = parse_toml(&p(), "").unwrap();
+    assert!(a.witness.enabled && a.witness.node.is_none());
+    assert_eq!(a.witness.interval(), std::time::Duration::from_secs(10));
+    assert_eq!(
+        a.witness.heads_dir(Path::new("/")),
+        PathBuf::from("/etc/pve/op-agent/heads")
+    );
+    let path = Path::new("/etc/op-agent/agent.toml");
+    let ok = "[witness]\nnode = \"pve-2\"\ninterval_s = 0.5\ndir = \"/srv/heads\"\n";
+    let a = parse_agent_toml(path, ok).unwrap();
+    assert_eq!(a.witness.node.as_deref(), Some("pve-2"));
+    assert_eq!(
+        a.witness.heads_dir(Path::new("/")),
+        PathBuf::from("/srv/heads")
+    );
+    let e = parse_agent_toml(path, "[witness]\nnode = \"pve.example\"\n").unwrap_err();
+    assert!(
+        e.to_string().starts_with("/etc/op-agent/agent.toml:2: "),
+        "{e}"
+    );
+    assert!(e.to_string().contains("not a node name"), "{e}");
+    let e = parse_agent_toml(path, "[witness]\ninterval_s = 0\n").unwrap_err();
+    assert!(e.to_string().contains("interval_s must be"), "{e}");
+    let e = parse_agent_toml(path, "[witness]\ndir = \"heads\"\n").unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/etc/op-agent/agent.toml:2: [witness] dir: "),
+        "{e}"
+    );
 }

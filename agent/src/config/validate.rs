@@ -44,10 +44,17 @@ pub fn validate(path: &Path, text: &str, t: &AgentToml) -> Result<(), ConfigErro
             ));
         }
     }
-    if let Some(p) = t.metrics.textfile.as_ref().filter(|p| !p.is_absolute()) {
+    let optional = [
+        ("metrics", "textfile", t.metrics.textfile.as_ref()),
+        ("witness", "dir", t.witness.dir.as_ref()),
+    ];
+    for (section, key, p) in optional {
+        let Some(p) = p.filter(|p| !p.is_absolute()) else {
+            continue;
+        };
         return Err(err(
-            "metrics",
-            "textfile",
+            section,
+            key,
             format!(
                 "{:?} is a relative path: it would depend on each caller's working \
                  directory; write an absolute path",

@@ -20,7 +20,8 @@
 //! deleted, ovs-issues#284; the Port is added after the rename). A guard that aborts a
 //! batched transaction only fails its own container: the OVSDB layer does that item alone and
 //! retries the others. A container that fails at any stage is taken out of the later stages
-//! and every NIC of it op-agent had taken apart is put back ([`rollback::restore_pve`]).
+//! and every NIC of it op-agent had taken apart is put back (for all such containers at once,
+//! [`rollback::hand_back_many`]).
 
 use super::execute::{self, Undos};
 use super::plan::{self, plan_lines, Planned, Step};
@@ -312,9 +313,12 @@ fn stage(s: &Step) -> Stage {
         | Step::LinkDown { .. }
         | Step::ClearQdiscs { .. }
         | Step::LinkRename { .. }
-        | Step::LinkUp { .. } => Stage::Links,
-        Step::AddPort(_) | Step::ReplacePort(_) => Stage::Add,
+        | Step::LinkUp { .. }
+        | Step::AltName { .. }
+        | Step::DelAltName { .. } => Stage::Links,
+        Step::AddPort(_) | Step::ReplacePort(_) | Step::AdoptPort(_) => Stage::Add,
         Step::CheckMaster { .. }
+        | Step::DelStaleQos
         | Step::ConfirmMesh
         | Step::RecordMesh { .. }
         | Step::Skip { .. } => Stage::Last,
@@ -492,18 +496,42 @@ async fn per_run_stage<L: Links, V: Vswitch>(
 /// not turn into a rollback with its own waits per container), and each run ends with its
 /// failure and its own `rollback.*` rows.
 async fn roll_back_failed<L: Links, V: Vswitch>(host: &Host<L, V>, runs: &mut [Run<'_>]) {
-    let mut recs: Vec<&mut Recorder> = Vec::new();
+    // The failed runs (index into `runs`, failure) and their NICs; item.0 indexes `failed`.
+    let mut failed = Vec::new();
     let mut items = Vec::new();
-    for r in runs.iter_mut().filter(|r| r.done.is_none()) {
+    for (i, r) in runs.iter_mut().enumerate() {
+        if r.done.is_some() {
+            continue;
+        }
         let Some(e) = r.failure.take() else { continue };
         for (net, u) in r.undo.take_all() {
-            items.push((recs.len(), net, u));
+            items.push((failed.len(), net, u));
         }
-        r.done = Some(Err(e));
-        recs.push(&mut r.rec);
+        failed.push((i, e));
     }
-    if !items.is_empty() {
-        rollback::hand_back_many(host, items, &mut recs, "rollback").await;
+    if failed.is_empty() {
+        return;
+    }
+    let owner: Vec<usize> = items.iter().map(|(k, _, _)| *k).collect();
+    let handed = if items.is_empty() {
+        Vec::new()
+    } else {
+        let mut recs: Vec<&mut Recorder> = runs
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| failed.iter().any(|(f, _)| f == i))
+            .map(|(_, r)| &mut r.rec)
+            .collect();
+        rollback::hand_back_many(host, items, &mut recs, "rollback").await
+    };
+    for (k, (i, e)) in failed.into_iter().enumerate() {
+        let mine: Vec<_> = owner
+            .iter()
+            .zip(&handed)
+            .filter(|(o, _)| **o == k)
+            .map(|(_, h)| h.clone())
+            .collect();
+        runs[i].done = Some(Err(e.rolled_back(&mine)));
     }
 }
 

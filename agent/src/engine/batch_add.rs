@@ -102,7 +102,7 @@ pub(super) async fn wait_all<L: Links, V: Vswitch>(
         .ovs
         .wait_cur_cfg(next_cfg, batch_budget(host, waiting.len()))
         .await;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let ms = crate::report::rounded_ms(t.elapsed());
     for &ri in waiting {
         let r = &mut runs[ri];
         r.rec.timing("ovs.wait", t.elapsed());
@@ -143,7 +143,7 @@ fn batch_budget<L: Links, V: Vswitch>(host: &Host<L, V>, containers: usize) -> s
 /// The Port of an add or replace step.
 fn spec(s: &Step) -> Option<&crate::ovsdb::PortSpec> {
     match s {
-        Step::AddPort(pp) | Step::ReplacePort(pp) => Some(pp),
+        Step::AddPort(pp) | Step::ReplacePort(pp) | Step::AdoptPort(pp) => Some(pp),
         _ => None,
     }
 }
@@ -174,7 +174,12 @@ pub(super) async fn add_stage<L: Links, V: Vswitch>(
         let Some(pp) = spec(&runs[ri].steps[si].step) else {
             continue;
         };
-        let r = host.ovs.replace_port(&pp.name, owned(), pp).await;
+        // PVE's own row (keep mode) is taken over whoever owns it.
+        let guard = match runs[ri].steps[si].step {
+            Step::AdoptPort(_) => crate::ovsdb::DelGuard::Any,
+            _ => owned(),
+        };
+        let r = host.ovs.replace_port(&pp.name, guard, pp).await;
         results.push(((ri, si), r));
     }
     let elapsed = t.elapsed();

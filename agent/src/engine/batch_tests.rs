@@ -38,6 +38,7 @@ fn desired(v: u32) -> Desired {
         vmid: Vmid::new(v).unwrap(),
         network_type: crate::config::NetworkType::Bridge,
         require_mesh: false,
+        naming: crate::config::Naming::Rename,
         nics: vec![DesiredNic {
             net: NetIndex::new(0).unwrap(),
             pve_veth: format!("veth{v}i0"),
@@ -62,6 +63,7 @@ fn jobs() -> Vec<Job> {
                 ct_toml: format!("/fake/{v}.toml").into(),
                 pve_conf: format!("/fake/{v}.conf").into(),
                 pve_root: "/fake".into(),
+                default_naming: crate::config::Naming::Rename,
             },
             phase: Phase::PostStart,
             label: "watch".into(),
@@ -204,6 +206,13 @@ async fn a_container_whose_port_insert_fails_is_rolled_back_alone() {
     assert_eq!(fake.port("veth101i0").and_then(|p| p.tag), Some(10));
     let e = runs[1].done.as_ref().unwrap().as_ref().unwrap_err();
     assert!(e.to_string().contains("vi101"), "{e}");
+    // The line the admin reads says what is back, for this container's NIC only.
+    assert!(
+        e.to_string()
+            .contains("rolled back: PVE's port veth101i0 is back on ovsbr0"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("veth100i0"), "{e}");
     let rows = steps_of(&runs[1]);
     for want in [
         ("ovs.add-port", Outcome::Failed),
@@ -369,6 +378,9 @@ async fn a_batch_whose_wait_fails_is_rolled_back_in_one_go_not_one_wait_per_cont
         assert!(fake.port(&format!("vi{v}")).is_none(), "{v}");
         let e = r.done.as_ref().unwrap().as_ref().unwrap_err();
         assert!(e.to_string().contains("next_cfg"), "{v}: {e}");
+        let back = format!("rolled back: PVE's port veth{v}i0 is back on ovsbr0");
+        assert!(e.to_string().contains(&back), "{v}: {e}");
+        assert_eq!(e.to_string().matches("rolled back").count(), 1, "{v}: {e}");
         assert_eq!(count(r, "ovs.wait", Outcome::Failed), 1, "{v}");
         assert_eq!(count(r, "rollback.add-port", Outcome::Ok), 1, "{v}");
     }

@@ -90,6 +90,16 @@ pub enum RunError {
         /// The deadline's length, in ms.
         ms: u128,
     },
+    /// A post-start step failed and PVE's plumbing of the NICs op-agent had taken apart was
+    /// put back: the step's error, then what is back ([`super::rollback::HandedBack::clause`]),
+    /// for the PVE task log. Its exit code is the step's.
+    #[error("{error}; {back}")]
+    RolledBack {
+        /// The failure of the step.
+        error: Box<RunError>,
+        /// What the rollback restored, or which of its actions failed.
+        back: String,
+    },
     /// Test builds (`failpoints`): `OP_AGENT_FAILPOINT=fail:<step>` failed that step.
     #[error("failpoint: {step} failed")]
     Failpoint {
@@ -99,9 +109,30 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// This failure, with what the rollback of `handed` restored ([`RunError::RolledBack`]);
+    /// unchanged when nothing was handed back.
+    pub fn rolled_back(self, handed: &[super::rollback::HandedBack]) -> RunError {
+        if handed.is_empty() {
+            return self;
+        }
+        RunError::RolledBack {
+            error: Box::new(self),
+            back: super::rollback::clauses(handed),
+        }
+    }
+
+    /// The failure itself, without the rollback's account ([`RunError::RolledBack`]).
+    pub fn root(&self) -> &RunError {
+        match self {
+            RunError::RolledBack { error, .. } => error.root(),
+            e => e,
+        }
+    }
+
     /// The exit code of this failure.
     pub fn code(&self) -> ExitCode {
         match self {
+            RunError::RolledBack { error, .. } => error.code(),
             RunError::Config(e) => e.exit_code(),
             RunError::PveRoot { .. } => ExitCode::Config,
             RunError::Lock(_) | RunError::Deadline { .. } => ExitCode::Timeout,

@@ -70,7 +70,8 @@ pub async fn execute<L: Links, V: Vswitch>(
             Err(e) => {
                 if let Some(n) = p.net.map(|n| n.get()) {
                     if let Some(u) = undo.take(n) {
-                        rollback::restore_pve(host, n, u, rec).await;
+                        let back = rollback::restore_pve(host, n, u, rec).await;
+                        return Err(e.rolled_back(&[back]));
                     }
                 }
                 return Err(e);
@@ -179,7 +180,7 @@ async fn wait<L: Links, V: Vswitch>(
         .ovs
         .wait_cur_cfg(next_cfg, host.wait_budget(Budget::Forward))
         .await;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let ms = crate::report::rounded_ms(t.elapsed());
     rec.timing("ovs.wait", t.elapsed());
     match r {
         Ok(cur) => {
@@ -351,13 +352,58 @@ pub(super) async fn step<L: Links, V: Vswitch>(
             rec.outcome(name, Outcome::Ok, json!({"net": net, "link": link}));
             Ok(None)
         }
-        Step::AddPort(pp) | Step::ReplacePort(pp) => {
-            let r = if matches!(p.step, Step::ReplacePort(_)) {
-                host.ovs
-                    .replace_port(&pp.name, DelGuard::Owned.to_ovsdb(), pp)
-                    .await
-            } else {
-                host.ovs.add_port(pp).await
+        Step::AltName { link, altname } => {
+            let l = host
+                .require_link(link)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
+            let alias = ownership::owner_alias(d.vmid.get(), net.unwrap_or(0));
+            host.nl
+                .add_altname(&l, altname, &alias)
+                .await
+                .map_err(RunError::Netlink)
+                .inspect_err(|e| failed(rec, e))?;
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "link": link, "altname": altname, "ifindex": l.index}),
+            );
+            Ok(Some(format!(
+                "net{} {link} altname {altname}",
+                net.unwrap_or(0)
+            )))
+        }
+        Step::DelAltName { link, altname } => {
+            let l = host
+                .require_link(link)
+                .await
+                .inspect_err(|e| failed(rec, e))?;
+            host.nl
+                .del_altname(&l, altname)
+                .await
+                .map_err(RunError::Netlink)
+                .inspect_err(|e| failed(rec, e))?;
+            rec.outcome(
+                name,
+                Outcome::Ok,
+                json!({"net": net, "link": link, "altname": altname}),
+            );
+            Ok(None)
+        }
+        Step::AddPort(pp) | Step::ReplacePort(pp) | Step::AdoptPort(pp) => {
+            let r = match p.step {
+                Step::ReplacePort(_) => {
+                    host.ovs
+                        .replace_port(&pp.name, DelGuard::Owned.to_ovsdb(), pp)
+                        .await
+                }
+                // PVE's own row of the same name, taken over in one transaction.
+                Step::AdoptPort(_) => {
+                    host.ovs
+                        .replace_port(&pp.name, DelGuard::Any.to_ovsdb(), pp)
+                        .await
+                }
+                _ => host.ovs.add_port(pp).await,
             };
             let next = r.map_err(RunError::Ovsdb).inspect_err(|e| failed(rec, e))?;
             rec.outcome(
@@ -401,6 +447,21 @@ pub(super) async fn step<L: Links, V: Vswitch>(
             }
             s.push_str(&format!(" ofport {}", ofport.unwrap_or(-1)));
             Ok(Some(s))
+        }
+        Step::DelStaleQos => {
+            let marks = std::collections::BTreeMap::from([
+                (
+                    ownership::OWNER_KEY.to_string(),
+                    ownership::OWNER.to_string(),
+                ),
+                ("vm-id".to_string(), d.vmid.to_string()),
+            ]);
+            match host.ovs.del_qos_marked(&marks).await {
+                Ok(n) => rec.outcome(name, Outcome::Ok, json!({"deleted": n})),
+                // Still referenced (a Port of the container is there): left for the next run.
+                Err(e) => rec.outcome(name, Outcome::Failed, json!({"error": e.to_string()})),
+            }
+            Ok(None)
         }
         Step::CheckMaster { link, bridge } => {
             let l = host

@@ -15,6 +15,7 @@ use crate::ovsdb::vswitch::batch::IfaceStatus;
 use crate::ovsdb::{Client, DelGuard, OvsdbError, PortRow, PortSpec, Snapshot};
 use crate::report::Recorder;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Host links, as rtnetlink (`RTM_GETLINK`/`RTM_SETLINK`) serves them. Names are plain strings.
@@ -44,6 +45,16 @@ pub trait Links {
         alias: &str,
         up: bool,
     ) -> Result<(), NetlinkError>;
+    /// Gives `link` the alternative name `altname` and sets IFLA_IFALIAS to `alias`
+    /// ([`Netlink::add_altname`]).
+    async fn add_altname(
+        &self,
+        link: &Link,
+        altname: &str,
+        alias: &str,
+    ) -> Result<(), NetlinkError>;
+    /// Removes the alternative name `altname` from `link` ([`Netlink::del_altname`]).
+    async fn del_altname(&self, link: &Link, altname: &str) -> Result<(), NetlinkError>;
     /// Confirms the host's mesh interface of `cfg` ([`crate::mesh::confirm`]); the error is
     /// one line.
     async fn confirm_mesh(&self, cfg: &MeshSection) -> Result<MeshState, String>;
@@ -76,6 +87,12 @@ pub trait Vswitch {
         &self,
         name: &str,
     ) -> Result<Option<(Option<i64>, Option<String>)>, OvsdbError>;
+    /// Deletes the QoS and Queue rows marked with all of `marks` ([`Client::del_qos_marked`]);
+    /// how many. The default (fakes) deletes none.
+    async fn del_qos_marked(&self, marks: &BTreeMap<String, String>) -> Result<u64, OvsdbError> {
+        let _ = marks;
+        Ok(0)
+    }
     /// Deletes many Ports, each under its own guard, in as few transactions as the guards
     /// allow ([`Client::del_ports`]); per item what [`Vswitch::del_port`] returns. The default
     /// deletes them one by one.
@@ -140,6 +157,17 @@ impl Links for Netlink {
     ) -> Result<(), NetlinkError> {
         Netlink::rename(self, link, new_name, alias, up).await
     }
+    async fn add_altname(
+        &self,
+        link: &Link,
+        altname: &str,
+        alias: &str,
+    ) -> Result<(), NetlinkError> {
+        Netlink::add_altname(self, link, altname, alias).await
+    }
+    async fn del_altname(&self, link: &Link, altname: &str) -> Result<(), NetlinkError> {
+        Netlink::del_altname(self, link, altname).await
+    }
     async fn confirm_mesh(&self, cfg: &MeshSection) -> Result<MeshState, String> {
         crate::mesh::confirm(self, cfg).await
     }
@@ -174,6 +202,9 @@ impl Vswitch for Client {
         name: &str,
     ) -> Result<Option<(Option<i64>, Option<String>)>, OvsdbError> {
         Client::interface_status(self, name).await
+    }
+    async fn del_qos_marked(&self, marks: &BTreeMap<String, String>) -> Result<u64, OvsdbError> {
+        Client::del_qos_marked(self, marks).await
     }
     async fn del_ports(
         &self,

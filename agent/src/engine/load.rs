@@ -20,6 +20,8 @@ pub struct Managed {
     pub pve_conf: PathBuf,
     /// `[pve] root`, where [`crate::released`] keeps its markers.
     pub pve_root: PathBuf,
+    /// agent.toml's `[naming] mode`, for a container TOML without `naming`.
+    pub default_naming: crate::config::Naming,
 }
 
 impl Managed {
@@ -60,6 +62,7 @@ impl Managed {
             ct_toml,
             pve_conf,
             pve_root: root.clone(),
+            default_naming: cfg.toml.naming.mode,
         }))
     }
 
@@ -72,12 +75,12 @@ impl Managed {
             return Ok(None);
         };
         let ct = crate::config::parse_container(&self.ct_toml, &text)?;
-        let Some(text) = crate::config::read_checked(&self.pve_conf)? else {
+        let Some(bytes) = crate::config::read_checked_bytes(&self.pve_conf)? else {
             return Ok(None);
         };
         let path = &self.pve_conf;
-        let pve = pve_integration::parse_conf(text.as_bytes(), &path.display().to_string())
-            .map_err(|e| {
+        let pve =
+            pve_integration::parse_conf(&bytes[..], &path.display().to_string()).map_err(|e| {
                 ConfigError::file(path, format!("{} ({})", e.kind, e.key)).at_line(e.line)
             })?;
         if !pve
@@ -92,6 +95,9 @@ impl Managed {
             log::warn!("{w}: ignored, as PVE's parse_pct_config does");
         }
         let mut d = desired::resolve(self.vmid, &pve, path, &ct)?;
+        if ct.toml.naming.is_none() {
+            d.naming = self.default_naming;
+        }
         if crate::released::is_released(&self.pve_root, self.vmid) {
             for nic in &mut d.nics {
                 nic.mode = desired::NicMode::Skip(crate::released::SKIP_REASON.into());
@@ -104,10 +110,40 @@ impl Managed {
 /// True when the PVE conf at `pve_conf` names op-agent's hookscript, or cannot be read (then
 /// [`Managed::load`] reports the error).
 fn enrolled(pve_conf: &std::path::Path) -> bool {
-    match crate::config::read_checked(pve_conf) {
-        Ok(Some(text)) => pve_integration::enrolled_hookscript(text.as_bytes())
+    match crate::config::read_checked_bytes(pve_conf) {
+        Ok(Some(bytes)) => pve_integration::enrolled_hookscript(&bytes)
             .is_some_and(|h| pve_integration::is_op_hook(&h)),
         Ok(None) => false,
         Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Naming;
+
+    #[test]
+    fn agent_tomls_naming_mode_is_the_default_a_container_toml_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ct, pve) = (dir.path().join("100.toml"), dir.path().join("100.conf"));
+        std::fs::write(
+            &pve,
+            "hookscript: local:snippets/op-hook\nnet0: name=eth0,bridge=ovsbr0,type=veth\n",
+        )
+        .unwrap();
+        let m = Managed {
+            vmid: Vmid::new(100).unwrap(),
+            ct_toml: ct.clone(),
+            pve_conf: pve,
+            pve_root: dir.path().into(),
+            default_naming: Naming::Keep,
+        };
+        std::fs::write(&ct, "network_type = \"bridge\"\n").unwrap();
+        assert_eq!(m.load().unwrap().unwrap().naming, Naming::Keep);
+        std::fs::write(&ct, "naming = \"rename\"\n").unwrap();
+        assert_eq!(m.load().unwrap().unwrap().naming, Naming::Rename);
+        std::fs::write(&ct, "naming = \"both\"\n").unwrap();
+        assert!(m.load().is_err(), "an unknown mode is refused");
     }
 }

@@ -277,6 +277,7 @@ fn run_locked(
                     vmid: job.managed.vmid,
                     network_type: NetworkType::Bridge,
                     require_mesh: false,
+                    naming: crate::config::Naming::Rename,
                     nics: Vec::new(),
                 };
                 let _ = bounded(cfg, &d, job.phase, deadline, opts, rec, plans);

@@ -61,6 +61,20 @@ pub enum Step {
     /// ownership, then the same insert as [`Step::AddPort`]), so a failure never leaves the NIC
     /// without a port.
     ReplacePort(PortPlan),
+    /// `naming = "keep"`: give PVE's veth op-agent's name as an alternative name
+    /// (`IFLA_ALT_IFNAME`) and op-agent's alias (the owner mark).
+    AltName { link: String, altname: String },
+    /// Remove op-agent's alternative name from PVE's veth (left by `naming = "keep"`), so that
+    /// the rename to that name can happen (the kernel refuses a name in use as an altname).
+    DelAltName { link: String, altname: String },
+    /// `naming = "keep"`: replace PVE's own Port of the same name (any owner) by op-agent's,
+    /// with the desired values and op-agent's marks, in ONE transaction; then as
+    /// [`Step::AddPort`].
+    AdoptPort(PortPlan),
+    /// `naming = "keep"`, pre-start and post-stop: delete the QoS and Queue rows op-agent
+    /// made for this container's Ports that PVE's own `ovs-vsctl del-port` of those Ports
+    /// left behind (roots of the schema, never collected). Never fatal.
+    DelStaleQos,
     /// Check that the renamed link is still enslaved to its Linux bridge.
     CheckMaster { link: String, bridge: String },
     /// Confirm the host's mesh interface (netmaker mode, pre-start).
@@ -107,73 +121,14 @@ impl Step {
             Step::LinkUp { .. } => "link.up",
             Step::AddPort(_) => "ovs.add-port",
             Step::ReplacePort(_) => "ovs.replace-port",
+            Step::AltName { .. } => "link.altname",
+            Step::DelAltName { .. } => "link.del-altname",
+            Step::AdoptPort(_) => "ovs.adopt-port",
+            Step::DelStaleQos => "ovs.del-stale-qos",
             Step::CheckMaster { .. } => "link.check-master",
             Step::ConfirmMesh => "mesh.confirm",
             Step::RecordMesh { .. } => "mesh.via",
             Step::Skip { .. } => "nic.skip",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Step::DelPort { port, guard } => write!(
-                f,
-                "ovs.del-port {port}{}",
-                if *guard == DelGuard::Owned {
-                    " (owned only)"
-                } else {
-                    ""
-                }
-            ),
-            Step::DelLink { link, why } => write!(f, "{} {link}", why.describe().0),
-            Step::LinkDown { link } => write!(f, "link.down {link}"),
-            Step::ClearQdiscs { link } => write!(f, "link.clear-qdiscs {link}"),
-            Step::LinkRename { from, to, up } => {
-                write!(
-                    f,
-                    "link.rename {from} -> {to}{}",
-                    if *up { " (up)" } else { "" }
-                )
-            }
-            Step::LinkUp { link } => write!(f, "link.up {link}"),
-            Step::AddPort(p) | Step::ReplacePort(p) => {
-                let verb = if matches!(self, Step::AddPort(_)) {
-                    "add-port"
-                } else {
-                    "replace-port"
-                };
-                write!(f, "ovs.{verb} {} {}", p.bridge, p.name)?;
-                if let Some(t) = p.tag {
-                    write!(f, " tag={t}")?;
-                }
-                if !p.trunks.is_empty() {
-                    let t: Vec<String> = p.trunks.iter().map(u16::to_string).collect();
-                    write!(f, " trunks={}", t.join(","))?;
-                }
-                if let Some(m) = &p.vlan_mode {
-                    write!(f, " vlan_mode={m}")?;
-                }
-                if let Some(m) = p.mtu_request {
-                    write!(f, " mtu_request={m}")?;
-                }
-                if let Some(r) = &p.rate {
-                    write!(
-                        f,
-                        " qos=linux-htb:max-rate={} ingress_policing_rate={}",
-                        r.max_rate_bits, r.policing_kbits
-                    )?;
-                }
-                for (k, v) in &p.external_ids {
-                    write!(f, " external_ids:{k}={v}")?;
-                }
-                Ok(())
-            }
-            Step::CheckMaster { link, bridge } => write!(f, "link.check-master {link} in {bridge}"),
-            Step::ConfirmMesh => write!(f, "mesh.confirm"),
-            Step::RecordMesh { link } => write!(f, "mesh.via {link}"),
-            Step::Skip { reason } => write!(f, "nic.skip ({reason})"),
         }
     }
 }
@@ -254,7 +209,7 @@ pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<
         .and_then(|m| u32::try_from(m).ok())
         .or(obs.bridge_mtu);
     Some(PortPlan {
-        name: nic.name.to_string(),
+        name: d.port_name(nic).to_string(),
         bridge,
         vlan_mode: pve_integration::ovs_vlan_mode(tag, &trunks).map(str::to_string),
         tag,
@@ -389,6 +344,7 @@ pub fn plan_pre_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, PlanE
     }
     // A live port belongs to a running container (pre-start run by hand): left alone.
     steps.extend(sweep_owned(d, obs, true));
+    steps.extend(stale_qos(d));
     Ok(steps)
 }
 
@@ -444,6 +400,10 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
     }
     for (nic, o) in d.nics.iter().zip(&obs.nics) {
         let net = Some(nic.net);
+        if let (None, true) = (left_alone(nic, o, obs), d.keeps_names()) {
+            keep::plan_keep_nic(d, nic, o, obs, &mut steps)?;
+            continue;
+        }
         let mut push = |step: Step| steps.push(Planned { net, step });
         if let Some(reason) = left_alone(nic, o, obs) {
             push(Step::Skip { reason });
@@ -509,6 +469,14 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
                     push(Step::DelPort {
                         port: nic.name.to_string(),
                         guard: DelGuard::Owned,
+                    });
+                }
+                if t.as_ref().is_some_and(|t| t.index == l.index) {
+                    // op-agent's name is an alternative name of PVE's veth (the container ran
+                    // in keep mode): it must go before the rename.
+                    push(Step::DelAltName {
+                        link: l.name.clone(),
+                        altname: nic.name.to_string(),
                     });
                 }
                 push(Step::LinkDown {
@@ -578,9 +546,21 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
 /// `veth<vmid>i<n>` rows, never ours), even while the kernel is still destroying the
 /// container's veths (it does so asynchronously): a row left behind is PVE bug #1232.
 pub fn plan_post_stop(d: &Desired, obs: &Observed) -> Vec<Planned> {
-    sweep_owned(d, obs, false)
+    let mut steps = sweep_owned(d, obs, false);
+    steps.extend(stale_qos(d));
+    steps
 }
 
+/// [`Step::DelStaleQos`] in keep mode (PVE deletes the Ports op-agent marked, not their QoS).
+fn stale_qos(d: &Desired) -> Option<Planned> {
+    d.keeps_names().then_some(Planned {
+        net: None,
+        step: Step::DelStaleQos,
+    })
+}
+
+mod display;
+mod keep;
 mod rate;
 pub use rate::{port_rate, rate_matches};
 

@@ -35,29 +35,90 @@ pub fn record_rollback(rec: &mut Recorder, step: &str, r: Result<(), String>, mu
     }
 }
 
+/// What a hand-back of one NIC did, for the line the admin reads (the PVE task log): which
+/// PVE Port is back on which bridge, and each action that failed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HandedBack {
+    /// The NIC's index (`net<N>`).
+    pub net: u8,
+    /// `(PVE's Port name, its bridge)` when that Port was re-added and applied.
+    pub port: Option<(String, String)>,
+    /// The link under PVE's name again (renamed back, or set up again).
+    pub link: Option<String>,
+    /// Each action that failed, with its error.
+    pub failed: Vec<String>,
+}
+
+impl HandedBack {
+    /// One clause for the failure line: `rolled back: PVE's port veth100i0 is back on ovsbr0;
+    /// the container is reachable as before`, or `rollback of net0 incomplete: …` naming each
+    /// failed action (the audit rows `rollback.*` have the details).
+    pub fn clause(&self) -> String {
+        match (&self.port, &self.link, self.failed.is_empty()) {
+            (Some((port, bridge)), _, true) => format!(
+                "rolled back: PVE's port {port} is back on {bridge}; the container is \
+                 reachable as before"
+            ),
+            (None, Some(link), true) => {
+                format!(
+                    "rolled back: {link} is as PVE left it; the container is reachable as before"
+                )
+            }
+            (None, None, true) => format!("net{}: nothing to roll back", self.net),
+            (_, _, false) => format!(
+                "rollback of net{} incomplete: {}",
+                self.net,
+                self.failed.join("; ")
+            ),
+        }
+    }
+}
+
+/// The clauses of `handed` joined for one line (see [`HandedBack::clause`]).
+pub fn clauses(handed: &[HandedBack]) -> String {
+    let v: Vec<String> = handed.iter().map(HandedBack::clause).collect();
+    v.join("; ")
+}
+
 /// Puts PVE's plumbing of `net` back after a failed step: delete op-agent's Port and wait for
 /// ovs-vswitchd to release the device, rename back (and up), or set PVE's veth up again when
 /// it was only set down, then re-add PVE's Port with PVE's own values. Each wait uses
-/// [`Budget::Rollback`]. Never fails: every action's outcome is an audit row.
+/// [`Budget::Rollback`]. Never fails: every action's outcome is an audit row, and the result
+/// says what is back ([`HandedBack`]).
 pub async fn restore_pve<L: Links, V: Vswitch>(
     host: &Host<L, V>,
     net: u8,
     u: Undo,
     rec: &mut Recorder,
-) {
+) -> HandedBack {
     hand_back(host, net, u, rec, "rollback").await
 }
 
 /// [`restore_pve`] with audit steps named `<prefix>.rename`, `<prefix>.link-up` and
 /// `<prefix>.add-port` (`op-agent release` hands NICs back with the prefix `release`).
+/// Test builds (`failpoints`): `OP_AGENT_FAILPOINT=fail:<prefix>.rename` or
+/// `fail:<prefix>.add-port` makes that action fail without running, after the ones before it
+/// ran (a hand-back that fails part-way).
 pub async fn hand_back<L: Links, V: Vswitch>(
     host: &Host<L, V>,
     net: u8,
     u: Undo,
     rec: &mut Recorder,
     prefix: &str,
-) {
+) -> HandedBack {
     let net_v = Some(net);
+    let mut done = HandedBack {
+        net,
+        ..HandedBack::default()
+    };
+    let (mut link_back, mut port_back) = (None, None);
+    let mut note = |r: &Result<(), String>, action: &str| match r {
+        Ok(()) => true,
+        Err(e) => {
+            done.failed.push(format!("{action}: {e}"));
+            false
+        }
+    };
     if let Some((pve, ours)) = &u.renamed {
         // Our port first, and ovs-vswitchd must have released the device before it is renamed
         // back (ovs-issues#284, as on the way forward).
@@ -73,15 +134,22 @@ pub async fn hand_back<L: Links, V: Vswitch>(
             // is what gets the container its network again once OVS answers.
             Err(_) => Ok(()),
         };
-        let r = match (released, host.require_link(ours).await) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Ok(l)) => host
-                .nl
-                .rename(&l, pve, "", true)
-                .await
-                .map_err(|e| e.to_string()),
-            (Ok(()), Err(e)) => Err(e.to_string()),
+        let injected = super::execute::injected_failure(&format!("{prefix}.rename"));
+        let r = match (injected, released) {
+            (Some(e), _) => Err(e.to_string()),
+            (None, Err(e)) => Err(e),
+            (None, Ok(())) => match host.require_link(ours).await {
+                Ok(l) => host
+                    .nl
+                    .rename(&l, pve, "", true)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
         };
+        if note(&r, &format!("rename {ours} back to {pve}")) {
+            link_back = Some(pve.clone());
+        }
         record_rollback(
             rec,
             &format!("{prefix}.rename"),
@@ -94,6 +162,9 @@ pub async fn hand_back<L: Links, V: Vswitch>(
             Ok(l) => host.nl.set_up(&l).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
+        if note(&r, &format!("set {link} up")) {
+            link_back = Some(link.clone());
+        }
         record_rollback(
             rec,
             &format!("{prefix}.link-up"),
@@ -103,9 +174,15 @@ pub async fn hand_back<L: Links, V: Vswitch>(
     }
     if let Some(p) = u.pve_port {
         let Some(spec) = pve_spec(&p) else {
-            return;
+            done.link = link_back;
+            return done;
         };
-        let r = match host.ovs.add_port(&spec).await {
+        let injected = super::execute::injected_failure(&format!("{prefix}.add-port"));
+        let r = match injected {
+            Some(e) => Err(e.to_string()),
+            None => host.ovs.add_port(&spec).await.map_err(|e| e.to_string()),
+        };
+        let r = match r {
             Ok(next) => host
                 .ovs
                 .wait_cur_cfg(next, host.wait_budget(Budget::Rollback))
@@ -114,8 +191,14 @@ pub async fn hand_back<L: Links, V: Vswitch>(
                 .map_err(|e| {
                     format!("the Port row is back, but ovs-vswitchd did not apply it: {e}")
                 }),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
+        if note(
+            &r,
+            &format!("re-add PVE's port {} on {}", p.name, spec.bridge),
+        ) {
+            port_back = Some((p.name.clone(), spec.bridge.clone()));
+        }
         record_rollback(
             rec,
             &format!("{prefix}.add-port"),
@@ -123,6 +206,9 @@ pub async fn hand_back<L: Links, V: Vswitch>(
             json!({"net": net_v, "port": p.name}),
         );
     }
+    done.link = link_back;
+    done.port = port_back;
+    done
 }
 
 /// One NIC to hand back in [`hand_back_many`]: the index of its run's recorder, its `netN`
@@ -136,13 +222,22 @@ pub type HandBack = (usize, u8, Undo);
 /// for ovs-vswitchd to release the devices, the renames back (or link-ups), every PVE Port in
 /// one ([`Vswitch::add_ports`]), ONE wait. Each wait uses [`Budget::Rollback`]: a hundred
 /// failed containers cost two waits, not two hundred (each of which would queue behind the
-/// same work of ovs-vswitchd). Never fails: every action's outcome is an audit row.
+/// same work of ovs-vswitchd). Never fails: every action's outcome is an audit row, and the
+/// result says, per item and in `items`' order, what is back ([`HandedBack`]). The same
+/// failpoints as [`hand_back`] (`fail:<prefix>.rename`, `fail:<prefix>.add-port`).
 pub async fn hand_back_many<L: Links, V: Vswitch>(
     host: &Host<L, V>,
     items: Vec<HandBack>,
     recs: &mut [&mut Recorder],
     prefix: &str,
-) {
+) -> Vec<HandedBack> {
+    let mut done: Vec<HandedBack> = items
+        .iter()
+        .map(|(_, net, _)| HandedBack {
+            net: *net,
+            ..HandedBack::default()
+        })
+        .collect();
     // 1. Our Ports, then one wait for their release before any rename back (ovs-issues#284).
     let ours: Vec<(usize, String)> = items
         .iter()
@@ -185,15 +280,25 @@ pub async fn hand_back_many<L: Links, V: Vswitch>(
         let net_v = Some(*net);
         if let Some((pve, ours)) = &u.renamed {
             let rel = released[k].take().unwrap_or(Ok(()));
-            let r = match (rel, host.require_link(ours).await) {
-                (Err(e), _) => Err(e),
-                (Ok(()), Ok(l)) => host
-                    .nl
-                    .rename(&l, pve, "", true)
-                    .await
-                    .map_err(|e| e.to_string()),
-                (Ok(()), Err(e)) => Err(e.to_string()),
+            let injected = super::execute::injected_failure(&format!("{prefix}.rename"));
+            let r = match (injected, rel) {
+                (Some(e), _) => Err(e.to_string()),
+                (None, Err(e)) => Err(e),
+                (None, Ok(())) => match host.require_link(ours).await {
+                    Ok(l) => host
+                        .nl
+                        .rename(&l, pve, "", true)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
             };
+            match &r {
+                Ok(()) => done[k].link = Some(pve.clone()),
+                Err(e) => done[k]
+                    .failed
+                    .push(format!("rename {ours} back to {pve}: {e}")),
+            }
             record_rollback(
                 rec,
                 &format!("{prefix}.rename"),
@@ -205,6 +310,10 @@ pub async fn hand_back_many<L: Links, V: Vswitch>(
                 Ok(l) => host.nl.set_up(&l).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
+            match &r {
+                Ok(()) => done[k].link = Some(link.clone()),
+                Err(e) => done[k].failed.push(format!("set {link} up: {e}")),
+            }
             record_rollback(
                 rec,
                 &format!("{prefix}.link-up"),
@@ -214,16 +323,25 @@ pub async fn hand_back_many<L: Links, V: Vswitch>(
         }
     }
     // 3. PVE's Ports with PVE's own values, one transaction, one wait.
+    let injected = super::execute::injected_failure(&format!("{prefix}.add-port"));
     let pve: Vec<(usize, PortSpec)> = items
         .iter()
         .enumerate()
         .filter_map(|(k, (_, _, u))| Some((k, pve_spec(u.pve_port.as_ref()?)?)))
         .collect();
     if pve.is_empty() {
-        return;
+        return done;
     }
-    let specs: Vec<PortSpec> = pve.iter().map(|(_, s)| s.clone()).collect();
-    let results = host.ovs.add_ports(&specs).await;
+    let results: Vec<Result<i64, String>> = match &injected {
+        Some(e) => pve.iter().map(|_| Err(e.to_string())).collect(),
+        None => {
+            let specs: Vec<PortSpec> = pve.iter().map(|(_, s)| s.clone()).collect();
+            let r = host.ovs.add_ports(&specs).await;
+            r.into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect()
+        }
+    };
     let next = results
         .iter()
         .filter_map(|r| r.as_ref().ok().copied())
@@ -239,10 +357,14 @@ pub async fn hand_back_many<L: Links, V: Vswitch>(
     };
     for ((k, spec), r) in pve.iter().zip(results) {
         let (ri, net, _) = &items[*k];
-        let r = match r {
-            Ok(_) => waited.clone(),
-            Err(e) => Err(e.to_string()),
-        };
+        let r = r.and_then(|_| waited.clone());
+        match &r {
+            Ok(()) => done[*k].port = Some((spec.name.clone(), spec.bridge.clone())),
+            Err(e) => done[*k].failed.push(format!(
+                "re-add PVE's port {} on {}: {e}",
+                spec.name, spec.bridge
+            )),
+        }
         record_rollback(
             &mut *recs[*ri],
             &format!("{prefix}.add-port"),
@@ -250,6 +372,7 @@ pub async fn hand_back_many<L: Links, V: Vswitch>(
             json!({"net": Some(*net), "port": spec.name}),
         );
     }
+    done
 }
 
 /// PVE's Port as PVE's `tap_plug` made it (no external_ids, no rate): `None` without a bridge.

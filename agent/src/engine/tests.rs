@@ -10,6 +10,7 @@ fn desired() -> Desired {
         vmid: "100".parse::<Vmid>().unwrap(),
         network_type: NetworkType::Bridge,
         require_mesh: false,
+        naming: crate::config::Naming::Rename,
         nics: Vec::new(),
     }
 }

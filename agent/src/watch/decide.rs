@@ -33,6 +33,9 @@ pub struct WantPort {
     /// PVE's `rate=` as the Interface's `ingress_policing_rate` (kbit/s), with a `QoS` row on
     /// the Port; `None` without a limit.
     pub rate_kbits: Option<i64>,
+    /// `naming = "keep"`: the Port is PVE's own `veth<vmid>i<n>` row, which PVE's live edits
+    /// replace by one without op-agent's marks (that is drift too).
+    pub keep: bool,
 }
 
 /// The Ports the config asks for: every NIC that is not skipped, not `link_down` and has a
@@ -46,7 +49,8 @@ pub fn wanted_ports(d: &Desired) -> Vec<WantPort> {
             let trunks: Vec<u16> = n.trunks.iter().map(|t| t.get()).collect();
             Some(WantPort {
                 net: u32::from(n.net.get()),
-                name: n.name.to_string(),
+                name: d.port_name(n).to_string(),
+                keep: d.keeps_names(),
                 bridge: n.bridge.as_ref()?.to_string(),
                 vlan_mode: pve_integration::ovs_vlan_mode(tag, &trunks).map(str::to_string),
                 tag,
@@ -109,10 +113,18 @@ pub fn drifts(wants: &[WantPort], t: &Tables) -> Vec<Drift> {
             });
             continue;
         };
-        if !ownership::is_owned(&p.external_ids) {
-            continue;
-        }
         let mut c = Vec::new();
+        if !ownership::is_owned(&p.external_ids) {
+            if !w.keep {
+                continue;
+            }
+            // Keep mode: PVE's hotplug (tap_plug) put back its own unmarked row.
+            c.push((
+                "external_ids",
+                json!("owner=op-agent"),
+                json!(p.external_ids),
+            ));
+        }
         let bridge = t.bridge_of(uuid);
         if bridge != Some(w.bridge.as_str()) {
             c.push(("bridge", json!(w.bridge), json!(bridge)));
@@ -161,6 +173,9 @@ pub struct Touched {
     pub veth_ports: BTreeSet<String>,
     /// Names of Bridge rows inserted.
     pub new_bridges: BTreeSet<String>,
+    /// Ports inserted that are neither op-agent's nor PVE-named: one may be a second Port of
+    /// a keep-mode device made by its alternative name (the monitor asks netlink).
+    pub other_ports: BTreeSet<String>,
 }
 
 fn owner_vmid(ids: &std::collections::BTreeMap<String, String>) -> Option<Vmid> {
@@ -193,6 +208,11 @@ pub fn touched(changes: &[Change], t: &Tables) -> Touched {
                 out.owned.extend(owner_vmid(&p.external_ids));
                 if c.new.is_some() && HostVeth::parse(&p.name).is_some() {
                     out.veth_ports.insert(p.name.clone());
+                } else if c.old.is_none()
+                    && c.new.is_some()
+                    && !ownership::is_owned(&p.external_ids)
+                {
+                    out.other_ports.insert(p.name.clone());
                 }
             }
         }

@@ -24,6 +24,7 @@ fn desired(nics: Vec<DesiredNic>) -> Desired {
         vmid: "100".parse().unwrap(),
         network_type: NetworkType::Bridge,
         require_mesh: false,
+        naming: crate::config::Naming::Rename,
         nics,
     }
 }
@@ -226,4 +227,30 @@ fn a_lost_rate_limit_is_a_drift_and_a_kept_one_is_not() {
     // A limit the config no longer asks for is a drift too.
     let plain = wanted_ports(&desired(vec![nic(0, "vi100", "ovsbr0", Some(10), &[])]));
     assert_eq!(drifts(&plain, &t).len(), 1);
+}
+
+#[test]
+fn keep_mode_wants_pves_port_marked() {
+    let mut d = desired(vec![nic(0, "vi100", "ovsbr0", Some(10), &[])]);
+    d.naming = crate::config::Naming::Keep;
+    let w = wanted_ports(&d);
+    assert_eq!((w[0].name.as_str(), w[0].keep), ("veth100i0", true));
+    // PVE's hotplug (tap_plug) put back its own row: unmarked, the new tag.
+    let t = Tables::from_initial(&json!({
+        "Bridge": {"b1": {"new": {"name": "ovsbr0", "ports": ["uuid", "p1"]}}},
+        "Port": {"p1": {"new": port_row("veth100i0", 20, json!(["map", []]), "i1")}},
+        "Interface": {"i1": {"new": {"name": "veth100i0", "ofport": 3, "error": ["set", []]}}}
+    }));
+    let dr = drifts(&w, &t);
+    assert_eq!(dr.len(), 1, "{dr:?}");
+    let Found::Changed(c) = &dr[0].found else {
+        panic!("{dr:?}")
+    };
+    let cols: Vec<&str> = c.iter().map(|(col, ..)| *col).collect();
+    assert_eq!(cols, vec!["external_ids", "tag"]);
+    // The same row in rename mode is PVE's, not op-agent's: not due.
+    d.naming = crate::config::Naming::Rename;
+    let mut w = wanted_ports(&d);
+    w[0].name = "veth100i0".into();
+    assert_eq!(drifts(&w, &t), vec![]);
 }

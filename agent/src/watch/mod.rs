@@ -14,7 +14,8 @@
 //!   dropped events (the socket buffer overran, `ENOBUFS`), it re-lists every link;
 //! - [`ovsdb_monitor`]: keeps a `monitor` (RFC 7047 §4.1.5) of the Bridge, Port and Interface
 //!   tables; every (re)connect reconciles every managed running container (reconnecting with
-//!   exponential backoff, 100 ms doubling to 2 s); an owned Port deleted or changed by someone
+//!   exponential backoff, 100 ms doubling to 2 s, warning once and then at most once a minute
+//!   while OVSDB stays unreachable, [`warn_limit`]); an owned Port deleted or changed by someone
 //!   else, a dead PVE-named row next to op-agent's link, or a bridge that appears makes the
 //!   containers concerned due ([`decide`]);
 //! - [`conf`]: follows the PVE confs of this node and the container TOMLs (inotify, plus a slow
@@ -26,11 +27,17 @@
 //!   at most 500 ms) as one batch through the engine ([`crate::engine::converge_batch`]:
 //!   post-start steps, audit `phase` = `watch`, two waits for ovs-vswitchd per batch),
 //!   retrying a failed container with backoff (250 ms doubling, capped at 30 s) for as long
-//!   as it runs and is managed, at once when an event concerns it, and writing the containers
+//!   as it runs and is managed, at once when an event concerns it or, for a run the audit log
+//!   could not record (a full disk), when free space is back ([`disk_space`]), and writing the containers
 //!   in retry for `op-agent status` ([`retry`]); it takes the per-vmid lock the hooks take ([`crate::engine::converge`]),
 //!   so a hook and the service never work on one container at once;
 //! - [`metrics`]: with `[metrics] textfile` in agent.toml, writes the text of `op-agent metrics`
 //!   there every `interval_s`, replacing the file atomically;
+//! - [`notify`]: tells systemd `READY=1` once its sources are up, pings its watchdog while the
+//!   worker is not stuck in a run, and says `STOPPING=1`;
+//! - [`crate::witness::service`]: publishes this node's audit chain head to
+//!   `/etc/pve/op-agent/heads/<node>.json` and records the other nodes' heads as witness rows
+//!   (`[witness]` in agent.toml);
 //! - on SIGTERM or SIGINT starts no new run, lets the run or batch in progress finish or roll
 //!   back (bounded by `[hook] deadline_ms`), then exits 0 ([`stop_limit`]).
 //!
@@ -39,11 +46,14 @@
 
 pub mod conf;
 pub mod decide;
+pub mod disk_space;
 pub mod heap;
 pub mod links;
 pub mod metrics;
+pub mod notify;
 pub mod ovsdb_monitor;
 pub mod retry;
+pub mod warn_limit;
 pub mod worker;
 
 use crate::config::AgentConfig;
@@ -99,18 +109,24 @@ pub fn serve(cfg: AgentConfig, opts: WatchOptions) -> Result<(), String> {
     let batch = opts.batch;
     let stop = Arc::new(AtomicBool::new(false));
     let wstop = stop.clone();
+    let heartbeat = notify::Heartbeat::default();
+    let whb = heartbeat.clone();
     let worker = std::thread::Builder::new()
         .name("op-agent-watch-worker".into())
-        .spawn(move || worker::worker(wcfg, rx, lock_wait, batch, wstop))
+        .spawn(move || worker::worker(wcfg, rx, lock_wait, batch, wstop, whb))
         .map_err(|e| format!("cannot start the worker thread: {e}"))?;
     // Detached: it only sleeps in poll(2) or waits for a lock (bounded), and ends with the
     // process.
     conf::spawn(cfg.clone(), opts.conf.clone(), tx.clone())
         .map_err(|e| format!("cannot start the conf watch thread: {e}"))?;
+    // Detached as well: it sleeps in poll(2) between rounds of short file reads and one
+    // audit append (bounded by the busy timeout).
+    crate::witness::service::spawn(&cfg, opts.conf.inotify)
+        .map_err(|e| format!("cannot start the witness thread: {e}"))?;
     let textfile = metrics::spawn(&cfg)
         .map_err(|e| format!("cannot start the metrics textfile thread: {e}"))?;
     let rt = inspect::runtime().map_err(|e| e.to_string())?;
-    let r = rt.block_on(event_loop(&cfg, &opts, tx.clone()));
+    let r = rt.block_on(event_loop(&cfg, &opts, tx.clone(), &heartbeat));
     // First: no new run or batch starts from now on (the worker checks before each).
     stop.store(true, Ordering::SeqCst);
     let _ = tx.send(Job::Stop);
@@ -154,6 +170,7 @@ async fn event_loop(
     cfg: &AgentConfig,
     opts: &WatchOptions,
     tx: mpsc::Sender<Job>,
+    heartbeat: &notify::Heartbeat,
 ) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
@@ -187,10 +204,31 @@ async fn event_loop(
         "watch: running (plug wait {} ms)",
         opts.plug_wait.as_millis()
     );
+    notify::ready("watching links, OVSDB and PVE confs");
+    // Watchdog pings while the worker is not stuck in a run ([`notify`]).
+    let wd_every = notify::watchdog_interval();
+    let mut wd = tokio::time::interval(wd_every.unwrap_or(Duration::from_secs(3600)));
+    wd.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stuck_after = stop_limit(cfg.toml.hook.deadline_ms);
+    let mut stuck_logged = false;
     let result = loop {
         tokio::select! {
             _ = term.recv() => { log::info!("watch: SIGTERM, stopping"); break Ok(()); }
             _ = int.recv() => { log::info!("watch: SIGINT, stopping"); break Ok(()); }
+            _ = wd.tick(), if wd_every.is_some() => {
+                let now = Instant::now();
+                if heartbeat.alive(now, stuck_after) {
+                    notify::watchdog();
+                    stuck_logged = false;
+                } else if !stuck_logged {
+                    stuck_logged = true;
+                    log::error!(
+                        "watch: a run has lasted more than {} ms; no watchdog ping, systemd \
+                         restarts the service",
+                        stuck_after.as_millis()
+                    );
+                }
+            }
             ev = events.next() => {
                 let Some((msg, _)) = ev else {
                     break Err("netlink link-event socket closed".to_string());
@@ -215,6 +253,7 @@ async fn event_loop(
             }
         }
     };
+    notify::stopping();
     sup.abort();
     result
 }

@@ -28,6 +28,9 @@ use tokio::time::Instant;
 /// How long updates are collected after the first of a burst before they are judged.
 pub const WINDOW: Duration = Duration::from_millis(20);
 
+/// The longest wait between two connects while OVSDB is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
 /// Keeps the monitor connection until the worker is gone; reconnects with exponential
 /// backoff (100 ms doubling to 2 s) and sends [`Job::All`] on every (re)connect. `probe`
 /// (zero: none) is the interval of an `echo` that detects a server that stopped answering.
@@ -47,17 +50,17 @@ pub async fn supervise(cfg: AgentConfig, nl: Netlink, probe: Duration, tx: mpsc:
         let (c, mut tables, mut rx) = match session {
             Ok(s) => s,
             Err(e) => {
-                if first {
-                    log::warn!("watch: {e}; retrying in {} ms", backoff.as_millis());
-                } else {
-                    log::debug!("watch: {e}; retrying in {} ms", backoff.as_millis());
-                }
+                super::warn_limit::ovsdb_down(format_args!(
+                    "watch: {e}; retrying every {} s at most",
+                    MAX_BACKOFF.as_secs()
+                ));
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
         backoff = Duration::from_millis(100);
+        super::warn_limit::ovsdb_back();
         let why = if first {
             "start-up"
         } else {
@@ -83,7 +86,9 @@ pub async fn supervise(cfg: AgentConfig, nl: Netlink, probe: Duration, tx: mpsc:
         };
         match s.follow(&mut tables, &mut rx).await {
             None => return,
-            Some(reason) => log::warn!("watch: OVSDB lost: {reason}; reconnecting"),
+            Some(reason) => super::warn_limit::ovsdb_down(format_args!(
+                "watch: OVSDB lost: {reason}; reconnecting"
+            )),
         }
     }
 }
@@ -158,6 +163,14 @@ impl Session<'_> {
         if !tc.new_bridges.is_empty() {
             vmids.extend(inspect::managed(self.cfg));
         }
+        // A Port named after a device's alternative name: the device's own name says whose.
+        for name in &tc.other_ports {
+            if let Ok(Some(l)) = self.nl.link_by_name(name).await {
+                if l.name != *name {
+                    vmids.extend(HostVeth::parse(&l.name).map(|(v, _)| v));
+                }
+            }
+        }
         let mut out = Vec::new();
         for v in vmids {
             if !inspect::is_running(self.cfg, v) {
@@ -183,7 +196,7 @@ impl Session<'_> {
         let wants = decide::wanted_ports(d);
         let mut notes = Vec::new();
         let mut why = "ovsdb drift";
-        if tc.owned.contains(&v) {
+        if tc.owned.contains(&v) || d.keeps_names() {
             for dr in decide::drifts(&wants, t) {
                 log::warn!(
                     "watch: {v}: OVS port {} was changed by someone else: {}; restoring it",
@@ -232,6 +245,32 @@ impl Session<'_> {
                 }),
             });
             why = "dead port";
+        }
+        if d.keeps_names() {
+            for name in &tc.other_ports {
+                let Some(nic) = d.nics.iter().find(|n| n.name.as_str() == name) else {
+                    continue;
+                };
+                if t.port_by_name(name).is_none() {
+                    continue;
+                }
+                log::warn!(
+                    "watch: {v}: OVS port {name} was added for {}, which already is Port {} \
+                     (naming = \"keep\": {name} is only its alternative name); one device on \
+                     two Ports is never valid, deleting Port {name}",
+                    nic.pve_veth,
+                    nic.pve_veth
+                );
+                notes.push(Note {
+                    step: "watch.second-port".into(),
+                    outcome: Outcome::Ok,
+                    detail: json!({
+                        "port": name, "net": format!("net{}", nic.net), "device": nic.pve_veth,
+                        "why": "a second Port for a device op-agent manages, made by its alternative name",
+                    }),
+                });
+                why = "second port";
+            }
         }
         let bridges: BTreeSet<&str> = wants
             .iter()

@@ -61,6 +61,9 @@ struct Pending {
     locked: u32,
     /// The last failure, for `op-agent status` ([`super::retry`]).
     last_error: Option<String>,
+    /// The last failure was the audit log not written (e.g. a full disk): re-armed when space
+    /// comes back ([`super::disk_space`]).
+    audit_failed: bool,
 }
 
 impl Pending {
@@ -73,6 +76,7 @@ impl Pending {
             gate: false,
             locked: 0,
             last_error: None,
+            audit_failed: false,
         }
     }
 }
@@ -138,6 +142,7 @@ pub fn worker(
     pve_lock: Duration,
     batch: bool,
     stop: Arc<AtomicBool>,
+    heartbeat: super::notify::Heartbeat,
 ) {
     let mut pending: BTreeMap<Vmid, Pending> = BTreeMap::new();
     let mut budget = Budget::default();
@@ -145,17 +150,28 @@ pub fn worker(
     // Nothing is in retry yet (a file left by a killed service is stale).
     let _ = std::fs::remove_file(&state_path);
     let mut published = retry::State::new();
+    let mut disk = super::disk_space::DiskSpace::new(&cfg.toml.audit.database);
     loop {
+        heartbeat.idle();
         publish(&state_path, &pending, &mut published);
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let now = Instant::now();
-        let wait = pending
+        let waits_for_space = pending.values().any(|p| p.audit_failed);
+        let mut wait = pending
             .values()
             .map(|p| p.due.saturating_duration_since(now))
             .min()
             .unwrap_or(Duration::from_secs(3600));
+        if waits_for_space {
+            wait = wait.min(super::disk_space::POLL);
+            if disk.space_back() {
+                rearm_audit_failed(&mut pending);
+            }
+        } else {
+            disk.reset();
+        }
         match rx.recv_timeout(wait) {
             Ok(job) => {
                 if !take(&cfg, &mut pending, job) {
@@ -191,6 +207,9 @@ pub fn worker(
             .map(|(v, _)| *v)
             .collect();
         let ran = !due.is_empty();
+        if ran {
+            heartbeat.busy();
+        }
         if batch {
             let due: Vec<(Vmid, Pending)> = due
                 .into_iter()
@@ -217,6 +236,17 @@ pub fn worker(
         if ran {
             super::heap::trim();
         }
+    }
+}
+
+/// Free space is back on the audit log's file system: every retry that failed to write the
+/// audit log is due at once, its backoff starting over.
+fn rearm_audit_failed(pending: &mut BTreeMap<Vmid, Pending>) {
+    for (v, p) in pending.iter_mut().filter(|(_, p)| p.audit_failed) {
+        log::info!("watch: {v}: space is free again for the audit log; retrying now");
+        p.due = Instant::now();
+        p.attempt = 0;
+        p.audit_failed = false;
     }
 }
 
@@ -411,11 +441,17 @@ fn after_run(v: Vmid, p: Pending, result: Result<String, engine::RunError>) -> O
         Err(e) => {
             let attempt = p.attempt + 1;
             let back = retry::backoff(attempt);
-            log::warn!(
+            let line = format_args!(
                 "watch: {v} ({}): {e}; retry in {} ms",
                 p.why,
                 back.as_millis()
             );
+            if ovsdb_unreachable(&e) {
+                // One condition for every container: warned once, then once a minute.
+                super::warn_limit::ovsdb_down(line);
+            } else {
+                log::warn!("{line}");
+            }
             Some(Pending {
                 due: Instant::now() + back,
                 attempt,
@@ -423,10 +459,30 @@ fn after_run(v: Vmid, p: Pending, result: Result<String, engine::RunError>) -> O
                 notes: Vec::new(),
                 gate: false,
                 locked: 0,
+                audit_failed: matches!(
+                    e.root(),
+                    engine::RunError::AuditBefore(_)
+                        | engine::RunError::Audit(_)
+                        | engine::RunError::Unrecorded(_)
+                ),
                 last_error: Some(e.to_string()),
             })
         }
     }
+}
+
+/// Whether run error `e` is OVSDB being unreachable (no connection, or lost), which the
+/// monitor warns about too ([`super::warn_limit::OVSDB_DOWN`]).
+fn ovsdb_unreachable(e: &engine::RunError) -> bool {
+    use crate::ovsdb::OvsdbError;
+    matches!(
+        e.root(),
+        engine::RunError::Ovsdb(
+            OvsdbError::Connect { .. }
+                | OvsdbError::ConnectTimeout { .. }
+                | OvsdbError::ConnectionClosed { .. }
+        )
+    )
 }
 
 #[path = "worker_batch.rs"]

@@ -61,7 +61,8 @@ enum Cmd {
         /// Container id.
         vmid: Vmid,
     },
-    /// `pct set`: `-netN <property string>` (repeatable) and `--delete netN[,netM]`, on a
+    /// `pct set`: `-netN <property string>` (repeatable), `-hookscript <volid>` and
+    /// `--delete netN[,netM][,hookscript]`, on a
     /// stopped or running container, under PVE's config lock. Errors print as PVE's CLI does
     /// (`400 Parameter verification failed.` …) with exit code 255.
     Set {

@@ -4,7 +4,9 @@
 //! `vmconfig_hotplug_pending` (running: [`Sim::update_net`] per NIC) or
 //! `vmconfig_apply_pending` (stopped), and `write_config` only when no option failed.
 //!
-//! Only `netN` options and `delete` are simulated.
+//! Only `netN`, `hookscript` and `delete` are simulated. `hookscript` is one of pve-container's
+//! `$LXC_FASTPLUG_OPTIONS`: on a running container its new value, or its deletion, is applied
+//! to the conf at once.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::time::{Duration, Instant};
@@ -51,6 +53,24 @@ impl SetError {
 impl From<String> for SetError {
     fn from(s: String) -> SetError {
         SetError::Die(s)
+    }
+}
+
+/// The one non-`netN` option simulated (a `$LXC_FASTPLUG_OPTIONS` entry).
+const HOOKSCRIPT: &str = "hookscript";
+
+/// pve-guest-common `PVE::GuestHelpers::check_hookscript`: the volume must be a snippet that
+/// exists and is executable on this node.
+fn check_hookscript(root: &std::path::Path, volid: &str) -> Result<(), String> {
+    if !volid.contains(":snippets/") {
+        return Err(format!("'{volid}' is not in the snippets directory"));
+    }
+    let path = paths::resolve_volume(root, volid).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(m) if m.is_file() => Err(format!("Script '{}' is not executable", path.display())),
+        _ => Err(format!("Script '{}' does not exist", path.display())),
     }
 }
 
@@ -108,12 +128,12 @@ pub fn parse_set_args(args: &[String]) -> Result<SetArgs, SetError> {
                     .filter(|o| !o.is_empty())
                     .map(str::to_string),
             );
-        } else if net_option(opt).is_some() {
+        } else if net_option(opt).is_some() || opt == HOOKSCRIPT {
             params.push((opt.to_string(), value.clone()));
         } else {
             return Err(SetError::Param(vec![(
                 opt.to_string(),
-                "property is not defined in schema and the schema does not allow additional properties (pve-sim simulates netN and delete only)".into(),
+                "property is not defined in schema and the schema does not allow additional properties (pve-sim simulates netN, hookscript and delete only)".into(),
             )]));
         }
     }
@@ -170,7 +190,15 @@ impl Sim {
         // Schema check of the values before the handler runs (pve-common RESTHandler).
         let mut bad = Vec::new();
         let mut nets = Vec::new();
+        let mut fastplug = Vec::new();
         for (opt, value) in params {
+            if opt == HOOKSCRIPT {
+                // update_pct_config: `check_hookscript($value)` before anything is written.
+                check_hookscript(&self.root, value)
+                    .map_err(|e| SetError::Param(vec![(opt.clone(), e)]))?;
+                fastplug.push((opt.clone(), value.clone()));
+                continue;
+            }
             let n = net_option(opt).ok_or_else(|| SetError::Die(format!("bad option {opt}")))?;
             match parse_net(n, value) {
                 Ok(net) => nets.push((opt.clone(), n, value.clone(), net)),
@@ -189,7 +217,7 @@ impl Sim {
             return Err(SetError::Die(format!("CT {vmid} is locked ({lock})")));
         }
         for opt in delete {
-            if net_option(opt).is_none() {
+            if net_option(opt).is_none() && opt != HOOKSCRIPT {
                 return Err(SetError::Param(vec![(
                     "delete".into(),
                     format!("unknown option '{opt}'"),
@@ -212,6 +240,11 @@ impl Sim {
             }
             modified.push(opt.clone());
             conf.add_to_pending_delete(opt);
+        }
+        for (opt, value) in &fastplug {
+            modified.push(opt.clone());
+            conf.set_pending(opt, value);
+            conf.remove_from_pending_delete(opt);
         }
         for (opt, _, value, net) in &nets {
             if let Some(mtu) = net.mtu {
@@ -257,9 +290,23 @@ impl Sim {
         selection: &[String],
     ) -> Vec<(String, String)> {
         let mut errors = Vec::new();
+        // `$LXC_FASTPLUG_OPTIONS`: new values first, straight into the conf.
+        for opt in conf.pending_keys() {
+            if opt == HOOKSCRIPT && selection.contains(&opt) {
+                let v = conf.pending(&opt).unwrap_or_default().to_string();
+                conf.set(&opt, &v);
+                conf.remove_pending(&opt);
+            }
+        }
         let mut deletes = conf.pending_delete();
         deletes.sort();
         for opt in deletes.iter().filter(|o| selection.contains(o)) {
+            if opt == HOOKSCRIPT {
+                // A fastplug option: "pass", then deleted from the conf.
+                conf.remove(opt);
+                conf.remove_from_pending_delete(opt);
+                continue;
+            }
             let netid = opt
                 .strip_prefix("net")
                 .filter(|d| d.len() == 1 && d.bytes().all(|b| b.is_ascii_digit()));
@@ -317,4 +364,41 @@ fn vmconfig_apply_pending(conf: &mut ConfFile, selection: &[String]) -> Vec<(Str
         }
     }
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hookscript_is_a_simulated_option_checked_as_pve_does() {
+        let a: Vec<String> = [
+            "-hookscript",
+            "local:snippets/h",
+            "--delete",
+            "hookscript,net1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (params, delete) = parse_set_args(&a).unwrap();
+        assert_eq!(
+            params,
+            vec![("hookscript".into(), "local:snippets/h".into())]
+        );
+        assert_eq!(delete, vec!["hookscript".to_string(), "net1".to_string()]);
+        let d = tempfile::tempdir().unwrap();
+        let snippets = d.path().join("var/lib/vz/snippets");
+        std::fs::create_dir_all(&snippets).unwrap();
+        let e = check_hookscript(d.path(), "local:snippets/h").unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+        std::fs::write(snippets.join("h"), "#!/bin/sh\n").unwrap();
+        let e = check_hookscript(d.path(), "local:snippets/h").unwrap_err();
+        assert!(e.contains("is not executable"), "{e}");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(snippets.join("h"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        check_hookscript(d.path(), "local:snippets/h").unwrap();
+        assert!(check_hookscript(d.path(), "local:iso/h").is_err());
+    }
 }

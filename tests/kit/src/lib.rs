@@ -9,6 +9,7 @@
 //!   `OP_AGENT_CONFIG`, extra environment, a namespace, a timeout), giving a [`CmdOutput`]
 //!   (exit status, stdout, stderr, wall time), or a [`Service`] for `op-agent watch`.
 //! - [`AgentToml`]: agent.toml as text; [`PveConf`] / [`Nic`]: `/etc/pve/lxc/<vmid>.conf`.
+//! - [`pves_net0`]: a container's net0 is PVE's own again (name, Port, tag, no marks).
 //! - [`read_audit_rows`]: the audit rows of a database, read with SQLite (read-only).
 //! - [`PrivateOvs`]: ovsdb-server (and ovs-vswitchd in a namespace of its own) in a temp dir,
 //!   for tests of the OVSDB client; [`Ovs`]: a handle on the daemons of any private run
@@ -26,6 +27,7 @@ mod host;
 mod ovs;
 mod process;
 mod pve_conf;
+mod pve_state;
 mod root;
 mod tmpfs;
 
@@ -36,5 +38,6 @@ pub use host::TestHost;
 pub use ovs::{Ovs, PrivateOvs};
 pub use process::{assert_root, run_bounded, target_bin, try_run_bounded, CmdOutput, CMD_TIMEOUT};
 pub use pve_conf::{bridged_ip, pve_mac, Nic, PveConf};
+pub use pve_state::{pves_net0, stays_pves_net0, wait_pves_net0};
 pub use root::{write_file_mode, PveRoot};
 pub use tmpfs::Tmpfs;

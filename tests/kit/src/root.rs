@@ -133,6 +133,23 @@ impl PveRoot {
         self.install_snippet("op-hook", &op_hook_text())
     }
 
+    /// Writes `R/bin/pct` (`exec pve-sim --root R "$@"`: PVE's CLI for op-agent's `set` and
+    /// `enroll`) and returns a `PATH` with `R/bin` first.
+    pub fn pct_shim(&self) -> String {
+        let dir = self.join("bin");
+        let text = format!(
+            "#!/bin/sh\nexec {} --root {} \"$@\"\n",
+            crate::target_bin("pve-sim").display(),
+            self.path().display()
+        );
+        write_file_mode(&dir.join("pct"), &text, 0o755);
+        format!(
+            "{}:{}",
+            dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
     /// `op-agent ARGS` with `OP_AGENT_CONFIG` = [`PveRoot::agent_toml`], outside any
     /// namespace.
     pub fn agent_cmd(&self, args: &[&str]) -> AgentCommand {

@@ -28,6 +28,7 @@ fn desired() -> Desired {
         vmid: "100".parse::<Vmid>().unwrap(),
         network_type: NetworkType::Bridge,
         require_mesh: false,
+        naming: crate::config::Naming::Rename,
         nics: vec![DesiredNic {
             net: NetIndex::new(0).unwrap(),
             pve_veth: "veth100i0".into(),
@@ -227,8 +228,11 @@ async fn unattached_port_ofport_minus_one_is_rolled_back() {
     let e = r.unwrap_err();
     assert_eq!(
         e.to_string(),
-        "ovs-vswitchd could not attach vi100 to ovsbr0: could not open network device vi100 (No such device)"
+        "ovs-vswitchd could not attach vi100 to ovsbr0: could not open network device vi100 \
+         (No such device); rolled back: PVE's port veth100i0 is back on ovsbr0; the container \
+         is reachable as before"
     );
+    assert!(matches!(e.root(), RunError::NotAttached { .. }), "{e:?}");
     let mut want = FORWARD.to_vec();
     want.extend([
         ("link.down", Done),
@@ -307,7 +311,13 @@ async fn release_timeout_in_the_rollback_leaves_the_name_but_readds_pves_port() 
     fake.fail(Op::WaitCurCfg, 2, Fault::Timeout);
     fake.fail(Op::WaitCurCfg, 3, Fault::Timeout);
     let (r, got) = post_start(&fake).await;
-    assert!(r.is_err());
+    let e = r.unwrap_err().to_string();
+    // The task log line says which rollback action failed, not "reachable as before".
+    assert!(
+        e.contains("rollback of net0 incomplete: rename vi100 back to veth100i0: "),
+        "{e}"
+    );
+    assert!(!e.contains("reachable as before"), "{e}");
     assert_eq!(got[got.len() - 2], ("rollback.rename".to_string(), Failed));
     assert_eq!(got[got.len() - 1], ("rollback.add-port".to_string(), Done));
     // ovs-vswitchd may still hold vi100: it is not renamed under it (ovs-issues#284).

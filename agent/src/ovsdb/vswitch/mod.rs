@@ -532,6 +532,24 @@ impl Client {
             .map_err(DelFailed::Other)
     }
 
+    /// Deletes every `QoS` and `Queue` row whose `external_ids` include all of `marks` (RFC
+    /// 7047 §5.2.5 `delete` with an `includes` condition), in one transaction; returns how
+    /// many rows went. Both tables are roots of the schema: rows that another client's
+    /// `del-port` left unreferenced stay until someone deletes them.
+    ///
+    /// Errors: those of [`Client::transact`]; a row still referenced by a Port aborts the
+    /// whole transaction (`referential integrity violation`), nothing deleted.
+    pub async fn del_qos_marked(
+        &self,
+        marks: &std::collections::BTreeMap<String, String>,
+    ) -> Result<u64, OvsdbError> {
+        let ops = ops::del_qos_marked(marks);
+        let r = self.run(&ops).await?;
+        Ok(r.iter()
+            .filter_map(|x| x.get("count").and_then(Value::as_u64))
+            .sum())
+    }
+
     /// Replaces port `del_name` by `spec` in ONE transaction ([`ops::replace_port`]: delete
     /// guarded by `guard`, then the same guarded insert as [`Client::add_port`]), bumping
     /// `next_cfg` once. Returns the `next_cfg` to wait for. If `del_name` is absent only the

@@ -441,6 +441,22 @@ pub fn del_qos_ops(name: &str, port_uuid: &str, key: &str, value: &str) -> [VsOp
     ]
 }
 
+/// Deletes the `QoS` and `Queue` rows whose `external_ids` include every pair of `marks`
+/// ([`super::Client::del_qos_marked`]).
+pub fn del_qos_marked(marks: &std::collections::BTreeMap<String, String>) -> Vec<VsOp> {
+    let mark = Datum::string_map(marks);
+    let mut ops = vec![comment(
+        "op-agent: delete unreferenced QoS/Queue rows".into(),
+    )];
+    for table in ["QoS", "Queue"] {
+        ops.push(Op::Delete {
+            table: table.into(),
+            conds: vec![Cond::includes("external_ids", mark.clone())],
+        });
+    }
+    ops
+}
+
 /// [`OvsdbError::NotOwned`] for port `name` and the mark `key=value`.
 pub fn not_owned(name: &str, key: &str, value: &str) -> OvsdbError {
     OvsdbError::NotOwned {
