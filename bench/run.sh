@@ -9,7 +9,8 @@
 # BENCH_APPENDS (3000) single-row appends; BENCH_VERIFY_ROWS (1000000);
 # BENCH_CONT_PROCS (16) × BENCH_CONT_APPENDS (200) for DEFERRED vs IMMEDIATE;
 # BENCH_WATCH_N (200) containers × BENCH_WATCH_ROUNDS (5) veth re-creations for `watch` RSS;
-# BENCH_MASS ("10 50 100 200") × BENCH_MASS_ROUNDS (3) for the mass repair section;
+# BENCH_MASS ("10 50 100 200") × BENCH_MASS_ROUNDS (3) for the mass repair section (with
+# OPB_MASS_NAMING=keep its containers use naming = "keep"; OPB_MASS_SIDES=a: batched side only);
 # BENCH_PROFILE (release; "debug" only to develop the harness);
 # BENCH_SECTIONS ("ab floor unmanaged storm memory audit mass") to run only some sections.
 # BENCH_SLOW_SYNC_US (2000; empty: skip): section 1 again with every fsync of op-agent and of the baseline
@@ -147,6 +148,16 @@ echo "|---|---|---|---|---|---|---|---|---|"
 } >> "$REPORT"
 for n in $MASS; do
     inns "$OPBENCH" mass "$R" "$n" "$MASS_ROUNDS" >> "$REPORT"
+done
+{
+echo
+echo "The floor, without op-agent (\`bench/mass-floor.sh\`): each step done by hand for N devices at once in a namespace and OVS of its own; ms until ovs-vswitchd applied it (cur_cfg), and its reconfigurations."
+echo
+echo "| N | step | ms until applied | reconfigurations |"
+echo "|---|---|---|---|"
+} >> "$REPORT"
+for n in $MASS; do
+    bash bench/mass-floor.sh "$BIN" "$n" >> "$REPORT"
 done
 echo >> "$REPORT"
 fi

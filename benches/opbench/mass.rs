@@ -12,7 +12,12 @@
 //! (`watch --no-batch`), or `OPB_AGENT_B` (another build's `watch`) when set. Reconfigurations
 //! are ovs-vswitchd's `bridge_reconfigure` coverage counter over the event (the event's own
 //! `ovs-vsctl` transaction included), CPU is ovs-vswitchd's user+system time over the event.
-//! `OPB_MASS_SIDES=a` runs side A only.
+//! `OPB_MASS_SIDES=a` runs side A only. `OPB_MASS_NAMING=keep` manages the containers with
+//! `naming = "keep"` (PVE's `veth<vmid>i0` keeps its name and its Port, which op-agent takes
+//! over: no Port deleted, no device released, no rename); the events then act on
+//! `veth<vmid>i0`, and the re-created veth is plugged with PVE's `del-port` first, which now
+//! finds the dead row of the vanished device (in rename mode no row has that name, op-agent's
+//! is `vi<vmid>`, so PVE's `del-port` is a no-op and left out).
 
 use crate::host::Host;
 use crate::proc::ip_batch;
@@ -51,14 +56,29 @@ fn ofports(h: &Host) -> Res<HashMap<String, i64>> {
         .collect())
 }
 
-/// The vmids not yet converged: the end state of [`Host::check`] and `ofport` > 0.
+/// Whether the containers are managed with `naming = "keep"` (`OPB_MASS_NAMING=keep`).
+fn keep() -> bool {
+    std::env::var("OPB_MASS_NAMING").as_deref() == Ok("keep")
+}
+
+/// The name of `v`'s device and of op-agent's Port once converged: `vi<vmid>`, or PVE's
+/// `veth<vmid>i0` in keep mode.
+fn owned(v: u32) -> String {
+    if keep() {
+        format!("veth{v}i0")
+    } else {
+        format!("vi{v}")
+    }
+}
+
+/// The vmids not yet converged: the end state of [`Host::check_named`] and `ofport` > 0.
 fn not_back(h: &Host, vmids: &[u32]) -> Res<Vec<u32>> {
-    let bad = h.check(vmids)?;
+    let bad = h.check_named(vmids, keep())?;
     let of = ofports(h)?;
     Ok(vmids
         .iter()
         .copied()
-        .filter(|v| bad.contains(v) || of.get(&format!("vi{v}")).copied().unwrap_or(-1) <= 0)
+        .filter(|v| bad.contains(v) || of.get(&owned(*v)).copied().unwrap_or(-1) <= 0)
         .collect())
 }
 
@@ -104,7 +124,7 @@ fn measure(
     })
 }
 
-/// `ifreload`-like: every `vi<vmid>` Port deleted in one transaction.
+/// `ifreload`-like: every owned Port ([`owned`]) deleted in one transaction.
 fn ifreload(h: &Host, vmids: &[u32]) -> Res<Instant> {
     let mut del = vec![];
     for v in vmids {
@@ -112,7 +132,7 @@ fn ifreload(h: &Host, vmids: &[u32]) -> Res<Instant> {
             "--".into(),
             "--if-exists".into(),
             "del-port".into(),
-            format!("vi{v}"),
+            owned(*v),
         ]);
     }
     let t0 = Instant::now();
@@ -129,7 +149,7 @@ fn unplug(h: &Host, vmids: &[u32]) -> Res<(i64, f64)> {
     let (_, r0) = h.ovs_counters()?;
     let mut del = String::new();
     for v in vmids {
-        del += &format!("link del vi{v}\n");
+        del += &format!("link del {}\n", owned(*v));
     }
     let t = Instant::now();
     ip_batch(&del)?;
@@ -158,6 +178,14 @@ fn recreate(h: &Host, vmids: &[u32]) -> Res<Instant> {
     let mut plug: Vec<String> = vec![];
     for v in vmids {
         let p = format!("veth{v}i0");
+        if keep() {
+            plug.extend([
+                "--".into(),
+                "--if-exists".into(),
+                "del-port".into(),
+                p.clone(),
+            ]);
+        }
         plug.extend([
             "--".into(),
             "add-port".into(),
@@ -192,7 +220,7 @@ pub(crate) fn mass(root: &Path, n: usize, rounds: usize) -> Res<()> {
     let vmids: Vec<u32> = (0..n as u32).map(|i| 3000 + i).collect();
     let mut socks = vec![];
     for &v in &vmids {
-        h.manage(v)?;
+        h.manage_named(v, keep())?;
         let name = pve_integration::running::command_socket_name(
             root,
             v.to_string().parse().map_err(|_| "vmid")?,
@@ -215,6 +243,11 @@ pub(crate) fn mass(root: &Path, n: usize, rounds: usize) -> Res<()> {
             (false, _) => "batched",
             (true, false) => "per-container (`--no-batch`)",
             (true, true) => "per-container (`OPB_AGENT_B`)",
+        };
+        let side = if keep() {
+            format!("{side}, naming = keep")
+        } else {
+            side.to_string()
         };
         let mut svc = watch_cmd(&h, b).spawn(&root.join(format!("mass-{n}-{b}.log")));
         let (s, bad) = settle(&h, &vmids, Instant::now(), &mut svc)?;
