@@ -170,6 +170,9 @@ pub(super) async fn add_stage<L: Links, V: Vswitch>(
         .into_iter()
         .zip(host.ovs.add_ports(&specs).await)
         .collect();
+    // Every replace (and keep mode's adopt) in one transaction too.
+    let mut at_r = Vec::new();
+    let mut items = Vec::new();
     for (ri, si) in replaces {
         let Some(pp) = spec(&runs[ri].steps[si].step) else {
             continue;
@@ -179,8 +182,11 @@ pub(super) async fn add_stage<L: Links, V: Vswitch>(
             Step::AdoptPort(_) => crate::ovsdb::DelGuard::Any,
             _ => owned(),
         };
-        let r = host.ovs.replace_port(&pp.name, guard, pp).await;
-        results.push(((ri, si), r));
+        at_r.push((ri, si));
+        items.push((pp.name.clone(), guard, pp.clone()));
+    }
+    if !items.is_empty() {
+        results.extend(at_r.into_iter().zip(host.ovs.replace_ports(&items).await));
     }
     let elapsed = t.elapsed();
     let mut next_max = None;
