@@ -9,7 +9,8 @@
 # BENCH_APPENDS (3000) single-row appends; BENCH_VERIFY_ROWS (1000000);
 # BENCH_CONT_PROCS (16) × BENCH_CONT_APPENDS (200) for DEFERRED vs IMMEDIATE;
 # BENCH_WATCH_N (200) containers × BENCH_WATCH_ROUNDS (5) veth re-creations for `watch` RSS;
-# BENCH_MASS ("10 50 100 200") × BENCH_MASS_ROUNDS (3) for the mass repair section;
+# BENCH_MASS ("10 50 100 200") × BENCH_MASS_ROUNDS (3) for the mass repair section (with
+# OPB_MASS_NAMING=keep its containers use naming = "keep"; OPB_MASS_SIDES=a: batched side only);
 # BENCH_PROFILE (release; "debug" only to develop the harness);
 # BENCH_SECTIONS ("ab floor unmanaged storm memory audit mass") to run only some sections.
 # BENCH_SLOW_SYNC_US (2000; empty: skip): section 1 again with every fsync of op-agent and of the baseline
@@ -140,13 +141,23 @@ echo "== 7 mass repair" >&2
 {
 echo "### 7. Mass repair: \`op-agent watch\` repairing N containers at once ($MASS_ROUNDS rounds per event and side)"
 echo
-echo "N managed running containers (PVE-plugged veth pairs, no LXC), \`watch\` running. *ifreload*: every owned \`vi<vmid>\` Port deleted in one ovs-vsctl transaction; time until the last is back with ofport > 0. *veth re-created*: every veth pair deleted, new \`veth<vmid>i0\` created and plugged like PVE's tap_plug (one batched ovs-vsctl); time from the first new veth until the last container is converged. Reconfigurations: ovs-vswitchd's \`bridge_reconfigure\` coverage count over the event, the event's own ovs-vsctl transaction(s) included (1 for ifreload, 2 for re-creation: the plug and the deletion of the dead rows is op-agent's). Per-container: the same binary's \`watch --no-batch\` (or \`OPB_AGENT_B\`)."
+echo "N managed running containers (PVE-plugged veth pairs, no LXC), \`watch\` running. *ifreload*: every owned \`vi<vmid>\` Port deleted in one ovs-vsctl transaction; time until the last is back with ofport > 0. *veth re-created*: every veth pair deleted first (untimed, until ovs-vswitchd settled: it reconfigures once per burst of link events about its Ports' vanishing devices; its own row), then new \`veth<vmid>i0\` created and plugged like PVE's tap_plug (one batched ovs-vsctl); time from the first new veth until the last container is converged. Reconfigurations: ovs-vswitchd's \`bridge_reconfigure\` coverage count over the event, the event's own link changes and ovs-vsctl transaction included (ifreload: 1 transaction; re-creation: the veth creation's link events and the plug). Per-container: the same binary's \`watch --no-batch\` (or \`OPB_AGENT_B\`)."
 echo
 echo "| N | event | path | last back p50 ms | max ms | reconfigurations (median) | next_cfg bumps (median) | ovs-vswitchd CPU ms (median) | wrong end states |"
 echo "|---|---|---|---|---|---|---|---|---|"
 } >> "$REPORT"
 for n in $MASS; do
     inns "$OPBENCH" mass "$R" "$n" "$MASS_ROUNDS" >> "$REPORT"
+done
+{
+echo
+echo "The floor, without op-agent (\`bench/mass-floor.sh\`): each step done by hand for N devices at once in a namespace and OVS of its own; ms until ovs-vswitchd applied it (cur_cfg), and its reconfigurations."
+echo
+echo "| N | step | ms until applied | reconfigurations |"
+echo "|---|---|---|---|"
+} >> "$REPORT"
+for n in $MASS; do
+    bash bench/mass-floor.sh "$BIN" "$n" >> "$REPORT"
 done
 echo >> "$REPORT"
 fi

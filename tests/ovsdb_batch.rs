@@ -1,7 +1,8 @@
 //! The batched OVSDB changes against a real, private ovsdb-server and ovs-vswitchd: many Port
 //! inserts or deletes cost ONE `next_cfg` bump (one reconfiguration of ovs-vswitchd), and a
 //! row changed under the batch (its owner mark gone after the client read it) fails only its
-//! own item: the others are still deleted, the changed row stays. Root only.
+//! own item: the others are still deleted, the changed row stays. Many Port replacements
+//! (`naming = "keep"` taking over PVE's own rows) share one transaction as well. Root only.
 //!
 //! Run: `cargo test --test ovsdb_batch`.
 
@@ -129,4 +130,51 @@ async fn a_row_changed_under_the_batch_fails_alone_and_the_others_are_done() {
         ovs.get_unquoted("Port", "vb2", "external_ids:owner"),
         "admin"
     );
+}
+
+#[tokio::test]
+async fn pve_rows_are_taken_over_in_one_transaction_and_a_foreign_row_fails_alone() {
+    let ovs = PrivateOvs::with_vswitchd();
+    for n in NAMES {
+        ovs.veth(n);
+        // PVE's tap_plug: a Port of that name, no marks.
+        ovs.vsctl_ok(&["add-port", "ovsbr0", n, "tag=20"]);
+    }
+    ovs.vsctl_ok(&["set", "Port", "vb3", "external_ids:owner=admin"]);
+    let c = Client::connect(&ovs.socket(), T).await.unwrap();
+    let before = next_cfg(&ovs);
+    // vb0–vb2 taken over whoever owns them (keep mode's adopt); vb3 only if op-agent's; vb4 new.
+    let items: Vec<(String, DelGuard, PortSpec)> = NAMES
+        .iter()
+        .map(|n| {
+            let guard = if *n == "vb3" { owned() } else { DelGuard::Any };
+            (n.to_string(), guard, spec(n))
+        })
+        .collect();
+    ovs.vsctl_ok(&["del-port", "vb4"]);
+    let r = c.replace_ports(&items).await;
+    for (n, r) in NAMES.iter().zip(&r) {
+        match *n {
+            "vb3" => assert!(matches!(r, Err(OvsdbError::NotOwned { .. })), "{n}: {r:?}"),
+            _ => assert_eq!(r.as_ref().ok(), Some(&(before + 1)), "{n}: {r:?}"),
+        }
+    }
+    assert_eq!(next_cfg(&ovs), before + 1, "one transaction for the four");
+    c.wait_cur_cfg(before + 1, T).await.unwrap();
+    for n in ["vb0", "vb1", "vb2", "vb4"] {
+        assert_eq!(ovs.get_unquoted("Port", n, "tag"), "10", "{n}");
+        assert_eq!(
+            ovs.get_unquoted("Port", n, "external_ids:owner"),
+            "op-agent"
+        );
+    }
+    assert_eq!(ovs.get_unquoted("Port", "vb3", "tag"), "20");
+    assert_eq!(
+        ovs.get_unquoted("Port", "vb3", "external_ids:owner"),
+        "admin"
+    );
+    let names: Vec<String> = ["vb0", "vb4"].iter().map(|n| n.to_string()).collect();
+    for st in c.interfaces_status(&names).await.unwrap() {
+        assert!(st.unwrap().0.unwrap_or(-1) > 0);
+    }
 }

@@ -80,11 +80,18 @@ impl Host {
 
     /// PVE conf + container TOML of `vmid`, one NIC on ovsbr0, VLAN 10.
     pub(crate) fn manage(&self, vmid: u32) -> Res<()> {
+        self.manage_named(vmid, false)
+    }
+
+    /// [`Host::manage`], with `naming = "keep"` in the container TOML when `keep`.
+    pub(crate) fn manage_named(&self, vmid: u32, keep: bool) -> Res<()> {
         let ip = format!("10.10.{}.{}/16", vmid / 250, vmid % 250 + 1);
         let net0 = Nic::new(0, BRIDGE).hwaddr(&pve_mac(vmid)).ip(&ip).tag(TAG);
         self.root
             .write_pve_conf(vmid, PveConf::op_hook(vmid).minimal().nic(net0));
-        self.root.manage(vmid, "network_type = \"bridge\"\n");
+        let naming = if keep { "naming = \"keep\"\n" } else { "" };
+        self.root
+            .manage(vmid, &format!("network_type = \"bridge\"\n{naming}"));
         Ok(())
     }
 
@@ -148,6 +155,39 @@ impl Host {
     /// Checks the end state of every vmid: link vi<vmid> up, Port vi<vmid> on ovsbr0 with
     /// tag 10 and no Port veth<vmid>i0 left. Returns the vmids that are wrong.
     pub(crate) fn check(&self, vmids: &[u32]) -> Res<Vec<u32>> {
+        self.check_named(vmids, false)
+    }
+
+    /// [`Host::check`]; with `keep` (`naming = "keep"`), the end state is PVE's Port
+    /// `veth<vmid>i0` taken over by op-agent (VLAN 10 and `external_ids:owner=op-agent`) and
+    /// no `vi<vmid>` Port.
+    pub(crate) fn check_named(&self, vmids: &[u32], keep: bool) -> Res<Vec<u32>> {
+        if keep {
+            let out = self.vsctl(&[
+                "--format=csv".into(),
+                "--no-headings".into(),
+                "--columns=name,tag,external_ids".into(),
+                "list".into(),
+                "Port".into(),
+            ])?;
+            let ports: HashMap<String, String> = out
+                .lines()
+                .filter_map(|l| l.split_once(','))
+                .map(|(n, rest)| (n.trim_matches('"').to_string(), rest.to_string()))
+                .collect();
+            let tag = format!("{TAG},");
+            return Ok(vmids
+                .iter()
+                .copied()
+                .filter(|v| {
+                    !ports
+                        .get(&format!("veth{v}i0"))
+                        .is_some_and(|r| r.starts_with(&tag) && r.contains("owner=op-agent"))
+                        || ports.contains_key(&format!("vi{v}"))
+                        || !Path::new(&format!("/sys/class/net/veth{v}i0")).exists()
+                })
+                .collect());
+        }
         let out = self.vsctl(&[
             "--format=csv".into(),
             "--no-headings".into(),

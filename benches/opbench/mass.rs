@@ -4,14 +4,20 @@
 //! - `ifreload`: every owned Port deleted in one `ovs-vsctl` transaction (what `ifreload -a`
 //!   does to ports its stanza does not list) → until every `vi<vmid>` Port is back with
 //!   `ofport` > 0;
-//! - `veth re-created`: every container's veth pair deleted and a new `veth<vmid>i0` plugged as
+//! - `veth re-created`: every container's veth pair deleted (untimed, until ovs-vswitchd has
+//!   settled; its reconfigurations in a row of their own), then a new `veth<vmid>i0` plugged as
 //!   PVE does (a mass in-guest reboot) → until every container is converged again.
 //!
 //! Side A is `op-agent watch` (batched); side B the per-container path of the same binary
 //! (`watch --no-batch`), or `OPB_AGENT_B` (another build's `watch`) when set. Reconfigurations
 //! are ovs-vswitchd's `bridge_reconfigure` coverage counter over the event (the event's own
 //! `ovs-vsctl` transaction included), CPU is ovs-vswitchd's user+system time over the event.
-//! `OPB_MASS_SIDES=a` runs side A only.
+//! `OPB_MASS_SIDES=a` runs side A only. `OPB_MASS_NAMING=keep` manages the containers with
+//! `naming = "keep"` (PVE's `veth<vmid>i0` keeps its name and its Port, which op-agent takes
+//! over: no Port deleted, no device released, no rename); the events then act on
+//! `veth<vmid>i0`, and the re-created veth is plugged with PVE's `del-port` first, which now
+//! finds the dead row of the vanished device (in rename mode no row has that name, op-agent's
+//! is `vi<vmid>`, so PVE's `del-port` is a no-op and left out).
 
 use crate::host::Host;
 use crate::proc::ip_batch;
@@ -50,14 +56,29 @@ fn ofports(h: &Host) -> Res<HashMap<String, i64>> {
         .collect())
 }
 
-/// The vmids not yet converged: the end state of [`Host::check`] and `ofport` > 0.
+/// Whether the containers are managed with `naming = "keep"` (`OPB_MASS_NAMING=keep`).
+fn keep() -> bool {
+    std::env::var("OPB_MASS_NAMING").as_deref() == Ok("keep")
+}
+
+/// The name of `v`'s device and of op-agent's Port once converged: `vi<vmid>`, or PVE's
+/// `veth<vmid>i0` in keep mode.
+fn owned(v: u32) -> String {
+    if keep() {
+        format!("veth{v}i0")
+    } else {
+        format!("vi{v}")
+    }
+}
+
+/// The vmids not yet converged: the end state of [`Host::check_named`] and `ofport` > 0.
 fn not_back(h: &Host, vmids: &[u32]) -> Res<Vec<u32>> {
-    let bad = h.check(vmids)?;
+    let bad = h.check_named(vmids, keep())?;
     let of = ofports(h)?;
     Ok(vmids
         .iter()
         .copied()
-        .filter(|v| bad.contains(v) || of.get(&format!("vi{v}")).copied().unwrap_or(-1) <= 0)
+        .filter(|v| bad.contains(v) || of.get(&owned(*v)).copied().unwrap_or(-1) <= 0)
         .collect())
 }
 
@@ -103,7 +124,7 @@ fn measure(
     })
 }
 
-/// `ifreload`-like: every `vi<vmid>` Port deleted in one transaction.
+/// `ifreload`-like: every owned Port ([`owned`]) deleted in one transaction.
 fn ifreload(h: &Host, vmids: &[u32]) -> Res<Instant> {
     let mut del = vec![];
     for v in vmids {
@@ -111,7 +132,7 @@ fn ifreload(h: &Host, vmids: &[u32]) -> Res<Instant> {
             "--".into(),
             "--if-exists".into(),
             "del-port".into(),
-            format!("vi{v}"),
+            owned(*v),
         ]);
     }
     let t0 = Instant::now();
@@ -119,13 +140,32 @@ fn ifreload(h: &Host, vmids: &[u32]) -> Res<Instant> {
     Ok(t0)
 }
 
-/// Every veth pair re-created and plugged like PVE's `tap_plug` (one batched `ovs-vsctl`).
-fn recreate(h: &Host, vmids: &[u32]) -> Res<Instant> {
+/// Every veth pair deleted, untimed (the stop half of a mass in-guest reboot: LXC deletes the
+/// pair when the container stops, the new one appears when it starts again): ovs-vswitchd
+/// reacts to each of its Ports' devices vanishing (a reconfiguration per burst of link events
+/// it sees), so this waits until it settled (`bridge_reconfigure` unchanged over one read of
+/// [`Host::ovs_counters`], at most 30 s). The reconfigurations and ms that took.
+fn unplug(h: &Host, vmids: &[u32]) -> Res<(i64, f64)> {
+    let (_, r0) = h.ovs_counters()?;
     let mut del = String::new();
     for v in vmids {
-        del += &format!("link del vi{v}\n");
+        del += &format!("link del {}\n", owned(*v));
     }
+    let t = Instant::now();
     ip_batch(&del)?;
+    let mut last = r0;
+    loop {
+        let (_, r) = h.ovs_counters()?;
+        if r == last || t.elapsed() > Duration::from_secs(30) {
+            return Ok((r - r0, t.elapsed().as_secs_f64() * 1e3));
+        }
+        last = r;
+    }
+}
+
+/// Every veth pair re-created and plugged like PVE's `tap_plug` (one batched `ovs-vsctl`),
+/// after [`unplug`].
+fn recreate(h: &Host, vmids: &[u32]) -> Res<Instant> {
     let t0 = Instant::now();
     let mut add = String::new();
     for v in vmids {
@@ -138,6 +178,14 @@ fn recreate(h: &Host, vmids: &[u32]) -> Res<Instant> {
     let mut plug: Vec<String> = vec![];
     for v in vmids {
         let p = format!("veth{v}i0");
+        if keep() {
+            plug.extend([
+                "--".into(),
+                "--if-exists".into(),
+                "del-port".into(),
+                p.clone(),
+            ]);
+        }
         plug.extend([
             "--".into(),
             "add-port".into(),
@@ -172,7 +220,7 @@ pub(crate) fn mass(root: &Path, n: usize, rounds: usize) -> Res<()> {
     let vmids: Vec<u32> = (0..n as u32).map(|i| 3000 + i).collect();
     let mut socks = vec![];
     for &v in &vmids {
-        h.manage(v)?;
+        h.manage_named(v, keep())?;
         let name = pve_integration::running::command_socket_name(
             root,
             v.to_string().parse().map_err(|_| "vmid")?,
@@ -196,6 +244,11 @@ pub(crate) fn mass(root: &Path, n: usize, rounds: usize) -> Res<()> {
             (true, false) => "per-container (`--no-batch`)",
             (true, true) => "per-container (`OPB_AGENT_B`)",
         };
+        let side = if keep() {
+            format!("{side}, naming = keep")
+        } else {
+            side.to_string()
+        };
         let mut svc = watch_cmd(&h, b).spawn(&root.join(format!("mass-{n}-{b}.log")));
         let (s, bad) = settle(&h, &vmids, Instant::now(), &mut svc)?;
         eprintln!("mass {n} {side}: start-up converged in {s:.0} ms ({bad} wrong)");
@@ -207,7 +260,17 @@ pub(crate) fn mass(root: &Path, n: usize, rounds: usize) -> Res<()> {
             ("every veth re-created", recreate),
         ] {
             let mut samples = vec![];
+            let recreating = event == "every veth re-created";
+            let mut unplugs = vec![];
             for r in 0..rounds {
+                if recreating {
+                    let (rc, ms) = unplug(&h, &vmids)?;
+                    eprintln!(
+                        "mass {n} {side} veth deletion round {r}: settled in {ms:.0} ms, {rc} \
+                         reconfigurations"
+                    );
+                    unplugs.push((rc, ms));
+                }
                 let s = measure(&h, &vmids, &mut svc, || f(&h, &vmids))?;
                 eprintln!(
                     "mass {n} {side} {event} round {r}: {:.0} ms, {} reconfigurations",
@@ -221,6 +284,15 @@ pub(crate) fn mass(root: &Path, n: usize, rounds: usize) -> Res<()> {
             let cpu = stats(&samples.iter().map(|s| s.cpu_ms).collect::<Vec<_>>());
             let wrong: usize = samples.iter().map(|s| s.wrong).sum();
             p50.insert((event, b), t.med);
+            if recreating {
+                let rc = stats(&unplugs.iter().map(|u| u.0 as f64).collect::<Vec<_>>());
+                let ms = stats(&unplugs.iter().map(|u| u.1).collect::<Vec<_>>());
+                println!(
+                    "| {n} | every veth deleted first (untimed; until ovs-vswitchd settled) | \
+                     {side} | ({:.0}) | ({:.0}) | {:.0} | | | |",
+                    ms.med, ms.max, rc.med
+                );
+            }
             println!(
                 "| {n} | {event} | {side} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {wrong} |",
                 t.med, t.max, rc.med, bu.med, cpu.med

@@ -20,7 +20,8 @@
 //! deleted, ovs-issues#284; the Port is added after the rename). A guard that aborts a
 //! batched transaction only fails its own container: the OVSDB layer does that item alone and
 //! retries the others. A container that fails at any stage is taken out of the later stages
-//! and every NIC of it op-agent had taken apart is put back ([`rollback::restore_pve`]).
+//! and every NIC of it op-agent had taken apart is put back (for all such containers at once,
+//! [`rollback::hand_back_many`]).
 
 use super::execute::{self, Undos};
 use super::plan::{self, plan_lines, Planned, Step};
@@ -448,7 +449,11 @@ fn collect(runs: &mut [Run<'_>], st: Stage) -> Vec<(usize, usize)> {
     at
 }
 
-/// Stages 2 and 4: each alive run's steps of `st`, in its order, as a single run executes them.
+/// Stages 2 and 4: each alive run's steps of `st`, in its order, as a single run executes them;
+/// the runs side by side (their netlink requests pipelined on the one connection), so the
+/// kernel's link changes of a batch come in one burst, which ovs-vswitchd takes in one or two
+/// reconfigurations (it reconfigures once per burst of link events it sees), instead of one
+/// round trip after another.
 async fn per_run_stage<L: Links, V: Vswitch>(
     host: &Host<L, V>,
     mesh: &MeshSection,
@@ -456,35 +461,77 @@ async fn per_run_stage<L: Links, V: Vswitch>(
     st: Stage,
 ) {
     let at = collect(runs, st);
+    let mut mine: Vec<Vec<usize>> = runs.iter().map(|_| Vec::new()).collect();
     for (ri, si) in at {
-        let r = &mut runs[ri];
-        if !r.alive() {
-            continue;
-        }
-        let Some(d) = r.d.as_ref() else { continue };
-        let p = &r.steps[si];
-        let t = Instant::now();
-        let res = execute::step(host, mesh, d, &r.obs, p, &mut r.rec, &mut r.undo).await;
-        r.rec.timing(p.step.name(), t.elapsed());
-        execute::failpoint(p.step.name());
-        match res {
-            Ok(Some(s)) => r.summary.push(s),
-            Ok(None) => {}
-            Err(e) => r.failure = Some(e),
-        }
+        mine[ri].push(si);
     }
+    let each = runs
+        .iter_mut()
+        .zip(mine)
+        .filter(|(_, steps)| !steps.is_empty())
+        .map(|(r, steps)| async move {
+            for si in steps {
+                if !r.alive() {
+                    return;
+                }
+                let Some(d) = r.d.as_ref() else { return };
+                let p = &r.steps[si];
+                let t = Instant::now();
+                let res = execute::step(host, mesh, d, &r.obs, p, &mut r.rec, &mut r.undo).await;
+                r.rec.timing(p.step.name(), t.elapsed());
+                execute::failpoint(p.step.name());
+                match res {
+                    Ok(Some(s)) => r.summary.push(s),
+                    Ok(None) => {}
+                    Err(e) => r.failure = Some(e),
+                }
+            }
+        });
+    futures_util::future::join_all(each).await;
 }
 
 /// Every run that failed in the last stage: PVE's plumbing of each NIC op-agent had taken
-/// apart is put back, and the run ends with its failure.
+/// apart is put back, for all of them at once ([`rollback::hand_back_many`]: one transaction
+/// per kind and one wait each, however many failed; a wait that failed the whole batch must
+/// not turn into a rollback with its own waits per container), and each run ends with its
+/// failure and its own `rollback.*` rows.
 async fn roll_back_failed<L: Links, V: Vswitch>(host: &Host<L, V>, runs: &mut [Run<'_>]) {
-    for r in runs.iter_mut().filter(|r| r.done.is_none()) {
-        let Some(e) = r.failure.take() else { continue };
-        let mut handed = Vec::new();
-        for (net, u) in r.undo.take_all() {
-            handed.push(rollback::restore_pve(host, net, u, &mut r.rec).await);
+    // The failed runs (index into `runs`, failure) and their NICs; item.0 indexes `failed`.
+    let mut failed = Vec::new();
+    let mut items = Vec::new();
+    for (i, r) in runs.iter_mut().enumerate() {
+        if r.done.is_some() {
+            continue;
         }
-        r.done = Some(Err(e.rolled_back(&handed)));
+        let Some(e) = r.failure.take() else { continue };
+        for (net, u) in r.undo.take_all() {
+            items.push((failed.len(), net, u));
+        }
+        failed.push((i, e));
+    }
+    if failed.is_empty() {
+        return;
+    }
+    let owner: Vec<usize> = items.iter().map(|(k, _, _)| *k).collect();
+    let handed = if items.is_empty() {
+        Vec::new()
+    } else {
+        let mut recs: Vec<&mut Recorder> = runs
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| failed.iter().any(|(f, _)| f == i))
+            .map(|(_, r)| &mut r.rec)
+            .collect();
+        rollback::hand_back_many(host, items, &mut recs, "rollback").await
+    };
+    for (k, (i, e)) in failed.into_iter().enumerate() {
+        let mine: Vec<_> = owner
+            .iter()
+            .zip(&handed)
+            .filter(|(o, _)| **o == k)
+            .map(|(_, h)| h.clone())
+            .collect();
+        runs[i].done = Some(Err(e.rolled_back(&mine)));
     }
 }
 

@@ -87,8 +87,9 @@ pub(super) async fn delete_stage<L: Links, V: Vswitch>(
     }
 }
 
-/// ONE wait for ovs-vswitchd to apply `next_cfg` (within [`Budget::Forward`] of the batch's
-/// deadline), recorded as an `ovs.wait` row in each run of `waiting`; a failed wait fails them.
+/// ONE wait for ovs-vswitchd to apply `next_cfg` (within [`Budget::Batch`] of the batch's
+/// deadline), recorded as an `ovs.wait` row in each run of `waiting`; a failed wait fails them
+/// (and [`super::roll_back_failed`] then hands them all back in one batch).
 pub(super) async fn wait_all<L: Links, V: Vswitch>(
     host: &Host<L, V>,
     runs: &mut [Run<'_>],
@@ -123,16 +124,19 @@ pub(super) async fn wait_all<L: Links, V: Vswitch>(
     }
 }
 
-/// How long the batch's one wait may take: `[ovsdb] timeout_ms` for one container, and for
-/// more, as long as [`Budget::Forward`] of the deadline allows (one wait stands for one per
-/// container; ovs-vswitchd releases the devices of a batch one after another, an RCU grace
-/// period each in the userspace datapath, so the wait grows with the batch).
+/// How long the batch's one wait may take: `[ovsdb] timeout_ms` for one container (as a
+/// single run waits), and for more, until [`Budget::Batch`] of the deadline: one wait stands
+/// for one per container, and ovs-vswitchd releases the devices of a batch one after another,
+/// a kernel RCU grace period each in the userspace datapath (`packet_release` →
+/// `synchronize_net`), so the wait grows with the batch (400 Ports deleted at once: 5.8 s on
+/// the 2-CPU bench host under load). A wait that overran [`Budget::Forward`] polls on: failing
+/// it would not stop ovs-vswitchd, and the rollback would queue behind the same work.
 fn batch_budget<L: Links, V: Vswitch>(host: &Host<L, V>, containers: usize) -> std::time::Duration {
     match containers {
         0 | 1 => host.wait_budget(Budget::Forward),
         _ => host
             .deadline
-            .wait_budget(Budget::Forward, host.deadline.length().max(host.timeout)),
+            .wait_budget(Budget::Batch, host.deadline.length().max(host.timeout)),
     }
 }
 
@@ -166,6 +170,9 @@ pub(super) async fn add_stage<L: Links, V: Vswitch>(
         .into_iter()
         .zip(host.ovs.add_ports(&specs).await)
         .collect();
+    // Every replace (and keep mode's adopt) in one transaction too.
+    let mut at_r = Vec::new();
+    let mut items = Vec::new();
     for (ri, si) in replaces {
         let Some(pp) = spec(&runs[ri].steps[si].step) else {
             continue;
@@ -175,8 +182,11 @@ pub(super) async fn add_stage<L: Links, V: Vswitch>(
             Step::AdoptPort(_) => crate::ovsdb::DelGuard::Any,
             _ => owned(),
         };
-        let r = host.ovs.replace_port(&pp.name, guard, pp).await;
-        results.push(((ri, si), r));
+        at_r.push((ri, si));
+        items.push((pp.name.clone(), guard, pp.clone()));
+    }
+    if !items.is_empty() {
+        results.extend(at_r.into_iter().zip(host.ovs.replace_ports(&items).await));
     }
     let elapsed = t.elapsed();
     let mut next_max = None;

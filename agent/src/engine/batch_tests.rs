@@ -207,6 +207,13 @@ async fn a_container_whose_port_insert_fails_is_rolled_back_alone() {
     assert_eq!(fake.port("veth101i0").and_then(|p| p.tag), Some(10));
     let e = runs[1].done.as_ref().unwrap().as_ref().unwrap_err();
     assert!(e.to_string().contains("vi101"), "{e}");
+    // The line the admin reads says what is back, for this container's NIC only.
+    assert!(
+        e.to_string()
+            .contains("rolled back: PVE's port veth101i0 is back on ovsbr0"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("veth100i0"), "{e}");
     let rows = steps_of(&runs[1]);
     for want in [
         ("ovs.add-port", Outcome::Failed),
@@ -298,4 +305,90 @@ async fn the_batch_observes_what_each_container_would_observe_alone() {
     }
     assert_eq!(alone[1].removed.len(), 1, "the removed net1 of 101");
     assert!(alone[0].removed.is_empty() && alone[2].removed.is_empty());
+}
+
+/// The rows of step `name` in run `r` with `outcome`.
+fn count(r: &Run<'_>, name: &str, outcome: Outcome) -> usize {
+    steps_of(r)
+        .iter()
+        .filter(|x| x.0 == name && x.1 == outcome)
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_wait_that_overruns_the_forward_budget_polls_on_and_converges_everyone() {
+    let fake = host_of_three();
+    // ovs-vswitchd needs 8 s to release the batch's devices: past the forward part of the
+    // 10 s deadline (7.5 s), within the batch's (8.3 s).
+    fake.fail(Op::WaitCurCfg, 1, Fault::Slow(Duration::from_secs(8)));
+    let host = fake.host(
+        Duration::from_secs(5),
+        Deadline::from_now(Duration::from_secs(10)),
+    );
+    let jobs = jobs();
+    let mut runs = runs(&jobs);
+    let (_dir, mut log) = log();
+    phases(
+        &host,
+        &MeshSection::default(),
+        RunOptions::default(),
+        &mut runs,
+        Some(&mut log),
+    )
+    .await;
+    for (r, v) in runs.iter().zip(VMIDS) {
+        assert!(converged(&fake, v), "{v}: {:?}", fake.calls());
+        assert!(r.done.as_ref().unwrap().is_ok(), "{v}: {:?}", r.done);
+        assert_eq!(count(r, "ovs.wait", Outcome::Ok), 2, "{v}");
+        assert!(
+            !steps_of(r).iter().any(|x| x.0.starts_with("rollback")),
+            "{v}: {:?}",
+            steps_of(r)
+        );
+    }
+    assert_eq!(fake.wait_timeouts().len(), 2, "{:?}", fake.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_whose_wait_fails_is_rolled_back_in_one_go_not_one_wait_per_container() {
+    let fake = host_of_three();
+    // ovs-vswitchd never applies the batch's deletes.
+    fake.fail(Op::WaitCurCfg, 1, Fault::Timeout);
+    let host = fake.host(
+        Duration::from_secs(5),
+        Deadline::from_now(Duration::from_secs(10)),
+    );
+    let jobs = jobs();
+    let mut runs = runs(&jobs);
+    let (_dir, mut log) = log();
+    phases(
+        &host,
+        &MeshSection::default(),
+        RunOptions::default(),
+        &mut runs,
+        Some(&mut log),
+    )
+    .await;
+    for (r, v) in runs.iter().zip(VMIDS) {
+        // PVE's plumbing is back: its veth name and PVE's Port with PVE's tag.
+        assert!(fake.link(&format!("veth{v}i0")).is_some(), "{v}");
+        assert_eq!(
+            fake.port(&format!("veth{v}i0")).and_then(|p| p.tag),
+            Some(10)
+        );
+        assert!(fake.port(&format!("vi{v}")).is_none(), "{v}");
+        let e = r.done.as_ref().unwrap().as_ref().unwrap_err();
+        assert!(e.to_string().contains("next_cfg"), "{v}: {e}");
+        let back = format!("rolled back: PVE's port veth{v}i0 is back on ovsbr0");
+        assert!(e.to_string().contains(&back), "{v}: {e}");
+        assert_eq!(e.to_string().matches("rolled back").count(), 1, "{v}: {e}");
+        assert_eq!(count(r, "ovs.wait", Outcome::Failed), 1, "{v}");
+        assert_eq!(count(r, "rollback.add-port", Outcome::Ok), 1, "{v}");
+    }
+    // The batch's wait and ONE wait for the rollback of all three (not one per container).
+    let waits = fake.wait_timeouts();
+    assert_eq!(waits.len(), 2, "{:?}", fake.calls());
+    // The batch's wait polled until the last sixth of the deadline, the rollback's within it.
+    assert!(waits[0] > Duration::from_millis(7_500), "{waits:?}");
+    assert!(waits[1] <= Duration::from_millis(840), "{waits:?}");
 }

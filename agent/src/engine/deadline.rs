@@ -12,6 +12,14 @@ pub enum Budget {
     /// A step of the plan: it must end a quarter of the deadline early, so a rollback and the
     /// audit rows still fit (PVE's veth is never left off its port by the deadline).
     Forward,
+    /// A batch's shared wait ([`crate::engine::converge_batch`]): all but the last sixth. A
+    /// batch stands for many runs and ovs-vswitchd applies its one transaction device after
+    /// device (a kernel RCU grace period per released device in the userspace datapath), so
+    /// the wait grows with the batch and may overrun the forward part; it polls on instead of
+    /// failing, because the batch's rollback is one transaction per kind with one wait
+    /// ([`crate::engine::rollback::hand_back_many`]), which fits in the sixth left (half of it
+    /// for the rollback's wait, the last twelfth for the outcome rows).
+    Batch,
     /// A rollback: it may use all but the last twelfth (for the outcome rows).
     Rollback,
 }
@@ -79,11 +87,12 @@ impl Deadline {
     }
 
     /// `timeout` (`[ovsdb] timeout_ms`), shortened so that a wait ends before its part of the
-    /// deadline: a quarter of the length early for [`Budget::Forward`], a twelfth for
-    /// [`Budget::Rollback`]. Zero once that point passed.
+    /// deadline: a quarter of the length early for [`Budget::Forward`], a sixth for
+    /// [`Budget::Batch`], a twelfth for [`Budget::Rollback`]. Zero once that point passed.
     pub fn wait_budget(&self, b: Budget, timeout: Duration) -> Duration {
         let reserve = match b {
             Budget::Forward => self.length / 4,
+            Budget::Batch => self.length / 6,
             Budget::Rollback => self.length / 12,
         };
         self.remaining().saturating_sub(reserve).min(timeout)
@@ -99,7 +108,9 @@ mod tests {
         let d = Deadline::new(Instant::now(), Duration::from_millis(12_000));
         let fwd = d.wait_budget(Budget::Forward, Duration::from_secs(60));
         let rb = d.wait_budget(Budget::Rollback, Duration::from_secs(60));
+        let batch = d.wait_budget(Budget::Batch, Duration::from_secs(60));
         assert!(fwd <= Duration::from_millis(9_000) && fwd > Duration::from_millis(8_900));
+        assert!(batch <= Duration::from_millis(10_000) && batch > Duration::from_millis(9_900));
         assert!(rb <= Duration::from_millis(11_000) && rb > Duration::from_millis(10_900));
         assert_eq!(
             d.wait_budget(Budget::Forward, Duration::from_millis(100)),

@@ -54,6 +54,10 @@ pub enum Fault {
     /// `wait_cur_cfg` waits its whole timeout (tokio's clock), then fails like the real
     /// client ([`OvsdbError::WaitTimeout`]).
     Timeout,
+    /// `wait_cur_cfg` is answered after this long (tokio's clock), like ovs-vswitchd working
+    /// through a large transaction: it fails like [`Fault::Timeout`] when its timeout is
+    /// shorter.
+    Slow(Duration),
     /// The call never answers.
     Hang,
     /// The connection to ovsdb-server is gone: this call and every later OVSDB call fail with
@@ -268,7 +272,7 @@ impl Fake {
             return Err(lost());
         }
         match fault {
-            None | Some(Fault::Timeout) => Ok(()),
+            None | Some(Fault::Timeout) | Some(Fault::Slow(_)) => Ok(()),
             Some(Fault::Ovsdb(e)) => Err(e),
             Some(Fault::LoseOvsdb) | Some(Fault::Netlink) => {
                 self.0.borrow_mut().lost = true;
@@ -471,7 +475,15 @@ impl Vswitch for Fake {
         let line = format!("wait_cur_cfg {next_cfg} {}ms", timeout.as_millis());
         self.0.borrow_mut().waits.push(timeout);
         let fault = self.enter(Op::WaitCurCfg, line);
-        let timed_out = matches!(fault, Some(Fault::Timeout));
+        let timed_out = match &fault {
+            Some(Fault::Timeout) => true,
+            Some(Fault::Slow(d)) if *d > timeout => true,
+            Some(Fault::Slow(d)) => {
+                tokio::time::sleep(*d).await;
+                false
+            }
+            _ => false,
+        };
         self.ovs_fault(fault).await?;
         if timed_out {
             tokio::time::sleep(timeout).await;

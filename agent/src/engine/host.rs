@@ -115,6 +115,19 @@ pub trait Vswitch {
         }
         out
     }
+    /// Replaces many Ports in as few transactions as the guards allow
+    /// ([`Client::replace_ports`]); per item what [`Vswitch::replace_port`] returns. The
+    /// default replaces them one by one.
+    async fn replace_ports(
+        &self,
+        items: &[(String, DelGuard, PortSpec)],
+    ) -> Vec<Result<i64, OvsdbError>> {
+        let mut out = Vec::new();
+        for (name, guard, spec) in items {
+            out.push(self.replace_port(name, guard.clone(), spec).await);
+        }
+        out
+    }
     /// `(ofport, error)` of many Interfaces ([`Client::interfaces_status`]). The default
     /// reads them one by one.
     async fn interfaces_status(&self, names: &[String]) -> Result<Vec<IfaceStatus>, OvsdbError> {
@@ -214,6 +227,12 @@ impl Vswitch for Client {
     }
     async fn add_ports(&self, specs: &[PortSpec]) -> Vec<Result<i64, OvsdbError>> {
         Client::add_ports(self, specs).await
+    }
+    async fn replace_ports(
+        &self,
+        items: &[(String, DelGuard, PortSpec)],
+    ) -> Vec<Result<i64, OvsdbError>> {
+        Client::replace_ports(self, items).await
     }
     async fn interfaces_status(&self, names: &[String]) -> Result<Vec<IfaceStatus>, OvsdbError> {
         Client::interfaces_status(self, names).await

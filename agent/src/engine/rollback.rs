@@ -173,7 +173,7 @@ pub async fn hand_back<L: Links, V: Vswitch>(
         );
     }
     if let Some(p) = u.pve_port {
-        let Some(bridge) = p.bridge.clone() else {
+        let Some(spec) = pve_spec(&p) else {
             done.link = link_back;
             return done;
         };
@@ -191,16 +191,6 @@ pub async fn hand_back<L: Links, V: Vswitch>(
             done.link = link_back;
             return done;
         }
-        let spec = PortSpec {
-            name: p.name.clone(),
-            bridge,
-            tag: p.tag,
-            trunks: p.trunks.clone(),
-            vlan_mode: p.vlan_mode.clone(),
-            mtu_request: p.mtu_request.and_then(|m| u32::try_from(m).ok()),
-            external_ids: Default::default(),
-            rate: None,
-        };
         let injected = super::execute::injected_failure(&format!("{prefix}.add-port"));
         let r = match injected {
             Some(e) => Err(e.to_string()),
@@ -233,6 +223,199 @@ pub async fn hand_back<L: Links, V: Vswitch>(
     done.link = link_back;
     done.port = port_back;
     done
+}
+
+/// One NIC to hand back in [`hand_back_many`]: the index of its run's recorder, its `netN`
+/// and what op-agent had done to it.
+pub type HandBack = (usize, u8, Undo);
+
+/// [`hand_back`] for the NICs of many runs at once (a failed batch,
+/// [`crate::engine::converge_batch`]), with the same audit rows in each run's recorder
+/// (`recs[item.0]`) and the same order per NIC, but ONE transaction per kind: every Port of
+/// op-agent's to delete in one ([`Vswitch::del_ports`], each under the owned guard), ONE wait
+/// for ovs-vswitchd to release the devices, the renames back (or link-ups), every PVE Port in
+/// one ([`Vswitch::add_ports`]), ONE wait. Each wait uses [`Budget::Rollback`]: a hundred
+/// failed containers cost two waits, not two hundred (each of which would queue behind the
+/// same work of ovs-vswitchd). Never fails: every action's outcome is an audit row, and the
+/// result says, per item and in `items`' order, what is back ([`HandedBack`]). The same
+/// failpoints as [`hand_back`] (`fail:<prefix>.rename`, `fail:<prefix>.add-port`).
+pub async fn hand_back_many<L: Links, V: Vswitch>(
+    host: &Host<L, V>,
+    items: Vec<HandBack>,
+    recs: &mut [&mut Recorder],
+    prefix: &str,
+) -> Vec<HandedBack> {
+    let mut done: Vec<HandedBack> = items
+        .iter()
+        .map(|(_, net, _)| HandedBack {
+            net: *net,
+            ..HandedBack::default()
+        })
+        .collect();
+    // 1. Our Ports, then one wait for their release before any rename back (ovs-issues#284).
+    let ours: Vec<(usize, String)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(k, (_, _, u))| u.renamed.as_ref().map(|(_, o)| (k, o.clone())))
+        .collect();
+    let mut released: Vec<Option<Result<(), String>>> = items.iter().map(|_| None).collect();
+    if !ours.is_empty() {
+        let del: Vec<(String, crate::ovsdb::DelGuard)> = ours
+            .iter()
+            .map(|(_, o)| (o.clone(), DelGuard::Owned.to_ovsdb()))
+            .collect();
+        let results = host.ovs.del_ports(&del).await;
+        let next = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied().flatten())
+            .max();
+        let waited = match next {
+            Some(n) => host
+                .ovs
+                .wait_cur_cfg(n, host.wait_budget(Budget::Rollback))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        for ((k, o), r) in ours.iter().zip(results) {
+            released[*k] = Some(match r {
+                Ok(Some(_)) => waited
+                    .clone()
+                    .map_err(|e| format!("ovs-vswitchd did not release {o}: {e}")),
+                // Absent, or OVSDB unreachable (as in [`hand_back`]).
+                Ok(None) | Err(_) => Ok(()),
+            });
+        }
+    }
+    // 2. Per NIC: the rename back, or the link up again.
+    for (k, (ri, net, u)) in items.iter().enumerate() {
+        let rec = &mut *recs[*ri];
+        let net_v = Some(*net);
+        if let Some((pve, ours)) = &u.renamed {
+            let rel = released[k].take().unwrap_or(Ok(()));
+            let injected = super::execute::injected_failure(&format!("{prefix}.rename"));
+            let r = match (injected, rel) {
+                (Some(e), _) => Err(e.to_string()),
+                (None, Err(e)) => Err(e),
+                (None, Ok(())) => match host.require_link(ours).await {
+                    Ok(l) => host
+                        .nl
+                        .rename(&l, pve, "", true)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            match &r {
+                Ok(()) => done[k].link = Some(pve.clone()),
+                Err(e) => done[k]
+                    .failed
+                    .push(format!("rename {ours} back to {pve}: {e}")),
+            }
+            record_rollback(
+                rec,
+                &format!("{prefix}.rename"),
+                r,
+                json!({"net": net_v, "from": ours, "to": pve}),
+            );
+        } else if let Some(link) = &u.downed {
+            let r = match host.require_link(link).await {
+                Ok(l) => host.nl.set_up(&l).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match &r {
+                Ok(()) => done[k].link = Some(link.clone()),
+                Err(e) => done[k].failed.push(format!("set {link} up: {e}")),
+            }
+            record_rollback(
+                rec,
+                &format!("{prefix}.link-up"),
+                r,
+                json!({"net": net_v, "link": link}),
+            );
+        }
+    }
+    // 3. PVE's Ports with PVE's own values, one transaction, one wait; not for a NIC whose
+    // rename back failed (as in [`hand_back`]: a Port for a name no device has is a dead row).
+    let injected = super::execute::injected_failure(&format!("{prefix}.add-port"));
+    let mut pve: Vec<(usize, PortSpec)> = Vec::new();
+    for (k, (ri, net, u)) in items.iter().enumerate() {
+        let Some(spec) = u.pve_port.as_ref().and_then(pve_spec) else {
+            continue;
+        };
+        if let (Some((pve_name, ours)), None) = (&u.renamed, &done[k].link) {
+            let why = format!("{ours} could not be renamed back to {pve_name}");
+            done[k]
+                .failed
+                .push(format!("re-add PVE's port {}: skipped, {why}", spec.name));
+            recs[*ri].outcome(
+                &format!("{prefix}.add-port"),
+                crate::audit::Outcome::Skipped,
+                json!({"net": Some(*net), "port": spec.name, "why": why}),
+            );
+            continue;
+        }
+        pve.push((k, spec));
+    }
+    if pve.is_empty() {
+        return done;
+    }
+    let results: Vec<Result<i64, String>> = match &injected {
+        Some(e) => pve.iter().map(|_| Err(e.to_string())).collect(),
+        None => {
+            let specs: Vec<PortSpec> = pve.iter().map(|(_, s)| s.clone()).collect();
+            let r = host.ovs.add_ports(&specs).await;
+            r.into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect()
+        }
+    };
+    let next = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .max();
+    let waited = match next {
+        Some(n) => host
+            .ovs
+            .wait_cur_cfg(n, host.wait_budget(Budget::Rollback))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("the Port row is back, but ovs-vswitchd did not apply it: {e}")),
+        None => Ok(()),
+    };
+    for ((k, spec), r) in pve.iter().zip(results) {
+        let (ri, net, _) = &items[*k];
+        let r = r.and_then(|_| waited.clone());
+        match &r {
+            Ok(()) => done[*k].port = Some((spec.name.clone(), spec.bridge.clone())),
+            Err(e) => done[*k].failed.push(format!(
+                "re-add PVE's port {} on {}: {e}",
+                spec.name, spec.bridge
+            )),
+        }
+        record_rollback(
+            &mut *recs[*ri],
+            &format!("{prefix}.add-port"),
+            r,
+            json!({"net": Some(*net), "port": spec.name}),
+        );
+    }
+    done
+}
+
+/// PVE's Port as PVE's `tap_plug` made it (no external_ids, no rate): `None` without a bridge.
+fn pve_spec(p: &ObservedPort) -> Option<PortSpec> {
+    Some(PortSpec {
+        name: p.name.clone(),
+        bridge: p.bridge.clone()?,
+        tag: p.tag,
+        trunks: p.trunks.clone(),
+        vlan_mode: p.vlan_mode.clone(),
+        mtu_request: p.mtu_request.and_then(|m| u32::try_from(m).ok()),
+        external_ids: Default::default(),
+        rate: None,
+    })
 }
 
 #[cfg(test)]

@@ -78,6 +78,9 @@ pub async fn resync(
     }
 }
 
+/// The plug poller's period ([`Plugs`]): it sleeps this long between two polls.
+pub const PLUG_POLL: Duration = Duration::from_millis(20);
+
 /// A new `veth<vmid>i<n>` waiting for PVE to plug it.
 struct Waiting {
     vmid: pve_integration::Vmid,
@@ -86,7 +89,7 @@ struct Waiting {
     until: Instant,
 }
 
-/// The veths waiting for PVE's plug, polled together by one task: every 20 ms one netlink
+/// The veths waiting for PVE's plug, polled together by one task: every [`PLUG_POLL`] one netlink
 /// lookup per link and ONE OVSDB read of all their Interfaces ([`Client::interfaces_status`]),
 /// on one connection, so a mass event (every veth re-created at once) costs ovsdb-server one
 /// transaction per poll instead of one per veth.
@@ -171,7 +174,7 @@ impl Plugs {
             }
             mine = left;
             if !mine.is_empty() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(PLUG_POLL).await;
             }
         }
     }

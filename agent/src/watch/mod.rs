@@ -23,8 +23,8 @@
 //!   container is read under PVE's config lock, then the container converges: a `netN` PVE
 //!   removed loses op-agent's link and Port, a changed tag/trunks/bridge/mtu/link_down is
 //!   applied, a NIC PVE hot-added is renamed and plugged once its `netN` is in the conf;
-//! - [`worker`]: converges what is due within a short window (20 ms after the last request,
-//!   at most 200 ms) as one batch through the engine ([`crate::engine::converge_batch`]:
+//! - [`worker`]: converges what is due within a short window (50 ms after the last request,
+//!   at most 500 ms) as one batch through the engine ([`crate::engine::converge_batch`]:
 //!   post-start steps, audit `phase` = `watch`, two waits for ovs-vswitchd per batch),
 //!   retrying a failed container with backoff (250 ms doubling, capped at 30 s) for as long
 //!   as it runs and is managed, at once when an event concerns it or, for a run the audit log
@@ -157,8 +157,9 @@ pub const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// How long the service waits on SIGTERM for the run (or batch) in progress: its deadline
 /// (`deadline_ms`, which a rollback also fits in: [`crate::engine::Budget::Rollback`]), plus
-/// a quarter of it again as the rollback reserve (a batch's rollback starts at the latest a
-/// quarter before its deadline), plus [`STOP_MARGIN`]. With the default `deadline_ms` of
+/// a quarter of it again as a reserve (a batch's rollback starts at the latest a sixth before
+/// its deadline, [`crate::engine::deadline::Budget::Batch`], and ends within it), plus
+/// [`STOP_MARGIN`]. With the default `deadline_ms` of
 /// 10 000: 17.5 s; debian/op-agent.service's `TimeoutStopSec` covers it.
 pub fn stop_limit(deadline_ms: u64) -> Duration {
     let d = Duration::from_millis(deadline_ms);

@@ -250,11 +250,16 @@ fn rearm_audit_failed(pending: &mut BTreeMap<Vmid, Pending>) {
     }
 }
 
-/// The window after the last request within which another joins the batch.
-pub const COALESCE: Duration = Duration::from_millis(20);
+/// The window after the last request within which another joins the batch. Longer than two
+/// periods of the plug poller ([`super::links::PLUG_POLL`], plus the poll itself): the veths
+/// of one burst (every veth re-created at once) are handed over in consecutive polls as
+/// their plug is seen, and a shorter window would close between two polls and split the
+/// burst into batches (each with its own waits for ovs-vswitchd).
+pub const COALESCE: Duration = Duration::from_millis(50);
 
-/// The longest a due batch waits for more requests.
-pub const COALESCE_MAX: Duration = Duration::from_millis(200);
+/// The longest a due batch waits for more requests (the window extends by [`COALESCE`] after
+/// each request, up to this).
+pub const COALESCE_MAX: Duration = Duration::from_millis(500);
 
 /// Takes one request into `pending`; false for [`Job::Stop`].
 fn take(cfg: &AgentConfig, pending: &mut BTreeMap<Vmid, Pending>, job: Job) -> bool {
@@ -501,6 +506,12 @@ mod tests {
         assert!(!b.take(v, t), "spent");
         assert!(b.take("101".parse().unwrap(), t), "per container");
         assert!(b.take(v, t + REPAIR_PERIOD), "refilled");
+    }
+
+    #[test]
+    fn the_collection_window_outlasts_two_plug_polls() {
+        assert!(COALESCE > 2 * crate::watch::links::PLUG_POLL);
+        assert!(COALESCE_MAX >= 10 * COALESCE);
     }
 
     #[test]

@@ -262,6 +262,98 @@ impl Client {
             .collect()
     }
 
+    /// Replaces many Ports in ONE transaction: per item `(del_name, guard, spec)` the ops of
+    /// [`Client::replace_port`] (the guarded delete of `del_name`'s row, when there is one,
+    /// and the guarded insert of `spec`, its `uuid-name`s made unique per item), then one
+    /// `next_cfg` bump. The rows to delete are read first, in one transaction for all.
+    /// Returns, per item in order, what [`Client::replace_port`] returns. An item whose op
+    /// aborted the transaction, or whose row is not `guard`'s, is done on its own
+    /// ([`Client::replace_port`], which names the guard), the others again together.
+    pub async fn replace_ports(
+        &self,
+        items: &[(String, DelGuard, PortSpec)],
+    ) -> Vec<Result<i64, OvsdbError>> {
+        let mut out: Vec<Option<Result<i64, OvsdbError>>> = items.iter().map(|_| None).collect();
+        let sel: Vec<VsOp> = items
+            .iter()
+            .flat_map(|(name, _, _)| ops::port_to_delete(name))
+            .collect();
+        // Per item: the UUID of the row to delete (None: absent); items not in `todo` go alone.
+        let mut todo: Vec<(usize, Option<String>)> = Vec::new();
+        // Unreadable (OVSDB unreachable): every item goes alone and reports its own error.
+        if let Ok(r) = self.run(&sel).await {
+            for (i, (_, guard, _)) in items.iter().enumerate() {
+                let row = rows(&r, i).first().cloned();
+                let guard_ok = match (&row, guard) {
+                    (Some(row), DelGuard::OwnedBy { key, value }) => {
+                        str_map(row.get("external_ids")).get(key) == Some(value)
+                    }
+                    _ => true,
+                };
+                let uuid = row.as_ref().and_then(|x| x.get("_uuid")).and_then(uuid_of);
+                if guard_ok && (row.is_none() || uuid.is_some()) {
+                    todo.push((i, uuid));
+                }
+            }
+        }
+        let alone: Vec<usize> = (0..items.len())
+            .filter(|i| !todo.iter().any(|(k, _)| k == i))
+            .collect();
+        for i in alone {
+            let (name, guard, spec) = &items[i];
+            out[i] = Some(self.replace_port(name, guard.clone(), spec).await);
+        }
+        while !todo.is_empty() {
+            if todo.len() == 1 {
+                let (i, _) = todo[0];
+                let (name, guard, spec) = &items[i];
+                out[i] = Some(self.replace_port(name, guard.clone(), spec).await);
+                break;
+            }
+            let names: Vec<&str> = todo.iter().map(|(i, _)| items[*i].0.as_str()).collect();
+            let mut b = Batch::new(format!("op-agent: replace-port {}", names.join(" ")));
+            for (k, (i, uuid)) in todo.iter().enumerate() {
+                let (name, guard, spec) = &items[*i];
+                b.extend(
+                    Some(k),
+                    ops::replace_port_ops(name, uuid.as_deref(), guard, spec),
+                );
+            }
+            b.extend(None, ops::bump_and_read_cfg());
+            match self.run_batch(&b, true).await {
+                Ok(res) => {
+                    let next = next_cfg_of(&res, ops::cfg_index(&b.ops));
+                    for (i, _) in &todo {
+                        self.port_uuids().remove(&items[*i].0);
+                        out[*i] = Some(next.as_ref().map(|n| *n).map_err(dup));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    let failed: Vec<(usize, Option<String>)> = match b.failed_item(&e) {
+                        Some(k) => vec![todo.remove(k)],
+                        None => std::mem::take(&mut todo),
+                    };
+                    for (i, _) in failed {
+                        let (name, guard, spec) = &items[i];
+                        self.port_uuids().remove(name);
+                        out[i] = Some(self.replace_port(name, guard.clone(), spec).await);
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(OvsdbError::BadReply {
+                        method: "transact".into(),
+                        detail: "port not replaced".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
     /// `(ofport, error)` of the `Interface` rows named `names`, in order, read in one
     /// transaction (one `select` each, RFC 7047 §5.2.2).
     ///

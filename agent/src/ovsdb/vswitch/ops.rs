@@ -203,6 +203,20 @@ pub fn replace_port(
         "op-agent: replace-port {} by {} {}",
         del_name, spec.bridge, spec.name
     ))];
+    ops.extend(replace_port_ops(del_name, del_uuid, guard, spec));
+    ops.extend(bump_and_read_cfg());
+    ops
+}
+
+/// The ops of one replace in [`replace_port`], without the comment and the `next_cfg` bump
+/// (a batch of replaces shares those).
+pub(super) fn replace_port_ops(
+    del_name: &str,
+    del_uuid: Option<&str>,
+    guard: &DelGuard,
+    spec: &PortSpec,
+) -> Vec<VsOp> {
+    let mut ops = Vec::new();
     if let Some(uuid) = del_uuid {
         ops.extend(del_port_ops(del_name, uuid, guard, false));
         // Unreferenced rows are only garbage-collected at commit: delete them explicitly so
@@ -218,7 +232,6 @@ pub fn replace_port(
         });
     }
     ops.extend(add_port_ops(spec));
-    ops.extend(bump_and_read_cfg());
     ops
 }
 
