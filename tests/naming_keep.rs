@@ -30,7 +30,13 @@ fn kept(host: &TestHost, veth: &str, alt: &str, tag: u16) -> Result<(), String> 
     if got != tag.to_string() {
         return Err(format!("Port {veth} tag {got}"));
     }
-    let owner = host.ovs_get("Port", veth, "external_ids:owner");
+    // Missing for a moment after PVE's live edit re-creates its Port, until the watch marks
+    // it again: a retry, not a failure (`--if-exists`: an absent key reads as empty).
+    let owner = host
+        .vsctl(&["--if-exists", "get", "Port", veth, "external_ids:owner"])
+        .stdout_text()
+        .trim()
+        .to_string();
     if owner.trim_matches('"') != "op-agent" {
         return Err(format!("Port {veth} owner {owner:?}"));
     }
