@@ -89,16 +89,24 @@ pub fn net_key(s: &str) -> Option<u8> {
 /// names in `-delete`/`--delete` (comma or space separated, as pve-container's `delete`
 /// format `pve-configid-list` allows).
 pub fn touched_nets(options: &[String]) -> BTreeSet<u8> {
-    let mut out = BTreeSet::new();
-    for (name, value) in option_pairs(options) {
-        if name == "delete" {
-            let v = value.unwrap_or_default();
-            out.extend(v.split([',', ' ', ';']).filter_map(net_key));
-        } else if let Some(n) = net_key(&name) {
-            out.insert(n);
-        }
-    }
+    let mut out: BTreeSet<u8> = deleted_nets(options).into_iter().collect();
+    out.extend(option_pairs(options).iter().filter_map(|(n, _)| net_key(n)));
     out
+}
+
+/// The `netN` indexes named in `-delete`/`--delete` (comma, space or `;` separated, as
+/// pve-container's `delete` format `pve-configid-list` allows), in order.
+pub fn deleted_nets(options: &[String]) -> Vec<u8> {
+    option_pairs(options)
+        .into_iter()
+        .filter(|(name, _)| name == "delete")
+        .flat_map(|(_, v)| {
+            v.unwrap_or_default()
+                .split([',', ' ', ';'])
+                .filter_map(net_key)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// PVE's message on `stderr` as one line: its non-empty lines joined by `; `, without the

@@ -51,20 +51,14 @@ pub fn conflicts(ct: &ContainerConfig, options: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     // A `[[nic]]` of a NIC the edit deletes: every later pre-start would refuse the
     // container (`[[nic]] net = 0: no net0 in …`, which guards against a mistyped `net`).
-    for (name, value) in super::set::option_pairs(options) {
-        if name != "delete" {
-            continue;
-        }
-        let value = value.unwrap_or_default();
-        for net in value.split([',', ' ', ';']).filter_map(super::set::net_key) {
-            if let Some(i) = ct.toml.nic.iter().position(|n| n.net == net) {
-                out.push(format!(
-                    "{} line {}: [[nic]] net = {net} names net{net}, which this edit deletes (the \
-                     next start would refuse the container); remove that [[nic]] table",
-                    ct.path.display(),
-                    ct.nic_lines.get(i).copied().unwrap_or(0)
-                ));
-            }
+    for net in super::set::deleted_nets(options) {
+        if let Some(i) = ct.toml.nic.iter().position(|n| n.net == net) {
+            out.push(format!(
+                "{} line {}: [[nic]] net = {net} names net{net}, which this edit deletes (the \
+                 next start would refuse the container); remove that [[nic]] table",
+                ct.path.display(),
+                ct.nic_lines.get(i).copied().unwrap_or(0)
+            ));
         }
     }
     for (net, value) in net_values(options) {

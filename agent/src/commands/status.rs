@@ -206,12 +206,13 @@ pub fn collect(
     let rt = inspect::runtime().map_err(|e| e.to_string())?;
     Ok(rt.block_on(async {
         let mut out: Vec<ContainerStatus> = Vec::new();
+        let mut down: Option<String> = None;
         for v in vmids {
-            let down = out
-                .iter()
-                .find(|c| c.unavailable)
-                .and_then(|c| c.error.clone());
-            out.push(status_of(cfg, v, down.as_deref()).await);
+            let st = status_of(cfg, v, down.as_deref()).await;
+            if st.unavailable && down.is_none() {
+                down.clone_from(&st.error);
+            }
+            out.push(st);
         }
         match crate::counters::dump().await {
             Ok(stats) => crate::counters::fill_status(&mut out, &stats),

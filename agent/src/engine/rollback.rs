@@ -177,17 +177,15 @@ pub async fn hand_back<L: Links, V: Vswitch>(
             done.link = link_back;
             return done;
         };
-        if let (Some((pve, ours)), None) = (&u.renamed, &link_back) {
-            // The rename back failed: no device has PVE's name, and a Port for it would be a
-            // dead row (ofport -1) beside a link left without any Port.
-            let why = format!("{ours} could not be renamed back to {pve}");
-            done.failed
-                .push(format!("re-add PVE's port {}: skipped, {why}", p.name));
-            rec.outcome(
-                &format!("{prefix}.add-port"),
-                crate::audit::Outcome::Skipped,
-                json!({"net": net_v, "port": p.name, "why": why}),
-            );
+        if let Some(why) = skip_dead_pve_port(
+            u.renamed.as_ref(),
+            link_back.as_ref(),
+            &p.name,
+            net,
+            prefix,
+            rec,
+        ) {
+            note(&Err(why), &format!("re-add PVE's port {}", p.name));
             done.link = link_back;
             return done;
         }
@@ -344,16 +342,14 @@ pub async fn hand_back_many<L: Links, V: Vswitch>(
         let Some(spec) = u.pve_port.as_ref().and_then(pve_spec) else {
             continue;
         };
-        if let (Some((pve_name, ours)), None) = (&u.renamed, &done[k].link) {
-            let why = format!("{ours} could not be renamed back to {pve_name}");
+        let rec = &mut *recs[*ri];
+        let link = done[k].link.as_ref();
+        if let Some(why) =
+            skip_dead_pve_port(u.renamed.as_ref(), link, &spec.name, *net, prefix, rec)
+        {
             done[k]
                 .failed
-                .push(format!("re-add PVE's port {}: skipped, {why}", spec.name));
-            recs[*ri].outcome(
-                &format!("{prefix}.add-port"),
-                crate::audit::Outcome::Skipped,
-                json!({"net": Some(*net), "port": spec.name, "why": why}),
-            );
+                .push(format!("re-add PVE's port {}: {why}", spec.name));
             continue;
         }
         pve.push((k, spec));
@@ -405,6 +401,30 @@ pub async fn hand_back_many<L: Links, V: Vswitch>(
 }
 
 /// PVE's Port as PVE's `tap_plug` made it (no external_ids, no rate): `None` without a bridge.
+/// `Some("skipped, <why>")` (and a `<prefix>.add-port` row `skipped`) when PVE's Port
+/// `port` must not be put back because the rename back failed (`renamed` set, `link_back`
+/// unset): no device has PVE's name, and a Port for it would be a dead row (ofport -1) beside
+/// a link left without any Port.
+fn skip_dead_pve_port(
+    renamed: Option<&(String, String)>,
+    link_back: Option<&String>,
+    port: &str,
+    net: u8,
+    prefix: &str,
+    rec: &mut Recorder,
+) -> Option<String> {
+    let (Some((pve, ours)), None) = (renamed, link_back) else {
+        return None;
+    };
+    let why = format!("{ours} could not be renamed back to {pve}");
+    rec.outcome(
+        &format!("{prefix}.add-port"),
+        crate::audit::Outcome::Skipped,
+        json!({"net": Some(net), "port": port, "why": why}),
+    );
+    Some(format!("skipped, {why}"))
+}
+
 fn pve_spec(p: &ObservedPort) -> Option<PortSpec> {
     Some(PortSpec {
         name: p.name.clone(),
