@@ -543,8 +543,8 @@ fn a_stop_with_watch_running_is_not_taken_for_drift() {
 /// set, and `check` agrees. Both follow PVE, which gives the host end the bridge's MTU whatever
 /// the NIC's `mtu=` (pve-container `lxcnetaddbr`: `ip link set dev $iface up mtu
 /// $bridgemtu`; pve-common `PVE::Network` `$ovs_bridge_add_port`: `mtu_request=$bridgemtu`);
-/// `mtu=` is the container end's (LXC `lxc.net.N.mtu`). A regression test: it passed before
-/// as after, the reported loss of 1400 being PVE's own behaviour.
+/// `mtu=` is the container end's (LXC `lxc.net.N.mtu`). A `mtu_request` someone else changes
+/// on the Interface is drift, restored like a changed tag.
 #[test]
 fn a_repair_sets_the_mtu_request_post_start_set() {
     let host = TestHost::new("w-mtu");
@@ -573,5 +573,32 @@ fn a_repair_sets_the_mtu_request_post_start_set() {
     assert_eq!(host.ovs_get("Interface", "vi100", "mtu_request"), at_start);
     let c = host.agent(&["check", "100"]);
     assert_eq!(c.code(), Some(0), "{}", c.text());
+    // Someone changes only the Interface's mtu_request: drift like a changed tag. The bridge
+    // has its MTU set, as ifupdown2's openvswitch addon does for an `mtu` line (without one,
+    // OVS gives a bridge the minimum of its ports' MTUs, so the bridge would follow the drift:
+    // Open vSwitch's "ofproto: Honor mtu_request even for internal ports").
+    host.vsctl_ok(&[
+        "set",
+        "Interface",
+        "ovsbr0",
+        &format!("mtu_request={at_start}"),
+    ]);
+    host.vsctl_ok(&["set", "Interface", "vi100", "mtu_request=1400"]);
+    let since = Instant::now();
+    while host.ovs_get("Interface", "vi100", "mtu_request") != at_start {
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "mtu_request {} not restored to {at_start} within 5 s\n{}",
+            host.ovs_get("Interface", "vi100", "mtu_request"),
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let drift = host
+        .audit_rows()
+        .into_iter()
+        .filter(|r| r.vmid == 100 && r.step == "watch.drift")
+        .any(|r| r.detail.to_string().contains("mtu_request"));
+    assert!(drift, "no watch.drift row naming mtu_request");
     assert!(w.stop().is_some_and(|s| s.success()), "{}", w.log_text());
 }

@@ -186,7 +186,13 @@ pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<
             nic.bridge.as_ref()?.to_string(),
             nic.tag.map(|t| t.get()),
             nic.trunks.iter().map(|t| t.get()).collect::<Vec<_>>(),
-            obs.pve_port.as_ref().and_then(|p| p.mtu_request),
+            // PVE's Port's mtu_request is the bridge's it read at plug time; in keep mode that
+            // Port is the one op-agent manages, so a value someone set there since is drift,
+            // not PVE's: the bridge's MTU is wanted then.
+            obs.pve_port
+                .as_ref()
+                .filter(|_| !d.keeps_names() || obs.bridge_mtu.is_none())
+                .and_then(|p| p.mtu_request),
         ),
         NicMode::KeepAttachment => match &obs.pve_port {
             // PVE's own attachment: keep its bridge, tag, trunks and mtu.

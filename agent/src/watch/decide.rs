@@ -3,7 +3,8 @@
 //! caller does the I/O (config reads, netlink checks) and schedules the runs.
 //!
 //! Loop avoidance, first half: a container is due only when the replica differs from its
-//! desired state (a row missing, or tag/trunks/vlan_mode/bridge not what the config says),
+//! desired state (a row missing, or tag/trunks/vlan_mode/bridge/mtu_request not what the
+//! config and the bridge's MTU say),
 //! never merely because one of its rows changed. The rows op-agent's own runs write are the
 //! desired ones, so they never make a container due again. (Second half: the worker's dry run
 //! drops a drift seen between two transactions of one of op-agent's own runs.)
@@ -103,7 +104,16 @@ impl Drift {
 /// The drifts of `wants` in `t`. A NIC whose bridge is not in the replica is not due (the
 /// bridge's return converges it); a Port of that name without op-agent's mark is not ours
 /// (the run would refuse it), so it is not due either.
-pub fn drifts(wants: &[WantPort], t: &Tables) -> Vec<Drift> {
+///
+/// `bridge_mtu` gives the MTU (bytes) of each bridge's kernel device as far as the caller read
+/// it: post-start gives the Interface that `mtu_request` (pve-common `PVE::Network`
+/// `$ovs_bridge_add_port`: `mtu_request=$bridgemtu`, `read_bridge_mtu`), so an Interface whose
+/// `mtu_request` differs from it has drifted. A bridge not in the map is not compared.
+pub fn drifts(
+    wants: &[WantPort],
+    t: &Tables,
+    bridge_mtu: &std::collections::BTreeMap<String, u32>,
+) -> Vec<Drift> {
     let mut out = Vec::new();
     for w in wants.iter().filter(|w| t.has_bridge(&w.bridge)) {
         let Some((uuid, p)) = t.port_by_name(&w.name) else {
@@ -141,11 +151,13 @@ pub fn drifts(wants: &[WantPort], t: &Tables) -> Vec<Drift> {
         if p.qos != w.rate_kbits.is_some() {
             c.push(("qos", json!(w.rate_kbits.is_some()), json!(p.qos)));
         }
-        let policing = t
-            .interfaces_of(p)
-            .next()
-            .and_then(|i| i.ingress_policing_rate)
-            .unwrap_or(0);
+        let iface = t.interfaces_of(p).next();
+        if let (Some(want), Some(i)) = (bridge_mtu.get(&w.bridge), iface) {
+            if i.mtu_request != Some(i64::from(*want)) {
+                c.push(("mtu_request", json!(want), json!(i.mtu_request)));
+            }
+        }
+        let policing = iface.and_then(|i| i.ingress_policing_rate).unwrap_or(0);
         if policing != w.rate_kbits.unwrap_or(0) {
             c.push((
                 "ingress_policing_rate",
@@ -167,7 +179,8 @@ pub fn drifts(wants: &[WantPort], t: &Tables) -> Vec<Drift> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Touched {
     /// Containers one of whose owned Ports (`external_ids:owner=op-agent`, `vm-id`) was
-    /// inserted, deleted, changed or moved between bridges.
+    /// inserted, deleted, changed or moved between bridges, or whose Interface row changed
+    /// (`mtu_request`, `ingress_policing_rate`).
     pub owned: BTreeSet<Vmid>,
     /// PVE-named Ports (`veth<vmid>i<n>`) inserted or changed, or whose Interface changed.
     pub veth_ports: BTreeSet<String>,
@@ -219,6 +232,11 @@ pub fn touched(changes: &[Change], t: &Tables) -> Touched {
         if let Some(Row::Interface(i)) = &c.new {
             if HostVeth::parse(&i.name).is_some() {
                 out.veth_ports.insert(i.name.clone());
+            }
+            if c.old.is_some() {
+                let port = t.ports.values().find(|p| p.interfaces.contains(&c.uuid));
+                out.owned
+                    .extend(port.and_then(|p| owner_vmid(&p.external_ids)));
             }
         }
     }

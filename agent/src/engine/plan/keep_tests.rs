@@ -100,6 +100,12 @@ fn converged_is_empty_and_a_second_port_by_the_altname_goes_first() {
         ..Default::default()
     };
     assert_eq!(lines(&d, &observed(o.clone())), Vec::<String>::new());
+    // Someone set mtu_request=1400 on PVE's Port: the bridge's MTU is restored.
+    let mut drifted = o.clone();
+    drifted.bridge_mtu = Some(1500);
+    drifted.pve_port.as_mut().unwrap().mtu_request = Some(1400);
+    let l = lines(&d, &observed(drifted));
+    assert!(l.len() == 1 && l[0].contains("mtu_request=1500"), "{l:?}");
     o.target_port = Some(ObservedPort {
         name: "vi100".into(),
         bridge: Some("ovsbr0".into()),
