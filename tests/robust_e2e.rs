@@ -160,6 +160,40 @@ fn a_bom_and_an_upper_case_key_in_the_pve_conf_do_not_abort_the_start() {
     );
 }
 
+/// A hand-edited PVE conf with a second `net0:` line (VLAN 20), `delete:` outside
+/// `[pve:pending]` and a header PVE does not take (`[snap 1]`): PVE's `parse_pct_config` keeps
+/// the last `net0` (`$conf->{$key} = $value`) and only warns about the rest, so the container
+/// starts on VLAN 20. The hook converges it there (not 78, which aborted the start), post-stop
+/// removes the Port, and `config check` names the shadowed line.
+#[test]
+fn a_duplicate_key_delete_and_odd_header_in_the_pve_conf_follow_pve() {
+    let host = TestHost::new("r-dup");
+    let second = Nic::new(0, "ovsbr0")
+        .hwaddr(&pve_mac(100))
+        .ip(&format!("{}/24", bridged_ip(100)))
+        .tag(20)
+        .to_string();
+    let conf = PveConf::bridged(100, 10)
+        .line("delete: net5")
+        .line("[snap 1]")
+        .line(second.trim_end());
+    host.write_pve_conf(100, conf);
+    host.manage(100, "network_type = \"bridge\"\n");
+    let out = host.sim_ok(&["start", "100"]);
+    assert!(out.contains("veth100i0 -> vi100"), "{out}");
+    host.wait_converged(100, "vi100", 20, Duration::from_secs(2));
+    let c = host.agent(&["config", "check"]);
+    assert_eq!(c.code(), Some(0), "{}", c.text());
+    assert!(
+        c.stdout_text().contains("WARNING") && c.stdout_text().contains("later line"),
+        "{}",
+        c.stdout_text()
+    );
+    host.sim_ok(&["stop", "100"]);
+    let left = host.vsctl_ok(&["--columns=name", "find", "Port", "external_ids:vm-id=100"]);
+    assert!(left.is_empty(), "post-stop left {left}");
+}
+
 /// A PVE conf with a Latin-1 byte in a comment (written by hand, not UTF-8): PVE's
 /// `parse_pct_config` reads bytes and starts the container, so the hook converges it too (not
 /// 78 "not valid UTF-8", which aborted the start), and `config check` still sees the

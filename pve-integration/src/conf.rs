@@ -7,11 +7,15 @@
 //! PVE's non-strict mode (the one `PVE::LXC::Config::load_config` uses) does with
 //! `unable to parse config: <line>`: a UTF-8 byte order mark before the first key, an
 //! upper-case key (`NET0:`), a key with an empty value. Such lines are listed in
-//! [`PveConf::ignored`]; the container PVE starts does not have them either. Differences from
-//! PVE, on purpose: a bad *value* of a key op-agent reads (`netN`, `hookscript`), a duplicate
-//! key and a non-UTF-8 line that would match a pattern are errors, because the agent must not
-//! act on a half-read file. A `netN` without `hwaddr` stays `None` (PVE invents a random MAC
-//! on every parse).
+//! [`PveConf::ignored`]; the container PVE starts does not have them either. So is `delete:`
+//! outside `[pve:pending]` (PVE: `property 'delete' is only allowed in [pve:pending]`). A key
+//! given twice in a section takes its last line's value, as PVE's `$conf->{$key} = $value`
+//! does without a word; op-agent lists the earlier lines in [`PveConf::ignored`]. A section
+//! header PVE does not take (`[snap 1]`) is such a dropped line, so the keys after it stay
+//! in the section before, as in PVE. Differences from PVE, on purpose: a bad *value* of a key
+//! op-agent reads (`netN`, `hookscript`) is an error (PVE warns and keeps it), because the
+//! agent must not act on a half-read NIC. A `netN` without `hwaddr` stays `None` (PVE
+//! invents a random MAC on every parse).
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -76,7 +80,9 @@ enum Section {
 pub fn parse_conf<R: BufRead>(mut reader: R, source: &str) -> Result<PveConf, ConfError> {
     let mut conf = PveConf::default();
     let mut section = Section::Main;
-    let mut seen_main: BTreeMap<String, ()> = BTreeMap::new();
+    // Main-section keys as `parse_pct_config` ends with them: the last line of each wins.
+    let mut main: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    let mut pending_lines: BTreeMap<String, usize> = BTreeMap::new();
     let mut buf = Vec::new();
     let mut lineno = 0usize;
     loop {
@@ -98,6 +104,12 @@ pub fn parse_conf<R: BufRead>(mut reader: R, source: &str) -> Result<PveConf, Co
             kind,
         };
         let raw = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let shadowed = |key: &str, earlier: usize| ConfError {
+            file: source.to_string(),
+            line: earlier,
+            key: key.escape_debug().to_string(),
+            kind: ConfErrorKind::DuplicateKey,
+        };
         let ignored = |what: &str| ConfError {
             key: format!("line {:?}", what.chars().take(40).collect::<String>()),
             ..err("line", ConfErrorKind::Syntax)
@@ -151,55 +163,67 @@ pub fn parse_conf<R: BufRead>(mut reader: R, source: &str) -> Result<PveConf, Co
         match section {
             Section::Snapshot => {}
             Section::Pending => {
-                if conf
-                    .pending
-                    .insert(key.to_string(), value.to_string())
-                    .is_some()
-                {
-                    return Err(err(key, ConfErrorKind::DuplicateKey));
+                if let Some(earlier) = pending_lines.insert(key.to_string(), lineno) {
+                    conf.ignored.push(shadowed(key, earlier));
                 }
+                conf.pending.insert(key.to_string(), value.to_string());
             }
             Section::Main => {
-                if seen_main.insert(key.to_string(), ()).is_some() {
-                    return Err(err(key, ConfErrorKind::DuplicateKey));
-                }
                 if key == "delete" {
-                    return Err(err(key, ConfErrorKind::DeleteOutsidePending));
+                    // PVE: `property 'delete' is only allowed in [pve:pending]`, a warning.
+                    conf.ignored
+                        .push(err(key, ConfErrorKind::DeleteOutsidePending));
+                    continue;
                 }
                 if key == "description" {
                     conf.description.push_str(&decode_text(value));
                     continue;
                 }
-                if key == "hookscript" {
-                    if !is_volume_id(value) {
-                        return Err(err(key, invalid(value, "<storage>:<volume>")));
-                    }
-                    conf.hookscript = Some(value.to_string());
-                    continue;
+                // `$conf->{$key} = $value`: a later line of the same key wins, silently.
+                if let Some((earlier, _)) =
+                    main.insert(key.to_string(), (lineno, value.to_string()))
+                {
+                    conf.ignored.push(shadowed(key, earlier));
                 }
-                if let Some(digits) = key.strip_prefix("net") {
-                    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-                        let index = digits
-                            .parse::<u8>()
-                            .ok()
-                            .and_then(NetIndex::new)
-                            .ok_or_else(|| err(key, ConfErrorKind::NetIndexRange))?;
-                        let net = parse_lxc_network(index, value).map_err(|(prop, kind)| {
-                            err(
-                                &format!(
-                                    "{key}{}",
-                                    prop.map(|p| format!(".{p}")).unwrap_or_default()
-                                ),
-                                kind,
-                            )
-                        })?;
-                        conf.nets.insert(index.get(), net);
-                        continue;
-                    }
-                }
-                conf.options.insert(key.to_string(), value.to_string());
             }
         }
+    }
+    conf.ignored.sort_by_key(|e| e.line);
+    // The values that won, checked in file order (the first bad one is the error).
+    let mut main: Vec<(String, (usize, String))> = main.into_iter().collect();
+    main.sort_by_key(|(_, (line, _))| *line);
+    for (key, (line, value)) in main {
+        let err = |key: &str, kind: ConfErrorKind| ConfError {
+            file: source.to_string(),
+            line,
+            key: key.escape_debug().to_string(),
+            kind,
+        };
+        if key == "hookscript" {
+            if !is_volume_id(&value) {
+                return Err(err(&key, invalid(&value, "<storage>:<volume>")));
+            }
+            conf.hookscript = Some(value);
+            continue;
+        }
+        if let Some(digits) = key.strip_prefix("net") {
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                let index = digits
+                    .parse::<u8>()
+                    .ok()
+                    .and_then(NetIndex::new)
+                    .ok_or_else(|| err(&key, ConfErrorKind::NetIndexRange))?;
+                let net = parse_lxc_network(index, &value).map_err(|(prop, kind)| {
+                    err(
+                        &format!("{key}{}", prop.map(|p| format!(".{p}")).unwrap_or_default()),
+                        kind,
+                    )
+                })?;
+                conf.nets.insert(index.get(), net);
+                continue;
+            }
+        }
+        conf.options.insert(key, value);
     }
     Ok(conf)
 }
@@ -408,11 +432,41 @@ lxc.net.0.mtu = 1000
             err("net32: name=e\n"),
             "100.conf:1: network index out of range 0..=31 (net32)"
         );
+    }
+
+    /// `parse_pct_config` keeps the last line of a key (`$conf->{$key} = $value`), only warns
+    /// about `delete:` outside `[pve:pending]`, and reads a header it does not take
+    /// (`[snap 1]`) as a dropped line, so the keys after it stay in the main section.
+    #[test]
+    fn pve_tolerated_duplicates_delete_and_headers_are_warnings() {
+        let c = parse("net0: name=a,bogus=1\nhookscript: local:snippets/op-hook\nnet0: name=b\n")
+            .unwrap();
+        assert_eq!(c.nets[&0].name, "b", "the last line wins");
+        assert_eq!(c.ignored.len(), 1);
         assert_eq!(
-            err("net0: name=a\nnet0: name=b\n"),
-            "100.conf:2: duplicate key (net0)"
+            c.ignored[0].to_string(),
+            "100.conf:1: key given again on a later line, which wins as in PVE; this line is ignored (net0)"
         );
-        assert!(err("delete: net0\n").contains("only allowed in [pve:pending]"));
+        let c = parse("delete: net0\nnet0: name=eth0\n").unwrap();
+        assert_eq!(c.nets[&0].name, "eth0");
+        assert!(c.ignored[0]
+            .to_string()
+            .contains("only allowed in [pve:pending]"));
+        let c = parse("net0: name=eth0,tag=10\n[snap 1]\nnet0: name=eth0,tag=20\n").unwrap();
+        assert_eq!(c.nets[&0].tag.map(|t| t.get()), Some(20), "as in PVE");
+        assert!(c.snapshots.is_empty());
+        assert_eq!(c.ignored.len(), 2, "{:?}", c.ignored);
+        let c = parse("[pve:pending]\nmemory: 1\nmemory: 2\n").unwrap();
+        assert_eq!(c.pending["memory"], "2");
+        // The value that wins is still checked.
+        assert_eq!(
+            err("net0: name=a\nnet0: name=b,bogus=1\n"),
+            "100.conf:2: invalid key in comma-separated list property (net0.bogus)"
+        );
+    }
+
+    #[test]
+    fn bad_hookscript_values() {
         assert!(err("hookscript: op-hook\n").contains("(hookscript)"));
         assert!(err("hookscript: 1local:snippets/x\n").contains("(hookscript)"));
     }
@@ -439,7 +493,6 @@ lxc.net.0.mtu = 1000
         let c = parse("[PVE:PENDING]\nhookscript: local:snippets/x\n").unwrap();
         assert!(c.hookscript.is_none());
         assert_eq!(c.pending["hookscript"], "local:snippets/x");
-        assert!(err("[pve:pending]\nmemory: 1\nmemory: 2\n").contains("duplicate key"));
         let c = parse("[a]\n[snap]x\n").unwrap();
         assert!(
             c.snapshots.is_empty(),

@@ -13,8 +13,9 @@ pub enum ConfErrorKind {
     /// The line matches none of `parse_pct_config`'s patterns.
     #[error("unable to parse config line")]
     Syntax,
-    /// The same key appears twice in one section.
-    #[error("duplicate key")]
+    /// The same key appears again on a later line of the section, which wins
+    /// (`parse_pct_config`: `$conf->{$key} = $value`); the error is the earlier line's.
+    #[error("key given again on a later line, which wins as in PVE; this line is ignored")]
     DuplicateKey,
     /// `delete:` outside `[pve:pending]`.
     #[error("property 'delete' is only allowed in [pve:pending]")]
