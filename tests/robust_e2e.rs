@@ -300,3 +300,95 @@ fn relative_paths_and_a_zero_deadline_in_agent_toml_are_refused() {
         assert!(c.stdout_text().contains(&want), "{}", c.stdout_text());
     }
 }
+
+/// A FIFO as `/etc/network/interfaces`, or as a file it `source`s: `config check` reads it
+/// without blocking and says what it refused, within the time a normal check takes (it hung,
+/// waiting for a writer).
+#[test]
+fn a_fifo_as_the_interfaces_file_or_a_sourced_file_does_not_hang_config_check() {
+    let host = TestHost::new("r-fifo-if");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.sim_ok(&["start", "100"]);
+    let dir = host.root().join("etc/network");
+    std::fs::create_dir_all(&dir).unwrap();
+    for sourced in [false, true] {
+        if sourced {
+            std::fs::remove_file(dir.join("interfaces")).unwrap();
+            std::fs::write(
+                dir.join("interfaces"),
+                "auto lo\niface lo inet loopback\n\nsource /etc/network/extra\n",
+            )
+            .unwrap();
+            mkfifo(&dir.join("extra"));
+        } else {
+            mkfifo(&dir.join("interfaces"));
+        }
+        let o = host
+            .agent_cmd(&["config", "check"])
+            .config(host.agent_toml())
+            .timeout(Duration::from_secs(20))
+            .run();
+        assert!(
+            o.took < Duration::from_secs(5),
+            "sourced={sourced}: took {:?}",
+            o.took
+        );
+        let all = format!("{}{}", o.stdout_text(), o.stderr_text());
+        assert!(
+            all.contains("a FIFO, not a regular file"),
+            "sourced={sourced}: {all}"
+        );
+    }
+}
+
+/// A FIFO as `[audit] database`: `status`, `audit log`, `audit verify` and `metrics` end at
+/// once with one line naming the FIFO (they hung in SQLite's open), and the hook refuses the
+/// same way before it changes anything.
+#[test]
+fn a_fifo_as_the_audit_database_is_refused_without_hanging() {
+    let host = TestHost::new("r-fifo-db");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    let db = host.audit_db();
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    mkfifo(&db);
+    for args in [
+        &["status"][..],
+        &["audit", "log"][..],
+        &["audit", "verify"][..],
+        &["metrics"][..],
+    ] {
+        let o = host
+            .agent_cmd(args)
+            .config(host.agent_toml())
+            .timeout(Duration::from_secs(20))
+            .run();
+        assert!(
+            o.took < Duration::from_secs(5),
+            "{args:?} took {:?}",
+            o.took
+        );
+        let all = format!("{}{}", o.stdout_text(), o.stderr_text());
+        assert!(
+            all.contains("a FIFO, not a regular file"),
+            "{args:?}: {all}"
+        );
+    }
+    host.plug_like_pve(100);
+    let o = host
+        .hook(100, "post-start")
+        .timeout(Duration::from_secs(20))
+        .run();
+    let err = o.stderr_text();
+    assert!(
+        o.took < Duration::from_secs(5),
+        "post-start took {:?}",
+        o.took
+    );
+    assert_ne!(o.code(), Some(0), "{err}");
+    assert!(err.contains("a FIFO, not a regular file"), "{err}");
+    assert!(
+        host.ports("ovsbr0").contains(&"veth100i0".to_string()),
+        "PVE's port was touched without an audit trail: {:?}",
+        host.ports("ovsbr0")
+    );
+}

@@ -31,22 +31,31 @@ pub fn read_conf(root: &Path, vmid: Vmid) -> Result<Option<PveConf>, ConfError> 
 /// `Ok(None)` when the file does not exist; a [`ConfError`] (line 0, key `file`, kind
 /// [`ConfErrorKind::Io`]) for any other I/O error and for a FIFO, socket, device or folder.
 pub fn read_conf_file(path: &Path) -> Result<Option<Vec<u8>>, ConfError> {
-    let io = |msg: String| ConfError {
-        file: path.display().to_string(),
-        line: 0,
-        key: "file".to_string(),
-        kind: ConfErrorKind::Io(msg),
-    };
-    let file = match std::fs::OpenOptions::new()
+    match read_regular(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ConfError {
+            file: path.display().to_string(),
+            line: 0,
+            key: "file".to_string(),
+            kind: ConfErrorKind::Io(e.to_string()),
+        }),
+    }
+}
+
+/// Reads `path` whole without ever blocking: opened with `O_NONBLOCK`, and refused unless it is
+/// a regular file (after following symlinks), so that a FIFO, socket or device left where a
+/// config file belongs can neither hang the reader nor feed it endless data.
+///
+/// # Errors
+/// The OS error of `open`/`read` (`NotFound` when the file does not exist), or
+/// `InvalidInput` `refused: a FIFO, not a regular file` (socket, device, directory alike).
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(e.to_string())),
-    };
-    let ft = file.metadata().map_err(|e| io(e.to_string()))?.file_type();
+        .open(path)?;
+    let ft = file.metadata()?.file_type();
     if !ft.is_file() {
         let what = if ft.is_fifo() {
             "a FIFO"
@@ -57,13 +66,30 @@ pub fn read_conf_file(path: &Path) -> Result<Option<Vec<u8>>, ConfError> {
         } else {
             "a device"
         };
-        return Err(io(format!("refused: {what}, not a regular file")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("refused: {what}, not a regular file"),
+        ));
     }
     let mut bytes = Vec::new();
-    (&file)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io(e.to_string()))?;
-    Ok(Some(bytes))
+    (&file).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`read_regular`] as UTF-8 text, like `std::fs::read_to_string`.
+///
+/// # Errors
+/// Those of [`read_regular`], and `InvalidData` for bytes that are not UTF-8.
+pub fn read_regular_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_regular(path)?).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "not UTF-8 (byte {} is invalid)",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
 }
 
 /// The `hookscript:` value of the main section of a container conf's `text`, scanned as

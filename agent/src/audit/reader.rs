@@ -99,6 +99,53 @@ impl Drop for PrivateCopy {
     }
 }
 
+/// Checks, without opening anything (a FIFO's `open` would wait for a writer), that `db` and
+/// its `-wal` and `-shm` files are regular files where they exist (symlinks followed).
+///
+/// # Errors
+/// `InvalidInput` `refused: a FIFO, not a regular file` (`<path> is a FIFO` for `-wal`/`-shm`;
+/// socket, device, directory alike); the OS error of `stat` other than `NotFound`.
+pub(super) fn regular_or_absent(db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut paths = vec![db.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        paths.push(p.into());
+    }
+    for p in paths {
+        let ft = match std::fs::metadata(&p) {
+            Ok(m) => m.file_type(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if ft.is_file() {
+            continue;
+        }
+        let what = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            if p == db {
+                format!("refused: {what}, not a regular file; the audit database must be one")
+            } else {
+                format!(
+                    "refused: {} is {what}, not a regular file; remove it",
+                    p.display()
+                )
+            },
+        ));
+    }
+    Ok(())
+}
+
 fn user_version(c: &Connection) -> Result<i64, rusqlite::Error> {
     c.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
@@ -116,6 +163,12 @@ fn user_version(c: &Connection) -> Result<i64, rusqlite::Error> {
 ///
 /// Used by `audit verify`, `log`, `head`, `export` and `status`.
 pub fn open_read_only(db: &Path) -> Result<ReadOnlyDb, rusqlite::Error> {
+    if let Err(e) = regular_or_absent(db) {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(e.to_string()),
+        ));
+    }
     let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let first = Connection::open_with_flags(db, ro).and_then(|c| {
         let v = user_version(&c)?;

@@ -95,6 +95,11 @@ impl AuditLog {
     /// [`AuditError::Busy`], [`AuditError::NotADatabase`], [`AuditError::UnsupportedSchema`].
     pub fn open(db: &Path, opts: &AuditOptions) -> Result<AuditLog, AuditError> {
         create_private_parent(db)?;
+        reader::regular_or_absent(db).map_err(|source| AuditError::Io {
+            op: "open",
+            path: db.to_path_buf(),
+            source,
+        })?;
         if !db.exists() {
             // Create the file 0600 ourselves; SQLite gives -wal/-shm the main file's mode.
             match OpenOptions::new()

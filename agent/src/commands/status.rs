@@ -322,6 +322,15 @@ pub fn run(
     cfg: &AgentConfig,
 ) -> Result<ExitCode, CliError> {
     let list = collect(cfg, only).map_err(|e| CliError::new(ExitCode::Internal, e))?;
+    let db = &cfg.toml.audit.database;
+    if std::fs::symlink_metadata(db).is_ok() {
+        if let Err(e) = crate::audit::reader::open_read_only(db) {
+            log::warn!(
+                "status: audit database {} cannot be read, SEQ unknown: {e}",
+                db.display()
+            );
+        }
+    }
     let mut down = list
         .iter()
         .find(|c| c.unavailable)

@@ -30,7 +30,8 @@ pub trait Loader {
     /// The text of file `path`.
     ///
     /// # Errors
-    /// As `std::fs::read_to_string`.
+    /// As [`crate::conf_read::read_regular_text`] (never blocks; refuses a FIFO, socket or
+    /// device).
     fn read(&mut self, path: &Path) -> io::Result<String>;
 
     /// The entries of directory `dir`: name and whether it is a regular file (after
@@ -47,7 +48,7 @@ pub struct FsLoader;
 
 impl Loader for FsLoader {
     fn read(&mut self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
+        crate::conf_read::read_regular_text(path)
     }
 
     fn list(&mut self, dir: &Path) -> io::Result<Vec<(String, bool)>> {
@@ -84,7 +85,7 @@ pub enum ParseError {
 /// [`ParseError`].
 pub fn read(root: &Path) -> Result<Option<Interfaces>, ParseError> {
     let path = root.join("etc/network/interfaces");
-    match std::fs::read_to_string(&path) {
+    match crate::conf_read::read_regular_text(&path) {
         Ok(text) => parse(root, &path, &text, &mut FsLoader).map(Some),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(ParseError::Read { path, source }),
