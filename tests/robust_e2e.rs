@@ -392,3 +392,27 @@ fn a_fifo_as_the_audit_database_is_refused_without_hanging() {
         host.ports("ovsbr0")
     );
 }
+
+/// A dangling and a looping symlink as the container TOML: the hook refuses the start with one
+/// line naming the file (it took the container for one op-agent does not manage, exit 0, and
+/// PVE started it on its own plumbing), as `config check` does.
+#[test]
+fn a_dangling_or_looping_symlink_as_container_toml_is_an_error_not_unmanaged() {
+    let host = TestHost::new("r-dangle");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    let toml = host.root().join("etc/op-agent/containers/100.toml");
+    for target in ["/nonexistent/100.toml", "100.toml"] {
+        std::fs::remove_file(&toml).unwrap();
+        std::os::unix::fs::symlink(target, &toml).unwrap();
+        let o = host
+            .hook(100, "pre-start")
+            .timeout(Duration::from_secs(20))
+            .run();
+        let err = o.stderr_text();
+        assert_eq!(o.code(), Some(78), "{target}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("100.toml"), "{err}");
+        let c = host.agent(&["config", "check"]);
+        assert_ne!(c.code(), Some(0), "{}", c.text());
+    }
+}

@@ -53,7 +53,10 @@ impl Managed {
 
     fn find_as(cfg: &AgentConfig, vmid: Vmid, unhooked: bool) -> Result<Option<Managed>, RunError> {
         let candidates = cfg.container_candidates(vmid);
-        if !candidates.iter().any(|p| p.exists()) {
+        // There at all, as `read_checked` sees it: a dangling or looping symlink is a TOML
+        // that cannot be read (an error), not a container op-agent does not manage.
+        let there = |p: &std::path::PathBuf| !matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        if !candidates.iter().any(there) {
             return Ok(None);
         }
         let root = &cfg.toml.pve.root;
