@@ -81,3 +81,52 @@ fn audit_unwritable_after_the_intent_says_what_was_applied_and_the_next_run_reco
         .count();
     assert_eq!(n, 1);
 }
+
+/// The same for a post-stop whose deletes give no summary line of their own: the one line
+/// names the deletes it applied (it said "applied (nothing to change)" although the Port was
+/// gone).
+#[test]
+fn a_post_stop_unrecorded_names_the_deletes_it_applied() {
+    let host = TestHost::new("f-unrec-stop");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
+    let (code, err, _) = host.hook(100, "post-start").run().exit_stderr_took();
+    assert_eq!(code, Some(0), "{err}");
+    let dir = host.audit_db().parent().unwrap().to_path_buf();
+    // The database moves onto a small file system of its own, as in the test above.
+    let keep = host.root().join("audit-keep");
+    std::fs::create_dir_all(&keep).unwrap();
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, keep.join(f.file_name().unwrap())).unwrap();
+    }
+    let _fs = Tmpfs::mount(&dir, "4m");
+    for f in std::fs::read_dir(&keep).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let fp = host.root().join("fp");
+    std::fs::create_dir_all(&fp).unwrap();
+    let hook = host
+        .hook(100, "post-stop")
+        .env("OP_AGENT_FAILPOINT", "pause:ovs.del-port")
+        .env("OP_AGENT_FAILPOINT_DIR", &fp);
+    let run = std::thread::spawn(move || hook.run().exit_stderr_took());
+    let t = Instant::now();
+    while !fp.join("paused").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the hook never paused"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = std::fs::write(dir.join("filler"), vec![0u8; 8 << 20]);
+    std::fs::write(fp.join("resume"), "").unwrap();
+    let (code, err, _) = run.join().unwrap();
+    assert_eq!(code, Some(74), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!host.ports("ovsbr0").contains(&"vi100".to_string()));
+    assert!(err.contains("applied (net0: ovs.del-port vi100"), "{err}");
+    assert!(err.contains("the outcome is not recorded"), "{err}");
+    std::fs::remove_file(dir.join("filler")).unwrap();
+}

@@ -368,15 +368,7 @@ async fn phases<L: Links, V: Vswitch>(
     }
     // Write-ahead: each container's intent row before any of its changes.
     for r in runs.iter_mut().filter(|r| r.alive()) {
-        r.changes = r.steps.iter().any(|p| {
-            !matches!(
-                p.step,
-                Step::Skip { .. }
-                    | Step::ConfirmMesh
-                    | Step::RecordMesh { .. }
-                    | Step::CheckMaster { .. }
-            )
-        });
+        r.changes = r.steps.iter().any(|p| super::plan::changes_host(&p.step));
     }
     let observed = t.elapsed();
     match log {
@@ -413,11 +405,8 @@ async fn phases<L: Links, V: Vswitch>(
     for r in runs.iter_mut().filter(|r| r.alive()) {
         if !r.changes {
             r.rec.outcome("run.converged", Outcome::Ok, json!({}));
-            if r.summary.is_empty() {
-                r.summary.push("nothing to change".into());
-            }
         }
-        r.done = Some(Ok(r.summary.join("; ")));
+        r.done = Some(Ok(super::plan::run_summary(&r.summary, &r.steps)));
     }
 }
 

@@ -34,15 +34,7 @@ pub async fn execute<L: Links, V: Vswitch>(
     steps: &[Planned],
     rec: &mut Recorder,
 ) -> Result<String, RunError> {
-    let changes = steps.iter().any(|p| {
-        !matches!(
-            p.step,
-            Step::Skip { .. }
-                | Step::ConfirmMesh
-                | Step::RecordMesh { .. }
-                | Step::CheckMaster { .. }
-        )
-    });
+    let changes = steps.iter().any(|p| super::plan::changes_host(&p.step));
     if changes {
         rec.intent("run.intent", &json!({"plan": plan_lines(steps)}))
             .map_err(RunError::AuditBefore)?;
@@ -80,11 +72,8 @@ pub async fn execute<L: Links, V: Vswitch>(
     }
     if !changes {
         rec.outcome("run.converged", Outcome::Ok, json!({}));
-        if summary.is_empty() {
-            summary.push("nothing to change".into());
-        }
     }
-    Ok(summary.join("; "))
+    Ok(super::plan::run_summary(&summary, steps))
 }
 
 /// Per-NIC [`Undo`] records, by `net` index.

@@ -152,6 +152,32 @@ pub fn plan_lines(steps: &[Planned]) -> Vec<String> {
         .collect()
 }
 
+/// True when `step` changes the host (not a skip, a mesh check or a master check).
+pub fn changes_host(step: &Step) -> bool {
+    !matches!(
+        step,
+        Step::Skip { .. } | Step::ConfirmMesh | Step::RecordMesh { .. } | Step::CheckMaster { .. }
+    )
+}
+
+/// The run's one-line summary once every step ran: the lines its steps gave, else the plan
+/// lines of the steps that changed the host (a post-stop's deletes give no line of their
+/// own), else `nothing to change`.
+pub fn run_summary(lines: &[String], steps: &[Planned]) -> String {
+    if !lines.is_empty() {
+        return lines.join("; ");
+    }
+    let changed: Vec<Planned> = steps
+        .iter()
+        .filter(|p| changes_host(&p.step))
+        .cloned()
+        .collect();
+    match changed.is_empty() {
+        true => "nothing to change".into(),
+        false => plan_lines(&changed).join("; "),
+    }
+}
+
 /// Why no plan could be made. Nothing has been changed when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanError {
