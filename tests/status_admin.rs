@@ -100,8 +100,27 @@ fn status_table_json_and_ovsdb_down() {
     host.ovs()
         .signal("ovsdb-server", nix::sys::signal::Signal::SIGSTOP);
     let o = host.agent(&["status"]);
+    // `check --all` and `config check --live` alike: one wait, the others not checked.
+    let checks: Vec<_> = [&["check", "--all"][..], &["config", "check", "--live"][..]]
+        .iter()
+        .map(|a| (a.to_vec(), host.agent(a)))
+        .collect();
     host.ovs()
         .signal("ovsdb-server", nix::sys::signal::Signal::SIGCONT);
+    for (args, c) in &checks {
+        assert_ne!(c.code(), Some(0), "{args:?}: {}", c.text());
+        assert!(
+            c.took < std::time::Duration::from_millis(2500),
+            "{args:?}: 3 containers, one wait of 1000 ms: took {:?}\n{}",
+            c.took,
+            c.text()
+        );
+        assert!(
+            c.stdout_text().contains("not checked: the same failure as"),
+            "{args:?}: {}",
+            c.text()
+        );
+    }
     assert_eq!(o.code(), Some(69), "{}", o.text());
     assert!(
         o.stderr_text().contains("OVSDB cannot be reached"),

@@ -58,7 +58,22 @@ impl ContainerCheck {
 pub fn check_all(cfg: &AgentConfig) -> Result<(Vec<ContainerCheck>, BridgeUse), CliError> {
     let mut out = Vec::new();
     let mut on_bridge = BridgeUse::default();
+    // After one container found OVSDB unreachable or not answering, the others are not
+    // checked: each would wait out `timeout_ms` again for the same answer.
+    let mut down: Option<String> = None;
     for vmid in inspect::managed(cfg) {
+        if let Some(why) = &down {
+            if matches!(inspect::load_desired(cfg, vmid), Ok(None)) {
+                continue;
+            }
+            out.push(ContainerCheck {
+                vmid: vmid.get(),
+                state: "error",
+                running: None,
+                findings: vec![format!("not checked: {why}")],
+            });
+            continue;
+        }
         let c = match check_vmid(cfg, vmid) {
             Ok(None) => continue,
             Ok(Some(r)) => {
@@ -76,12 +91,17 @@ pub fn check_all(cfg: &AgentConfig) -> Result<(Vec<ContainerCheck>, BridgeUse), 
                     format!("{vmid}: {msg}"),
                 ))
             }
-            Err((_, msg)) => ContainerCheck {
-                vmid: vmid.get(),
-                state: "error",
-                running: None,
-                findings: vec![msg],
-            },
+            Err((code, msg)) => {
+                if matches!(code, ExitCode::Unavailable | ExitCode::Timeout) {
+                    down = Some(format!("the same failure as {vmid}: {msg}"));
+                }
+                ContainerCheck {
+                    vmid: vmid.get(),
+                    state: "error",
+                    running: None,
+                    findings: vec![msg],
+                }
+            }
         };
         out.push(c);
     }
