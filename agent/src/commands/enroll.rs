@@ -375,14 +375,24 @@ fn enroll(
         let w = |out: &mut dyn Write, s: String| {
             let _ = writeln!(out, "{s}");
         };
-        if let Some(k) = &kept {
-            w(out, format!("would keep {} (--keep-config)", k.display()));
-        } else if unchanged {
-            w(out, format!("{} is already up to date:", target.display()));
-        } else {
-            w(out, format!("would write {}:", target.display()));
-        }
-        for l in text.lines() {
+        // With --keep-config, the file that stays (checked by `keep_stale`), not `text`.
+        let shown = match &kept {
+            Some(k) => {
+                w(out, format!("would keep {} (--keep-config):", k.display()));
+                config::read_checked(k)
+                    .map_err(|e| Fail(e.exit_code(), e.to_string()))?
+                    .unwrap_or_default()
+            }
+            None => {
+                if unchanged {
+                    w(out, format!("{} is already up to date:", target.display()));
+                } else {
+                    w(out, format!("would write {}:", target.display()));
+                }
+                text.clone()
+            }
+        };
+        for l in shown.lines() {
             w(out, format!("    {l}"));
         }
         if hook_ok {

@@ -100,5 +100,7 @@ fn a_stale_toml_is_adopted_only_with_keep_config() {
         out.contains("would keep") && out.contains("100.toml"),
         "{out}"
     );
+    // The dry run shows the file it keeps (VLAN 10), not the one it would have generated.
+    assert!(out.contains("    tag = 10"), "{out}");
     assert_eq!(std::fs::read_to_string(&toml).unwrap(), old);
 }
