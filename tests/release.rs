@@ -255,3 +255,49 @@ fn release_with_ovs_vswitchd_frozen_leaves_no_dead_port() {
         .iter()
         .any(|r| r.phase == "release"));
 }
+
+/// `release --list` (what the package's prerm hands back) also names a running container whose
+/// hookscript was removed by hand while op-agent's renamed link is still there (it was left
+/// out, so removing the package left that NIC renamed), but not a container with only a stale
+/// TOML that op-agent never touched.
+#[test]
+fn release_list_names_a_running_container_whose_hookscript_was_removed_by_hand() {
+    let host = TestHost::new("rel-list");
+    for v in [100, 101] {
+        host.manage_bridged(v, PveConf::bridged(v, 10));
+        host.sim_ok(&["start", &v.to_string()]);
+        host.wait_converged(v, &format!("vi{v}"), 10, Duration::from_secs(5));
+    }
+    let unhooked = |v: u32| {
+        PveConf::new(v).nic(
+            Nic::new(0, "ovsbr0")
+                .hwaddr(&op_testkit::pve_mac(v))
+                .ip(&format!("{}/24", bridged_ip(v)))
+                .tag(10),
+        )
+    };
+    // By hand, not through `pct set --delete hookscript` (no hook runs either way).
+    host.write_pve_conf(101, unhooked(101));
+    // A stale TOML beside a container that never had op-agent's hookscript.
+    host.manage(102, "network_type = \"bridge\"\n");
+    host.write_pve_conf(102, unhooked(102));
+    host.sim_ok(&["start", "102"]);
+    assert!(host.ports("ovsbr0").contains(&"veth102i0".to_string()));
+    let list = host.agent(&["release", "--list"]);
+    assert_eq!(
+        (list.code(), list.stdout_text().as_str()),
+        (Some(0), "100\n101\n"),
+        "{}",
+        list.text()
+    );
+    let rel = host.agent(&["release", "--all"]);
+    assert_eq!(rel.code(), Some(0), "{}", rel.text());
+    assert!(
+        host.ports("ovsbr0").contains(&"veth101i0".to_string()),
+        "{:?}",
+        host.ports("ovsbr0")
+    );
+    for v in ["100", "101", "102"] {
+        host.sim_ok(&["stop", v]);
+    }
+}

@@ -57,12 +57,51 @@ pub struct ReleaseArgs {
 }
 
 /// The containers `release --all` takes: managed, running and not released yet, ascending.
+/// Also one whose hookscript was removed by hand while it ran, as long as one of its NICs
+/// still is op-agent's renamed link (its alias names the container and NIC): PVE runs no
+/// hookscript for it, so only `release` gives that NIC back (the package's prerm relies on
+/// this list). A container with only a stale TOML is not listed.
 fn releasable(cfg: &AgentConfig) -> Vec<Vmid> {
-    inspect::managed(cfg)
+    let root = &cfg.toml.pve.root;
+    let mut out: Vec<Vmid> = cfg
+        .managed_vmids()
         .into_iter()
+        .filter_map(Vmid::new)
         .filter(|v| inspect::is_running(cfg, *v))
-        .filter(|v| !crate::released::is_released(&cfg.toml.pve.root, *v))
-        .collect()
+        .filter(|v| !crate::released::is_released(root, *v))
+        .filter(|v| inspect::is_managed(cfg, *v) || renamed_unhooked(cfg, *v))
+        .collect();
+    out.sort();
+    out
+}
+
+/// True when running container `v`'s PVE conf no longer names op-agent's hookscript but a
+/// link named as its TOML says carries op-agent's alias for it (renamed by op-agent).
+fn renamed_unhooked(cfg: &AgentConfig, v: Vmid) -> bool {
+    let Ok(Some(m)) = Managed::find_unhooked(cfg, v) else {
+        return false;
+    };
+    let Ok(Some(d)) = m.load() else {
+        return false;
+    };
+    let Ok(rt) = inspect::runtime() else {
+        return false;
+    };
+    rt.block_on(async {
+        let Ok(nl) = crate::netlink::Netlink::connect() else {
+            return false;
+        };
+        for n in &d.nics {
+            if let Ok(Some(l)) = nl.link_by_name(n.name.as_str()).await {
+                let owner =
+                    crate::engine::ownership::alias_owner(l.alias.as_deref(), v.get(), n.net.get());
+                if owner == crate::engine::ownership::AliasOwner::This {
+                    return true;
+                }
+            }
+        }
+        false
+    })
 }
 
 /// Releases the containers `args` names with the loaded agent.toml `cfg` (with `--list` only
