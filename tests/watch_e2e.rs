@@ -602,3 +602,41 @@ fn a_repair_sets_the_mtu_request_post_start_set() {
     assert!(drift, "no watch.drift row naming mtu_request");
     assert!(w.stop().is_some_and(|s| s.success()), "{}", w.log_text());
 }
+
+/// A second `op-agent watch` beside the running one (the service and one started by hand)
+/// refuses at once with one line (77), and the first keeps working; once the first stopped, a
+/// new one starts.
+#[test]
+fn a_second_watch_on_the_host_is_refused() {
+    let host = TestHost::new("w-two");
+    let (_, mut w) = running(&host, 1);
+    let o = host
+        .agent_cmd(&["watch"])
+        .config(host.agent_toml())
+        .timeout(Duration::from_secs(20))
+        .run();
+    assert_eq!(o.code(), Some(77), "{}", o.text());
+    assert!(
+        o.stderr_text()
+            .contains("another op-agent watch is running"),
+        "{}",
+        o.text()
+    );
+    host.vsctl_ok(&["set", "Port", "vi100", "tag=99"]);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(2));
+    assert!(w.stop().is_some_and(|s| s.success()), "{}", w.log_text());
+    let before = host.audit_rows().len();
+    let mut again = host.spawn_watch(&[]);
+    wait_step_rows(
+        &host,
+        &[100],
+        "config.validate",
+        before,
+        Duration::from_secs(20),
+    );
+    assert!(
+        again.stop().is_some_and(|s| s.success()),
+        "{}",
+        again.log_text()
+    );
+}

@@ -38,6 +38,8 @@
 //! - [`crate::witness::service`]: publishes this node's audit chain head to
 //!   `/etc/pve/op-agent/heads/<node>.json` and records the other nodes' heads as witness rows
 //!   (`[witness]` in agent.toml);
+//! - holds `<pve root>/run/op-agent/watch.lock` while it runs: a second `watch` on the host
+//!   refuses to start (exit 77), since two would double every repair;
 //! - on SIGTERM or SIGINT starts no new run, lets the run or batch in progress finish or roll
 //!   back (bounded by `[hook] deadline_ms`), then exits 0 ([`stop_limit`]).
 //!
@@ -268,6 +270,24 @@ pub fn run(config: Option<&std::path::Path>, opts: WatchOptions, verbose: bool) 
         Err(e) => {
             eprintln!("op-agent watch: {e}");
             return e.exit_code();
+        }
+    };
+    // One service per host: a second one would double every repair and race the first.
+    let dir = cfg.toml.pve.root.join("run/op-agent");
+    let path = dir.join("watch.lock");
+    let _only = match crate::lock::lock_file(&dir, &path, Duration::ZERO) {
+        Ok(l) => l,
+        Err(crate::lock::LockError::Held { .. }) => {
+            eprintln!(
+                "op-agent watch: refused: another op-agent watch is running on this host (it \
+                 holds {}); stop it first (systemctl stop op-agent)",
+                path.display()
+            );
+            return ExitCode::Refused;
+        }
+        Err(e) => {
+            eprintln!("op-agent watch: {e}");
+            return ExitCode::Internal;
         }
     };
     match serve(cfg, opts) {
