@@ -71,8 +71,21 @@ fn containers_come_back_when_the_bridge_returns_after_ten_seconds() {
         "the last error names the bridge: {line}"
     );
     // Longer than the old 6 attempts (250 ms doubling to 4 s: about 8 s).
+    let before = host.audit_rows().len();
     std::thread::sleep(Duration::from_secs(10));
     assert!(host.converged(100, "vi100", 10).is_err(), "no bridge yet");
+    // The retries go on, but one that would fail as the last did writes no rows again.
+    let mut runs: Vec<String> = host.audit_rows()[before..]
+        .iter()
+        .filter(|r| r.vmid == 100)
+        .map(|r| r.run_id.clone())
+        .collect();
+    runs.dedup();
+    assert!(
+        runs.len() <= 1,
+        "{} runs recorded for 100 while its bridge stayed gone: {runs:?}",
+        runs.len()
+    );
 
     // The bridge and its ports back, as a restored database has them.
     let mut restore = vec![

@@ -441,9 +441,10 @@ pub fn plan_post_start(d: &Desired, obs: &Observed) -> Result<Vec<Planned>, Plan
             push(Step::Skip { reason });
             continue;
         }
-        if is_linux_bridge(nic, o, obs) {
-            check_ovs_bridge(nic, o, obs)?;
-        }
+        // Before anything is renamed: a bridge missing from OVSDB would only fail the
+        // add-port after the rename, and the rollback's rename back (a link event) would
+        // make the watch try again at once, flapping the NIC.
+        check_ovs_bridge(nic, o, obs)?;
         check_target_link(nic, o)?;
         let want = desired_port(d, nic, o);
         if let Some(p) = &o.target_port {

@@ -4,7 +4,9 @@
 //! transactions of op-agent's own run, or one that cannot be planned, e.g. the rows post-stop
 //! deleted, costs no run and no audit row; and at most
 //! [`REPAIR_BUDGET`] repairs per container per [`REPAIR_PERIOD`], so two writers fighting over
-//! a row cannot make the service spin).
+//! a row cannot make the service spin). A retry is dry-run first as well: one that would fail
+//! exactly as its last run did is not run, so a container that stays broken (its bridge
+//! gone, a config typo) writes its failure rows once, not every 30 s.
 
 use super::retry;
 use crate::config::AgentConfig;
@@ -375,14 +377,56 @@ fn run_one(
         label: "watch".into(),
         started: None,
     };
-    if p.gate {
+    if p.gate || repeats(&p) {
         let dry = engine::converge_noted(cfg, &job, &[], RunOptions { dry_run: true });
-        if !gate_passes(v, &p, &dry, budget) {
+        if let Some(again) = still_failing(v, &p, &dry) {
+            return Some(again);
+        }
+        if p.gate && !gate_passes(v, &p, &dry, budget) {
             return None;
         }
     }
     let report = engine::converge_noted(cfg, &job, &p.notes, RunOptions::default());
     after_run(v, p, report.result)
+}
+
+/// Whether `p` is a retry whose dry run may show that nothing changed since its last
+/// failure: a run failed before, the failure was not the audit log's (a dry run writes no
+/// rows, so it cannot tell), and no event brought notes to record.
+fn repeats(p: &Pending) -> bool {
+    p.attempt > 0 && p.last_error.is_some() && !p.audit_failed && p.notes.is_empty()
+}
+
+/// The next retry of `v` when its dry run `dry` fails exactly as its last run did
+/// ([`repeats`]): the outcome cannot have changed, so no run is made and no audit row is
+/// written for it (the first failure's rows and `op-agent status` say it); the backoff
+/// goes on. `None` when a run is to be made.
+fn still_failing(v: Vmid, p: &Pending, dry: &engine::Report) -> Option<Pending> {
+    if !repeats(p) {
+        return None;
+    }
+    let e = dry.result.as_ref().err()?.to_string();
+    if p.last_error.as_deref() != Some(e.as_str()) {
+        return None;
+    }
+    let attempt = p.attempt + 1;
+    let back = retry::backoff(attempt);
+    log::debug!(
+        "watch: {v} ({}): still failing as before (attempt {attempt}, not recorded again): {e}; \
+         retry in {} ms",
+        p.why,
+        back.as_millis()
+    );
+    Some(Pending {
+        due: Instant::now() + back,
+        attempt,
+        why: p.why,
+        notes: Vec::new(),
+        gate: false,
+        locked: 0,
+        audit_failed: false,
+        last_error: Some(e),
+    })
 }
 
 /// Whether a monitor repair of `v` is to run after its dry run `dry`: the plan has work and

@@ -5,7 +5,10 @@
 //! schedule, as [`super::run_one`] does for one.
 
 use super::WORKER_LOCK_WAIT;
-use super::{after_run, gate_passes, lock_retry, pve_config_lock, run_one, Budget, Pending};
+use super::{
+    after_run, gate_passes, lock_retry, pve_config_lock, repeats, run_one, still_failing, Budget,
+    Pending,
+};
 use crate::config::AgentConfig;
 use crate::engine::{self, Phase, RunOptions};
 use crate::inspect;
@@ -67,15 +70,23 @@ pub(super) fn run_batch(
         };
         batch.push((v, p, job));
     }
-    // The monitor's repairs: one batched dry run decides which still have work.
-    let gated: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].1.gate).collect();
+    // The monitor's repairs and the retries: one batched dry run decides which still have
+    // work, and which retries would fail as before (no run, no rows: `still_failing`).
+    let gated: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].1.gate || repeats(&batch[i].1))
+        .collect();
     if !gated.is_empty() {
         let jobs: Vec<engine::Job> = gated.iter().map(|&i| batch[i].2.clone()).collect();
         let dry = engine::converge_batch(cfg, &jobs, &[], RunOptions { dry_run: true });
         let mut keep = vec![true; batch.len()];
         for (&i, d) in gated.iter().zip(&dry) {
             let (v, p, _) = &batch[i];
-            keep[i] = gate_passes(*v, p, d, budget);
+            if let Some(again) = still_failing(*v, p, d) {
+                retries.push((*v, again));
+                keep[i] = false;
+            } else if p.gate {
+                keep[i] = gate_passes(*v, p, d, budget);
+            }
         }
         let mut k = keep.into_iter();
         batch.retain(|_| k.next().unwrap_or(true));

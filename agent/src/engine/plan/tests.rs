@@ -43,6 +43,11 @@ fn veth(name: &str, index: u32) -> ObservedLink {
     }
 }
 
+/// The OVS bridges every post-start fixture has.
+fn ovs() -> std::collections::BTreeSet<String> {
+    ["ovsbr0", "ovsbr1"].map(String::from).into()
+}
+
 fn pve_port(name: &str) -> ObservedPort {
     ObservedPort {
         name: name.into(),
@@ -54,6 +59,25 @@ fn pve_port(name: &str) -> ObservedPort {
     }
 }
 
+/// A bridge gone from OVSDB (`del-br`): refused before the rename, so nothing is renamed and
+/// renamed back (the add-port failed after the rename, and the rename back made the watch
+/// retry at once).
+#[test]
+fn post_start_refuses_a_bridge_missing_from_ovsdb_before_any_change() {
+    let d = desired(vec![net(0, "ovsbr0", Some(10))], "");
+    let obs = Observed {
+        nics: vec![ObservedNic {
+            pve_link: Some(veth("veth100i0", 7)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert_eq!(
+        plan_post_start(&d, &obs).unwrap_err(),
+        PlanError::Unavailable("net0: bridge ovsbr0 does not exist in OVSDB".into())
+    );
+}
+
 #[test]
 fn fresh_post_start_replugs() {
     let d = desired(vec![net(0, "ovsbr0", Some(10))], "");
@@ -63,6 +87,7 @@ fn fresh_post_start_replugs() {
             pve_port: Some(pve_port("veth100i0")),
             ..Default::default()
         }],
+        ovs_bridges: ovs(),
         ..Default::default()
     };
     let plan = plan_post_start(&d, &obs).unwrap();
@@ -112,6 +137,7 @@ fn converged_second_run_is_empty() {
     o.target_port = Some(have);
     let obs = Observed {
         nics: vec![o],
+        ovs_bridges: ovs(),
         ..Default::default()
     };
     assert_eq!(plan_post_start(&d, &obs).unwrap(), vec![]);
@@ -131,6 +157,7 @@ fn drifted_tag_is_replaced() {
             target_port: Some(have),
             ..Default::default()
         }],
+        ovs_bridges: ovs(),
         ..Default::default()
     };
     let plan = plan_post_start(&d, &obs).unwrap();
@@ -147,6 +174,7 @@ fn foreign_link_and_port_refused() {
             target_link: Some(veth("vi100", 9)),
             ..Default::default()
         }],
+        ovs_bridges: ovs(),
         ..Default::default()
     };
     assert!(matches!(
@@ -159,6 +187,7 @@ fn foreign_link_and_port_refused() {
             target_port: Some(pve_port("vi100")),
             ..Default::default()
         }],
+        ovs_bridges: ovs(),
         ..Default::default()
     };
     let e = plan_post_start(&d, &obs).unwrap_err();
@@ -175,6 +204,7 @@ fn not_a_veth_refused_and_missing_reported() {
             pve_link: Some(l),
             ..Default::default()
         }],
+        ovs_bridges: ovs(),
         ..Default::default()
     };
     assert!(matches!(
@@ -183,6 +213,7 @@ fn not_a_veth_refused_and_missing_reported() {
     ));
     let obs = Observed {
         nics: vec![ObservedNic::default()],
+        ovs_bridges: ovs(),
         ..Default::default()
     };
     assert!(matches!(
@@ -415,6 +446,7 @@ fn a_removed_net_loses_its_port_then_its_link() {
     let d = desired(vec![net(0, "ovsbr0", Some(10))], "");
     let mut obs = Observed {
         nics: vec![converged_net0(&d)],
+        ovs_bridges: ovs(),
         ..Default::default()
     };
     assert_eq!(plan_post_start(&d, &obs).unwrap(), vec![], "converged");
@@ -451,6 +483,7 @@ fn a_replaced_nic_deletes_op_agents_old_link_then_takes_the_new_veth() {
     o.pve_port = Some(pve_port("veth100i0"));
     let mut obs = Observed {
         nics: vec![o],
+        ovs_bridges: ovs(),
         ..Default::default()
     };
     let plan = plan_post_start(&d, &obs).unwrap();
@@ -479,6 +512,7 @@ fn a_replaced_nic_deletes_op_agents_old_link_then_takes_the_new_veth() {
 fn a_changed_tag_bridge_mtu_or_link_down_is_applied_to_the_port() {
     let obs_of = |d: &Desired| Observed {
         nics: vec![converged_net0(d)],
+        ovs_bridges: ovs(),
         ..Default::default()
     };
     let d = desired(vec![net(0, "ovsbr0", Some(30))], "");
@@ -522,6 +556,7 @@ fn rate_clears_pves_qdiscs_then_plugs_with_ovs_qos() {
             pve_port: Some(pve_port("veth100i0")),
             ..Default::default()
         }],
+        ovs_bridges: ovs(),
         ..Default::default()
     };
     let plan = plan_post_start(&d, &obs).unwrap();
@@ -558,6 +593,7 @@ fn a_veth_lxc_is_still_setting_up_is_left_alone() {
             pve_port: Some(pve_port("veth100i0")),
             ..Default::default()
         }],
+        ovs_bridges: ovs(),
         ..Default::default()
     };
     let e = plan_post_start(&d, &obs).unwrap_err();
