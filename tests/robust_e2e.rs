@@ -83,6 +83,18 @@ fn a_reused_vmid_without_hookscript_is_left_alone_by_watch() {
         out.contains("(or keep it: op-agent enroll 100 --keep-config)"),
         "{out}"
     );
+    // `apply` says which condition is missing, not "no container TOML or no PVE conf".
+    let a = host.agent(&["apply", "100"]);
+    assert_eq!(a.code(), Some(1), "{}", a.text());
+    assert!(
+        a.stderr_text()
+            .contains("does not name op-agent's hookscript")
+            && a.stderr_text()
+                .contains("op-agent enroll 100 --keep-config"),
+        "{}",
+        a.text()
+    );
+    assert_eq!(host.ovs_get("Port", "veth100i0", "tag"), "20");
 }
 
 /// A FIFO as agent.toml: every hook (an unmanaged guest's too) returns at once with one line

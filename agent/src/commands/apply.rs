@@ -52,9 +52,21 @@ pub fn run(
     } else {
         let v = super::vmid_arg(args.vmid.as_deref().unwrap_or(""))?;
         let Some(m) = inspect::managed_one(&cfg, v) else {
+            // Which of the three conditions of `Managed::find` is missing.
+            let why = if !cfg.container_candidates(v).iter().any(|p| p.exists()) {
+                format!("no container TOML: enroll it with `op-agent enroll {v}`")
+            } else if !pve_integration::paths::lxc_conf_path(&cfg.toml.pve.root, v).exists() {
+                format!("no PVE conf /etc/pve/lxc/{v}.conf (not a container of this node)")
+            } else {
+                format!(
+                    "its PVE conf does not name op-agent's hookscript (the container TOML is \
+                     left from an earlier container or from `pct set {v} --delete hookscript`; \
+                     `op-agent enroll {v} --keep-config` adopts it)"
+                )
+            };
             return Err(CliError::new(
                 ExitCode::Failed,
-                format!("{v}: not managed by op-agent (no container TOML or no PVE conf)"),
+                format!("{v}: not managed by op-agent: {why}"),
             ));
         };
         if !inspect::is_running(&cfg, v) {
