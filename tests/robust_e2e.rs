@@ -83,6 +83,8 @@ fn a_reused_vmid_without_hookscript_is_left_alone_by_watch() {
         out.contains("(or keep it: op-agent enroll 100 --keep-config)"),
         "{out}"
     );
+    // Never op-agent's NIC (PVE's veth100i0 runs): nothing to release first.
+    assert!(!out.contains("op-agent release 100"), "{out}");
     // `apply` says which condition is missing, not "no container TOML or no PVE conf".
     let a = host.agent(&["apply", "100"]);
     assert_eq!(a.code(), Some(1), "{}", a.text());

@@ -344,9 +344,11 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
                     Some(h) => format!("hookscript is {h}"),
                     None => "no hookscript".into(),
                 };
-                // Running with its hookscript removed by hand: its NICs may still be op-agent's
-                // until it stops, and `release` needs the TOML to hand them back.
-                let first = if crate::inspect::is_running(&cfg, vmid) {
+                // Running with its hookscript removed by hand while a NIC still is op-agent's
+                // renamed link: `release` needs the TOML to hand it back.
+                let first = if crate::inspect::is_running(&cfg, vmid)
+                    && super::release::renamed_unhooked(&cfg, vmid)
+                {
                     format!("op-agent release {vmid} (it runs: its NICs stay op-agent's until it stops), then ")
                 } else {
                     String::new()
@@ -358,7 +360,7 @@ pub fn check(config: Option<&Path>, only: Option<Vmid>, out: &mut dyn Write) -> 
                     paths::lxc_conf_path(&root, vmid).display(),
                     winner.display()
                 );
-                "not enrolled: ignored by the hook, watch, apply, gc and status".into()
+                "not enrolled: ignored by the hook, watch, apply and status".into()
             }
             Ok(Some(pve)) => {
                 let pve_path = paths::lxc_conf_path(&root, vmid);

@@ -77,7 +77,7 @@ fn releasable(cfg: &AgentConfig) -> Vec<Vmid> {
 
 /// True when running container `v`'s PVE conf no longer names op-agent's hookscript but a
 /// link named as its TOML says carries op-agent's alias for it (renamed by op-agent).
-fn renamed_unhooked(cfg: &AgentConfig, v: Vmid) -> bool {
+pub(crate) fn renamed_unhooked(cfg: &AgentConfig, v: Vmid) -> bool {
     let Ok(Some(m)) = Managed::find_unhooked(cfg, v) else {
         return false;
     };
