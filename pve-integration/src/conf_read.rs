@@ -71,10 +71,21 @@ pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
             format!("refused: {what}, not a regular file"),
         ));
     }
+    let len = file.metadata()?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("refused: {len} bytes, more than a config file can hold ({MAX_FILE_BYTES})"),
+        ));
+    }
     let mut bytes = Vec::new();
-    (&file).read_to_end(&mut bytes)?;
+    (&file).take(MAX_FILE_BYTES).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
+
+/// The largest file [`read_regular`] reads (bytes): 16 MiB, far above any PVE conf (pmxcfs
+/// holds files of at most 1 MiB) or `/etc/network/interfaces`.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// [`read_regular`] as UTF-8 text, like `std::fs::read_to_string`.
 ///
@@ -173,5 +184,20 @@ mod tests {
         let e = read_conf_file(&p).unwrap_err();
         assert!(e.to_string().contains("a FIFO, not a regular file"), "{e}");
         assert!(read_conf_file(&d.path().join("none")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_huge_sparse_file_is_refused_unread() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("interfaces");
+        std::fs::File::create(&p)
+            .unwrap()
+            .set_len(50_000_000_000)
+            .unwrap();
+        let e = read_regular(&p).unwrap_err();
+        assert!(
+            e.to_string().contains("more than a config file can hold"),
+            "{e}"
+        );
     }
 }

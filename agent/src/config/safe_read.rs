@@ -72,11 +72,30 @@ pub fn read_checked_bytes(path: &Path) -> Result<Option<Vec<u8>>, ConfigError> {
         .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
     check_regular(path, &meta)?;
     check_owner_mode(path, &meta)?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::file(
+            path,
+            format!(
+                "refused: {} bytes, more than a config file can hold ({MAX_CONFIG_BYTES}); \
+                 replace it with the real file",
+                meta.len()
+            ),
+        )
+        .refusal());
+    }
     let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut &file, &mut bytes)
-        .map(|_| Some(bytes))
-        .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(&file, MAX_CONFIG_BYTES),
+        &mut bytes,
+    )
+    .map(|_| Some(bytes))
+    .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))
 }
+
+/// The largest config file read (bytes): 16 MiB, far above any agent.toml, container TOML or
+/// PVE conf (pmxcfs holds files of at most 1 MiB), so a huge or sparse file is refused with
+/// one line instead of being read into memory.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// Refuses anything but a regular file (after following a symlink): a FIFO, a socket or a
 /// device could block a reader or feed it endless data.

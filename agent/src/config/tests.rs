@@ -220,3 +220,22 @@ fn witness_section_defaults_and_bad_values_name_the_line() {
         "{e}"
     );
 }
+
+/// A 50 GB sparse file as a container TOML is refused with one line (it was read into memory
+/// and ended with "out of memory").
+#[test]
+fn a_huge_sparse_file_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("100.toml");
+    std::fs::File::create(&f)
+        .unwrap()
+        .set_len(50_000_000_000)
+        .unwrap();
+    let e = read_checked(&f).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("refused: 50000000000 bytes, more than a config file can hold"),
+        "{e}"
+    );
+    assert_eq!(e.to_string().lines().count(), 1);
+}
