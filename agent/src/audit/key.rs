@@ -47,6 +47,7 @@ pub(super) fn open_key(key_file: Option<&Path>) -> Result<Option<KeyHold>, Audit
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(&kf)
         .map_err(|e| AuditError::Io {
             op: "open key",
@@ -174,18 +175,23 @@ fn read_key(f: &mut File, path: &Path, check_mode: bool) -> Result<(u64, [u8; 32
         path: path.to_path_buf(),
         reason,
     };
-    if check_mode {
-        let m = f.metadata().map_err(|e| AuditError::Io {
-            op: "stat key",
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        if m.permissions().mode() & 0o077 != 0 {
-            return Err(kerr(format!(
-                "mode {:04o} lets group/others read it; must be 0600 (root only)",
-                m.permissions().mode() & 0o7777
-            )));
-        }
+    let m = f.metadata().map_err(|e| AuditError::Io {
+        op: "stat key",
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    if !m.is_file() {
+        return Err(kerr(
+            "not a regular file (a FIFO, socket or device); a key file is one line in a \
+             regular file"
+                .into(),
+        ));
+    }
+    if check_mode && m.permissions().mode() & 0o077 != 0 {
+        return Err(kerr(format!(
+            "mode {:04o} lets group/others read it; must be 0600 (root only)",
+            m.permissions().mode() & 0o7777
+        )));
     }
     let mut s = String::new();
     f.seek(SeekFrom::Start(0))
@@ -204,11 +210,16 @@ fn read_key(f: &mut File, path: &Path, check_mode: bool) -> Result<(u64, [u8; 32
 
 /// Reads an initial (epoch 0) or later key from `path`. Used by `verify --key-file`.
 pub fn read_key_file(path: &Path) -> Result<(u64, [u8; 32]), AuditError> {
-    let mut f = File::open(path).map_err(|e| AuditError::Io {
-        op: "open key",
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    // Without blocking: a FIFO given as --key-file is refused by `read_key`, not waited on.
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| AuditError::Io {
+            op: "open key",
+            path: path.to_path_buf(),
+            source: e,
+        })?;
     read_key(&mut f, path, false)
 }
 
@@ -283,6 +294,24 @@ mod tests {
         assert_eq!(parse_key_text(&line), Some((7, k)));
         assert_eq!(parse_key_text(&encoding::hex(&k)), Some((0, k)));
         assert_eq!(parse_key_text("op-agent-audit-key v1 epoch=x key=00"), None);
+    }
+
+    /// A FIFO as the key file (or as `verify --key-file`) is refused with one line, never
+    /// waited on, and never seeked ("Illegal seek").
+    #[test]
+    fn a_fifo_key_file_is_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let kf = d.path().join("audit.key");
+        let c = std::ffi::CString::new(kf.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for e in [
+            read_key_file(&kf).unwrap_err(),
+            open_key(Some(&kf)).err().unwrap(),
+        ] {
+            let t = e.to_string();
+            assert!(t.contains("not a regular file"), "{t}");
+            assert_eq!(t.lines().count(), 1, "{t}");
+        }
     }
 
     /// The outcome rows and the checkpoint sealing them land in one transaction; the chain
