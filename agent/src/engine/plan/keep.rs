@@ -29,8 +29,9 @@ pub(super) fn plan_keep_nic(
         return Err(PlanError::Missing(match &o.target_link {
             Some(t) => format!(
                 "net{}: {} is gone and {} exists: op-agent renamed it before naming = \"keep\" \
-                 was set; restart the container (or op-agent release {}, then apply)",
-                nic.net, nic.pve_veth, t.name, d.vmid
+                 was set; the switch takes effect when the container restarts (pct reboot {}); \
+                 until then {} keeps its name",
+                nic.net, nic.pve_veth, t.name, d.vmid, t.name
             ),
             None => format!(
                 "net{}: {} does not exist; is the container running?",
