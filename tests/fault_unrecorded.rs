@@ -6,20 +6,20 @@
 use op_testkit::{PveConf, TestHost, Tmpfs};
 use std::time::{Duration, Instant};
 
-#[test]
-fn audit_unwritable_after_the_intent_says_what_was_applied_and_the_next_run_records_it() {
-    let host = TestHost::new("f-unrec");
-    host.manage_bridged(100, PveConf::bridged(100, 10));
-    host.plug_like_pve(100);
-    let dir = host.audit_db().parent().unwrap().to_path_buf();
-    let _fs = Tmpfs::mount(&dir, "4m");
-    let (code, err, _) = host.hook(100, "pre-start").run().exit_stderr_took();
-    assert_eq!(code, Some(0), "{err}");
-    let fp = host.root().join("fp");
+/// Runs `phase` of container 100, paused at failpoint step `step` (after its intent row and the
+/// changes before that step), fills the audit file system at `dir` meanwhile, resumes it:
+/// the hook's exit code and stderr.
+fn run_with_disk_full_at(
+    host: &TestHost,
+    phase: &str,
+    step: &str,
+    dir: &std::path::Path,
+) -> (Option<i32>, String) {
+    let fp = host.root().join(format!("fp-{phase}"));
     std::fs::create_dir_all(&fp).unwrap();
     let hook = host
-        .hook(100, "post-start")
-        .env("OP_AGENT_FAILPOINT", "pause:ovs.add-port")
+        .hook(100, phase)
+        .env("OP_AGENT_FAILPOINT", format!("pause:{step}"))
         .env("OP_AGENT_FAILPOINT_DIR", &fp);
     let run = std::thread::spawn(move || hook.run().exit_stderr_took());
     let t = Instant::now();
@@ -30,10 +30,23 @@ fn audit_unwritable_after_the_intent_says_what_was_applied_and_the_next_run_reco
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    // The intent row is written and the port added: now the audit file system is full.
     let _ = std::fs::write(dir.join("filler"), vec![0u8; 8 << 20]);
     std::fs::write(fp.join("resume"), "").unwrap();
     let (code, err, _) = run.join().unwrap();
+    (code, err)
+}
+
+#[test]
+fn audit_unwritable_after_the_intent_says_what_was_applied_and_the_next_run_records_it() {
+    let host = TestHost::new("f-unrec");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.plug_like_pve(100);
+    let dir = host.audit_db().parent().unwrap().to_path_buf();
+    let _fs = Tmpfs::mount(&dir, "4m");
+    let (code, err, _) = host.hook(100, "pre-start").run().exit_stderr_took();
+    assert_eq!(code, Some(0), "{err}");
+    // The intent row is written and the port added: then the audit file system is full.
+    let (code, err) = run_with_disk_full_at(&host, "post-start", "ovs.add-port", &dir);
     assert_eq!(code, Some(74), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("applied (net0 veth100i0 -> vi100"), "{err}");
@@ -105,24 +118,7 @@ fn a_post_stop_unrecorded_names_the_deletes_it_applied() {
         let f = f.unwrap().path();
         std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
     }
-    let fp = host.root().join("fp");
-    std::fs::create_dir_all(&fp).unwrap();
-    let hook = host
-        .hook(100, "post-stop")
-        .env("OP_AGENT_FAILPOINT", "pause:ovs.del-port")
-        .env("OP_AGENT_FAILPOINT_DIR", &fp);
-    let run = std::thread::spawn(move || hook.run().exit_stderr_took());
-    let t = Instant::now();
-    while !fp.join("paused").exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the hook never paused"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = std::fs::write(dir.join("filler"), vec![0u8; 8 << 20]);
-    std::fs::write(fp.join("resume"), "").unwrap();
-    let (code, err, _) = run.join().unwrap();
+    let (code, err) = run_with_disk_full_at(&host, "post-stop", "ovs.del-port", &dir);
     assert_eq!(code, Some(74), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!host.ports("ovsbr0").contains(&"vi100".to_string()));

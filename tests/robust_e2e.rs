@@ -12,6 +12,26 @@ fn mkfifo(path: &std::path::Path) {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
 }
 
+/// Runs `op-agent <args>` with the host's agent.toml and asserts that it ended within 5 s (a
+/// hung read would take the 20 s timeout) and said `a FIFO, not a regular file`.
+fn refuses_fifo_quickly(host: &TestHost, args: &[&str]) {
+    let o = host
+        .agent_cmd(args)
+        .config(host.agent_toml())
+        .timeout(Duration::from_secs(20))
+        .run();
+    assert!(
+        o.took < Duration::from_secs(5),
+        "{args:?} took {:?}",
+        o.took
+    );
+    let all = format!("{}{}", o.stdout_text(), o.stderr_text());
+    assert!(
+        all.contains("a FIFO, not a regular file"),
+        "{args:?}: {all}"
+    );
+}
+
 /// Waits until the audit log has a `watch` row for `vmid` (the start-up reconcile ran).
 fn wait_watch_row(host: &TestHost, vmid: i64, limit: Duration) {
     let t = Instant::now();
@@ -128,21 +148,7 @@ fn a_fifo_as_container_toml_does_not_hang_status_check_or_watch() {
     host.sim_ok(&["start", "101"]);
     mkfifo(&host.root().join("etc/op-agent/containers/100.toml"));
     for args in [&["status"][..], &["config", "check"][..]] {
-        let o = host
-            .agent_cmd(args)
-            .config(host.agent_toml())
-            .timeout(Duration::from_secs(20))
-            .run();
-        assert!(
-            o.took < Duration::from_secs(5),
-            "{args:?} took {:?}",
-            o.took
-        );
-        let all = format!("{}{}", o.stdout_text(), o.stderr_text());
-        assert!(
-            all.contains("a FIFO, not a regular file"),
-            "{args:?}: {all}"
-        );
+        refuses_fifo_quickly(&host, args);
     }
     let mut w = host.spawn_watch(&[]);
     host.ip(&["link", "set", "vi101", "down"]);
@@ -337,21 +343,8 @@ fn a_fifo_as_the_interfaces_file_or_a_sourced_file_does_not_hang_config_check() 
         } else {
             mkfifo(&dir.join("interfaces"));
         }
-        let o = host
-            .agent_cmd(&["config", "check"])
-            .config(host.agent_toml())
-            .timeout(Duration::from_secs(20))
-            .run();
-        assert!(
-            o.took < Duration::from_secs(5),
-            "sourced={sourced}: took {:?}",
-            o.took
-        );
-        let all = format!("{}{}", o.stdout_text(), o.stderr_text());
-        assert!(
-            all.contains("a FIFO, not a regular file"),
-            "sourced={sourced}: {all}"
-        );
+        eprintln!("sourced={sourced}");
+        refuses_fifo_quickly(&host, &["config", "check"]);
     }
 }
 
@@ -371,21 +364,7 @@ fn a_fifo_as_the_audit_database_is_refused_without_hanging() {
         &["audit", "verify"][..],
         &["metrics"][..],
     ] {
-        let o = host
-            .agent_cmd(args)
-            .config(host.agent_toml())
-            .timeout(Duration::from_secs(20))
-            .run();
-        assert!(
-            o.took < Duration::from_secs(5),
-            "{args:?} took {:?}",
-            o.took
-        );
-        let all = format!("{}{}", o.stdout_text(), o.stderr_text());
-        assert!(
-            all.contains("a FIFO, not a regular file"),
-            "{args:?}: {all}"
-        );
+        refuses_fifo_quickly(&host, args);
     }
     host.plug_like_pve(100);
     let o = host

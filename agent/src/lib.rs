@@ -19,6 +19,7 @@ pub mod counters;
 pub mod desired;
 pub mod engine;
 pub mod exit;
+pub mod file_kind;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod hook;

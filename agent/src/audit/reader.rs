@@ -106,7 +106,6 @@ impl Drop for PrivateCopy {
 /// `InvalidInput` `refused: a FIFO, not a regular file` (`<path> is a FIFO` for `-wal`/`-shm`;
 /// socket, device, directory alike); the OS error of `stat` other than `NotFound`.
 pub(super) fn regular_or_absent(db: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
     let mut paths = vec![db.to_path_buf()];
     for suffix in ["-wal", "-shm"] {
         let mut p = db.as_os_str().to_owned();
@@ -122,15 +121,7 @@ pub(super) fn regular_or_absent(db: &Path) -> std::io::Result<()> {
         if ft.is_file() {
             continue;
         }
-        let what = if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_dir() {
-            "a directory"
-        } else if ft.is_socket() {
-            "a socket"
-        } else {
-            "a device"
-        };
+        let what = crate::file_kind::describe(&ft);
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             if p == db {

@@ -3,7 +3,7 @@
 //! folder only root can write to (or a sticky one).
 
 use super::ConfigError;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Reads `path` after checking ownership, mode and type; `Ok(None)` when it does not exist.
@@ -104,19 +104,7 @@ pub fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), Config
     if ft.is_file() {
         return Ok(());
     }
-    let what = if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_block_device() {
-        "a block device"
-    } else if ft.is_dir() {
-        "a directory"
-    } else {
-        "not a file"
-    };
+    let what = crate::file_kind::describe(&ft);
     Err(ConfigError::file(
         path,
         format!("refused: {what}, not a regular file; replace it with a regular file"),

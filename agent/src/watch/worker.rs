@@ -69,6 +69,26 @@ struct Pending {
 }
 
 impl Pending {
+    /// The retry after failure `attempt` (error text `error`), due after `back`.
+    fn failed_again(
+        &self,
+        attempt: u32,
+        back: Duration,
+        error: String,
+        audit_failed: bool,
+    ) -> Pending {
+        Pending {
+            due: Instant::now() + back,
+            attempt,
+            why: self.why,
+            notes: Vec::new(),
+            gate: false,
+            locked: 0,
+            audit_failed,
+            last_error: Some(error),
+        }
+    }
+
     fn now(why: &'static str) -> Pending {
         Pending {
             due: Instant::now(),
@@ -417,16 +437,7 @@ fn still_failing(v: Vmid, p: &Pending, dry: &engine::Report) -> Option<Pending> 
         p.why,
         back.as_millis()
     );
-    Some(Pending {
-        due: Instant::now() + back,
-        attempt,
-        why: p.why,
-        notes: Vec::new(),
-        gate: false,
-        locked: 0,
-        audit_failed: false,
-        last_error: Some(e),
-    })
+    Some(p.failed_again(attempt, back, e, false))
 }
 
 /// Whether a monitor repair of `v` is to run after its dry run `dry`: the plan has work and
@@ -498,21 +509,13 @@ fn after_run(v: Vmid, p: Pending, result: Result<String, engine::RunError>) -> O
             } else {
                 log::warn!("{line}");
             }
-            Some(Pending {
-                due: Instant::now() + back,
-                attempt,
-                why: p.why,
-                notes: Vec::new(),
-                gate: false,
-                locked: 0,
-                audit_failed: matches!(
-                    e.root(),
-                    engine::RunError::AuditBefore(_)
-                        | engine::RunError::Audit(_)
-                        | engine::RunError::Unrecorded(_)
-                ),
-                last_error: Some(e.to_string()),
-            })
+            let audit_failed = matches!(
+                e.root(),
+                engine::RunError::AuditBefore(_)
+                    | engine::RunError::Audit(_)
+                    | engine::RunError::Unrecorded(_)
+            );
+            Some(p.failed_again(attempt, back, e.to_string(), audit_failed))
         }
     }
 }
