@@ -299,3 +299,25 @@ fn keep_mode_puts_pves_rate_on_its_port_and_follows_live_edits() {
     );
     host.assert_audit_intact("keep mode rate");
 }
+
+/// `naming = "keep"` written while a renamed container runs: the plan refuses (the veth is
+/// `vi100`, not PVE's name) until the restart. With its Port deleted meanwhile, `status` says
+/// drift with the refusal, not `ok` (a container-wide finding was dropped from the NIC state),
+/// and the refusal points at the restart.
+#[test]
+fn keep_mode_switched_on_while_renamed_is_reported_not_ok() {
+    let host = TestHost::new("keep-sw");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    host.sim_ok(&["start", "100"]);
+    host.wait_converged(100, "vi100", 10, Duration::from_secs(5));
+    host.manage(100, KEEP);
+    host.vsctl_ok(&["del-port", "vi100"]);
+    let st = host.agent(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&st.stdout_text()).unwrap();
+    let nic = &v["containers"][0]["nics"][0];
+    assert_eq!(nic["state"], "drift", "{v}");
+    assert!(nic["drift"].to_string().contains("pct reboot 100"), "{v}");
+    let c = host.agent(&["check", "100"]);
+    assert_eq!(c.code(), Some(1), "{}", c.text());
+    host.sim_ok(&["stop", "100"]);
+}

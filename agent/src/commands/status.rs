@@ -143,9 +143,11 @@ async fn status_of(
     for (i, nic) in d.nics.iter().enumerate() {
         let o = obs.as_ref().and_then(|o| o.nics.get(i));
         let n = nic.net.get();
+        // A container-wide finding (`apply would refuse: …`) concerns every NIC: a refused
+        // plan is never `ok`.
         let lines: Vec<String> = drift
             .iter()
-            .filter(|x| x.net == Some(n))
+            .filter(|x| x.net == Some(n) || x.net.is_none())
             .map(|x| x.line.clone())
             .collect();
         let port = o.and_then(|o| o.target_port.as_ref().or(o.pve_port.as_ref()));
