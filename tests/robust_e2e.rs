@@ -409,3 +409,25 @@ fn a_dangling_or_looping_symlink_as_container_toml_is_an_error_not_unmanaged() {
         assert_ne!(c.code(), Some(0), "{}", c.text());
     }
 }
+
+/// A symlink to nothing as `[audit] database`: the hook refuses before any change (it started
+/// a new chain at the link's target, mode 0644), and nothing is created there.
+#[test]
+fn a_dangling_symlink_as_the_audit_database_is_refused() {
+    let host = TestHost::new("r-dangle-db");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    let db = host.audit_db();
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&db);
+    let target = host.root().join("elsewhere.db");
+    std::os::unix::fs::symlink(&target, &db).unwrap();
+    host.plug_like_pve(100);
+    let o = host.hook(100, "post-start").run();
+    let err = o.stderr_text();
+    assert_eq!(o.code(), Some(74), "{err}");
+    assert!(err.contains("a symlink to nothing"), "{err}");
+    assert!(!target.exists(), "a new database was created at the target");
+    assert!(host.ports("ovsbr0").contains(&"veth100i0".to_string()));
+    let v = host.agent(&["audit", "verify"]);
+    assert_ne!(v.code(), Some(0), "{}", v.text());
+}

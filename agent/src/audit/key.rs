@@ -23,8 +23,26 @@ pub(super) fn open_key(key_file: Option<&Path>) -> Result<Option<KeyHold>, Audit
     let Some(kf) = key_file.map(Path::to_path_buf) else {
         return Ok(None);
     };
-    if !kf.exists() {
-        return Ok(None);
+    match std::fs::metadata(&kf) {
+        Ok(_) => {}
+        // Absent: no key configured yet. A symlink to nothing (or a loop) is not absent:
+        // reading it fails below, so the checkpoint is reported as not written.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(&kf).is_err() {
+                return Ok(None);
+            }
+            return Err(AuditError::Key {
+                path: kf.clone(),
+                reason: "a symlink to nothing; point it at the key file or remove it".into(),
+            });
+        }
+        Err(e) => {
+            return Err(AuditError::Io {
+                op: "stat key",
+                path: kf.clone(),
+                source: e,
+            })
+        }
     }
     let lock_path = lock_path_for(&kf);
     let lock = OpenOptions::new()
@@ -312,6 +330,16 @@ mod tests {
             assert!(t.contains("not a regular file"), "{t}");
             assert_eq!(t.lines().count(), 1, "{t}");
         }
+        // A dangling or looping symlink is not an absent key: the checkpoint is not written,
+        // and says why (it was silently skipped).
+        for target in ["/nonexistent/audit.key", "audit.key2"] {
+            let l = d.path().join("audit.key2");
+            let _ = fs::remove_file(&l);
+            std::os::unix::fs::symlink(target, &l).unwrap();
+            let e = open_key(Some(&l)).err().expect("refused");
+            assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        }
+        assert!(open_key(Some(&d.path().join("none"))).unwrap().is_none());
     }
 
     /// The outcome rows and the checkpoint sealing them land in one transaction; the chain

@@ -100,7 +100,8 @@ impl Drop for PrivateCopy {
 }
 
 /// Checks, without opening anything (a FIFO's `open` would wait for a writer), that `db` and
-/// its `-wal` and `-shm` files are regular files where they exist (symlinks followed).
+/// its `-wal` and `-shm` files are regular files where they exist (symlinks followed), and
+/// that none is a symlink to nothing.
 ///
 /// # Errors
 /// `InvalidInput` `refused: a FIFO, not a regular file` (`<path> is a FIFO` for `-wal`/`-shm`;
@@ -115,7 +116,23 @@ pub(super) fn regular_or_absent(db: &Path) -> std::io::Result<()> {
     for p in paths {
         let ft = match std::fs::metadata(&p) {
             Ok(m) => m.file_type(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // A symlink to nothing: SQLite would create its target (mode 0644, wherever it
+            // points) and start a new chain there.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::symlink_metadata(&p) {
+                    Ok(_) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!(
+                            "refused: {} is a symlink to nothing; point it at the audit database \
+                             or remove it",
+                            p.display()
+                        ),
+                        ))
+                    }
+                    Err(_) => continue,
+                }
+            }
             Err(e) => return Err(e),
         };
         if ft.is_file() {
