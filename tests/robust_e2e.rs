@@ -431,3 +431,28 @@ fn a_dangling_symlink_as_the_audit_database_is_refused() {
     let v = host.agent(&["audit", "verify"]);
     assert_ne!(v.code(), Some(0), "{}", v.text());
 }
+
+/// The audit database removed after hooks sealed checkpoints: `audit verify` (and `log`) say
+/// the log is missing (exit 2) instead of "intact: 0 rows", which a fresh install says.
+#[test]
+fn a_removed_audit_database_is_not_an_intact_empty_log() {
+    let host = TestHost::new("r-gone-db");
+    host.manage_bridged(100, PveConf::bridged(100, 10));
+    // As the package's postinst does: the key that seals each run's rows.
+    let k = host.agent(&["audit", "init-key"]);
+    assert_eq!(k.code(), Some(0), "{}", k.text());
+    host.plug_like_pve(100);
+    let o = host.hook(100, "post-start").run();
+    assert_eq!(o.code(), Some(0), "{}", o.text());
+    let db = host.audit_db();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    for args in [&["audit", "verify"][..], &["audit", "log"][..]] {
+        let v = host.agent(args);
+        assert_eq!(v.code(), Some(2), "{args:?}: {}", v.text());
+        assert!(v.stderr_text().contains("is missing"), "{}", v.text());
+    }
+}

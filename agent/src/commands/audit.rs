@@ -105,6 +105,17 @@ pub enum AuditCommand {
 /// fails; `verify` says `cannot read: …` (and, with `--json`, also writes
 /// `{"status":"unreadable",…}` to `out`).
 pub fn run(cmd: &AuditCommand, db: &Path, key_file: &Path, out: &mut dyn Write) -> CommandResult {
+    if let Some(epoch) = sealed_but_missing(db, key_file) {
+        return Err(CliError::with_status(
+            EXIT_UNREADABLE,
+            format!(
+                "cannot read: audit database {} is missing, but the checkpoint key {} is at epoch \
+                 {epoch}: {epoch} checkpoints were sealed in it, so the log was removed or moved",
+                db.display(),
+                key_file.display()
+            ),
+        ));
+    }
     match cmd {
         AuditCommand::Verify {
             anchors,
@@ -228,6 +239,19 @@ pub fn run_config(
 /// an intact empty one; a database that exists but cannot be read is still an error.
 fn fresh_install(db: &Path) -> bool {
     matches!(db.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// The key's epoch when the database `db` does not exist although the checkpoint key at
+/// `key` has advanced past epoch 0 (each checkpoint advances it): not a fresh install, a log
+/// that was there and is gone.
+fn sealed_but_missing(db: &Path, key: &Path) -> Option<u64> {
+    if !fresh_install(db) {
+        return None;
+    }
+    match crate::audit::read_key_file(key) {
+        Ok((epoch, _)) if epoch > 0 => Some(epoch),
+        _ => None,
+    }
 }
 
 /// `e` as the error of an `audit` command: status [`EXIT_UNREADABLE`], `e` as the message
