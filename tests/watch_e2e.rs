@@ -461,6 +461,19 @@ fn a_bridge_deleted_and_recreated_gets_its_containers_back() {
     let before = host.audit_rows().len();
     host.vsctl_ok(&["del-br", "ovsbr0"]);
     std::thread::sleep(Duration::from_millis(200));
+    // Said at once, naming what lost its Port (it was silent until the bridge came back).
+    let log = w.log_text();
+    assert!(
+        log.contains("bridge ovsbr0 was deleted from OVSDB")
+            && log.contains("100 net0 (vi100), 101 net0 (vi101)"),
+        "{log}"
+    );
+    let c = host.agent(&["check", "100"]);
+    assert!(
+        c.stdout_text().contains("that bridge is not in OVSDB"),
+        "{}",
+        c.text()
+    );
     let t = Instant::now();
     host.ovs().add_bridge("ovsbr0");
     let took = wait_all_plugged(&host, &vmids, 10, t, Duration::from_secs(3));

@@ -158,8 +158,13 @@ pub fn drift(d: &Desired, obs: &Observed) -> Vec<Drift> {
         let want = plan::desired_port(d, nic, o);
         match (&want, &o.target_port) {
             (Some(w), None) => push(format!(
-                "no OVS port {name}, want one on bridge {}",
-                w.bridge
+                "no OVS port {name}, want one on bridge {}{}",
+                w.bridge,
+                if obs.ovs_bridges.contains(&w.bridge) {
+                    ""
+                } else {
+                    " (that bridge is not in OVSDB: deleted? it is re-plugged when the bridge is back)"
+                }
             )),
             (Some(w), Some(h)) => {
                 if !h.owned() {

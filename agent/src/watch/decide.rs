@@ -186,6 +186,8 @@ pub struct Touched {
     pub veth_ports: BTreeSet<String>,
     /// Names of Bridge rows inserted.
     pub new_bridges: BTreeSet<String>,
+    /// Names of Bridge rows deleted (`del-br`).
+    pub gone_bridges: BTreeSet<String>,
     /// Ports inserted that are neither op-agent's nor PVE-named: one may be a second Port of
     /// a keep-mode device made by its alternative name (the monitor asks netlink).
     pub other_ports: BTreeSet<String>,
@@ -206,6 +208,9 @@ pub fn touched(changes: &[Change], t: &Tables) -> Touched {
         match (&c.old, &c.new) {
             (None, Some(Row::Bridge(b))) => {
                 out.new_bridges.insert(b.name.clone());
+            }
+            (Some(Row::Bridge(b)), None) => {
+                out.gone_bridges.insert(b.name.clone());
             }
             (Some(Row::Bridge(o)), Some(Row::Bridge(n))) => {
                 let (a, b): (BTreeSet<&str>, BTreeSet<&str>) = (

@@ -179,6 +179,9 @@ impl Session<'_> {
         if !tc.new_bridges.is_empty() {
             vmids.extend(inspect::managed(self.cfg));
         }
+        for b in tc.gone_bridges.iter().filter(|b| !t.has_bridge(b)) {
+            self.warn_bridge_gone(b);
+        }
         // A Port named after a device's alternative name: the device's own name says whose.
         for name in &tc.other_ports {
             if let Ok(Some(l)) = self.nl.link_by_name(name).await {
@@ -205,6 +208,30 @@ impl Session<'_> {
             }
         }
         out
+    }
+
+    /// One line when Bridge `b` was deleted: which NICs of running managed containers lost
+    /// their Port with it. Nothing is run: their plans would refuse until the bridge is back,
+    /// and its return converges them (`watch.bridge`).
+    fn warn_bridge_gone(&self, b: &str) {
+        let mut nics = Vec::new();
+        for v in inspect::managed(self.cfg) {
+            if !inspect::is_running(self.cfg, v) {
+                continue;
+            }
+            if let Ok(Some(d)) = inspect::load_desired(self.cfg, v) {
+                for w in decide::wanted_ports(&d).iter().filter(|w| w.bridge == b) {
+                    nics.push(format!("{v} net{} ({})", w.net, w.name));
+                }
+            }
+        }
+        if !nics.is_empty() {
+            log::warn!(
+                "watch: bridge {b} was deleted from OVSDB; these NICs have no Port until it is \
+                 back, then they are re-plugged: {}",
+                nics.join(", ")
+            );
+        }
     }
 
     async fn judge_one(&self, t: &Tables, tc: &Touched, d: &Desired) -> Option<Repair> {
