@@ -51,11 +51,16 @@ pub fn read_conf_file(path: &Path) -> Result<Option<Vec<u8>>, ConfError> {
 /// The OS error of `open`/`read` (`NotFound` when the file does not exist), or
 /// `InvalidInput` `refused: a FIFO, not a regular file` (socket, device, directory alike).
 pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
-    let file = std::fs::OpenOptions::new()
+    let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
-        .open(path)?;
-    let ft = file.metadata()?.file_type();
+        .open(path);
+    let ft = match &opened {
+        Ok(f) => f.metadata()?.file_type(),
+        // A socket cannot be opened (ENXIO): refused by its kind below, like a FIFO.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => std::fs::metadata(path)?.file_type(),
+        Err(_) => return opened.map(|_| Vec::new()),
+    };
     if !ft.is_file() {
         let what = if ft.is_fifo() {
             "a FIFO"
@@ -71,6 +76,7 @@ pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
             format!("refused: {what}, not a regular file"),
         ));
     }
+    let file = opened?;
     let len = file.metadata()?.len();
     if len > MAX_FILE_BYTES {
         return Err(std::io::Error::new(
@@ -184,6 +190,15 @@ mod tests {
         let e = read_conf_file(&p).unwrap_err();
         assert!(e.to_string().contains("a FIFO, not a regular file"), "{e}");
         assert!(read_conf_file(&d.path().join("none")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_socket_is_refused_by_its_kind() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("interfaces");
+        let _l = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        let e = read_regular(&p).unwrap_err();
+        assert!(e.to_string().contains("refused: a socket"), "{e}");
     }
 
     #[test]

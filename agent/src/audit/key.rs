@@ -229,15 +229,25 @@ fn read_key(f: &mut File, path: &Path, check_mode: bool) -> Result<(u64, [u8; 32
 /// Reads an initial (epoch 0) or later key from `path`. Used by `verify --key-file`.
 pub fn read_key_file(path: &Path) -> Result<(u64, [u8; 32]), AuditError> {
     // Without blocking: a FIFO given as --key-file is refused by `read_key`, not waited on.
-    let mut f = OpenOptions::new()
+    let opened = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| AuditError::Io {
-            op: "open key",
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        .open(path);
+    if let Err(e) = &opened {
+        // A socket cannot be opened (ENXIO): say what it is.
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return Err(AuditError::Key {
+                path: path.to_path_buf(),
+                reason: "not a regular file (a socket); a key file is one line in a regular file"
+                    .into(),
+            });
+        }
+    }
+    let mut f = opened.map_err(|e| AuditError::Io {
+        op: "open key",
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     read_key(&mut f, path, false)
 }
 

@@ -65,6 +65,13 @@ pub fn read_checked_bytes(path: &Path) -> Result<Option<Vec<u8>>, ConfigError> {
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A socket cannot be opened (ENXIO): refused by its kind, like a FIFO.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            if let Ok(m) = std::fs::metadata(path) {
+                check_regular(path, &m)?;
+            }
+            return Err(ConfigError::file(path, format!("cannot read: {e}")));
+        }
         Err(e) => return Err(ConfigError::file(path, format!("cannot read: {e}"))),
     };
     let meta = file

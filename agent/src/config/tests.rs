@@ -239,3 +239,19 @@ fn a_huge_sparse_file_is_refused_unread() {
     );
     assert_eq!(e.to_string().lines().count(), 1);
 }
+
+/// A Unix socket as a config file is refused by its kind (77), like a FIFO (it was "cannot
+/// read: No such device or address", 78).
+#[test]
+fn a_socket_is_refused_by_its_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("agent.toml");
+    let _l = std::os::unix::net::UnixListener::bind(&f).unwrap();
+    let e = read_checked(&f).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("refused: a socket, not a regular file"),
+        "{e}"
+    );
+    assert_eq!(e.exit_code(), crate::exit::ExitCode::Refused, "{e}");
+}
