@@ -21,13 +21,34 @@ pub struct ContainerCheck {
     /// The container.
     pub vmid: u32,
     /// `ok`, `drift` (findings, including a refusal pre-start would make), `error` (its
-    /// config cannot be loaded, e.g. firewall=1 without `on_firewall = "skip"`) or
+    /// config cannot be loaded, e.g. firewall=1 without `on_firewall = "skip"`, or OVSDB did
+    /// not answer), `not-checked` (OVSDB did not answer for an earlier container) or
     /// `not-managed`.
     pub state: &'static str,
     /// Whether it is running; `None` when its config could not be loaded.
     pub running: Option<bool>,
     /// The findings, one line each (the error for `error`).
     pub findings: Vec<String>,
+    /// OVSDB (or netlink) did not answer for this container, or it was not checked because it
+    /// did not answer for an earlier one: the exit code that says so (69 unreachable, 75 no
+    /// answer in time), which the command ends with.
+    #[serde(skip)]
+    pub unreachable: Option<ExitCode>,
+}
+
+/// The exit code of a `check --all` report: the first `unreachable` one (69/75), else 0 when
+/// every container is `ok` (or `not-managed` where `allow_unmanaged`), else 1.
+pub fn exit_code(checks: &[ContainerCheck], allow_unmanaged: bool) -> ExitCode {
+    if let Some(c) = checks.iter().find_map(|c| c.unreachable) {
+        return c;
+    }
+    let fine =
+        |c: &ContainerCheck| c.state == "ok" || (allow_unmanaged && c.state == "not-managed");
+    if checks.iter().all(fine) {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failed
+    }
 }
 
 impl ContainerCheck {
@@ -39,12 +60,14 @@ impl ContainerCheck {
                 state: "not-managed",
                 running: None,
                 findings: Vec::new(),
+                unreachable: None,
             },
             Some(r) => ContainerCheck {
                 vmid: vmid.get(),
                 state: if r.drift.is_empty() { "ok" } else { "drift" },
                 running: Some(r.running),
                 findings: r.drift.into_iter().map(|d| d.line).collect(),
+                unreachable: None,
             },
         }
     }
@@ -60,17 +83,18 @@ pub fn check_all(cfg: &AgentConfig) -> Result<(Vec<ContainerCheck>, BridgeUse), 
     let mut on_bridge = BridgeUse::default();
     // After one container found OVSDB unreachable or not answering, the others are not
     // checked: each would wait out `timeout_ms` again for the same answer.
-    let mut down: Option<String> = None;
+    let mut down: Option<(String, ExitCode)> = None;
     for vmid in inspect::managed(cfg) {
-        if let Some(why) = &down {
+        if let Some((why, code)) = &down {
             if matches!(inspect::load_desired(cfg, vmid), Ok(None)) {
                 continue;
             }
             out.push(ContainerCheck {
                 vmid: vmid.get(),
-                state: "error",
+                state: "not-checked",
                 running: None,
                 findings: vec![format!("not checked: {why}")],
+                unreachable: Some(*code),
             });
             continue;
         }
@@ -92,14 +116,17 @@ pub fn check_all(cfg: &AgentConfig) -> Result<(Vec<ContainerCheck>, BridgeUse), 
                 ))
             }
             Err((code, msg)) => {
-                if matches!(code, ExitCode::Unavailable | ExitCode::Timeout) {
-                    down = Some(format!("the same failure as {vmid}: {msg}"));
+                let unreachable =
+                    matches!(code, ExitCode::Unavailable | ExitCode::Timeout).then_some(code);
+                if unreachable.is_some() {
+                    down = Some((format!("the same failure as {vmid}: {msg}"), code));
                 }
                 ContainerCheck {
                     vmid: vmid.get(),
                     state: "error",
                     running: None,
                     findings: vec![msg],
+                    unreachable,
                 }
             }
         };
@@ -126,7 +153,7 @@ pub fn print_text(
             ("ok", Some(r)) => {
                 let _ = writeln!(w, "{}: ok ({})", c.vmid, running_word(r));
             }
-            ("error", _) => {
+            ("error" | "not-checked", _) => {
                 let _ = writeln!(w, "{}: ERROR {}", c.vmid, c.findings.join("; "));
             }
             _ => {
@@ -137,19 +164,24 @@ pub fn print_text(
         }
     }
     let warnings = interfaces_warnings(&cfg.toml.pve.root, on_bridge, w);
-    let bad = checks.iter().filter(|c| c.state != "ok").count();
+    let skipped = checks.iter().filter(|c| c.state == "not-checked").count();
+    let bad = checks
+        .iter()
+        .filter(|c| c.state != "ok" && c.state != "not-checked")
+        .count();
     let _ = writeln!(
         w,
-        "{} checked: {} ok, {bad} with findings, {warnings} warning{}",
-        checks.len(),
-        checks.len() - bad,
-        if warnings == 1 { "" } else { "s" }
+        "{} checked: {} ok, {bad} with findings, {warnings} warning{}{}",
+        checks.len() - skipped,
+        checks.len() - bad - skipped,
+        if warnings == 1 { "" } else { "s" },
+        if skipped > 0 {
+            format!("; {skipped} not checked")
+        } else {
+            String::new()
+        }
     );
-    if bad == 0 {
-        ExitCode::Ok
-    } else {
-        ExitCode::Failed
-    }
+    exit_code(checks, false)
 }
 
 fn running_word(r: bool) -> &'static str {
@@ -182,9 +214,5 @@ pub fn run(cfg: &AgentConfig, format: crate::output::OutputFormat) -> CommandRes
         .filter_map(|l| l.strip_prefix("WARNING ").map(str::to_string))
         .collect();
     format.print(&serde_json::json!({"containers": checks, "warnings": warnings}));
-    Ok(if checks.iter().all(|c| c.state == "ok") {
-        ExitCode::Ok
-    } else {
-        ExitCode::Failed
-    })
+    Ok(exit_code(&checks, false))
 }

@@ -162,10 +162,8 @@ fn live_checks(
             Err((code, msg)) => return Err((code, format!("{v}: {msg}"))),
         },
     };
-    let ok = checks
-        .iter()
-        .all(|c| matches!(c.state, "ok" | "not-managed"));
-    Ok((checks, if ok { ExitCode::Ok } else { ExitCode::Failed }))
+    let code = super::check_all::exit_code(&checks, true);
+    Ok((checks, code))
 }
 
 /// One container's `--live` result: `live <vmid>: ok (running|stopped)`, `ERROR live <vmid>:
@@ -179,7 +177,7 @@ fn print_check(c: &super::check_all::ContainerCheck, out: &mut dyn Write) {
         ("not-managed", _) => {
             let _ = writeln!(out, "live {}: not managed", c.vmid);
         }
-        ("error", _) => {
+        ("error" | "not-checked", _) => {
             let _ = writeln!(out, "ERROR live {}: {}", c.vmid, c.findings.join("; "));
         }
         _ => {
