@@ -5,7 +5,8 @@
 //! Output: one line per finding (`<vmid> <line>`, `<vmid>: ERROR <why>`), `<vmid>: ok
 //! (running|stopped)` for the others, the warnings, and a count. Exit 0 when every container
 //! matches its config and no pre-start would refuse, 1 otherwise (warnings do not count), 69
-//! when OVSDB cannot be reached at all.
+//! when OVSDB cannot be reached, 75 when it does not answer in time (one wait: the containers
+//! after the first that failed so are `not checked`).
 
 use super::check::check_vmid;
 use super::config_check::{interfaces_warnings, BridgeUse};
