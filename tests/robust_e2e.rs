@@ -109,8 +109,7 @@ fn a_reused_vmid_without_hookscript_is_left_alone_by_watch() {
     let a = host.agent(&["apply", "100"]);
     assert_eq!(a.code(), Some(1), "{}", a.text());
     assert!(
-        a.stderr_text()
-            .contains("does not name op-agent's hookscript")
+        a.stderr_text().contains("its PVE conf names no hookscript")
             && a.stderr_text()
                 .contains("op-agent enroll 100 --keep-config"),
         "{}",

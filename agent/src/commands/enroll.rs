@@ -60,8 +60,9 @@ pub struct EnrollArgs {
     #[arg(long)]
     pub force: bool,
     /// Keep the container TOML that is already there (left by an earlier container with this
-    /// vmid) instead of refusing to adopt it; it is checked as the hook would.
-    #[arg(long, conflicts_with_all = ["bridge", "tag", "trunks", "netmaker", "force"])]
+    /// vmid) instead of refusing to adopt it; it is checked as the hook would. With `--force`,
+    /// another hookscript in the PVE conf is replaced and the TOML still kept.
+    #[arg(long, conflicts_with_all = ["bridge", "tag", "trunks", "netmaker"])]
     pub keep_config: bool,
     /// Take the containers off op-agent in one step: release a running one's NICs to PVE
     /// (as `op-agent release`), run `pct set <vmid> --delete hookscript`, remove the

@@ -103,4 +103,24 @@ fn a_stale_toml_is_adopted_only_with_keep_config() {
     // The dry run shows the file it keeps (VLAN 10), not the one it would have generated.
     assert!(out.contains("    tag = 10"), "{out}");
     assert_eq!(std::fs::read_to_string(&toml).unwrap(), old);
+    // Another hookscript in the PVE conf: refused without --force; with it, replaced while
+    // the TOML is still kept.
+    std::fs::write(
+        root.join("etc/pve/lxc/100.conf"),
+        "hookscript: local:snippets/other\nnet0: name=eth0,bridge=ovsbr0,tag=20,type=veth\n",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let Err(Fail(code, msg)) = enroll(&args, vmid, &cfg, &mut out) else {
+        panic!("replaced another hookscript without --force");
+    };
+    assert_eq!(code, ExitCode::Refused, "{msg}");
+    args.force = true;
+    let mut out = Vec::new();
+    assert!(enroll(&args, vmid, &cfg, &mut out).is_ok());
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.contains("would keep") && out.contains("    tag = 10"),
+        "{out}"
+    );
 }
