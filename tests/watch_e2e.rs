@@ -653,3 +653,23 @@ fn a_second_watch_on_the_host_is_refused() {
         again.log_text()
     );
 }
+
+/// A bridge without an MTU of its own (no `mtu` line: OVS gives it its smallest port's MTU):
+/// one port set to 1200 by hand drags the bridge to 1200, but the other containers keep
+/// theirs. `check` finds nothing wrong with them, and neither `apply` nor the watch spreads
+/// 1200 to them (before, `check 100` said "want 1200" and `apply 100` set it).
+#[test]
+fn a_port_set_lower_by_hand_does_not_spread_on_a_bridge_without_its_own_mtu() {
+    let host = TestHost::new("w-mtu-auto");
+    let (_, mut w) = running(&host, 2);
+    let before = host.ovs_get("Interface", "vi100", "mtu_request");
+    host.vsctl_ok(&["set", "Interface", "vi101", "mtu_request=1200"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let c = host.agent(&["check", "100"]);
+    assert_eq!(c.code(), Some(0), "{}", c.text());
+    let a = host.agent(&["apply", "100"]);
+    assert_eq!(a.code(), Some(0), "{}", a.text());
+    assert_eq!(host.ovs_get("Interface", "vi100", "mtu_request"), before);
+    assert!(pings(&host, 100, 101));
+    assert!(w.stop().is_some_and(|s| s.success()), "{}", w.log_text());
+}

@@ -67,10 +67,16 @@ pub async fn observe<L: Links, V: Vswitch>(
 ) -> Result<Observed, RunError> {
     let t = Instant::now();
     let vmid = d.vmid.get();
+    // The bridges' own Ports too: their Interface's mtu_request (`bridge_mtu_request`).
     let names: Vec<&str> = d
         .nics
         .iter()
         .flat_map(|n| [n.pve_veth.as_str(), n.name.as_str()])
+        .chain(
+            d.nics
+                .iter()
+                .filter_map(|n| n.bridge.as_ref().map(|b| b.as_str())),
+        )
         .collect();
     let ovs = async {
         let owned = async {
@@ -139,6 +145,11 @@ pub async fn observe<L: Links, V: Vswitch>(
             o.bridge_link_kind = bl.kind;
             o.bridge_mtu = bl.mtu;
         }
+        o.bridge_mtu_request = nic
+            .bridge
+            .as_ref()
+            .and_then(|b| snap.ports.get(b.as_str()))
+            .and_then(|p| p.interfaces.first().and_then(|i| i.mtu_request));
         obs.nics.push(o);
     }
     if let Some(ports) = owned {

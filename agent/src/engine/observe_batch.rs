@@ -66,6 +66,11 @@ pub async fn observe_many<L: Links, V: Vswitch>(
             d.nics
                 .iter()
                 .flat_map(|n| [n.pve_veth.as_str(), n.name.as_str()])
+                .chain(
+                    d.nics
+                        .iter()
+                        .filter_map(|n| n.bridge.as_ref().map(|b| b.as_str())),
+                )
         })
         .collect();
     names.extend(removed.iter().flatten().map(|(_, l)| l.name.as_str()));
@@ -107,6 +112,11 @@ pub async fn observe_many<L: Links, V: Vswitch>(
                 o.bridge_link_kind = bl.kind.clone();
                 o.bridge_mtu = bl.mtu;
             }
+            o.bridge_mtu_request = nic
+                .bridge
+                .as_ref()
+                .and_then(|b| snap.ports.get(b.as_str()))
+                .and_then(|p| p.interfaces.first().and_then(|i| i.mtu_request));
             obs.nics.push(o);
         }
         obs.removed = removed

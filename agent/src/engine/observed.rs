@@ -79,6 +79,11 @@ pub struct ObservedNic {
     pub bridge_link_kind: Option<String>,
     /// MTU of the bridge's kernel device (PVE `read_bridge_mtu`), bytes.
     pub bridge_mtu: Option<u32>,
+    /// `mtu_request` of the bridge's own (internal) Interface, bytes: set by an `mtu` line of
+    /// its stanza (ifupdown2's openvswitch addon). `None`: OVS gives the bridge the smallest
+    /// MTU of its ports (Open vSwitch "ofproto: Honor mtu_request even for internal ports"),
+    /// so its MTU follows any port's and says nothing about what a port should have.
+    pub bridge_mtu_request: Option<i64>,
 }
 
 /// The observed host.

@@ -237,9 +237,24 @@ pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<
             }
         },
     };
-    let mtu_request = pve_mtu
-        .and_then(|m| u32::try_from(m).ok())
-        .or(obs.bridge_mtu);
+    // Post-start gives a Port the bridge's MTU, as PVE's plug does (pve-common
+    // `$ovs_bridge_add_port`: `mtu_request=$bridgemtu`). On a bridge without an MTU of its own
+    // (no `bridge_mtu_request`), that MTU is the smallest of its ports', so one port set lower
+    // by hand drags it down: an existing Port then keeps the `mtu_request` it has, as PVE sets
+    // it only when it plugs, instead of every repair spreading the lower value.
+    let existing = match d.keeps_names() {
+        true => obs.pve_port.as_ref(),
+        false => obs.target_port.as_ref(),
+    };
+    let kept = existing
+        .filter(|_| obs.bridge_mtu_request.is_none())
+        .and_then(|p| p.mtu_request)
+        .and_then(|m| u32::try_from(m).ok());
+    let mtu_request = kept.or_else(|| {
+        pve_mtu
+            .and_then(|m| u32::try_from(m).ok())
+            .or(obs.bridge_mtu)
+    });
     Some(PortPlan {
         name: d.port_name(nic).to_string(),
         bridge,

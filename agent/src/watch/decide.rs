@@ -108,7 +108,9 @@ impl Drift {
 /// `bridge_mtu` gives the MTU (bytes) of each bridge's kernel device as far as the caller read
 /// it: post-start gives the Interface that `mtu_request` (pve-common `PVE::Network`
 /// `$ovs_bridge_add_port`: `mtu_request=$bridgemtu`, `read_bridge_mtu`), so an Interface whose
-/// `mtu_request` differs from it has drifted. A bridge not in the map is not compared.
+/// `mtu_request` differs from it has drifted, when the bridge has an MTU of its own (its
+/// Interface's `mtu_request`; without one OVS gives it its smallest port's, which follows the
+/// drift). A bridge not in the map is not compared.
 pub fn drifts(
     wants: &[WantPort],
     t: &Tables,
@@ -152,7 +154,12 @@ pub fn drifts(
             c.push(("qos", json!(w.rate_kbits.is_some()), json!(p.qos)));
         }
         let iface = t.interfaces_of(p).next();
-        if let (Some(want), Some(i)) = (bridge_mtu.get(&w.bridge), iface) {
+        // Only a bridge with an MTU of its own says what a port's is (plan::desired_port).
+        let own_mtu = t
+            .interfaces
+            .values()
+            .any(|i| i.name == w.bridge && i.mtu_request.is_some());
+        if let (Some(want), Some(i), true) = (bridge_mtu.get(&w.bridge), iface, own_mtu) {
             if i.mtu_request != Some(i64::from(*want)) {
                 c.push(("mtu_request", json!(want), json!(i.mtu_request)));
             }

@@ -265,8 +265,12 @@ fn keep_mode_wants_pves_port_marked() {
 
 #[test]
 fn an_interface_mtu_request_unlike_the_bridge_mtu_is_a_change() {
-    // ovs-vsctl set Interface vi100 mtu_request=1400: only the Interface row changes.
+    // ovs-vsctl set Interface vi100 mtu_request=1400: only the Interface row changes. The
+    // bridge has an MTU of its own (its Interface i0's mtu_request).
     let mut t = tables();
+    t.apply(&decode_updates(&json!({
+        "Interface": {"i0": {"new": {"name": "ovsbr0", "ofport": 65534, "error": ["set", []], "mtu_request": 1500}}}
+    })));
     let ch = t.apply(&decode_updates(&json!({
         "Interface": {"i1": {"old": {"mtu_request": ["set", []]},
             "new": {"name": "vi100", "ofport": 2, "error": ["set", []], "mtu_request": 1400}}}
@@ -287,4 +291,9 @@ fn an_interface_mtu_request_unlike_the_bridge_mtu_is_a_change() {
         vec![],
         "bridge MTU unknown: not compared"
     );
+    // Without an MTU of its own the bridge's follows its smallest port: nothing to restore.
+    t.apply(&decode_updates(&json!({
+        "Interface": {"i0": {"new": {"name": "ovsbr0", "ofport": 65534, "error": ["set", []]}}}
+    })));
+    assert_eq!(drifts(&w, &t, &mtu), vec![]);
 }

@@ -100,12 +100,16 @@ fn converged_is_empty_and_a_second_port_by_the_altname_goes_first() {
         ..Default::default()
     };
     assert_eq!(lines(&d, &observed(o.clone())), Vec::<String>::new());
-    // Someone set mtu_request=1400 on PVE's Port: the bridge's MTU is restored.
+    // Someone set mtu_request=1400 on PVE's Port: the bridge's own MTU is restored.
     let mut drifted = o.clone();
     drifted.bridge_mtu = Some(1500);
+    drifted.bridge_mtu_request = Some(1500);
     drifted.pve_port.as_mut().unwrap().mtu_request = Some(1400);
-    let l = lines(&d, &observed(drifted));
+    let l = lines(&d, &observed(drifted.clone()));
     assert!(l.len() == 1 && l[0].contains("mtu_request=1500"), "{l:?}");
+    // A bridge without an MTU of its own has no MTU to restore: the Port's stays.
+    drifted.bridge_mtu_request = None;
+    assert_eq!(lines(&d, &observed(drifted)), Vec::<String>::new());
     o.target_port = Some(ObservedPort {
         name: "vi100".into(),
         bridge: Some("ovsbr0".into()),

@@ -78,6 +78,36 @@ fn post_start_refuses_a_bridge_missing_from_ovsdb_before_any_change() {
     );
 }
 
+/// On a bridge with an MTU of its own, a Port's `mtu_request` unlike it is replaced; on one
+/// without (OVS's smallest-port MTU), the Port keeps the one it has, so a port set lower by
+/// hand does not spread to every repaired one.
+#[test]
+fn an_existing_ports_mtu_follows_only_a_bridge_with_its_own_mtu() {
+    let d = desired(vec![net(0, "ovsbr0", Some(10))], "");
+    let mut link = veth("vi100", 7);
+    link.ours = true;
+    let mut have = pve_port("vi100");
+    have.external_ids = ownership_ids(&d, &d.nics[0]);
+    have.mtu_request = Some(1500);
+    let obs = |bridge_mtu_request: Option<i64>| Observed {
+        nics: vec![ObservedNic {
+            target_link: Some(link.clone()),
+            target_port: Some(have.clone()),
+            bridge_mtu: Some(1200),
+            bridge_mtu_request,
+            ..Default::default()
+        }],
+        ovs_bridges: ovs(),
+        ..Default::default()
+    };
+    assert_eq!(plan_post_start(&d, &obs(None)).unwrap(), vec![]);
+    let plan = plan_post_start(&d, &obs(Some(1200))).unwrap();
+    assert!(
+        plan.len() == 1 && plan[0].step.to_string().contains("mtu_request=1200"),
+        "{plan:?}"
+    );
+}
+
 #[test]
 fn fresh_post_start_replugs() {
     let d = desired(vec![net(0, "ovsbr0", Some(10))], "");
