@@ -297,6 +297,20 @@ fn release_list_names_a_running_container_whose_hookscript_was_removed_by_hand()
         "{:?}",
         host.ports("ovsbr0")
     );
+    // 100 taken back, then its hookscript and its TOML removed by hand: `release` cannot
+    // hand it back without the TOML, and says how the NIC gets back to PVE.
+    let a = host.agent(&["apply", "100"]);
+    assert_eq!(a.code(), Some(0), "{}", a.text());
+    host.write_pve_conf(100, unhooked(100));
+    std::fs::remove_file(host.pve_root().container_toml(100)).unwrap();
+    let r = host.agent(&["release", "100"]);
+    assert_eq!(r.code(), Some(1), "{}", r.text());
+    assert!(
+        r.stderr_text().contains("vi100 still has op-agent's name")
+            && r.stderr_text().contains("pct reboot 100"),
+        "{}",
+        r.text()
+    );
     for v in ["100", "101", "102"] {
         host.sim_ok(&["stop", v]);
     }

@@ -75,6 +75,40 @@ fn releasable(cfg: &AgentConfig) -> Vec<Vmid> {
     out
 }
 
+/// Why `v` cannot be released: `not managed by op-agent`, and when a link still carries
+/// op-agent's alias for `v` (its TOML was removed while it ran), how to get that NIC back to
+/// PVE without it.
+fn not_managed(cfg: &AgentConfig, v: Vmid) -> String {
+    let ours: Vec<String> = inspect::runtime()
+        .ok()
+        .and_then(|rt| {
+            rt.block_on(async {
+                let nl = crate::netlink::Netlink::connect().ok()?;
+                let links = nl.links().await.ok()?;
+                Some(
+                    links
+                        .into_iter()
+                        .filter(|l| {
+                            crate::engine::ownership::alias_net(l.alias.as_deref(), v.get())
+                                .is_some()
+                        })
+                        .map(|l| l.name)
+                        .collect(),
+                )
+            })
+        })
+        .unwrap_or_default();
+    if ours.is_empty() || !inspect::is_running(cfg, v) {
+        return "not managed by op-agent".into();
+    }
+    format!(
+        "not managed by op-agent (no container TOML), but {} still has op-agent's name: restart \
+         the container (pct reboot {v}) and PVE names and plugs its NICs itself, or put the TOML \
+         back and run op-agent release {v}",
+        ours.join(", ")
+    )
+}
+
 /// True when running container `v`'s PVE conf no longer names op-agent's hookscript but a
 /// link named as its TOML says carries op-agent's alias for it (renamed by op-agent).
 pub(crate) fn renamed_unhooked(cfg: &AgentConfig, v: Vmid) -> bool {
@@ -172,7 +206,7 @@ fn release_one(cfg: &AgentConfig, v: Vmid) -> Result<Vec<String>, Failure> {
     // op-agent's until its next stop.
     let managed = Managed::find_unhooked(cfg, v)
         .map_err(|e| Failure::new(e.code(), e.to_string()))?
-        .ok_or_else(|| Failure::new(ExitCode::Failed, "not managed by op-agent"))?;
+        .ok_or_else(|| Failure::new(ExitCode::Failed, not_managed(cfg, v)))?;
     if !inspect::is_running(cfg, v) {
         return Err(Failure::new(
             ExitCode::Failed,
