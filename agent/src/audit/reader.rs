@@ -123,11 +123,18 @@ pub(super) fn regular_or_absent(db: &Path) -> std::io::Result<()> {
                     Ok(_) => {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::InvalidInput,
-                            format!(
-                            "refused: {} is a symlink to nothing; point it at the audit database \
-                             or remove it",
-                            p.display()
-                        ),
+                            if p == db {
+                                format!(
+                                    "refused: {} is a symlink to nothing; point it at the audit \
+                                 database or remove it",
+                                    p.display()
+                                )
+                            } else {
+                                format!(
+                                    "refused: {} is a symlink to nothing; remove it",
+                                    p.display()
+                                )
+                            },
                         ))
                     }
                     Err(_) => continue,

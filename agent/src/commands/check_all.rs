@@ -111,10 +111,11 @@ pub fn check_all(cfg: &AgentConfig) -> Result<(Vec<ContainerCheck>, BridgeUse), 
                 ContainerCheck::of(vmid, Some(r))
             }
             Err((ExitCode::Unavailable, msg)) if out.is_empty() => {
+                // The host's OVSDB, not this container's: nothing was checked.
                 return Err(CliError::new(
                     ExitCode::Unavailable,
-                    format!("{vmid}: {msg}"),
-                ))
+                    format!("nothing checked: {msg}"),
+                ));
             }
             Err((code, msg)) => {
                 let unreachable =
@@ -165,10 +166,11 @@ pub fn print_text(
         }
     }
     let warnings = interfaces_warnings(&cfg.toml.pve.root, on_bridge, w);
-    let skipped = checks.iter().filter(|c| c.state == "not-checked").count();
+    // The container OVSDB failed for was not checked either.
+    let skipped = checks.iter().filter(|c| c.unreachable.is_some()).count();
     let bad = checks
         .iter()
-        .filter(|c| c.state != "ok" && c.state != "not-checked")
+        .filter(|c| c.state != "ok" && c.unreachable.is_none())
         .count();
     let _ = writeln!(
         w,

@@ -246,8 +246,11 @@ pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<
         true => obs.pve_port.as_ref(),
         false => obs.target_port.as_ref(),
     };
+    // Only a Port already on that bridge: one moving to it takes the new bridge's MTU.
     let kept = existing
-        .filter(|_| obs.bridge_mtu_request.is_none())
+        .filter(|p| {
+            obs.bridge_mtu_request.is_none() && p.bridge.as_deref() == Some(bridge.as_str())
+        })
         .and_then(|p| p.mtu_request)
         .and_then(|m| u32::try_from(m).ok());
     let mtu_request = kept.or_else(|| {

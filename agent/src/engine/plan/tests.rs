@@ -89,7 +89,7 @@ fn an_existing_ports_mtu_follows_only_a_bridge_with_its_own_mtu() {
     let mut have = pve_port("vi100");
     have.external_ids = ownership_ids(&d, &d.nics[0]);
     have.mtu_request = Some(1500);
-    let obs = |bridge_mtu_request: Option<i64>| Observed {
+    let obs = |have: &ObservedPort, bridge_mtu_request: Option<i64>| Observed {
         nics: vec![ObservedNic {
             target_link: Some(link.clone()),
             target_port: Some(have.clone()),
@@ -100,11 +100,22 @@ fn an_existing_ports_mtu_follows_only_a_bridge_with_its_own_mtu() {
         ovs_bridges: ovs(),
         ..Default::default()
     };
-    assert_eq!(plan_post_start(&d, &obs(None)).unwrap(), vec![]);
-    let plan = plan_post_start(&d, &obs(Some(1200))).unwrap();
+    assert_eq!(plan_post_start(&d, &obs(&have, None)).unwrap(), vec![]);
+    let plan = plan_post_start(&d, &obs(&have, Some(1200))).unwrap();
     assert!(
         plan.len() == 1 && plan[0].step.to_string().contains("mtu_request=1200"),
         "{plan:?}"
+    );
+    // A Port moving to that bridge from another takes the bridge's MTU, not its old one.
+    have.bridge = Some("ovsbr1".into());
+    let moved = plan_post_start(&d, &obs(&have, None)).unwrap();
+    assert!(
+        moved.len() == 1
+            && moved[0]
+                .step
+                .to_string()
+                .contains("ovsbr0 vi100 tag=10 mtu_request=1200"),
+        "{moved:?}"
     );
 }
 
