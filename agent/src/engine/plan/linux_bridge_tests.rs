@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::parse_container;
 use crate::desired::resolve;
-use pve_integration::{NetConf, PveConf, Vmid};
+use pve_integration::{NetConf, NetIndex, PveConf, Vmid};
 use std::path::Path;
 
 fn net(i: u8, bridge: &str) -> NetConf {
