@@ -63,19 +63,14 @@ pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<
     if nic.link_down {
         return None;
     }
-    let (bridge, tag, trunks, pve_mtu) = match &nic.mode {
+    // `attached_mtu`: netmaker mode keeps PVE's whole attachment, its MTU too.
+    let (bridge, tag, trunks, attached_mtu) = match &nic.mode {
         NicMode::Skip(_) => return None,
         NicMode::Plug | NicMode::PlugIfOvs => (
             nic.bridge.as_ref()?.to_string(),
             nic.tag.map(|t| t.get()),
             nic.trunks.iter().map(|t| t.get()).collect::<Vec<_>>(),
-            // PVE's Port's mtu_request is the bridge's it read at plug time; in keep mode that
-            // Port is the one op-agent manages, so a value someone set there since is drift,
-            // not PVE's: the bridge's MTU is wanted then.
-            obs.pve_port
-                .as_ref()
-                .filter(|_| !d.keeps_names() || obs.bridge_mtu.is_none())
-                .and_then(|p| p.mtu_request),
+            None,
         ),
         NicMode::KeepAttachment => match &obs.pve_port {
             // PVE's own attachment: keep its bridge, tag, trunks and mtu.
@@ -94,27 +89,28 @@ pub fn desired_port(d: &Desired, nic: &DesiredNic, obs: &ObservedNic) -> Option<
             }
         },
     };
-    // Post-start gives a Port the bridge's MTU, as PVE's plug does (pve-common
-    // `$ovs_bridge_add_port`: `mtu_request=$bridgemtu`). On a bridge without an MTU of its own
-    // (no `bridge_mtu_request`), that MTU is the smallest of its ports', so one port set lower
-    // by hand drags it down: an existing Port then keeps the `mtu_request` it has, as PVE sets
-    // it only when it plugs, instead of every repair spreading the lower value.
-    let existing = match d.keeps_names() {
+    // The MTU is the bridge's, as PVE's plug gives it (pve-common `$ovs_bridge_add_port`:
+    // `mtu_request=$bridgemtu`, `read_bridge_mtu`). A Port's own `mtu_request` counts only on
+    // that same bridge: PVE's Port about to be replaced carries the MTU PVE read when it
+    // plugged (rename mode); and on a bridge without an MTU of its own (no
+    // `bridge_mtu_request`), whose MTU is the smallest of its ports', the Port op-agent
+    // manages keeps the one it has, as PVE sets it only when it plugs, so one port set lower
+    // by hand does not spread to every repaired one.
+    let on_bridge = |p: Option<&ObservedPort>| {
+        p.filter(|p| p.bridge.as_deref() == Some(bridge.as_str()))
+            .and_then(|p| p.mtu_request)
+    };
+    let managed = match d.keeps_names() {
         true => obs.pve_port.as_ref(),
         false => obs.target_port.as_ref(),
     };
-    // Only a Port already on that bridge: one moving to it takes the new bridge's MTU.
-    let kept = existing
-        .filter(|p| {
-            obs.bridge_mtu_request.is_none() && p.bridge.as_deref() == Some(bridge.as_str())
-        })
-        .and_then(|p| p.mtu_request)
-        .and_then(|m| u32::try_from(m).ok());
-    let mtu_request = kept.or_else(|| {
-        pve_mtu
-            .and_then(|m| u32::try_from(m).ok())
-            .or(obs.bridge_mtu)
-    });
+    let kept = on_bridge(managed).filter(|_| obs.bridge_mtu_request.is_none());
+    let pves = on_bridge(obs.pve_port.as_ref()).filter(|_| !d.keeps_names());
+    let mtu_request = attached_mtu
+        .or(kept)
+        .or(pves)
+        .and_then(|m| u32::try_from(m).ok())
+        .or(obs.bridge_mtu);
     Some(PortPlan {
         name: d.port_name(nic).to_string(),
         bridge,

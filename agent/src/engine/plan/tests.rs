@@ -160,6 +160,18 @@ fn toml_overrides_and_trunks_native_untagged() {
     assert_eq!(w.trunks, vec![20, 30]);
     assert_eq!(w.vlan_mode.as_deref(), Some("native-untagged"));
     assert_eq!(w.mtu_request, Some(9000));
+    // PVE plugged it into vmbr0 (MTU 1500 there): its Port's mtu_request is vmbr0's, not
+    // ovsbr0's, and does not follow the NIC to the TOML's bridge.
+    let mut pves = pve_port("veth100i0");
+    pves.bridge = Some("vmbr0".into());
+    let o = ObservedNic {
+        pve_port: Some(pves),
+        ..o
+    };
+    assert_eq!(
+        desired_port(&d, &d.nics[0], &o).unwrap().mtu_request,
+        Some(9000)
+    );
 }
 
 #[test]
