@@ -105,17 +105,12 @@ impl Drift {
 /// bridge's return converges it); a Port of that name without op-agent's mark is not ours
 /// (the run would refuse it), so it is not due either.
 ///
-/// `bridge_mtu` gives the MTU (bytes) of each bridge's kernel device as far as the caller read
-/// it: post-start gives the Interface that `mtu_request` (pve-common `PVE::Network`
-/// `$ovs_bridge_add_port`: `mtu_request=$bridgemtu`, `read_bridge_mtu`), so an Interface whose
-/// `mtu_request` differs from it has drifted, when the bridge has an MTU of its own (its
-/// Interface's `mtu_request`; without one OVS gives it its smallest port's, which follows the
-/// drift). A bridge not in the map is not compared.
-pub fn drifts(
-    wants: &[WantPort],
-    t: &Tables,
-    bridge_mtu: &std::collections::BTreeMap<String, u32>,
-) -> Vec<Drift> {
+/// On a bridge with an MTU of its own (its Interface's `mtu_request`, which is also its
+/// device's MTU once ovs-vswitchd applied it, what post-start gives a Port: pve-common
+/// `$ovs_bridge_add_port`, `mtu_request=$bridgemtu`), an Interface whose `mtu_request` differs
+/// has drifted. A bridge without one has its smallest port's MTU, which follows the drift, so
+/// nothing is compared there ([`crate::engine::plan::desired_port`]).
+pub fn drifts(wants: &[WantPort], t: &Tables) -> Vec<Drift> {
     let mut out = Vec::new();
     for w in wants.iter().filter(|w| t.has_bridge(&w.bridge)) {
         let Some((uuid, p)) = t.port_by_name(&w.name) else {
@@ -154,13 +149,13 @@ pub fn drifts(
             c.push(("qos", json!(w.rate_kbits.is_some()), json!(p.qos)));
         }
         let iface = t.interfaces_of(p).next();
-        // Only a bridge with an MTU of its own says what a port's is (plan::desired_port).
-        let own_mtu = t
+        let bridge_mtu = t
             .interfaces
             .values()
-            .any(|i| i.name == w.bridge && i.mtu_request.is_some());
-        if let (Some(want), Some(i), true) = (bridge_mtu.get(&w.bridge), iface, own_mtu) {
-            if i.mtu_request != Some(i64::from(*want)) {
+            .find(|i| i.name == w.bridge)
+            .and_then(|i| i.mtu_request);
+        if let (Some(want), Some(i)) = (bridge_mtu, iface) {
+            if i.mtu_request != Some(want) {
                 c.push(("mtu_request", json!(want), json!(i.mtu_request)));
             }
         }

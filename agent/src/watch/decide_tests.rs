@@ -49,10 +49,6 @@ fn tables() -> Tables {
     }))
 }
 
-fn no_mtu() -> std::collections::BTreeMap<String, u32> {
-    Default::default()
-}
-
 fn port_row(name: &str, tag: u16, ids: Value, iface: &str) -> Value {
     json!({"name": name, "tag": tag, "trunks": ["set", []], "vlan_mode": ["set", []],
         "external_ids": ids, "interfaces": ["uuid", iface]})
@@ -86,7 +82,7 @@ fn converged_rows_are_not_due_even_when_just_written() {
     })));
     let w = wanted_ports(&desired(vec![nic(0, "vi100", "ovsbr0", Some(10), &[])]));
     assert!(touched(&ch, &t).owned.contains(&"100".parse().unwrap()));
-    assert_eq!(drifts(&w, &t, &no_mtu()), vec![]);
+    assert_eq!(drifts(&w, &t), vec![]);
 }
 
 #[test]
@@ -100,7 +96,7 @@ fn a_deleted_owned_port_is_missing() {
     let tc = touched(&ch, &t);
     assert_eq!(tc.owned, ["100".parse().unwrap()].into());
     let w = wanted_ports(&desired(vec![nic(0, "vi100", "ovsbr0", Some(10), &[])]));
-    let d = drifts(&w, &t, &no_mtu());
+    let d = drifts(&w, &t);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].found, Found::Missing);
     assert_eq!(
@@ -117,7 +113,7 @@ fn a_changed_tag_and_a_moved_port_are_changes() {
     })));
     assert_eq!(touched(&ch, &t).owned.len(), 1);
     let w = wanted_ports(&desired(vec![nic(0, "vi100", "ovsbr0", Some(10), &[])]));
-    let d = drifts(&w, &t, &no_mtu());
+    let d = drifts(&w, &t);
     assert_eq!(
         d[0].found,
         Found::Changed(vec![("tag", json!(10), json!(99))])
@@ -136,7 +132,7 @@ fn a_changed_tag_and_a_moved_port_are_changes() {
         1,
         "a moved port touches its owner"
     );
-    let d = drifts(&w, &t, &no_mtu());
+    let d = drifts(&w, &t);
     assert_eq!(
         d[0].found,
         Found::Changed(vec![("bridge", json!("ovsbr0"), json!("ovsbr1"))])
@@ -146,17 +142,13 @@ fn a_changed_tag_and_a_moved_port_are_changes() {
 #[test]
 fn no_drift_without_the_bridge_or_for_a_foreign_port() {
     let w = wanted_ports(&desired(vec![nic(0, "vi100", "ovsbr9", Some(10), &[])]));
-    assert_eq!(
-        drifts(&w, &tables(), &no_mtu()),
-        vec![],
-        "bridge gone: wait for it"
-    );
+    assert_eq!(drifts(&w, &tables()), vec![], "bridge gone: wait for it");
     let t = Tables::from_initial(&json!({
         "Bridge": {"b1": {"new": {"name": "ovsbr0", "ports": ["uuid", "p1"]}}},
         "Port": {"p1": {"new": port_row("vi100", 99, json!(["map", []]), "i1")}}
     }));
     let w = wanted_ports(&desired(vec![nic(0, "vi100", "ovsbr0", Some(10), &[])]));
-    assert_eq!(drifts(&w, &t, &no_mtu()), vec![], "not ours: left alone");
+    assert_eq!(drifts(&w, &t), vec![], "not ours: left alone");
     assert!(touched(&t.clone().apply(&[]), &t).owned.is_empty());
 }
 
@@ -215,7 +207,7 @@ fn a_lost_rate_limit_is_a_drift_and_a_kept_one_is_not() {
     let wants = wanted_ports(&desired(vec![n]));
     assert_eq!(wants[0].rate_kbits, Some(8388));
     // tables(): vi100 without QoS and without policing.
-    let d = drifts(&wants, &tables(), &no_mtu());
+    let d = drifts(&wants, &tables());
     assert_eq!(d.len(), 1);
     let Found::Changed(c) = &d[0].found else {
         panic!("{d:?}")
@@ -231,10 +223,10 @@ fn a_lost_rate_limit_is_a_drift_and_a_kept_one_is_not() {
         "Interface": {"i1": {"new": {"name": "vi100", "ofport": 2, "error": ["set", []],
             "ingress_policing_rate": 8388}}}
     })));
-    assert_eq!(drifts(&wants, &t, &no_mtu()), vec![]);
+    assert_eq!(drifts(&wants, &t), vec![]);
     // A limit the config no longer asks for is a drift too.
     let plain = wanted_ports(&desired(vec![nic(0, "vi100", "ovsbr0", Some(10), &[])]));
-    assert_eq!(drifts(&plain, &t, &no_mtu()).len(), 1);
+    assert_eq!(drifts(&plain, &t).len(), 1);
 }
 
 #[test]
@@ -249,7 +241,7 @@ fn keep_mode_wants_pves_port_marked() {
         "Port": {"p1": {"new": port_row("veth100i0", 20, json!(["map", []]), "i1")}},
         "Interface": {"i1": {"new": {"name": "veth100i0", "ofport": 3, "error": ["set", []]}}}
     }));
-    let dr = drifts(&w, &t, &no_mtu());
+    let dr = drifts(&w, &t);
     assert_eq!(dr.len(), 1, "{dr:?}");
     let Found::Changed(c) = &dr[0].found else {
         panic!("{dr:?}")
@@ -260,7 +252,7 @@ fn keep_mode_wants_pves_port_marked() {
     d.naming = crate::config::Naming::Rename;
     let mut w = wanted_ports(&d);
     w[0].name = "veth100i0".into();
-    assert_eq!(drifts(&w, &t, &no_mtu()), vec![]);
+    assert_eq!(drifts(&w, &t), vec![]);
 }
 
 #[test]
@@ -281,19 +273,13 @@ fn an_interface_mtu_request_unlike_the_bridge_mtu_is_a_change() {
         "an owned Port's Interface changed"
     );
     let w = wanted_ports(&desired(vec![nic(0, "vi100", "ovsbr0", Some(10), &[])]));
-    let mtu: std::collections::BTreeMap<String, u32> = [("ovsbr0".to_string(), 1500)].into();
     assert_eq!(
-        drifts(&w, &t, &mtu)[0].found,
+        drifts(&w, &t)[0].found,
         Found::Changed(vec![("mtu_request", json!(1500), json!(1400))])
-    );
-    assert_eq!(
-        drifts(&w, &t, &no_mtu()),
-        vec![],
-        "bridge MTU unknown: not compared"
     );
     // Without an MTU of its own the bridge's follows its smallest port: nothing to restore.
     t.apply(&decode_updates(&json!({
         "Interface": {"i0": {"new": {"name": "ovsbr0", "ofport": 65534, "error": ["set", []]}}}
     })));
-    assert_eq!(drifts(&w, &t, &mtu), vec![]);
+    assert_eq!(drifts(&w, &t), vec![]);
 }

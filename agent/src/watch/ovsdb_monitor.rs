@@ -19,7 +19,7 @@ use crate::ovsdb::vswitch::monitor::{Change, RowUpdate, Tables};
 use crate::ovsdb::Client;
 use pve_integration::{HostVeth, Vmid};
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::mpsc as tmpsc;
@@ -240,14 +240,7 @@ impl Session<'_> {
         let mut notes = Vec::new();
         let mut why = "ovsdb drift";
         if tc.owned.contains(&v) || d.keeps_names() {
-            // The MTU post-start gives the Interface: the bridge device's (plan::desired_port).
-            let mut bridge_mtu = BTreeMap::new();
-            for w in &wants {
-                if let Ok(Some(l)) = self.nl.link_by_name(&w.bridge).await {
-                    bridge_mtu.extend(l.mtu.map(|m| (w.bridge.clone(), m)));
-                }
-            }
-            for dr in decide::drifts(&wants, t, &bridge_mtu) {
+            for dr in decide::drifts(&wants, t) {
                 log::warn!(
                     "watch: {v}: OVS port {} was changed by someone else: {}; restoring it",
                     dr.want.name,
