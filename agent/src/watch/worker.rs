@@ -397,17 +397,43 @@ fn run_one(
         label: "watch".into(),
         started: None,
     };
-    if p.gate || repeats(&p) {
+    if dry_runs_first(&p) {
         let dry = engine::converge_noted(cfg, &job, &[], RunOptions { dry_run: true });
-        if let Some(again) = still_failing(v, &p, &dry) {
-            return Some(again);
-        }
-        if p.gate && !gate_passes(v, &p, &dry, budget) {
-            return None;
+        match after_dry_run(v, &p, &dry, budget) {
+            DryVerdict::Run => {}
+            DryVerdict::Drop => return None,
+            DryVerdict::Retry(again) => return Some(again),
         }
     }
     let report = engine::converge_noted(cfg, &job, &p.notes, RunOptions::default());
     after_run(v, p, report.result)
+}
+
+/// Whether `p` is dry-run before its run: a monitor repair ([`gate_passes`]) or a retry
+/// ([`repeats`]).
+fn dry_runs_first(p: &Pending) -> bool {
+    p.gate || repeats(p)
+}
+
+/// What a dry run decided for a due container.
+enum DryVerdict {
+    /// Make the run.
+    Run,
+    /// No run: nothing to do, or the repair budget is spent.
+    Drop,
+    /// No run: it would fail as the last did; this retry is scheduled instead.
+    Retry(Pending),
+}
+
+/// The verdict on `p` (of `v`) after its dry run `dry` ([`dry_runs_first`]).
+fn after_dry_run(v: Vmid, p: &Pending, dry: &engine::Report, budget: &mut Budget) -> DryVerdict {
+    if let Some(again) = still_failing(v, p, dry) {
+        return DryVerdict::Retry(again);
+    }
+    if p.gate && !gate_passes(v, p, dry, budget) {
+        return DryVerdict::Drop;
+    }
+    DryVerdict::Run
 }
 
 /// Whether `p` is a retry whose dry run may show that nothing changed since its last

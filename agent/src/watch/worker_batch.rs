@@ -6,8 +6,8 @@
 
 use super::WORKER_LOCK_WAIT;
 use super::{
-    after_run, gate_passes, lock_retry, pve_config_lock, repeats, run_one, still_failing, Budget,
-    Pending,
+    after_dry_run, after_run, dry_runs_first, lock_retry, pve_config_lock, run_one, Budget,
+    DryVerdict, Pending,
 };
 use crate::config::AgentConfig;
 use crate::engine::{self, Phase, RunOptions};
@@ -73,7 +73,7 @@ pub(super) fn run_batch(
     // The monitor's repairs and the retries: one batched dry run decides which still have
     // work, and which retries would fail as before (no run, no rows: `still_failing`).
     let gated: Vec<usize> = (0..batch.len())
-        .filter(|&i| batch[i].1.gate || repeats(&batch[i].1))
+        .filter(|&i| dry_runs_first(&batch[i].1))
         .collect();
     if !gated.is_empty() {
         let jobs: Vec<engine::Job> = gated.iter().map(|&i| batch[i].2.clone()).collect();
@@ -81,11 +81,13 @@ pub(super) fn run_batch(
         let mut keep = vec![true; batch.len()];
         for (&i, d) in gated.iter().zip(&dry) {
             let (v, p, _) = &batch[i];
-            if let Some(again) = still_failing(*v, p, d) {
-                retries.push((*v, again));
-                keep[i] = false;
-            } else if p.gate {
-                keep[i] = gate_passes(*v, p, d, budget);
+            match after_dry_run(*v, p, d, budget) {
+                DryVerdict::Run => {}
+                DryVerdict::Drop => keep[i] = false,
+                DryVerdict::Retry(again) => {
+                    retries.push((*v, again));
+                    keep[i] = false;
+                }
             }
         }
         let mut k = keep.into_iter();
