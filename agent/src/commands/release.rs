@@ -63,41 +63,40 @@ pub struct ReleaseArgs {
 /// this list). A container with only a stale TOML is not listed.
 fn releasable(cfg: &AgentConfig) -> Vec<Vmid> {
     let root = &cfg.toml.pve.root;
-    let mut out: Vec<Vmid> = cfg
-        .managed_vmids()
+    cfg.managed_vmids()
         .into_iter()
         .filter_map(Vmid::new)
         .filter(|v| inspect::is_running(cfg, *v))
         .filter(|v| !crate::released::is_released(root, *v))
         .filter(|v| inspect::is_managed(cfg, *v) || renamed_unhooked(cfg, *v))
-        .collect();
-    out.sort();
-    out
+        .collect()
+}
+
+/// The links carrying op-agent's alias for `v` (any `netN`): its renamed NICs, whatever the
+/// container TOML says or whether it is still there. Empty when netlink cannot be read.
+fn links_of(v: Vmid) -> Vec<String> {
+    let Ok(rt) = inspect::runtime() else {
+        return Vec::new();
+    };
+    rt.block_on(async {
+        let Ok(nl) = crate::netlink::Netlink::connect() else {
+            return Vec::new();
+        };
+        nl.links()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| crate::engine::ownership::alias_net(l.alias.as_deref(), v.get()).is_some())
+            .map(|l| l.name)
+            .collect()
+    })
 }
 
 /// Why `v` cannot be released: `not managed by op-agent`, and when a link still carries
 /// op-agent's alias for `v` (its TOML was removed while it ran), how to get that NIC back to
 /// PVE without it.
 fn not_managed(cfg: &AgentConfig, v: Vmid) -> String {
-    let ours: Vec<String> = inspect::runtime()
-        .ok()
-        .and_then(|rt| {
-            rt.block_on(async {
-                let nl = crate::netlink::Netlink::connect().ok()?;
-                let links = nl.links().await.ok()?;
-                Some(
-                    links
-                        .into_iter()
-                        .filter(|l| {
-                            crate::engine::ownership::alias_net(l.alias.as_deref(), v.get())
-                                .is_some()
-                        })
-                        .map(|l| l.name)
-                        .collect(),
-                )
-            })
-        })
-        .unwrap_or_default();
+    let ours = links_of(v);
     if ours.is_empty() || !inspect::is_running(cfg, v) {
         return "not managed by op-agent".into();
     }
@@ -109,33 +108,10 @@ fn not_managed(cfg: &AgentConfig, v: Vmid) -> String {
     )
 }
 
-/// True when running container `v`'s PVE conf no longer names op-agent's hookscript but a
-/// link named as its TOML says carries op-agent's alias for it (renamed by op-agent).
+/// True when `v` has a container TOML and a PVE conf (its hookscript may have been removed
+/// by hand) and a link still carries op-agent's alias for it (renamed by op-agent).
 pub(crate) fn renamed_unhooked(cfg: &AgentConfig, v: Vmid) -> bool {
-    let Ok(Some(m)) = Managed::find_unhooked(cfg, v) else {
-        return false;
-    };
-    let Ok(Some(d)) = m.load() else {
-        return false;
-    };
-    let Ok(rt) = inspect::runtime() else {
-        return false;
-    };
-    rt.block_on(async {
-        let Ok(nl) = crate::netlink::Netlink::connect() else {
-            return false;
-        };
-        for n in &d.nics {
-            if let Ok(Some(l)) = nl.link_by_name(n.name.as_str()).await {
-                let owner =
-                    crate::engine::ownership::alias_owner(l.alias.as_deref(), v.get(), n.net.get());
-                if owner == crate::engine::ownership::AliasOwner::This {
-                    return true;
-                }
-            }
-        }
-        false
-    })
+    matches!(Managed::find_unhooked(cfg, v), Ok(Some(_))) && !links_of(v).is_empty()
 }
 
 /// Releases the containers `args` names with the loaded agent.toml `cfg` (with `--list` only
