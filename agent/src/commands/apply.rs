@@ -52,30 +52,7 @@ pub fn run(
     } else {
         let v = super::vmid_arg(args.vmid.as_deref().unwrap_or(""))?;
         let Some(m) = inspect::managed_one(&cfg, v) else {
-            // Which of the three conditions of `Managed::find` is missing.
-            let root = &cfg.toml.pve.root;
-            let conf = pve_integration::paths::lxc_conf_path(root, v);
-            let why = if !conf.exists() {
-                format!("no container {v} on this node (no {})", conf.display())
-            } else if !cfg.container_candidates(v).iter().any(|p| p.exists()) {
-                format!("no container TOML: enroll it with `op-agent enroll {v}`")
-            } else {
-                let hook = pve_integration::read_conf(root, v)
-                    .ok()
-                    .flatten()
-                    .and_then(|c| c.hookscript);
-                match hook {
-                    Some(h) => format!(
-                        "its PVE conf names another hookscript ({h}); `op-agent enroll {v} \
-                         --keep-config --force` replaces it and adopts the container TOML"
-                    ),
-                    None => format!(
-                        "its PVE conf names no hookscript (the container TOML is left from an \
-                         earlier container or from `pct set {v} --delete hookscript`; \
-                         `op-agent enroll {v} --keep-config` adopts it)"
-                    ),
-                }
-            };
+            let why = crate::engine::Managed::why_not(&cfg, v);
             return Err(CliError::new(
                 ExitCode::Failed,
                 format!("{v}: not managed by op-agent: {why}"),

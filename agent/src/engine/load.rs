@@ -53,10 +53,7 @@ impl Managed {
 
     fn find_as(cfg: &AgentConfig, vmid: Vmid, unhooked: bool) -> Result<Option<Managed>, RunError> {
         let candidates = cfg.container_candidates(vmid);
-        // There at all, as `read_checked` sees it: a dangling or looping symlink is a TOML
-        // that cannot be read (an error), not a container op-agent does not manage.
-        let there = |p: &std::path::PathBuf| !matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
-        if !candidates.iter().any(there) {
+        if !candidates.iter().any(|p| there(p)) {
             return Ok(None);
         }
         let root = &cfg.toml.pve.root;
@@ -83,6 +80,35 @@ impl Managed {
             default_naming: cfg.toml.naming.mode,
             unhooked,
         }))
+    }
+
+    /// Which condition of [`Managed::find`] `vmid` misses, in the order it asks, as one clause
+    /// with what to do: no PVE conf (no container of this node), no container TOML, or a PVE
+    /// conf that names another hookscript or none.
+    pub fn why_not(cfg: &AgentConfig, vmid: Vmid) -> String {
+        let root = &cfg.toml.pve.root;
+        let conf = pve_integration::paths::lxc_conf_path(root, vmid);
+        if !conf.exists() {
+            return format!("no container {vmid} on this node (no {})", conf.display());
+        }
+        if !cfg.container_candidates(vmid).iter().any(|p| there(p)) {
+            return format!("no container TOML: enroll it with `op-agent enroll {vmid}`");
+        }
+        match pve_integration::read_conf(root, vmid)
+            .ok()
+            .flatten()
+            .and_then(|c| c.hookscript)
+        {
+            Some(h) => format!(
+                "its PVE conf names another hookscript ({h}); `op-agent enroll {vmid} \
+                 --keep-config --force` replaces it and adopts the container TOML"
+            ),
+            None => format!(
+                "its PVE conf names no hookscript (the container TOML is left from an earlier \
+                 container or from `pct set {vmid} --delete hookscript`; `op-agent enroll \
+                 {vmid} --keep-config` adopts it)"
+            ),
+        }
     }
 
     /// Parse step: the container TOML and the PVE conf, combined ([`desired::resolve`]);
@@ -136,6 +162,12 @@ fn enrolled(pve_conf: &std::path::Path) -> bool {
         Ok(None) => false,
         Err(_) => true,
     }
+}
+
+/// Whether `p` is there at all, as `read_checked` sees it: a dangling or looping symlink is a
+/// TOML that cannot be read (an error), not a container op-agent does not manage.
+fn there(p: &std::path::Path) -> bool {
+    !matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 #[cfg(test)]
