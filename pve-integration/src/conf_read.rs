@@ -51,17 +51,7 @@ pub fn read_conf_file(path: &Path) -> Result<Option<Vec<u8>>, ConfError> {
 /// The OS error of `open`/`read` (`NotFound` when the file does not exist), or
 /// `InvalidInput` `refused: a FIFO, not a regular file` (socket, device, directory alike).
 pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
-        .open(path);
-    let ft = match &opened {
-        Ok(f) => f.metadata()?.file_type(),
-        // A socket cannot be opened (ENXIO): refused by its kind below, like a FIFO.
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => std::fs::metadata(path)?.file_type(),
-        Err(_) => return opened.map(|_| Vec::new()),
-    };
-    if !ft.is_file() {
+    let refused = |ft: std::fs::FileType| {
         let what = if ft.is_fifo() {
             "a FIFO"
         } else if ft.is_dir() {
@@ -71,17 +61,34 @@ pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
         } else {
             "a device"
         };
-        return Err(std::io::Error::new(
+        std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("refused: {what}, not a regular file"),
-        ));
+        )
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        // A socket cannot be opened (ENXIO): refused by its kind, like a FIFO.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            return Err(refused(std::fs::metadata(path)?.file_type()))
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(refused(meta.file_type()));
     }
-    let file = opened?;
-    let len = file.metadata()?.len();
-    if len > MAX_FILE_BYTES {
+    if meta.len() > MAX_FILE_BYTES {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("refused: {len} bytes, more than a config file can hold ({MAX_FILE_BYTES})"),
+            format!(
+                "refused: {} bytes, more than a config file can hold ({MAX_FILE_BYTES})",
+                meta.len()
+            ),
         ));
     }
     let mut bytes = Vec::new();

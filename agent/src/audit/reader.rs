@@ -114,49 +114,28 @@ pub(super) fn regular_or_absent(db: &Path) -> std::io::Result<()> {
         paths.push(p.into());
     }
     for p in paths {
-        let ft = match std::fs::metadata(&p) {
-            Ok(m) => m.file_type(),
+        let what = match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() => continue,
+            Ok(m) => crate::file_kind::describe(&m.file_type()),
             // A symlink to nothing: SQLite would create its target (mode 0644, wherever it
             // points) and start a new chain there.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                match std::fs::symlink_metadata(&p) {
-                    Ok(_) => {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidInput,
-                            if p == db {
-                                format!(
-                                    "refused: {} is a symlink to nothing; point it at the audit \
-                                 database or remove it",
-                                    p.display()
-                                )
-                            } else {
-                                format!(
-                                    "refused: {} is a symlink to nothing; remove it",
-                                    p.display()
-                                )
-                            },
-                        ))
-                    }
-                    Err(_) => continue,
+                if std::fs::symlink_metadata(&p).is_err() {
+                    continue;
                 }
+                "a symlink to nothing"
             }
             Err(e) => return Err(e),
         };
-        if ft.is_file() {
-            continue;
-        }
-        let what = crate::file_kind::describe(&ft);
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            if p == db {
-                format!("refused: {what}, not a regular file; the audit database must be one")
-            } else {
-                format!(
-                    "refused: {} is {what}, not a regular file; remove it",
-                    p.display()
-                )
-            },
-        ));
+        let msg = if p == db {
+            format!("refused: {what}, not a regular file; the audit database must be one")
+        } else {
+            format!(
+                "refused: {} is {what}, not a regular file; remove it",
+                p.display()
+            )
+        };
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg));
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Unit tests of post-start plans while a container runs: a `netN` PVE removed or replaced,
 //! a changed tag/bridge/MTU/link_down, PVE's `rate=`, a veth LXC is still setting up.
 
-use super::tests::{desired, net, ovs, pve_port, veth};
+use super::tests::{desired, net, ovs, pve_plugged, pve_port, veth};
 use super::*;
 use crate::engine::observed::RemovedNic;
 use pve_integration::NetIndex;
@@ -139,15 +139,7 @@ fn rate_clears_pves_qdiscs_then_plugs_with_ovs_qos() {
     let mut n = net(0, "ovsbr0", Some(10));
     n.rate = Some("1".into());
     let d = desired(vec![n], "");
-    let obs = Observed {
-        nics: vec![ObservedNic {
-            pve_link: Some(veth("veth100i0", 7)),
-            pve_port: Some(pve_port("veth100i0")),
-            ..Default::default()
-        }],
-        ovs_bridges: ovs(),
-        ..Default::default()
-    };
+    let obs = pve_plugged();
     let plan = plan_post_start(&d, &obs).unwrap();
     let names: Vec<String> = plan.iter().map(|p| p.step.to_string()).collect();
     assert_eq!(names[2], "link.clear-qdiscs veth100i0");

@@ -47,6 +47,19 @@ pub(super) fn ovs() -> std::collections::BTreeSet<String> {
     ["ovsbr0", "ovsbr1"].map(String::from).into()
 }
 
+/// What post-start finds on a fresh start: PVE's `veth100i0` plugged into `ovsbr0`.
+pub(super) fn pve_plugged() -> Observed {
+    Observed {
+        nics: vec![ObservedNic {
+            pve_link: Some(veth("veth100i0", 7)),
+            pve_port: Some(pve_port("veth100i0")),
+            ..Default::default()
+        }],
+        ovs_bridges: ovs(),
+        ..Default::default()
+    }
+}
+
 pub(super) fn pve_port(name: &str) -> ObservedPort {
     ObservedPort {
         name: name.into(),
@@ -121,15 +134,7 @@ fn an_existing_ports_mtu_follows_only_a_bridge_with_its_own_mtu() {
 #[test]
 fn fresh_post_start_replugs() {
     let d = desired(vec![net(0, "ovsbr0", Some(10))], "");
-    let obs = Observed {
-        nics: vec![ObservedNic {
-            pve_link: Some(veth("veth100i0", 7)),
-            pve_port: Some(pve_port("veth100i0")),
-            ..Default::default()
-        }],
-        ovs_bridges: ovs(),
-        ..Default::default()
-    };
+    let obs = pve_plugged();
     let plan = plan_post_start(&d, &obs).unwrap();
     let names: Vec<String> = plan.iter().map(|p| p.step.to_string()).collect();
     assert_eq!(names[0], "ovs.del-port veth100i0");
